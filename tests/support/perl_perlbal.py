@@ -28,12 +28,13 @@ sentinel's reply.  That is exact for every command.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -186,12 +187,26 @@ class PerlPerlbal:
         return console(LOOPBACK, self.mgmt_port, timeout=timeout)
 
 
-def run_config_file(config_text: str, timeout: float = 10.0) -> tuple[int | None, list[str]]:
-    """Run Perl Perlbal on a config that is expected to fail or do nothing.
+@dataclass
+class ConfigRun:
+    """Outcome of ``run_config_file``."""
 
-    Returns (exit status or None if it kept running, stdout lines).  Config
-    lines run with verbose off; any reply lines go to stdout.  Perl stops at
-    the first failing line and dies "Error starting up."
+    status: int | None  # exit status, or None if Perl was still running at the timeout
+    stdout: list[str]
+    stderr: str
+
+    @property
+    def startup_failed(self) -> bool:
+        """True if a config line failed (Perl dies "Error starting up.")."""
+        return "Error starting up." in self.stderr
+
+
+def run_config_file(config_text: str, timeout: float = 10.0) -> ConfigRun:
+    """Run Perl Perlbal on a config that is expected to fail or to do nothing.
+
+    Config lines run with verbose off and any reply lines go to stdout.  Perl
+    stops at the first failing line and dies "Error starting up."; a config
+    that listens on nothing dies "No services or management port configured".
     """
     with tempfile.TemporaryDirectory(prefix="perl-perlbal-cfg-") as tmp:
         path = Path(tmp) / "perlbal.conf"
@@ -204,13 +219,13 @@ def run_config_file(config_text: str, timeout: float = 10.0) -> tuple[int | None
             stderr=subprocess.PIPE,
         )
         try:
-            out, _err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=timeout)
             status: int | None = proc.returncode
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _err = proc.communicate()
+            out, err = proc.communicate()
             status = None
-    return status, out.decode(errors="replace").splitlines()
+    return ConfigRun(status, out.decode(errors="replace").splitlines(), err.decode(errors="replace"))
 
 
 class ConsoleClosed(Exception):

@@ -116,5 +116,6 @@ def test_perl_perlbal_startup_failure_is_reported() -> None:
     with pytest.raises(PerlPerlbalError, match="Error starting up"):
         with PerlPerlbal("CREATE SERVICE x\nSET x.role = bogus\n"):
             pass
-    status, lines = run_config_file("CREATE POOL p\nSET p.balance_method = nope\n")
-    assert status != 0 and lines == ["ERROR: Unknown balance method"]
+    run = run_config_file("CREATE POOL p\nSET p.balance_method = nope\n")
+    assert run.status != 0 and run.startup_failed
+    assert run.stdout == ["ERROR: Unknown balance method"]
