@@ -1,0 +1,231 @@
+"""Header rewriting on the proxy path, as Perl Perlbal 1.80 does it (plus hop-by-hop hygiene).
+
+All functions are pure: they take an ordered header list and return a new
+one; the input is never mutated.  "Setting" a header follows Perl's
+``HTTPHeaders::header($name, $value)``: an existing field keeps its position
+and the case of its name and gets the new value (later duplicates are
+dropped, since Perl merged them into the first), a missing one is appended,
+and ``None`` removes every occurrence.
+
+What Perl does, and what we match (BackendHTTP::assign_client,
+ClientHTTPBase::setup_keepalive, Service::munge_headers):
+
+* to the backend: HTTP/1.0 request line; ``Connection: keep-alive`` when
+  persist_backend is on, else ``close``; ``X-Proxy-Capabilities:
+  reproxy-file`` when enable_reproxy is on; then forwarding headers; then
+  ``HEADER <svc> remove/insert`` (removals first, then insertions);
+* forwarding: a trusted peer's X-Forwarded-For gets ``, <peer ip>`` appended
+  (not even that under blind_proxy), X-Host / X-Forwarded-Host pass through;
+  an untrusted peer's X-Forwarded-For is replaced by its IP and its X-Host /
+  X-Forwarded-Host are deleted;
+* to the client: HTTP/1.0 status line; keep-alive only if persist_client is
+  on, the client asked (HTTP/1.0 needs ``keep-alive``, any ``close`` refuses),
+  and the length is known (Content-Length, 204, 304 or a HEAD request); then
+  ``Connection: keep-alive`` + ``Keep-Alive: timeout=N, max=100`` or
+  ``Connection: close`` with Keep-Alive removed.  Perl adds no Server header
+  to relayed responses (only to pages it makes; see responses.py).
+
+Where we are stricter than Perl: Perl forwards the other hop-by-hop fields
+(Keep-Alive, TE, Upgrade, fields named in Connection...) verbatim in both
+directions; with ``strip_hop_by_hop=True`` (the default) we drop them
+(RFC 9110 section 7.6.1).  Transfer-Encoding is among them: the runtime
+decodes chunked bodies and must send a Content-Length instead.
+
+Public API::
+
+    set_header(headers, name, value) -> list[Header]
+    remove_headers(headers, names) -> list[Header]
+    strip_hop_by_hop(headers, keep=()) -> list[Header]
+    forwarding_headers(headers, client_ip, *, trusted, blind_proxy) -> list[Header]
+    munge_headers(headers, remove, insert) -> list[Header]
+    backend_request_headers(headers, *, client_ip, trusted, blind_proxy,
+        persist_backend, enable_reproxy, remove=(), insert=(),
+        strip_hop_by_hop=True) -> list[Header]
+    backend_request_line(method, target) -> bytes
+    client_keep_alive(request, response_headers, status, *, persist_client) -> bool
+    backend_keep_alive(response, request_method) -> bool
+    client_response_headers(headers, *, keep_alive, idle_timeout=30,
+        strip_hop_by_hop=True) -> list[Header]
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+from perlbal.http.head import Header, RequestHead, ResponseHead, header_get
+from perlbal.http.responses import keep_alive_headers
+
+__all__ = [
+    "HOP_BY_HOP",
+    "set_header",
+    "remove_headers",
+    "strip_hop_by_hop",
+    "forwarding_headers",
+    "munge_headers",
+    "backend_request_headers",
+    "backend_request_line",
+    "client_keep_alive",
+    "backend_keep_alive",
+    "client_response_headers",
+]
+
+Headers = Sequence[Header]
+
+#: RFC 9110 section 7.6.1 plus the de-facto Keep-Alive and Proxy-Connection.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+    }
+)
+
+
+def set_header(headers: Headers, name: str, value: str | None) -> list[Header]:
+    """Perl's ``header($name, $value)`` on an ordered list (see module docstring)."""
+    wanted = name.lower()
+    result: list[Header] = []
+    placed = False
+    for key, old in headers:
+        if key.lower() != wanted:
+            result.append((key, old))
+        elif value is not None and not placed:
+            result.append((key, value))
+            placed = True
+    if value is not None and not placed:
+        result.append((name, value))
+    return result
+
+
+def remove_headers(headers: Headers, names: Iterable[str]) -> list[Header]:
+    """Drop every field whose name is in ``names`` (case-insensitive)."""
+    doomed = {name.lower() for name in names}
+    return [(key, value) for key, value in headers if key.lower() not in doomed]
+
+
+def strip_hop_by_hop(headers: Headers, keep: Iterable[str] = ()) -> list[Header]:
+    """Remove hop-by-hop fields and every field named in Connection.
+
+    ``keep`` names fields to leave in place (used to keep Connection's
+    position so that it can be overwritten where Perl would have put it).
+    """
+    named: set[str] = set()
+    for key, value in headers:
+        if key.lower() == "connection":
+            named.update(token.strip(" \t").lower() for token in value.split(","))
+    named.discard("")
+    doomed = (HOP_BY_HOP | named) - {name.lower() for name in keep}
+    return [(key, value) for key, value in headers if key.lower() not in doomed]
+
+
+# Keyword arguments below are named like this function; keep a second handle on it.
+_strip_hop_by_hop = strip_hop_by_hop
+
+
+def forwarding_headers(headers: Headers, client_ip: str, *, trusted: bool, blind_proxy: bool) -> list[Header]:
+    """X-Forwarded-For / X-Host / X-Forwarded-Host as BackendHTTP::assign_client sets them."""
+    if trusted:
+        if blind_proxy:
+            return list(headers)
+        existing = header_get(headers, "X-Forwarded-For") or ""
+        # Perl splits on /,\s*/ and re-joins with ", "; empty members are dropped.
+        hops = [hop for hop in re.split(r",\s*", existing) if hop]
+        return set_header(headers, "X-Forwarded-For", ", ".join([*hops, client_ip]))
+    result = set_header(headers, "X-Forwarded-For", client_ip)
+    result = set_header(result, "X-Host", None)
+    return set_header(result, "X-Forwarded-Host", None)
+
+
+def munge_headers(headers: Headers, remove: Iterable[str], insert: Iterable[Header]) -> list[Header]:
+    """``HEADER <service> remove|insert`` as Service::munge_headers applies them.
+
+    Every removal runs first, then each insertion sets (replaces in place or
+    appends) its field.  Note that Perl's console lowercases the whole
+    ``HEADER`` command line, so names inserted from a config arrive lowercase
+    (recorded: ``x-added: 1``); that is the interpreter's business, not ours.
+    """
+    result = remove_headers(headers, remove)
+    for name, value in insert:
+        result = set_header(result, name, value)
+    return result
+
+
+def backend_request_headers(
+    headers: Headers,
+    *,
+    client_ip: str,
+    trusted: bool,
+    blind_proxy: bool,
+    persist_backend: bool,
+    enable_reproxy: bool,
+    remove: Iterable[str] = (),
+    insert: Iterable[Header] = (),
+    strip_hop_by_hop: bool = True,
+) -> list[Header]:
+    """The header list Perlbal sends to a backend for a client's request."""
+    result = list(headers)
+    if strip_hop_by_hop:
+        result = _strip_hop_by_hop(result, keep=("connection",))
+    result = set_header(result, "Connection", "keep-alive" if persist_backend else "close")
+    if enable_reproxy:
+        result = set_header(result, "X-Proxy-Capabilities", "reproxy-file")
+    result = forwarding_headers(result, client_ip, trusted=trusted, blind_proxy=blind_proxy)
+    return munge_headers(result, remove, insert)
+
+
+def backend_request_line(method: str, target: str) -> bytes:
+    """Perl always talks HTTP/1.0 to backends ("FIXME: use 1.1")."""
+    return f"{method} {target} HTTP/1.0\r\n".encode("latin-1")
+
+
+def _length_known(response_headers: Headers, status: int, request_method: str) -> bool:
+    return (
+        header_get(response_headers, "Content-Length") is not None
+        or status in (204, 304)
+        or request_method == "HEAD"
+    )
+
+
+def client_keep_alive(
+    request: RequestHead, response_headers: Headers, status: int, *, persist_client: bool
+) -> bool:
+    """Perl's ``persist_client && req_keep_alive(res)``: keep the client connection?"""
+    return (
+        persist_client
+        and request.wants_keep_alive
+        and _length_known(response_headers, status, request.method)
+    )
+
+
+def backend_keep_alive(response: ResponseHead, request_method: str) -> bool:
+    """Perl's ``res_keep_alive``: may the backend connection be reused after this reply?"""
+    connection = (response.get("Connection") or "").lower()
+    if re.search(r"\bclose\b", connection):
+        return False
+    if response.http_version < (1, 1):
+        return bool(re.search(r"\bkeep-alive\b", connection)) and _length_known(
+            response.headers, response.status, request_method
+        )
+    return True
+
+
+def client_response_headers(
+    headers: Headers, *, keep_alive: bool, idle_timeout: int = 30, strip_hop_by_hop: bool = True
+) -> list[Header]:
+    """A backend's reply headers made ready for the client (``setup_keepalive``).
+
+    Connection and Keep-Alive are overwritten in place when present, as Perl
+    does (recorded: a backend's ``Keep-Alive: timeout=5`` became
+    ``Keep-Alive: timeout=30, max=100`` at the same position).
+    """
+    result = list(headers)
+    if strip_hop_by_hop:
+        result = _strip_hop_by_hop(result, keep=("connection", "keep-alive"))
+    wanted = dict(keep_alive_headers(keep_alive, idle_timeout))
+    result = set_header(result, "Connection", wanted["Connection"])
+    return set_header(result, "Keep-Alive", wanted.get("Keep-Alive"))
