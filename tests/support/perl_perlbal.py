@@ -162,11 +162,14 @@ class PerlPerlbal:
 
     def output(self) -> tuple[str, str]:
         """(stdout, stderr) written so far."""
-        assert self.workdir is not None
+        workdir = self.workdir
+        assert workdir is not None
         for stream in (self._stdout, self._stderr):
             stream.flush()
-        read = lambda name: (self.workdir / name).read_text(errors="replace")  # noqa: E731
-        return read("stdout.log"), read("stderr.log")
+        return (
+            (workdir / "stdout.log").read_text(errors="replace"),
+            (workdir / "stderr.log").read_text(errors="replace"),
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
