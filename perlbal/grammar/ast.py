@@ -1,0 +1,167 @@
+"""AST nodes: one frozen pydantic model per console/config command.
+
+Every node carries where it came from (file, line, column) and the line's
+original text, so the interpreter's errors and ``perlbal check`` diagnostics
+can point at the source.  Nodes hold text as written (after Perl's
+normalisation); giving it meaning is the interpreter's job.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str = "<console>"
+    line: int = 1
+    column: int = 1
+    text: str = ""  # the normalised command (Perl's $cmd)
+    orig: str = ""  # before variable expansion and lower-casing (Perl's $orig)
+    keyword: str = ""
+
+
+class Blank(Node):
+    """An empty or comment-only line: always succeeds silently."""
+
+
+class SyntaxFailure(Node):
+    """A line whose command is known but whose arguments do not parse.
+
+    ``usage`` is Perl's error text for it; ``error_column`` points at the first
+    character the grammar could not accept.
+    """
+
+    usage: str
+    error_column: int = 1
+
+
+class UnknownCommand(Node):
+    """The first word names no command (core or plugin)."""
+
+
+class InvalidCommand(Node):
+    """The line does not start with a word character."""
+
+
+class Create(Node):
+    kind: Literal["service", "pool"]
+    name: str
+
+
+class Use(Node):
+    name: str
+
+
+class PoolEdit(Node):
+    # Perl accepts "POOL ADD name ip" and "POOL name ADD ip"; sorted out later
+    word1: str
+    word2: str
+    ip: str
+    port: int | None = None
+
+
+class Set(Node):
+    target: str | None
+    key: str
+    value: str
+
+
+class Default(Node):
+    key: str
+    value: str
+
+
+class Header(Node):
+    service: str
+    action: Literal["insert", "remove"]
+    header: str
+    value: str | None = None
+
+
+class Enable(Node):
+    verb: Literal["enable", "disable"]
+    service: str
+
+
+class Load(Node):
+    name: str
+
+
+class Unload(Node):
+    name: str
+
+
+class Reload(Node):
+    name: str
+
+
+class Verbose(Node):
+    on: bool
+
+
+class Shutdown(Node):
+    graceful: bool
+    timeout: int | None = None
+
+
+class Mime(Node):
+    sub: str | None = None
+    arg1: str | None = None
+    arg2: str | None = None
+
+
+class Xs(Node):
+    sub: str | None = None
+    module: str | None = None
+
+
+class Nodes(Node):
+    ip: str | None = None
+    port: int | None = None
+
+
+class Show(Node):
+    what: Literal["service", "pool"]
+    name: str | None = None
+
+
+class Server(Node):
+    key: str
+    value: str
+
+
+class Socks(Node):
+    mode: str | None = None
+
+
+class States(Node):
+    service: str | None = None
+
+
+class Query(Node):
+    """A command without arguments: obj, fd, proc, uptime, version, help, ..."""
+
+
+class AnyArgs(Node):
+    """dumpconfig and reproxy_state, which Perl runs whatever follows them."""
+
+
+class PerlOnly(Node):
+    """Perl debugging commands (prof, leaks, state, crash)."""
+
+
+class PluginCommand(Node):
+    """A command contributed by a plugin (VHOST, VPATH, ACCESS, INCLUDE, ...).
+
+    ``args`` are the pieces its SyntaxExtension extracted, in order.
+    """
+
+    plugin: str
+    args: tuple[str | None, ...] = ()
+
+
+Command = Node

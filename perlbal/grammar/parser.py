@@ -1,0 +1,291 @@
+"""Parse one console/config line into an AST node, the way Perl dispatches it.
+
+Perl Perlbal takes the first word of the normalised line as the command and
+hands the line to that command's own regex; a line that fails it gets the
+command's usage text.  We keep that contract with one Lark LALR grammar
+(perlbal.lark): the first word picks the command, Lark parses the line, and a
+failure becomes a ``SyntaxFailure`` node carrying Perl's usage message and the
+column where parsing stopped.
+
+Plugins contribute commands with ``SyntaxExtension``s: a rule added to the
+grammar as a new alternative of ``command``.  The core grammar file is never
+edited; the parser for each set of extensions is built once and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterable, Mapping
+
+from lark import Lark, Token, Transformer, Tree, UnexpectedInput
+
+from perlbal.grammar import ast
+from perlbal.grammar.preprocess import ExpansionError, Normalized, normalize
+
+
+@dataclass(frozen=True)
+class SyntaxExtension:
+    """A plugin's command: ``rule`` is the Lark body of rule ``<keyword>_cmd``.
+
+    Every token the rule matches (None for an absent optional) becomes one
+    entry of ``PluginCommand.args``.  ``terminals`` may define extra terminals
+    (their names must start with the upper-cased keyword to stay apart).
+    """
+
+    keyword: str
+    plugin: str
+    rule: str
+    usage: str | None = None
+    terminals: str = ""
+
+
+@dataclass(frozen=True)
+class CoreCommand:
+    usage: str | None = None  # Perl's usage text; None: "Invalid syntax to 'x' command"
+    no_opts: bool = False
+
+
+# Perl Perlbal 1.80's commands (the MANAGE_* subs), with their usage texts.
+CORE_COMMANDS: dict[str, CoreCommand] = {
+    "create": CoreCommand("usage: CREATE {service|pool} <name>"),
+    "use": CoreCommand("usage: USE <service_or_pool_name>"),
+    "pool": CoreCommand(),
+    "set": CoreCommand("usage: SET [<service>] <param> = <value>"),
+    "default": CoreCommand("usage: DEFAULT <param> = <value>"),
+    "header": CoreCommand("Usage: HEADER <service> {INSERT|REMOVE} <header>[: <value>]"),
+    "enable": CoreCommand("Usage: {ENABLE|DISABLE} <service>"),
+    "disable": CoreCommand("Usage: {ENABLE|DISABLE} <service>"),
+    "load": CoreCommand(),
+    "unload": CoreCommand(),
+    "reload": CoreCommand(),
+    "verbose": CoreCommand("usage: VERBOSE {on|off}"),
+    "shutdown": CoreCommand(),
+    "mime": CoreCommand(),
+    "xs": CoreCommand(),
+    "node": CoreCommand(),
+    "nodes": CoreCommand(),
+    "show": CoreCommand(),
+    "server": CoreCommand(),
+    "socks": CoreCommand(),
+    "states": CoreCommand(),
+    "state": CoreCommand(),
+    "prof": CoreCommand(),
+    "leaks": CoreCommand(),
+    "crash": CoreCommand(),
+    "dumpconfig": CoreCommand(),
+    "reproxy_state": CoreCommand(),
+}
+for _name in ("obj", "fd", "proc", "uptime", "version", "track", "backends", "noverify",
+              "pending", "queues", "plugins", "help", "aio", "gladiator", "varsize"):
+    CORE_COMMANDS[_name] = CoreCommand(no_opts=True)
+
+# What `help` lists: Perl's MANAGE_* names (not crash or our additions).
+PERL_HELP = sorted(k for k in CORE_COMMANDS if k != "crash")
+
+
+def _grammar_text() -> str:
+    return resources.files("perlbal.grammar").joinpath("perlbal.lark").read_text()
+
+
+_CORE_RULES = [
+    "create_cmd", "use_cmd", "pool_cmd", "set_cmd", "default_cmd", "header_cmd",
+    "enable_cmd", "load_cmd", "unload_cmd", "reload_cmd", "verbose_cmd", "shutdown_cmd",
+    "mime_cmd", "xs_cmd", "nodes_cmd", "show_cmd", "server_cmd", "socks_cmd", "states_cmd",
+    "simple_cmd", "any_args_cmd", "perl_only_cmd",
+]
+
+
+@functools.lru_cache(maxsize=16)
+def _build(extensions: tuple[SyntaxExtension, ...]) -> Lark:
+    rules = _CORE_RULES + [f"{e.keyword}_cmd" for e in extensions]
+    text = _grammar_text()
+    text += "\n?command: " + "\n        | ".join(rules) + "\n"
+    for ext in extensions:
+        text += f"\n{ext.keyword}_cmd: {ext.rule}\n{ext.terminals}\n"
+    return Lark(text, parser="lalr", lexer="contextual", maybe_placeholders=True)
+
+
+class _Usage(Exception):
+    """Raised inside the transformer when tokens parse but break Perl's regex."""
+
+
+def _s(tok: Any) -> str | None:
+    return None if tok is None else str(tok)
+
+
+class _ToAst(Transformer[Token, ast.Node]):
+    def __init__(self, base: dict[str, Any], plugins: Mapping[str, str]) -> None:
+        super().__init__()
+        self.base = base
+        self.plugins = plugins
+
+    def start(self, items: list[ast.Node]) -> ast.Node:
+        return items[0]
+
+    def create_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Create(kind=str(t[0]), name=str(t[1]), **self.base)  # type: ignore[arg-type]
+
+    def use_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Use(name=str(t[0]), **self.base)
+
+    def pool_cmd(self, t: list[Token]) -> ast.Node:
+        port = int(t[3]) if t[3] is not None else None
+        return ast.PoolEdit(word1=str(t[0]), word2=str(t[1]), ip=str(t[2]), port=port, **self.base)
+
+    def set_cmd(self, t: list[Token]) -> ast.Node:
+        first, second, value = _s(t[0]), _s(t[1]), str(t[2])
+        assert first is not None
+        target: str | None
+        if second is not None:
+            if not re.fullmatch(r"\w+", first):
+                raise _Usage()
+            target, key = first, second
+        else:
+            m = re.fullmatch(r"(\w+)\.([\w.]+)", first)
+            target, key = (m.group(1), m.group(2)) if m else (None, first)
+        return ast.Set(target=target, key=key, value=value, **self.base)
+
+    def default_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Default(key=str(t[0]), value=str(t[1]), **self.base)
+
+    def header_cmd(self, t: list[Token]) -> ast.Node:
+        m = re.fullmatch(r"(.+?)(?:\s*:\s*(.+))?", str(t[2]))
+        assert m is not None
+        return ast.Header(service=str(t[0]), action=str(t[1]).lower(),  # type: ignore[arg-type]
+                          header=m.group(1), value=m.group(2), **self.base)
+
+    def enable_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Enable(verb=str(t[0]), service=str(t[1]), **self.base)  # type: ignore[arg-type]
+
+    def load_cmd(self, t: list[Token]) -> ast.Node:
+        # Perl takes the plugin name from the original case of the line
+        m = re.match(r"load (\w+)$", self.base["orig"], re.IGNORECASE)
+        return ast.Load(name=m.group(1) if m else str(t[0]), **self.base)
+
+    def unload_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Unload(name=str(t[0]), **self.base)
+
+    def reload_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Reload(name=str(t[0]), **self.base)
+
+    def verbose_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Verbose(on=str(t[0]) == "on", **self.base)
+
+    def shutdown_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Shutdown(graceful=t[0] is not None,
+                            timeout=int(t[1]) if t[1] is not None else None, **self.base)
+
+    def mime_cmd(self, t: list[Token]) -> ast.Node:
+        # Perl: mime(?:\s+(\w+)(?:\s+(\w+))?(?:\s+(\S+))?)?
+        words = [str(x) for x in t]
+        sub = a1 = a2 = None
+        if words:
+            if not re.fullmatch(r"\w+", words[0]):
+                raise _Usage()
+            sub = words[0]
+        if len(words) == 2:
+            if re.fullmatch(r"\w+", words[1]):
+                a1 = words[1]
+            else:
+                a2 = words[1]
+        elif len(words) == 3:
+            if not re.fullmatch(r"\w+", words[1]):
+                raise _Usage()
+            a1, a2 = words[1], words[2]
+        return ast.Mime(sub=sub, arg1=a1, arg2=a2, **self.base)
+
+    def xs_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Xs(sub=_s(t[0]), module=_s(t[1]), **self.base)
+
+    def nodes_cmd(self, t: list[Token]) -> ast.Node:
+        port = int(t[2]) if t[2] is not None else None
+        return ast.Nodes(ip=_s(t[1]), port=port, **self.base)
+
+    def show_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Show(what=str(t[0]), name=_s(t[1]), **self.base)  # type: ignore[arg-type]
+
+    def server_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Server(key=str(t[0]), value=str(t[1]), **self.base)
+
+    def socks_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Socks(mode=_s(t[0]), **self.base)
+
+    def states_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.States(service=_s(t[0]), **self.base)
+
+    def simple_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Query(**self.base)
+
+    def any_args_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.AnyArgs(**self.base)
+
+    def perl_only_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.PerlOnly(**self.base)
+
+    def __default__(self, data: str, children: list[Any], meta: Any) -> Any:
+        if data.endswith("_cmd"):
+            keyword = data[: -len("_cmd")]
+            args = tuple(_s(c) for c in children)
+            return ast.PluginCommand(plugin=self.plugins[keyword], args=args, **self.base)
+        return Tree(data, children, meta)
+
+
+class Parser:
+    """Parses lines with the core grammar plus the given plugin extensions."""
+
+    def __init__(self, extensions: Iterable[SyntaxExtension] = ()) -> None:
+        self.extensions = tuple(sorted(extensions, key=lambda e: e.keyword))
+        self.ext_by_keyword = {e.keyword: e for e in self.extensions}
+        dupes = set(CORE_COMMANDS) & set(self.ext_by_keyword)
+        if dupes:
+            raise ValueError(f"plugin commands clash with core commands: {sorted(dupes)}")
+        self.lark = _build(self.extensions)
+        self.plugin_of = {e.keyword: e.plugin for e in self.extensions}
+
+    def parse_line(self, raw: str, *, file: str = "<console>", line: int = 1,
+                   env: Mapping[str, str] | None = None) -> ast.Node:
+        try:
+            norm = normalize(raw, env)
+        except ExpansionError as exc:
+            return ast.SyntaxFailure(file=file, line=line, text=raw.strip(), orig=raw.strip(),
+                                     usage=str(exc))
+        return self.parse_normalized(norm, file=file, line=line)
+
+    def parse_normalized(self, norm: Normalized, *, file: str, line: int) -> ast.Node:
+        base: dict[str, Any] = {
+            "file": file, "line": line, "column": norm.source_column(0),
+            "text": norm.text, "orig": norm.orig,
+        }
+        if not norm.text or norm.text[0].isspace():
+            return ast.Blank(**base)
+        basecmd = norm.basecmd
+        if basecmd is None:
+            return ast.InvalidCommand(**base)
+        base["keyword"] = basecmd
+        core = CORE_COMMANDS.get(basecmd)
+        ext = self.ext_by_keyword.get(basecmd)
+        if core is None and ext is None:
+            return ast.UnknownCommand(**base)
+        if core is not None and core.no_opts:
+            if norm.text != basecmd:
+                return ast.SyntaxFailure(usage=f"The '{basecmd}' command takes no arguments",
+                                         error_column=norm.source_column(len(basecmd)), **base)
+            return ast.Query(**base)
+        usage = (core.usage if core is not None else ext.usage if ext is not None else None)
+        usage = usage or f"Invalid syntax to '{basecmd}' command"
+        try:
+            tree = self.lark.parse(norm.text)
+            result = _ToAst(base, self.plugin_of).transform(tree)
+        except UnexpectedInput as exc:
+            pos = getattr(exc, "pos_in_stream", None)
+            col = norm.source_column(pos if isinstance(pos, int) else len(norm.text))
+            return ast.SyntaxFailure(usage=usage, error_column=col, **base)
+        except Exception as exc:  # _Usage, or a transformer wrapped by lark
+            if isinstance(exc, _Usage) or isinstance(getattr(exc, "orig_exc", None), _Usage):
+                return ast.SyntaxFailure(usage=usage, error_column=norm.source_column(0), **base)
+            raise
+        assert isinstance(result, ast.Node)
+        return result

@@ -1,0 +1,128 @@
+"""Perl Perlbal's per-line normalisation, with a map back to source columns.
+
+Perl's run_manage_command rewrites every line before dispatching it: it drops
+everything from the first '#', trims, folds runs of whitespace to one space,
+expands ``${ip:IFACE}`` and ``$ENV`` variables, and lower-cases everything up to
+the first '='.  We do the same, and remember for each character of the result
+the column it came from, so a diagnostic can point into the original line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+_WORD_RE = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Normalized:
+    text: str  # what the grammar parses
+    orig: str  # comment stripped, trimmed, folded, before expansion and lower-casing
+    columns: tuple[int, ...]  # 0-based source column of each character of text
+
+    def source_column(self, index: int) -> int:
+        """1-based column in the raw line for a 0-based index into ``text``."""
+        if not self.columns:
+            return 1
+        index = max(0, min(index, len(self.columns) - 1))
+        return self.columns[index] + 1
+
+    @property
+    def basecmd(self) -> str | None:
+        m = _WORD_RE.match(self.text)
+        return m.group(0) if m else None
+
+
+class ExpansionError(Exception):
+    """A ``${...}`` variable could not be expanded (Perl dies with this text)."""
+
+
+def _expand_var(spec: str) -> str:
+    m = re.match(r"(\w+):(.+)", spec)
+    if not m:
+        raise ExpansionError(f"Unknown config variable: {spec}")
+    kind, val = m.group(1), m.group(2)
+    if kind == "ip":
+        if not re.fullmatch(r"\w+", val):
+            raise ExpansionError("Bogus-looking iface name")
+        addr = _interface_ip(val)
+        if addr is None:
+            raise ExpansionError(f"Can't find IP of interface '{val}'")
+        return addr
+    raise ExpansionError(f"Unknown config variable type: {kind}")
+
+
+def _interface_ip(iface: str) -> str | None:
+    import fcntl
+    import socket
+    import struct
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", iface[:15].encode()))
+        return socket.inet_ntoa(packed[20:24])
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def normalize(raw: str, env: Mapping[str, str] | None = None) -> Normalized:
+    """Normalise one line as Perl does.  Raises ExpansionError for a bad ${...}."""
+    environ = os.environ if env is None else env
+    line = raw.rstrip("\r\n")
+    hash_at = line.find("#")
+    if hash_at >= 0:
+        line = line[:hash_at]
+    # fold whitespace, keeping source columns
+    chars: list[str] = []
+    cols: list[int] = []
+    pending_space = -1
+    for i, ch in enumerate(line):
+        if ch.isspace():
+            if chars and pending_space < 0:
+                pending_space = i
+            continue
+        if pending_space >= 0:
+            chars.append(" ")
+            cols.append(pending_space)
+            pending_space = -1
+        chars.append(ch)
+        cols.append(i)
+    orig = "".join(chars)
+
+    # ${type:value} first, then $NAME, as Perl does
+    out: list[str] = []
+    out_cols: list[int] = []
+    i = 0
+    text = orig
+    while i < len(text):
+        if text.startswith("${", i):
+            end = text.find("}", i + 2)
+            if end > i + 2:
+                value = _expand_var(text[i + 2 : end])
+                out.extend(value)
+                out_cols.extend([cols[i]] * len(value))
+                i = end + 1
+                continue
+        if text[i] == "$":
+            m = _WORD_RE.match(text, i + 1)
+            if m:
+                value = environ.get(m.group(0), "")
+                out.extend(value)
+                out_cols.extend([cols[i]] * len(value))
+                i = m.end()
+                continue
+        out.append(text[i])
+        out_cols.append(cols[i])
+        i += 1
+    expanded = "".join(out)
+    eq = expanded.find("=")
+    if eq < 0:
+        lowered = expanded.lower()
+    else:
+        lowered = expanded[:eq].lower() + expanded[eq:]
+    return Normalized(lowered, orig, tuple(out_cols))

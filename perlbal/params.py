@@ -1,0 +1,501 @@
+"""Every tunable, declared once.
+
+This registry is the single source of truth for service parameters (Perl
+Perlbal's ``$tunables`` in Service.pm), pool parameters, SERVER settings and the
+parameters plugins add.  ``SET``, ``show service``, ``perlbal check``,
+``dumpconfig`` and the generated docs all read it; nothing else keeps a list.
+
+Invariants:
+- a parameter name is registered once per scope; a duplicate registration
+  raises ``DuplicateParam`` (loudly, as caddy's module registry does);
+- coercion is pure: ``Param.coerce(raw, env)`` either returns the stored value
+  or raises ``ParamError`` whose text is Perl Perlbal 1.80's error message, so a
+  console client sees the same ``ERROR:`` line from us as from Perl;
+- side effects of setting a value (re-initialising a service when its role is
+  set, rebinding a listener, ...) are *named* here (``Param.effect``) and carried
+  out by the interpreter, so this module stays free of graph and runtime code.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol, Union
+
+ParamValue = Union[bool, int, str, list[str], None]
+
+ALL_ROLES = "*"
+CORE_ROLES = ("reverse_proxy", "web_server", "management", "selector", "upload_tracker")
+
+
+class ParamError(Exception):
+    """A value was refused; ``str(self)`` is the exact text after ``ERROR: ``."""
+
+
+class DuplicateParam(Exception):
+    """Two declarations of one parameter name in one scope: a programming error."""
+
+
+class CheckEnv(Protocol):
+    """What coercion may ask about the world: the graph's names and the disk."""
+
+    def pool_exists(self, name: str) -> bool: ...
+
+    def service_exists(self, name: str) -> bool: ...
+
+    def plugin_role_exists(self, role: str) -> bool: ...
+
+    def is_dir(self, path: str) -> bool: ...
+
+    def is_file(self, path: str) -> bool: ...
+
+    def exists(self, path: str) -> bool: ...
+
+
+class Kind(enum.Enum):
+    """How a raw string becomes a stored value (and how it is documented)."""
+
+    BOOL = "bool"
+    INT = "int"
+    SIZE = "size"
+    STRING = "string"
+    LISTEN = "ip:port"
+    ROLE = "role"
+    POOL_REF = "pool name"
+    SERVICE_REF = "service name"
+    DIRECTORY = "directory"
+    FILE_OR_DEFAULT = "file"
+    DIRECTORY_OR_NONE = "directory"
+    EXECUTABLE = "executable"
+    PERCENT = "int 0-100"
+    LIST = "list"
+    NETMASK_LIST = "netmask list"
+    UDP_ENDPOINTS = "ip:port list"
+    RETRY_SCHEDULE = "seconds list"
+    BALANCE_METHOD = "enum"
+    NODEFILE = "file"
+    REGEX = "regex"
+
+
+class Effect(enum.Enum):
+    """Side effects of a successful SET, carried out by the interpreter."""
+
+    NONE = "none"
+    INIT_ROLE = "init_role"  # role: (re)apply every default for the new role
+    REBIND = "rebind"  # listen: reopen the listener if the service is enabled
+    SPAWN_BACKENDS = "spawn_backends"  # connect_ahead
+    NOT_STORED = "not_stored"  # reproxy_cache_maxsize: Perl never stores it
+    SET_BOTH_TIMEOUTS = "set_both_timeouts"  # persist_client_timeout
+    POOL_REF = "pool_ref"  # pool: adjust use counts, bump generation
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable.  ``default`` is the raw default text, coerced like a SET."""
+
+    name: str
+    kind: Kind
+    doc: str
+    roles: str | tuple[str, ...] = ALL_ROLES
+    default: str | None = None
+    live: bool = True
+    required: bool = False
+    dump_ignore: bool = False
+    effect: Effect = Effect.NONE
+    plugin: str | None = None
+    choices: tuple[str, ...] = ()
+
+    def applies_to(self, role: str | None) -> bool:
+        if self.roles == ALL_ROLES:
+            return True
+        return (role or "") in self.roles
+
+    @property
+    def role_text(self) -> str:
+        return self.roles if isinstance(self.roles, str) else ", ".join(self.roles)
+
+    def coerce(self, raw: str, env: CheckEnv, owner: str = "") -> ParamValue:
+        """Turn the text of a SET into the stored value, or raise ParamError."""
+        return _COERCERS[self.kind](self, raw, env, owner)
+
+
+# --- coercion, one function per kind, each raising Perl's own message -----------
+
+_TRUE = frozenset({"1", "true", "on", "yes"})
+_FALSE = frozenset({"0", "false", "off", "no"})
+
+
+def parse_bool(raw: str) -> bool | None:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    return None
+
+
+def parse_size(raw: str) -> int | None:
+    m = re.fullmatch(r"(\d+)([bkm]?)", raw, re.IGNORECASE)
+    if not m:
+        return None
+    mult = {"": 1, "b": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    return int(m.group(1)) * mult
+
+
+def _c_bool(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    val = parse_bool(raw)
+    if val is None:
+        raise ParamError(f"Expecting boolean value for parameter '{p.name}'")
+    return val
+
+
+def _c_int(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if not re.fullmatch(r"\d+", raw):
+        raise ParamError(f"Expecting integer value for parameter '{p.name}'")
+    return int(raw)
+
+
+def _c_size(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    val = parse_size(raw)
+    if val is None:
+        raise ParamError(
+            f"Expecting size unit value for parameter '{p.name}' in bytes, "
+            "or suffixed with 'K' or 'M'"
+        )
+    return val
+
+
+def _c_string(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    return raw
+
+
+_LISTEN_RE = re.compile(r"(\d+\.\d+\.\d+\.\d+:)?\d+")
+# Beyond Perl: IPv6 listeners as [addr]:port.
+_LISTEN6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]:\d+")
+
+
+def _c_listen(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if not (_LISTEN_RE.fullmatch(raw) or _LISTEN6_RE.fullmatch(raw)):
+        raise ParamError(
+            "Listen argument must be ip:port or port. e.g. 192.168.0.1:80 or 81"
+        )
+    return raw
+
+
+def _c_role(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw in CORE_ROLES or env.plugin_role_exists(raw):
+        return raw
+    raise ParamError(f"Role not valid for service {owner}")
+
+
+def _c_pool_ref(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if not env.pool_exists(raw):
+        raise ParamError(f"Pool '{raw}' not found")
+    return raw
+
+
+def _c_service_ref(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if not env.service_exists(raw):
+        # Perl interpolates the (undefined) service object here, not the name.
+        raise ParamError("Service '' not found")
+    return raw
+
+
+def _strip_slash(raw: str) -> str:
+    return raw[:-1] if raw.endswith("/") else raw
+
+
+def _c_directory(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    val = _strip_slash(raw)
+    if val and env.is_dir(val):
+        return val
+    if p.name == "buffer_uploads_path":
+        raise ParamError(f"Directory ({val}) not found for service {owner} (buffer_uploads_path)")
+    raise ParamError(f"Directory not found for service {owner}")
+
+
+def _c_file_or_default(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw == p.default or env.is_file(raw):
+        return raw
+    raise ParamError(f"File '{raw}' not found for '{p.name}'")
+
+
+def _c_dir_or_none(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if env.is_dir(raw):
+        return raw
+    raise ParamError(f"Directory '{raw}' not found for '{p.name}'")
+
+
+def _c_executable(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw and env.is_file(raw) and os.access(raw, os.X_OK):
+        return raw
+    raise ParamError(f"Server process ({raw}) not executable.")
+
+
+def _c_percent(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if re.fullmatch(r"\d+", raw) and 0 <= int(raw) <= 100:
+        return int(raw)
+    raise ParamError("Expecting integer value between 0 and 100, inclusive.")
+
+
+def _c_list(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    return [item for item in re.split(r"[\s,]+", raw) if item]
+
+
+def _c_netmask_list(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    import ipaddress
+
+    items = [s for s in re.split(r"\s*,\s*", raw) if s]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ParamError(f"Error defining trusted upstream proxies: bad netmask '{item}'")
+    if not items:
+        raise ParamError("Error defining trusted upstream proxies: None found")
+    return items
+
+
+def _c_udp_endpoints(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    items = [s for s in re.split(r"\s*,\s*", raw) if s]
+    for item in items:
+        if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+:\d+", item):
+            raise ParamError(f'Invalid UDP endpoint: "{item}".  Must be of form a.b.c.d:port')
+    return ",".join(items)
+
+
+def _c_retry_schedule(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    # Perl stores the text unchecked and reads it with split /\s*,\s*/.
+    return raw
+
+
+def _c_balance(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw not in p.choices:
+        raise ParamError("Unknown balance method")
+    return raw
+
+
+def _c_nodefile(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if re.fullmatch(r"none|undef|null|\"\"|''", raw):
+        return None
+    if not env.exists(raw):
+        raise ParamError("File not found")
+    return raw
+
+
+def _c_regex(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ParamError(f"invalid regular expression: '{raw}' ({exc})")
+    return raw
+
+
+_COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
+    Kind.BOOL: _c_bool,
+    Kind.INT: _c_int,
+    Kind.SIZE: _c_size,
+    Kind.STRING: _c_string,
+    Kind.LISTEN: _c_listen,
+    Kind.ROLE: _c_role,
+    Kind.POOL_REF: _c_pool_ref,
+    Kind.SERVICE_REF: _c_service_ref,
+    Kind.DIRECTORY: _c_directory,
+    Kind.FILE_OR_DEFAULT: _c_file_or_default,
+    Kind.DIRECTORY_OR_NONE: _c_dir_or_none,
+    Kind.EXECUTABLE: _c_executable,
+    Kind.PERCENT: _c_percent,
+    Kind.LIST: _c_list,
+    Kind.NETMASK_LIST: _c_netmask_list,
+    Kind.UDP_ENDPOINTS: _c_udp_endpoints,
+    Kind.RETRY_SCHEDULE: _c_retry_schedule,
+    Kind.BALANCE_METHOD: _c_balance,
+    Kind.NODEFILE: _c_nodefile,
+    Kind.REGEX: _c_regex,
+}
+
+
+# --- the registry ---------------------------------------------------------------
+
+
+@dataclass
+class Registry:
+    """Parameters by scope: ``service``, ``pool`` and ``server``."""
+
+    service: dict[str, Param] = field(default_factory=dict)
+    pool: dict[str, Param] = field(default_factory=dict)
+    server: dict[str, Param] = field(default_factory=dict)
+
+    def _add(self, table: dict[str, Param], param: Param) -> Param:
+        if param.name in table:
+            raise DuplicateParam(f"parameter '{param.name}' declared twice")
+        table[param.name] = param
+        return param
+
+    def add_service(self, param: Param) -> Param:
+        return self._add(self.service, param)
+
+    def add_pool(self, param: Param) -> Param:
+        return self._add(self.pool, param)
+
+    def add_server(self, param: Param) -> Param:
+        return self._add(self.server, param)
+
+    def remove_plugin_params(self, plugin: str) -> None:
+        for name in [n for n, p in self.service.items() if p.plugin == plugin]:
+            del self.service[name]
+
+    def all_names(self) -> Iterable[str]:
+        yield from self.service
+        yield from self.pool
+        yield from self.server
+
+
+REGISTRY = Registry()
+_S = REGISTRY.add_service
+RP = ("reverse_proxy",)
+WS = ("web_server",)
+SEL = ("selector",)
+
+# Service parameters of Perl Perlbal 1.80, all of them.  Docs are our own words.
+_S(Param("role", Kind.ROLE, "What the service does: reverse_proxy, web_server, management, "
+         "selector or upload_tracker (plugins may add roles). Setting it resets every "
+         "parameter to its default.", required=True, effect=Effect.INIT_ROLE))
+_S(Param("listen", Kind.LISTEN, "Address to accept connections on: ip:port or a bare port "
+         "(all interfaces). A service without one is reachable only through a selector.",
+         effect=Effect.REBIND))
+_S(Param("pool", Kind.POOL_REF, "The pool (created beforehand) whose nodes receive this "
+         "reverse proxy's requests.", roles=RP, effect=Effect.POOL_REF))
+_S(Param("always_trusted", Kind.BOOL, "Trust X-Forwarded-For and friends from every client "
+         "(only when every client is your own proxy).", default="0"))
+_S(Param("backend_persist_cache", Kind.INT, "Idle keep-alive backend connections kept in "
+         "reserve while no client waits.", roles=RP, default="2"))
+_S(Param("blind_proxy", Kind.BOOL, "Leave X-Forwarded-For, X-Host and X-Forwarded-Host "
+         "exactly as the client sent them.", roles=RP, default="0"))
+_S(Param("buffer_backend_connect", Kind.SIZE, "Request body bytes read from the client before "
+         "a backend is engaged; with buffer_uploads, the sample used to decide on spooling.",
+         roles=RP, default="100k"))
+_S(Param("buffer_size", Kind.SIZE, "How far the proxy reads a backend response ahead of a slow "
+         "client before it pauses the backend.", roles=RP, default="256k"))
+_S(Param("buffer_size_reproxy_url", Kind.SIZE, "Read-ahead limit when relaying a reproxied "
+         "URL to the client.", roles=RP, default="50k"))
+_S(Param("buffer_upload_threshold_rate", Kind.INT, "Spool an upload to disk when it arrives "
+         "slower than this many bytes per second (0: never by rate).", roles=RP, default="0"))
+_S(Param("buffer_upload_threshold_size", Kind.SIZE, "Spool an upload to disk when it is "
+         "larger than this (0: never by size).", roles=RP, default="250k"))
+_S(Param("buffer_upload_threshold_time", Kind.INT, "Spool an upload to disk when it would "
+         "take longer than this many seconds (0: never by time).", roles=RP, default="5"))
+_S(Param("buffer_uploads", Kind.BOOL, "Spool slow or large request bodies to disk before a "
+         "backend sees them.", roles=RP, default="0"))
+_S(Param("buffer_uploads_path", Kind.DIRECTORY, "Directory for spooled uploads.", roles=RP))
+_S(Param("client_sndbuf_size", Kind.SIZE, "SO_SNDBUF for client sockets (0: the kernel's).",
+         default="0"))
+_S(Param("connect_ahead", Kind.INT, "Spare backend connections opened ahead of demand.",
+         roles=RP, default="0", effect=Effect.SPAWN_BACKENDS))
+_S(Param("default_service", Kind.SERVICE_REF, "Where a selector sends requests no rule "
+         "matched.", roles=SEL))
+_S(Param("dirindexing", Kind.BOOL, "Answer a directory request with a listing page.",
+         roles=WS, default="0"))
+_S(Param("docroot", Kind.DIRECTORY, "Directory the web server serves (and PUT writes into).",
+         roles=WS))
+_S(Param("enable_concatenate_get", Kind.BOOL, "Allow several files in one GET "
+         "(/dir/??a.css,b.css).", roles=WS, default="0"))
+_S(Param("enable_delete", Kind.BOOL, "Allow DELETE of files under docroot.", roles=WS,
+         default="0"))
+_S(Param("enable_error_retries", Kind.BOOL, "Retry a request on another backend when a "
+         "backend fails it before answering.", roles=RP, default="0"))
+_S(Param("enable_md5", Kind.BOOL, "Verify Content-MD5 on PUT uploads.", roles=WS, default="1"))
+_S(Param("enable_put", Kind.BOOL, "Allow PUT uploads under docroot.", roles=WS, default="0"))
+_S(Param("enable_reproxy", Kind.BOOL, "Obey X-REPROXY-URL / X-REPROXY-FILE from backends "
+         "(only with backends you trust).", roles=RP, default="0"))
+_S(Param("enable_ssl", Kind.BOOL, "Speak TLS to clients on this listener.", default="0"))
+_S(Param("error_retry_schedule", Kind.RETRY_SCHEDULE, "Comma-separated delays (seconds) "
+         "between error retries; its length bounds the number of retries.", roles=RP,
+         default="0,.25,.50,1,1,1,1,1"))
+_S(Param("high_priority_cookie", Kind.STRING, "Cookie whose presence puts a request in the "
+         "high-priority queue.", roles=RP))
+_S(Param("high_priority_cookie_contents", Kind.STRING, "Text that cookie must contain.",
+         roles=RP))
+_S(Param("idle_timeout", Kind.INT, "Seconds an idle client connection is kept.", default="30"))
+_S(Param("index_files", Kind.LIST, "Files tried, in order, for a directory request.",
+         roles=WS, default="index.html"))
+_S(Param("latency", Kind.INT, "Milliseconds of delay a selector adds (for testing).",
+         roles=SEL, default="0"))
+_S(Param("max_backend_uses", Kind.INT, "Requests per backend connection before it is "
+         "retired (0: no limit).", roles=RP, default="0"))
+_S(Param("max_chunked_request_size", Kind.SIZE, "Largest chunked request body accepted "
+         "(0: no limit).", default="209715200"))
+_S(Param("max_put_size", Kind.SIZE, "Largest PUT body accepted (0: no limit).", roles=WS,
+         default="0"))
+_S(Param("min_put_directory", Kind.INT, "Directory levels that must already exist for a PUT.",
+         roles=WS, default="0"))
+_S(Param("persist_backend", Kind.BOOL, "Keep backend connections alive between requests.",
+         roles=RP, default="0"))
+_S(Param("persist_client", Kind.BOOL, "Keep client connections alive between requests.",
+         default="0"))
+_S(Param("persist_client_idle_timeout", Kind.INT, "Seconds a kept-alive client may idle "
+         "between requests.", default="30"))
+_S(Param("persist_client_timeout", Kind.INT, "Deprecated: sets persist_client_idle_timeout "
+         "and idle_timeout together.", dump_ignore=True, effect=Effect.SET_BOTH_TIMEOUTS))
+_S(Param("queue_relief_chance", Kind.PERCENT, "Percent chance a queued request skips the "
+         "queue once queue_relief_size is reached.", roles=RP, default="0"))
+_S(Param("queue_relief_size", Kind.INT, "Queue length past which queue relief applies "
+         "(0: never).", roles=RP, default="0"))
+_S(Param("reproxy_cache_maxsize", Kind.INT, "Entries kept in the X-REPROXY-CACHE-FOR cache "
+         "(0: no cache).", roles=RP, default="0", effect=Effect.NOT_STORED))
+_S(Param("server_process", Kind.EXECUTABLE, "Program speaking HTTP on stdin/stdout used as "
+         "the backend (experimental in Perl too).", roles=RP))
+_S(Param("server_tokens", Kind.BOOL, "Send a Server header.", default="1"))
+_S(Param("ssl_ca_path", Kind.DIRECTORY_OR_NONE, "Directory of CA certificates for client "
+         "verification."))
+_S(Param("ssl_cert_file", Kind.FILE_OR_DEFAULT, "PEM certificate for TLS.",
+         default="certs/server-cert.pem"))
+_S(Param("ssl_cipher_list", Kind.STRING, "OpenSSL cipher list.", default="ALL:!LOW:!EXP"))
+_S(Param("ssl_key_file", Kind.FILE_OR_DEFAULT, "PEM private key for TLS.",
+         default="certs/server-key.pem"))
+_S(Param("ssl_verify_mode", Kind.INT, "Client certificate verification mode (0: none).",
+         default="0"))
+_S(Param("trusted_upstream_proxies", Kind.NETMASK_LIST, "Comma-separated networks whose "
+         "X-Forwarded-For headers are kept."))
+_S(Param("upload_status_listeners", Kind.UDP_ENDPOINTS, "Comma-separated ip:port UDP "
+         "listeners sent upload progress.", roles=RP, default=""))
+_S(Param("verify_backend", Kind.BOOL, "Send an OPTIONS request to a new backend connection "
+         "before trusting it with a client.", roles=RP, default="0"))
+_S(Param("verify_backend_path", Kind.STRING, "Target of the verify_backend OPTIONS request.",
+         roles=RP, default="*"))
+
+# Pool parameters.  Perl accepts only 'random' as balance method.
+REGISTRY.add_pool(Param("nodefile", Kind.NODEFILE, "File listing the pool's nodes, one "
+                        "ip[:port] a line; re-read when it changes. none clears it."))
+REGISTRY.add_pool(Param("balance_method", Kind.BALANCE_METHOD, "How a node is chosen: random.",
+                        default="random", choices=("random",)))
+
+# SERVER settings.
+_SV = REGISTRY.add_server
+_SV(Param("max_reproxy_connections", Kind.INT, "Reproxy connections open at once, globally "
+          "or per host with max_reproxy_connections(ip:port)."))
+_SV(Param("max_connections", Kind.INT, "Open file descriptor limit (RLIMIT_NOFILE); new "
+          "clients beyond it are refused."))
+_SV(Param("nice_level", Kind.INT, "Renice the process by this much."))
+_SV(Param("aio_mode", Kind.STRING, "Disk I/O mode: none, linux or ioaio (ours always uses a "
+          "thread pool; the setting is accepted as Perl accepts it).", choices=("none", "ioaio")))
+_SV(Param("aio_threads", Kind.INT, "Threads for disk I/O."))
+_SV(Param("track_obj", Kind.STRING, "Object tracking (1 or 0), a Perl debugging aid."))
+_SV(Param("pidfile", Kind.STRING, "Where to write the process id (startup only).", live=False))
+_SV(Param("crash_backtrace", Kind.STRING, "Print a backtrace on crashes (1 or 0)."))
+_SV(Param("workers", Kind.INT, "Beyond Perl: worker processes sharing each listener "
+          "(SO_REUSEPORT). Startup only.", live=False))
+
+
+def service_param(name: str) -> Param | None:
+    return REGISTRY.service.get(name)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate, for a friendly hint on a misspelling."""
+    import difflib
+
+    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    return found[0] if found else None

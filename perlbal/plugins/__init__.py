@@ -1,0 +1,141 @@
+"""The plugin API and registry.
+
+A plugin is a ``Plugin`` subclass registered under its Perl name ("Vhosts",
+"AccessControl", ...).  Everything it adds to the language goes through the
+same extension points the core uses:
+- ``commands``: ``SyntaxExtension``s that become grammar alternatives (VHOST,
+  ACCESS, INCLUDE...), handled by ``Plugin.command``;
+- ``params``: service parameters declared with ``params.Param`` (``SET x = y``
+  works, check validates them, dumpconfig and the docs list them);
+- ``roles``: extra service roles (EchoService's ``echo``).
+
+Stock plugins live in this package, one module each.  Third-party plugins are
+found through the ``perlbal.plugins`` entry-point group: the entry point loads a
+``Plugin`` subclass.  A plugin registering a name or command twice fails loudly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import TYPE_CHECKING, ClassVar, Iterable
+
+from perlbal.graph import Service
+from perlbal.grammar import ast
+from perlbal.grammar.parser import SyntaxExtension
+from perlbal.params import Param
+
+if TYPE_CHECKING:
+    from perlbal.interp import Call, Interpreter
+
+
+class PluginError(Exception):
+    """A plugin refused something; the text becomes the console's ERROR line."""
+
+
+class Plugin:
+    """Base class: override what the plugin needs.  Instances are stateless;
+    per-service configuration lives in ``Service.extra``."""
+
+    name: ClassVar[str] = ""
+    commands: ClassVar[tuple[SyntaxExtension, ...]] = ()
+    params: ClassVar[tuple[Param, ...]] = ()
+    roles: ClassVar[tuple[str, ...]] = ()
+
+    def load(self, it: "Interpreter") -> None:
+        """LOAD: the plugin becomes available (its commands start to work)."""
+
+    def unload(self, it: "Interpreter") -> None:
+        """UNLOAD: undo load; services keep their chains as Perl does."""
+
+    def register(self, it: "Interpreter", svc: Service) -> None:
+        """``SET plugins`` put this plugin on ``svc``; raise PluginError to refuse."""
+
+    def unregister(self, it: "Interpreter", svc: Service) -> None:
+        """The plugin was taken off ``svc`` (``SET plugins`` again)."""
+
+    def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
+        """Run one of this plugin's commands; reply through ``call``."""
+        return call.err(f"unknown command: {node.keyword}")
+
+    def setter(self, it: "Interpreter", svc: Service, key: str, value: str,
+               call: "Call") -> bool | None:
+        """``SET svc.<Plugin>.key = value``; None when the plugin has no such key."""
+        return None
+
+    def dumpconfig(self, it: "Interpreter", svc: Service) -> list[str] | None:
+        """Config lines that rebuild this plugin's state on ``svc``; None: cannot."""
+        return None
+
+
+class PluginRegistry:
+    def __init__(self) -> None:
+        self._plugins: dict[str, Plugin] = {}
+        self._command_owner: dict[str, str] = {}
+
+    def add(self, plugin: Plugin) -> None:
+        if not plugin.name:
+            raise ValueError(f"plugin {type(plugin).__name__} has no name")
+        if plugin.name in self._plugins:
+            raise ValueError(f"plugin '{plugin.name}' registered twice")
+        for ext in plugin.commands:
+            if ext.keyword in self._command_owner:
+                raise ValueError(f"command '{ext.keyword}' registered twice")
+            self._command_owner[ext.keyword] = plugin.name
+        self._plugins[plugin.name] = plugin
+
+    def find(self, name: str) -> Plugin | None:
+        return self._plugins.get(name)
+
+    def get(self, name: str) -> Plugin:
+        return self._plugins[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def syntax_extensions(self) -> list[SyntaxExtension]:
+        return [ext for p in self._plugins.values() for ext in p.commands]
+
+    def command_owner(self, keyword: str) -> str | None:
+        return self._command_owner.get(keyword)
+
+    def loaded_params(self, loaded: Iterable[str]) -> list[Param]:
+        return [p for name in loaded if name in self._plugins
+                for p in self._plugins[name].params]
+
+    def service_param(self, key: str, loaded: Iterable[str]) -> Param | None:
+        for param in self.loaded_params(loaded):
+            if param.name == key:
+                return param
+        return None
+
+    def roles_of_loaded(self, loaded: Iterable[str]) -> set[str]:
+        return {r for name in loaded if name in self._plugins for r in self._plugins[name].roles}
+
+    def plugin_setter(self, it: "Interpreter", svc: Service, plugin: str, key: str,
+                      value: str, call: "Call") -> bool | None:
+        proper = it.graph.plugins_loaded.get(plugin.lower())
+        if proper is None or proper not in svc.plugin_order:
+            return None
+        return self._plugins[proper].setter(it, svc, key, value, call)
+
+
+STOCK_MODULES = ("vhosts",)
+
+
+def default_plugin_registry() -> PluginRegistry:
+    """Stock plugins plus every ``perlbal.plugins`` entry point that loads."""
+    registry = PluginRegistry()
+    for module_name in STOCK_MODULES:
+        module = importlib.import_module(f"perlbal.plugins.{module_name}")
+        registry.add(module.PLUGIN)
+    for entry in metadata.entry_points(group="perlbal.plugins"):
+        try:
+            cls = entry.load()
+            registry.add(cls())
+        except Exception:  # a broken third-party plugin must not stop the server
+            import logging
+
+            logging.getLogger("perlbal.plugins").exception(
+                "could not load plugin entry point %s", entry.name)
+    return registry

@@ -1,0 +1,402 @@
+"""Console commands that report rather than configure, with Perl's exact formats.
+
+``show``, ``nodes``, ``socks``, ``states``, ``queues``, ``proc``, ``uptime``,
+``dumpconfig``, ``server`` and friends.  Live numbers come from a
+``LiveStats`` object supplied by the runtime (``Effects.stats()``); the base
+class here answers for a graph with no sockets (check, explain, tests), so
+every command has one implementation whatever is behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from perlbal import PERL_COMPAT_VERSION
+from perlbal.graph import Node, Pool, Service
+from perlbal.grammar import ast
+from perlbal.params import REGISTRY, CheckEnv, Kind, Param, ParamError, ParamValue
+
+if TYPE_CHECKING:
+    from perlbal.interp import Call, Interpreter
+
+
+@dataclass
+class SockRow:
+    fd: int
+    age: int
+    cls: str  # Perl class name, e.g. Perlbal::ClientProxy
+    desc: str  # as_string
+    write_buf: int = 0
+    open_file: bool = False
+
+
+@dataclass
+class ServiceStats:
+    waiting_clients: int = 0
+    pending_connects: list[tuple[str, str, int]] = field(default_factory=list)
+    bored_backends: int = 0
+
+
+class LiveStats:
+    """Numbers only a running server has; the base class is an idle server."""
+
+    def requests(self) -> int:
+        return 0
+
+    def node_stats(self) -> dict[str, dict[str, object]]:
+        return {}
+
+    def sockets(self) -> list[SockRow]:
+        return []
+
+    def states(self, service: str | None) -> dict[str, dict[str, int]]:
+        return {}
+
+    def queue(self, service: str, queue: str) -> tuple[int, int]:
+        """(age of the oldest waiting client in seconds, count) of one queue."""
+        return (0, 0)
+
+    def service_stats(self, svc: Service) -> ServiceStats:
+        return ServiceStats()
+
+    def backends(self) -> dict[str, int]:
+        return {}
+
+    def noverify(self) -> dict[str, int]:
+        return {}
+
+    def obj_counts(self) -> dict[str, tuple[int, int]]:
+        return {}
+
+    def reproxy_state(self) -> list[str]:
+        return []
+
+
+# --- show ----------------------------------------------------------------------
+
+
+def show(it: "Interpreter", node: ast.Show, call: "Call") -> bool:
+    graph = it.graph
+    if node.what == "service" and node.name is not None:
+        svc = graph.services.get(node.name)
+        if svc is None:
+            return call.err("Unknown service")
+        call.out(*service_info(it, svc))
+        return call.end()
+    if node.what == "pool":
+        if node.name:
+            pool = graph.pools.get(node.name)
+            if pool is None:
+                return call.err(f"pool '{node.name}' does not exist")
+            for n in pool.nodes:
+                call.out(f"{n.ipport} {pool.node_used.get(n.ipport, '')}")
+        else:
+            for name in sorted(graph.pools):
+                pool = graph.pools[name]
+                call.out(f"{name} nodes {len(pool.nodes)}", f"{name} services {pool.use_count}")
+        return call.end()
+    for name in sorted(graph.services):
+        svc = graph.services[name]
+        state = "ENABLED" if svc.enabled else "DISABLED"
+        call.out(f"{name} {svc.listen or 'not_listening'} {state}")
+    return call.end()
+
+
+def service_info(it: "Interpreter", svc: Service) -> list[str]:
+    """Perl's Service::stats_info, line for line."""
+    stats = it.effects.stats().service_stats(svc)
+    lines = [f"SERVICE {svc.name}", f"     listening: {svc.listen or '--'}",
+             f"          role: {svc.role or ''}"]
+    if svc.role in ("reverse_proxy", "web_server"):
+        lines.append(f"  pend clients: {stats.waiting_clients}")
+        lines.append(f"  pend backend: {len(stats.pending_connects)}")
+        for ipport, state, age in sorted(stats.pending_connects):
+            lines.append(f"   {ipport} - {state} - {age}s")
+    if svc.role == "reverse_proxy":
+        lines.append(f" connect-ahead: {stats.bored_backends}/{svc.get('connect_ahead', 0)}")
+        pool = it.graph.pools.get(svc.pool_name or "")
+        if pool is not None:
+            lines.append(f"          pool: {pool.name}")
+            lines.append("         nodes:")
+            for n in pool.nodes:
+                lines.append(f"                {n.ipport:<21} {pool.node_used.get(n.ipport, 0):7d}")
+    elif svc.role == "web_server":
+        lines.append(f"        docroot: {svc.get('docroot') or ''}")
+    return lines
+
+
+# --- SERVER key = value -------------------------------------------------------------
+
+
+def server_setting(it: "Interpreter", key: str, val: str, call: "Call") -> bool:
+    numeric = re.fullmatch(r"-?\d+", val) is not None
+    m = re.match(r"max_reproxy_connections(?:\((.+)\))?", key)
+    if m:
+        if not numeric:
+            return call.err("Expected numeric parameter")
+        it.graph.server[key] = str(int(val))
+        return call.ok()
+    if key == "max_connections":
+        if not numeric:
+            return call.err("Expected numeric parameter")
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (int(val), int(val)))
+        except (ValueError, OSError):
+            call.err("Unable to set limit." if os.geteuid() == 0
+                     else "Need to be root to increase max connections.")
+        it.graph.server[key] = val
+        return call.ok()
+    if key == "nice_level":
+        if not numeric:
+            return call.err("Expected numeric parameter")
+        if it.run_started:
+            try:
+                os.nice(int(val))
+            except OSError as exc:
+                call.err(f"Unable to renice: {exc.strerror}")
+        it.graph.server[key] = val
+        return call.ok()
+    if key == "aio_mode":
+        # Perl's regex is /^none|linux|ioaio$/ (alternation binds loosely)
+        if not re.search(r"^none|linux|ioaio$", val):
+            return call.err("Unknown AIO mode")
+        if val == "linux":
+            return call.err("Linux::AIO no longer supported")
+        it.graph.server[key] = val
+        return call.ok()
+    if key in ("aio_threads", "workers"):
+        if not numeric:
+            return call.err("Expected numeric parameter")
+        if key == "workers" and it.run_started:
+            return call.err("workers must be configured at startup")
+        it.graph.server[key] = val
+        return call.ok()
+    if key in ("track_obj", "crash_backtrace"):
+        if val not in ("0", "1"):
+            return call.err("Expected 1 or 0")
+        it.graph.server[key] = val
+        return call.ok()
+    if key == "pidfile":
+        if it.run_started:
+            return call.err("pidfile must be configured at startup, before Perlbal::run is called")
+        it.graph.server[key] = val
+        return call.ok()
+    # Perl names the value here, not the key
+    return call.err(f"unknown server option '{val}'")
+
+
+# --- dumpconfig ----------------------------------------------------------------------
+
+
+def _dump_value(param: Param, value: ParamValue) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "0"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return "" if value is None else str(value)
+
+
+def service_dump(it: "Interpreter", svc: Service) -> list[str]:
+    params = dict(REGISTRY.service)
+    for p in it.plugins.loaded_params(it.graph.plugins_loaded.values()):
+        params[p.name] = p
+    order = ["role", "listen", "pool"] + sorted(k for k in params if k not in
+                                                 ("role", "listen", "pool"))
+    out: list[str] = []
+    for name in order:
+        param = params[name]
+        if param.dump_ignore or not param.applies_to(svc.role):
+            continue
+        value = svc.params.get(name)
+        if not param.required:
+            if value is None:
+                continue
+            # Perl compares against the default; a list never equals it (Perl quirk)
+            if param.default is not None and param.kind is not Kind.LIST:
+                try:
+                    if param.coerce(param.default, it.env, svc.name) == value:
+                        continue
+                except ParamError:
+                    pass
+        out.append(f"SET {name} = {_dump_value(param, value)}")
+    for plugin_name in svc.plugin_order:
+        plugin = it.plugins.find(plugin_name)
+        lines = plugin.dumpconfig(it, svc) if plugin is not None else None
+        if lines is None:
+            out.append(f"# Plugin '{plugin_name}' isn't capable of dumping config.")
+        else:
+            out.extend(lines)
+    return out
+
+
+def pool_dump(pool: Pool) -> list[str]:
+    if pool.nodefile:
+        return [f"SET nodefile = {pool.nodefile}"]
+    return [f"POOL ADD {pool.name} {n.ipport}" for n in pool.nodes]
+
+
+def dumpconfig(it: "Interpreter", call: "Call") -> bool:
+    for name, pool in it.graph.pools.items():
+        call.out(f"CREATE POOL {name}", *(f"  {ln}" for ln in pool_dump(pool)), "")
+    for name, svc in it.graph.services.items():
+        call.out(f"CREATE SERVICE {name}", *(f"  {ln}" for ln in service_dump(it, svc)))
+        call.out(f"{'ENABLE' if svc.enabled else 'DISABLE'} {name}", "")
+    return call.ok()
+
+
+# --- other queries --------------------------------------------------------------------
+
+
+def query(it: "Interpreter", keyword: str, call: "Call") -> bool:
+    stats = it.effects.stats()
+    if keyword in ("uptime", "version"):
+        call.out(f"starttime {it.start_time}", f"uptime {int(time.time()) - it.start_time}",
+                 f"version {PERL_COMPAT_VERSION}")
+    elif keyword == "proc":
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        reqs = stats.requests()
+        last = getattr(it, "_proc_last", (0.0, 0.0, 0))
+        call.out(f"time: {int(time.time())}", f"pid: {os.getpid()}",
+                 f"utime: {usage.ru_utime} (+{usage.ru_utime - last[0]})",
+                 f"stime: {usage.ru_stime} (+{usage.ru_stime - last[1]})",
+                 f"reqs: {reqs} (+{reqs - last[2]})")
+        setattr(it, "_proc_last", (usage.ru_utime, usage.ru_stime, reqs))
+    elif keyword == "fd":
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            cur = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            cur = 0
+        call.out(f"max {hard}", f"cur {cur}")
+    elif keyword == "obj":
+        for name, (count, total) in sorted(stats.obj_counts().items()):
+            call.out(f"{name} = {count} (tot={total})")
+    elif keyword == "backends":
+        for ipport, count in sorted(stats.backends().items()):
+            call.out(f"{ipport} {count}")
+    elif keyword == "noverify":
+        for ipport, left in stats.noverify().items():
+            call.out(f"{ipport} {left}")
+    elif keyword == "pending":
+        for name in sorted(it.graph.services):
+            svc = it.graph.services[name]
+            for ipport, _state, age in sorted(stats.service_stats(svc).pending_connects):
+                call.out(f"{name} {ipport} {age}")
+    elif keyword == "queues":
+        for name in sorted(it.graph.services):
+            if it.graph.services[name].role != "reverse_proxy":
+                continue
+            for queue in ("normal", "highpri", "lowpri"):
+                age, count = stats.queue(name, queue)
+                call.out(f"{name}-{queue}.age {age}", f"{name}-{queue}.count {count}")
+    elif keyword == "plugins":
+        for name in sorted(it.graph.services):
+            svc = it.graph.services[name]
+            if svc.plugin_order:
+                call.out(" ".join([name, *svc.plugin_order]))
+    return call.end()
+
+
+def nodes(it: "Interpreter", node: ast.Nodes, call: "Call") -> bool:
+    table = it.effects.stats().node_stats()
+    wanted = f"{node.ip}:{node.port or 80}" if node.ip else None
+    for ipport in ([wanted] if wanted else list(table)):
+        for key, value in table.get(ipport, {}).items():
+            if isinstance(value, list):
+                counts: dict[str, int] = {}
+                for item in value:
+                    counts[str(item)] = counts.get(str(item), 0) + 1
+                for item, count in counts.items():
+                    call.out(f"{ipport} {key} {item} {count}")
+            else:
+                call.out(f"{ipport} {key} {value}")
+    return call.end()
+
+
+def socks(it: "Interpreter", mode: str, call: "Call") -> bool:
+    rows = it.effects.stats().sockets()
+    if mode == "summary":
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.cls] = counts.get(row.cls, 0) + 1
+        for cls in sorted(counts):
+            call.out(f"{counts[cls]:5d} {cls}")
+        call.out("")
+        call.out(f"Aggregate write buffer: {sum(r.write_buf for r in rows) / 1024:.1f}k")
+        call.out(f"            Open files: {sum(1 for r in rows if r.open_file)}")
+    elif mode == "all":
+        call.out(f"{'fd':>5} {'age':>6}")
+        for row in sorted(rows, key=lambda r: r.fd):
+            call.out(f"{row.fd:5d} {row.age:5d}s {row.desc}")
+    return call.end()
+
+
+def states(it: "Interpreter", service: str | None, call: "Call") -> bool:
+    if service is not None and service not in it.graph.services:
+        return call.err("Service not found.")
+    table = it.effects.stats().states(service)
+    for cls in sorted(table):
+        for state in sorted(table[cls]):
+            call.out(f"{cls} {state} {table[cls][state]}")
+    return call.end()
+
+
+def reproxy_state(it: "Interpreter", call: "Call") -> bool:
+    call.out(*it.effects.stats().reproxy_state())
+    return True
+
+
+_PERL_ONLY = {
+    "gladiator": "walks Perl's memory arena with Devel::Gladiator",
+    "varsize": "measures Perl data structures",
+    "track": "lists objects tracked by Perl's track_obj",
+    "prof": "profiles Perl's Danga::Socket event loop",
+    "leaks": "lists leaked Perl objects",
+    "state": "lists Perl socket state changes",
+    "crash": "deliberately crashes the Perl process",
+}
+
+
+def perl_only(keyword: str, call: "Call") -> bool:
+    what = _PERL_ONLY.get(keyword, "is specific to the Perl implementation")
+    return call.err(f"'{keyword}' {what}; it has no meaning in this implementation "
+                    "(try 'socks', 'states' or the web UI)")
+
+
+# --- pools' node files ---------------------------------------------------------------------
+
+
+_NODE_RE = re.compile(r"(\d+\.\d+\.\d+\.\d+)(?::(\d+))?")
+
+
+def parse_nodefile(text: str) -> list[Node]:
+    found: list[Node] = []
+    for line in re.split(r"\r?\n", text):
+        line = line.split("#", 1)[0]
+        m = _NODE_RE.search(line)
+        if m:
+            found.append(Node(m.group(1), int(m.group(2) or 80)))
+    return found
+
+
+def load_nodefile(pool: Pool, env: CheckEnv) -> bool:
+    """(Re)read a pool's node file if it changed; True when the nodes were replaced."""
+    path = pool.nodefile
+    if not path:
+        return False
+    try:
+        mtime = os.stat(path).st_mtime
+        if mtime == pool.nodefile_mtime:
+            return False
+        with open(path, encoding="latin-1") as fh:
+            text = fh.read()
+    except OSError:
+        return False
+    pool.nodefile_mtime = mtime
+    pool.replace_nodes(parse_nodefile(text))
+    return True
