@@ -158,11 +158,11 @@ def evaluate_ranges(
             return MultiRangeResult(200)
         if first_text:
             first = int(first_text)
-            last = int(last_text) if last_text else size - 1
-            if last < first:
+            if last_text and int(last_text) < first:
                 return MultiRangeResult(200)  # syntactically invalid member
             if first >= size:
                 continue
+            last = int(last_text) if last_text else size - 1
             ranges.append((first, min(last, size - 1)))
         else:
             suffix = int(last_text)
