@@ -1,0 +1,205 @@
+"""The contract between the connection loop and the role handlers (one request each).
+
+A client connection is served by ``perlbal.runtime.clientconn``: it reads one
+request head with ``perlbal.http.HeadReader``, builds a :class:`RequestContext`
+and awaits the role handler chosen from the service's *current* role::
+
+    async def handle(ctx: RequestContext) -> bool   # may the client connection persist?
+
+Handlers: ``reverse_proxy`` (perlbal.runtime.proxy), ``web_server``
+(perlbal.runtime.webserver, written separately), ``management`` HTTP pages
+(perlbal.runtime.management); ``selector`` routes to one of those.
+
+Invariants a handler relies on / must keep:
+
+* ``ctx.leftover`` holds the bytes already read past the head.  The body must be
+  read with :meth:`RequestContext.body_chunks` or :meth:`RequestContext.read_body`
+  (they honour Content-Length / chunked framing and consume ``leftover``);
+  whatever lies past the body stays in ``ctx.leftover`` for the next pipelined
+  request.  If a handler returns True without reading the body, the loop skips
+  the rest of it (up to a limit) before reading the next head, or closes.
+* A handler that returns True must have sent a whole response whose length the
+  client can find (so the connection can carry the next request); it should
+  return ``ctx.keep_alive`` or something stricter.  Returning False closes.
+* Handlers never let an exception carry a traceback to a client: an
+  ``HttpError`` raised from a handler is answered with Perl's simple page (if
+  nothing was sent yet) by the loop; anything else is logged once and closes.
+* Responses to clients are HTTP/1.0 (Perl's ``setup_keepalive``), so their
+  bodies are delimited by Content-Length or by closing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Protocol
+
+import anyio
+from anyio.abc import ByteStream
+
+from perlbal.graph import Graph, Service
+from perlbal.http import ChunkedDecoder, HttpError, RequestHead, simple_response
+
+if TYPE_CHECKING:
+    from perlbal.interp import Interpreter
+    from perlbal.runtime.stats import RuntimeStats
+
+__all__ = ["RequestContext", "ServerHandle", "Handler", "RECV_SIZE", "BodyState"]
+
+#: One recv() asks for this much; large reads keep the per-byte cost low.
+RECV_SIZE = 262144
+
+#: Default cap on a body read into memory with read_body() (10 MiB).
+DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
+
+
+class ServerHandle(Protocol):
+    """What a handler may see of the running server (``perlbal.runtime.server.Runtime``)."""
+
+    @property
+    def graph(self) -> Graph: ...
+
+    @property
+    def interp(self) -> "Interpreter": ...
+
+    @property
+    def live(self) -> "RuntimeStats": ...
+
+
+@dataclass
+class BodyState:
+    """Where the request body stands: exactly one of the framings applies."""
+
+    remaining: int = 0  # Content-Length bytes still to read
+    decoder: ChunkedDecoder | None = None
+    done: bool = True
+    size: int = 0  # decoded bytes handed out so far
+
+
+@dataclass
+class RequestContext:
+    """One request on one client connection, handed to a role handler."""
+
+    service: Service
+    head: RequestHead
+    stream: ByteStream
+    peer_ip: str
+    server: ServerHandle
+    leftover: bytes = b""
+    peer_port: int = 0
+    #: the service whose listener accepted the connection (differs from
+    #: ``service`` after a selector routed the request)
+    listener_service: Service | None = None
+    #: set by send()/send_simple(): something of the response reached the client
+    response_started: bool = False
+    body: BodyState = field(default_factory=BodyState)
+
+    def __post_init__(self) -> None:
+        head = self.head
+        if head.chunked:
+            limit = self.service.get("max_chunked_request_size", 209715200)
+            max_size = limit if isinstance(limit, int) else 209715200
+            self.body = BodyState(decoder=ChunkedDecoder(max_body_size=max_size), done=False)
+        elif head.content_length:
+            self.body = BodyState(remaining=head.content_length, done=False)
+
+    # --- keep-alive -----------------------------------------------------------
+
+    @property
+    def keep_alive(self) -> bool:
+        """Perl's ``persist_client && req_keep_alive``, before the response is known.
+
+        A response whose length is unknown must still close: see
+        ``perlbal.http.client_keep_alive`` for the full rule.
+        """
+        return bool(self.service.get("persist_client", False)) and self.head.wants_keep_alive
+
+    @property
+    def idle_timeout(self) -> int:
+        """What ``Keep-Alive: timeout=N`` announces (persist_client_idle_timeout)."""
+        value = self.service.get("persist_client_idle_timeout", 30)
+        return int(value) if isinstance(value, int) else 30
+
+    @property
+    def server_tokens(self) -> bool:
+        return bool(self.service.get("server_tokens", True))
+
+    # --- body -------------------------------------------------------------------
+
+    async def _recv(self) -> bytes:
+        try:
+            return await self.stream.receive(RECV_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return b""
+
+    async def body_chunks(self, max_size: int | None = None) -> AsyncIterator[bytes]:
+        """Yield the decoded request body piece by piece (back-pressure: one recv each).
+
+        Raises ``HttpError`` (400 bad chunking, 413 over ``max_size``) and
+        ``anyio.EndOfStream`` if the client disconnects mid-body.
+        """
+        body = self.body
+        while not body.done:
+            if self.leftover:
+                data, self.leftover = self.leftover, b""
+            else:
+                data = await self._recv()
+                if not data:
+                    raise anyio.EndOfStream
+            if body.decoder is not None:
+                pieces = body.decoder.feed(data)
+                if body.decoder.done:
+                    body.done = True
+                    self.leftover = body.decoder.unused_data
+                for piece in pieces:
+                    body.size += len(piece)
+                    if max_size is not None and body.size > max_size:
+                        raise HttpError(413, "request body too large")
+                    if piece:
+                        yield piece
+            else:
+                if len(data) > body.remaining:
+                    self.leftover = data[body.remaining:]
+                    data = data[: body.remaining]
+                body.remaining -= len(data)
+                body.size += len(data)
+                if body.remaining == 0:
+                    body.done = True
+                if max_size is not None and body.size > max_size:
+                    raise HttpError(413, "request body too large")
+                if data:
+                    yield data
+
+    async def read_body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
+        """The whole (decoded) body in memory; HttpError(413) past ``limit`` bytes."""
+        parts = [piece async for piece in self.body_chunks(limit)]
+        return b"".join(parts)
+
+    async def skip_body(self, limit: int = 1024 * 1024) -> bool:
+        """Discard an unread body; False when it is too big to skip (then close)."""
+        try:
+            async for _ in self.body_chunks(limit):
+                pass
+        except (HttpError, anyio.EndOfStream):
+            return False
+        return True
+
+    # --- sending ----------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        """Write bytes to the client; a vanished client raises anyio.BrokenResourceError."""
+        self.response_started = True
+        await self.stream.send(data)
+
+    async def send_simple(self, status: int, message: str | None = None,
+                          *, keep_alive: bool | None = None) -> bool:
+        """Perl's ``_simple_response``; returns the keep-alive decision it announced."""
+        persist = self.keep_alive if keep_alive is None else keep_alive
+        data = simple_response(status, message, keep_alive=persist,
+                               idle_timeout=self.idle_timeout,
+                               server_tokens=self.server_tokens,
+                               head_request=self.head.method == "HEAD")
+        await self.send(data)
+        return persist
+
+
+Handler = Callable[[RequestContext], Awaitable[bool]]

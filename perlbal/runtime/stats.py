@@ -1,0 +1,122 @@
+"""Live numbers of the running server, fed to console queries (``queries.LiveStats``).
+
+The runtime bumps plain integer attributes on the hot path (no locks: one
+event loop thread); the query methods turn them into what ``show service``,
+``queues``, ``states``, ``socks`` and ``nodes`` print.  Invariant: nothing
+here does I/O or blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from perlbal import queries
+from perlbal.graph import Service
+
+
+@dataclass
+class WaitQueue:
+    """Clients waiting for a backend of one service, per priority, oldest first."""
+
+    normal: deque[float] = field(default_factory=deque)
+    high: deque[float] = field(default_factory=deque)
+
+
+@dataclass
+class SockInfo:
+    cls: str
+    desc: str
+    opened: float
+    state: str = ""
+    service: str = ""
+
+
+class RuntimeStats(queries.LiveStats):
+    """Counters and registries kept by the runtime."""
+
+    def __init__(self) -> None:
+        self.total_requests = 0
+        self.node_requests: dict[str, int] = {}
+        self.node_last_response: dict[str, float] = {}
+        self.node_connects: dict[str, int] = {}
+        self.node_failures: dict[str, int] = {}
+        self.queues: dict[str, WaitQueue] = {}
+        self.socks: dict[int, SockInfo] = {}
+        self.bored: dict[str, int] = {}  # service -> idle backend connections
+        self.pending: dict[str, list[tuple[str, str, float]]] = {}
+        self._next_sock = 1000
+
+    # --- registry of open sockets (for socks/states) ---------------------------
+
+    def open_sock(self, cls: str, desc: str, service: str = "", state: str = "") -> int:
+        self._next_sock += 1
+        self.socks[self._next_sock] = SockInfo(cls, desc, time.time(), state, service)
+        return self._next_sock
+
+    def close_sock(self, key: int) -> None:
+        self.socks.pop(key, None)
+
+    def set_state(self, key: int, state: str) -> None:
+        info = self.socks.get(key)
+        if info is not None:
+            info.state = state
+
+    def queue_for(self, service: str) -> WaitQueue:
+        q = self.queues.get(service)
+        if q is None:
+            q = self.queues[service] = WaitQueue()
+        return q
+
+    # --- LiveStats ------------------------------------------------------------
+
+    def requests(self) -> int:
+        return self.total_requests
+
+    def node_stats(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for ipport, count in self.node_requests.items():
+            out[ipport] = {
+                "requests": count,
+                "connects": self.node_connects.get(ipport, 0),
+                "last_response": int(self.node_last_response.get(ipport, 0)),
+                "failures": self.node_failures.get(ipport, 0),
+            }
+        return out
+
+    def sockets(self) -> list[queries.SockRow]:
+        now = time.time()
+        return [queries.SockRow(fd=key, age=int(now - info.opened), cls=info.cls, desc=info.desc)
+                for key, info in sorted(self.socks.items())]
+
+    def states(self, service: str | None) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for info in self.socks.values():
+            if service is not None and info.service != service:
+                continue
+            if not info.state:
+                continue
+            per = out.setdefault(info.cls, {})
+            per[info.state] = per.get(info.state, 0) + 1
+        return out
+
+    def queue(self, service: str, queue: str) -> tuple[int, int]:
+        q = self.queues.get(service)
+        if q is None:
+            return (0, 0)
+        waiting = q.high if queue == "high" else q.normal
+        if not waiting:
+            return (0, 0)
+        return (int(time.time() - waiting[0]), len(waiting))
+
+    def service_stats(self, svc: Service) -> queries.ServiceStats:
+        q = self.queues.get(svc.name)
+        waiting = len(q.normal) + len(q.high) if q is not None else 0
+        now = time.time()
+        pending = [(ipport, state, int(now - t)) for ipport, state, t in self.pending.get(svc.name, [])]
+        return queries.ServiceStats(waiting_clients=waiting, pending_connects=pending,
+                                    bored_backends=self.bored.get(svc.name, 0))
+
+    def backends(self) -> dict[str, int]:
+        return dict(self.node_connects)
