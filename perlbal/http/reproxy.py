@@ -91,6 +91,8 @@ class ReproxyCacheFor:
 
 
 def _valid_host(host: str) -> bool:
+    if re.fullmatch(r"[0-9.]+", host) and not _IPV4.fullmatch(host):
+        return False  # looks like an address but is not one
     return bool(_IPV4.fullmatch(host) or _IPV6_LITERAL.fullmatch(host) or _HOSTNAME.fullmatch(host))
 
 

@@ -1,0 +1,135 @@
+"""Property tests: arbitrary input never escapes as anything but our protocol errors."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from perlbal.http.chunked import ChunkedDecoder, encode_chunk, encode_last_chunk
+from perlbal.http.errors import BackendProtocolError, HttpError
+from perlbal.http.head import (
+    HeadReader,
+    RequestHead,
+    ResponseHeadReader,
+    parse_request_head,
+    parse_response_head,
+)
+from perlbal.http.ranges import evaluate_range, evaluate_ranges
+
+# Bytes biased toward the interesting alphabet of HTTP heads.
+head_bytes = st.lists(
+    st.sampled_from(
+        [b"\r\n", b"\r", b"\n", b" ", b"\t", b":", b"GET", b" / ", b"HTTP/1.1", b"HTTP/1.0",
+         b"Host: a", b"Content-Length: ", b"Transfer-Encoding: chunked", b"5", b"-", b",",
+         b"\x00", b"\x7f", b"\xff", b"X", b"\r\n\r\n"]
+    )
+    | st.binary(max_size=8),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=400)
+@given(head_bytes)
+def test_request_head_parser_total(raw: bytes) -> None:
+    try:
+        head = parse_request_head(raw)
+    except HttpError as exc:
+        assert 400 <= exc.status <= 599
+        return
+    # Whatever is accepted obeys the framing invariants.
+    assert not (head.chunked and head.content_length is not None)
+    if head.http_version == (1, 1):
+        assert head.get("Host")
+
+
+Outcome = tuple[str, RequestHead | None, bytes]
+
+
+def _read(pieces: list[bytes]) -> Outcome:
+    reader = HeadReader(max_head_size=200)
+    try:
+        for piece in pieces:
+            head = reader.feed(piece)
+            if head is not None:
+                return ("head", head, reader.leftover)
+    except HttpError:
+        return ("error", None, b"")
+    return ("pending", None, b"")
+
+
+@settings(max_examples=300)
+@given(head_bytes, st.lists(st.integers(min_value=1, max_value=9), max_size=10))
+def test_head_reader_total_and_split_invariant(raw: bytes, cuts: list[int]) -> None:
+    whole = _read([raw])
+    pieces, rest = [], raw
+    for cut in cuts:
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    pieces.append(rest)
+    split = _read(pieces)
+    if whole[0] == "head":
+        # Same head however the bytes are cut; the split run may stop before
+        # its later pieces are fed, so its leftover is a prefix.
+        assert split[0] == "head" and split[1] == whole[1]
+        assert whole[2].startswith(split[2])
+    else:
+        assert split[0] != "head"
+
+
+@settings(max_examples=300)
+@given(head_bytes)
+def test_response_parser_total(raw: bytes) -> None:
+    try:
+        parse_response_head(b"HTTP/1.1 200 OK\r\n" + raw)
+    except BackendProtocolError:
+        pass
+    try:
+        ResponseHeadReader(max_head_size=100).feed(raw)
+    except BackendProtocolError:
+        pass
+
+
+chunk_bytes = st.lists(
+    st.sampled_from([b"\r\n", b"\r", b"\n", b"0", b"5", b"a", b"F", b";", b"x=y", b" ", b"hello",
+                     b"X: y", b"Host: h", b"\x00"])
+    | st.binary(max_size=6),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=400)
+@given(chunk_bytes, st.integers(min_value=1, max_value=7))
+def test_chunked_decoder_total(raw: bytes, step: int) -> None:
+    decoder = ChunkedDecoder(max_body_size=64, max_line_length=32, max_trailer_size=64)
+    try:
+        for i in range(0, len(raw), step):
+            if decoder.done:
+                break
+            decoder.feed(raw[i : i + step])
+    except HttpError as exc:
+        assert exc.status in (400, 413)
+    assert decoder.body_size <= 64
+
+
+@settings(max_examples=200)
+@given(st.lists(st.binary(max_size=50), max_size=8), st.integers(min_value=1, max_value=9))
+def test_chunked_round_trip(parts: list[bytes], step: int) -> None:
+    wire = b"".join(encode_chunk(part) for part in parts) + encode_last_chunk()
+    decoder = ChunkedDecoder()
+    out = b""
+    for i in range(0, len(wire), step):
+        out += b"".join(decoder.feed(wire[i : i + step]))
+    assert out == b"".join(parts) and decoder.done and decoder.unused_data == b""
+
+
+@given(st.text(max_size=30), st.integers(min_value=0, max_value=10_000))
+def test_ranges_total(header: str, size: int) -> None:
+    single = evaluate_range(header, size)
+    assert single.status in (200, 206, 416)
+    multi = evaluate_ranges(header, size, allow_multiple=True)
+    assert multi.status in (200, 206, 416)
+    if multi.status == 206:
+        previous_end = -2
+        for start, end in multi.ranges:
+            assert previous_end + 1 < start <= end < size
+            previous_end = end
