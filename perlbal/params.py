@@ -66,8 +66,8 @@ class Kind(enum.Enum):
     POOL_REF = "pool name"
     SERVICE_REF = "service name"
     DIRECTORY = "directory"
-    FILE_OR_DEFAULT = "file"
-    DIRECTORY_OR_NONE = "directory"
+    FILE_OR_DEFAULT = "file (or its default)"
+    DIRECTORY_OR_NONE = "directory (optional)"
     EXECUTABLE = "executable"
     PERCENT = "int 0-100"
     LIST = "list"
@@ -75,8 +75,9 @@ class Kind(enum.Enum):
     UDP_ENDPOINTS = "ip:port list"
     RETRY_SCHEDULE = "seconds list"
     BALANCE_METHOD = "enum"
-    NODEFILE = "file"
+    NODEFILE = "node file"
     REGEX = "regex"
+    LOOSE_INT = "number"
 
 
 class Effect(enum.Enum):
@@ -167,6 +168,17 @@ def _c_size(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     return val
 
 
+def perl_numify(raw: str) -> int:
+    """Perl's numeric value of a string: its leading integer, else 0."""
+    m = re.match(r"\s*([+-]?\d+)", raw)
+    return int(m.group(1)) if m else 0
+
+
+def _c_loose_int(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    # Perl declares no check for these and uses the string as a number later
+    return perl_numify(raw)
+
+
 def _c_string(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     return raw
 
@@ -203,12 +215,10 @@ def _c_service_ref(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     return raw
 
 
-def _strip_slash(raw: str) -> str:
-    return raw[:-1] if raw.endswith("/") else raw
-
-
 def _c_directory(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
-    val = _strip_slash(raw)
+    # Perl declares a val_modify that strips a trailing '/', but never calls it:
+    # the value is stored as written.
+    val = raw
     if val and env.is_dir(val):
         return val
     if p.name == "buffer_uploads_path":
@@ -314,6 +324,7 @@ _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.BALANCE_METHOD: _c_balance,
     Kind.NODEFILE: _c_nodefile,
     Kind.REGEX: _c_regex,
+    Kind.LOOSE_INT: _c_loose_int,
 }
 
 
@@ -423,7 +434,7 @@ _S(Param("index_files", Kind.LIST, "Files tried, in order, for a directory reque
          roles=WS, default="index.html"))
 _S(Param("latency", Kind.INT, "Milliseconds of delay a selector adds (for testing).",
          roles=SEL, default="0"))
-_S(Param("max_backend_uses", Kind.INT, "Requests per backend connection before it is "
+_S(Param("max_backend_uses", Kind.LOOSE_INT, "Requests per backend connection before it is "
          "retired (0: no limit).", roles=RP, default="0"))
 _S(Param("max_chunked_request_size", Kind.SIZE, "Largest chunked request body accepted "
          "(0: no limit).", default="209715200"))

@@ -40,6 +40,9 @@ class ServiceStats:
     waiting_clients: int = 0
     pending_connects: list[tuple[str, str, int]] = field(default_factory=list)
     bored_backends: int = 0
+    requests: int = 0
+    cache_size: int = 0
+    cache_hits: int = 0
 
 
 class LiveStats:
@@ -118,6 +121,13 @@ def service_info(it: "Interpreter", svc: Service) -> list[str]:
         for ipport, state, age in sorted(stats.pending_connects):
             lines.append(f"   {ipport} - {state} - {age}s")
     if svc.role == "reverse_proxy":
+        maxsize = svc.extra.get("reproxy_cache_maxsize")
+        if isinstance(maxsize, int) and maxsize:
+            hits, size = stats.cache_hits, stats.cache_size
+            rate = hits / stats.requests * 100 if stats.requests else 0.0
+            lines.append(f"    cache size: {size}/{maxsize} ({size / maxsize * 100:0.2f}%)")
+            lines.append(f"    cache hits: {hits}")
+            lines.append(f"cache hit rate: {rate:0.2f}%")
         lines.append(f" connect-ahead: {stats.bored_backends}/{svc.get('connect_ahead', 0)}")
         pool = it.graph.pools.get(svc.pool_name or "")
         if pool is not None:

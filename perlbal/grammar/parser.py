@@ -274,6 +274,12 @@ class Parser:
                 return ast.SyntaxFailure(usage=f"The '{basecmd}' command takes no arguments",
                                          error_column=norm.source_column(len(basecmd)), **base)
             return ast.Query(**base)
+        after = norm.text[len(basecmd):len(basecmd) + 1]
+        if after not in ("", " ") and basecmd not in ("dumpconfig", "reproxy_state"):
+            # every Perl command regex wants whitespace (or the end) after its name
+            usage = (core.usage if core is not None else ext.usage if ext is not None else None)
+            return ast.SyntaxFailure(usage=usage or f"Invalid syntax to '{basecmd}' command",
+                                     error_column=norm.source_column(len(basecmd)), **base)
         usage = (core.usage if core is not None else ext.usage if ext is not None else None)
         usage = usage or f"Invalid syntax to '{basecmd}' command"
         try:

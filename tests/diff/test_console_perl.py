@@ -145,6 +145,8 @@ def test_interpreter_matches_perl(name: str) -> None:
     quiet = interp_mod.CommandContext(verbose=False)
     for line in substitute(PREAMBLE, FAKE_PORTS).splitlines():
         assert interp.run_line(line, quiet) == [], line
+    # A console only exists once the server runs (Perl's $run_started).
+    interp.run_started = True
     contexts: dict[int, Any] = {}
     mismatches = []
     for step in GOLDEN_DATA["sequences"][name]:
