@@ -37,7 +37,7 @@ import enum
 import re
 
 from perlbal.http.errors import HttpError
-from perlbal.http.head import Header, parse_field_lines
+from perlbal.http.fields import Header, parse_field_lines
 
 __all__ = [
     "DEFAULT_MAX_CHUNKED_REQUEST_SIZE",

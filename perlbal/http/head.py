@@ -13,7 +13,8 @@ Public API::
     RequestHead.get(name) / .get_all(name) / .content_length / .chunked / .wants_keep_alive
     ResponseHead.get(name) / .get_all(name) / .content_length / .chunked / .has_body(method)
 
-Headers are kept as an ordered tuple of ``(name, value)`` pairs of ``str``.
+Headers are kept as an ordered tuple of ``(name, value)`` pairs of ``str``
+(field-line validation lives in :mod:`perlbal.http.fields`).
 Names keep the case the peer sent; values are decoded as latin-1 so that any
 byte round-trips unchanged (``value.encode("latin-1")`` gives the wire bytes).
 
@@ -40,9 +41,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from perlbal.http.errors import BackendProtocolError, HttpError
+from perlbal.http.fields import (
+    TOKEN_CHARS,
+    ErrorFactory,
+    Header,
+    header_get,
+    header_get_all,
+    parse_field_lines,
+)
 
 __all__ = [
     "DEFAULT_MAX_HEAD_SIZE",
@@ -59,20 +68,14 @@ __all__ = [
     "header_get_all",
 ]
 
-Header = tuple[str, str]
-
 #: Perl's MAX_HTTP_HEADER_LENGTH (Perlbal/Socket.pm): "100k, arbitrary".
 DEFAULT_MAX_HEAD_SIZE = 102400
 #: Perl has no count limit; 100 is Apache's LimitRequestFields default.
 DEFAULT_MAX_HEADER_COUNT = 100
 
-_TOKEN_CHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_TOKEN = re.compile(rb"[" + _TOKEN_CHARS + rb"]+")
-# Field values: HTAB, SP, VCHAR and obs-text are fine; other CTLs and DEL are not.
-_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # A LF not preceded by CR, or a CR not followed by LF.
 _BARE_CR_OR_LF = re.compile(rb"(?<!\r)\n|\r(?!\n)")
-_REQUEST_LINE = re.compile(rb"([" + _TOKEN_CHARS + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_REQUEST_LINE = re.compile(rb"([" + TOKEN_CHARS + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
 _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3}) ([\t\x20-\x7e\x80-\xff]*)")
 # Perl's absolute-URI rewrite (HTTPHeaders.pm): the path is kept, the host wins over Host:.
 _ABSOLUTE_HTTP_URI = re.compile(r"http://([^/:]+?)(?::\d+)?(/.*)?")
@@ -81,9 +84,6 @@ _DECIMAL = re.compile(r"[0-9]+")
 _MAX_CONTENT_LENGTH_DIGITS = 18  # 10**18 bytes is an exabyte; longer is an overflow attempt
 _CRLF = b"\r\n"
 _TERMINATOR = b"\r\n\r\n"
-
-ErrorFactory = Callable[[str], Exception]
-
 
 def _client_error(reason: str) -> Exception:
     # Perl closes the connection on any unparsable head ("parse_header_failure").
@@ -94,52 +94,11 @@ def _backend_error(reason: str) -> Exception:
     return BackendProtocolError(reason)
 
 
-def header_get_all(headers: Sequence[Header], name: str) -> list[str]:
-    """All values of ``name`` (case-insensitive), in arrival order."""
-    wanted = name.lower()
-    return [value for key, value in headers if key.lower() == wanted]
-
-
-def header_get(headers: Sequence[Header], name: str) -> str | None:
-    """The value of ``name``, duplicates joined with ", " as Perl's HTTPHeaders merges them."""
-    values = header_get_all(headers, name)
-    return ", ".join(values) if values else None
-
-
 def _check_line_endings(block: bytes, error: ErrorFactory) -> None:
     match = _BARE_CR_OR_LF.search(block)
     if match is not None:
         kind = "bare LF" if block[match.start() : match.start() + 1] == b"\n" else "bare CR"
         raise error(f"{kind} line ending in message head")
-
-
-def parse_field_lines(
-    lines: list[bytes],
-    error: ErrorFactory,
-    max_header_count: int,
-    too_many: ErrorFactory | None = None,
-) -> list[Header]:
-    """Validate and decode CRLF-stripped field lines (shared with chunked trailers)."""
-    if len(lines) > max_header_count:
-        raise (too_many or error)("too many header fields")
-    headers: list[Header] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            # RFC 9112 section 5.2: obs-fold must be rejected (or rewritten); we reject.
-            raise error("obsolete line folding in header")
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise error("header line without a colon")
-        if not _TOKEN.fullmatch(name):
-            if name.rstrip(b" \t") != name and _TOKEN.fullmatch(name.rstrip(b" \t")):
-                # RFC 9112 section 5.1: no whitespace between field name and colon.
-                raise error("whitespace between header name and colon")
-            raise error("invalid header name")
-        value = value.strip(b" \t")
-        if _BAD_VALUE_BYTE.search(value):
-            raise error("control character in header value")
-        headers.append((name.decode("ascii"), value.decode("latin-1")))
-    return headers
 
 
 def _content_length(headers: list[Header], error: ErrorFactory, negative: ErrorFactory) -> int | None:
