@@ -49,6 +49,7 @@ class CommandContext:
 class Reply:
     ok: bool
     lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Effects(Protocol):
@@ -122,6 +123,9 @@ class DiskEnv:
     def is_dir(self, path: str) -> bool:
         return os.path.isdir(self._path(path))
 
+    def content_dir(self, path: str) -> bool:
+        return self.is_dir(path)
+
     def is_file(self, path: str) -> bool:
         return os.path.isfile(self._path(path))
 
@@ -173,8 +177,9 @@ class Interpreter:
         self.start_time = int(time.time())
         self.run_started = False
         self.xs_enabled = {"headers": False}
-        # (file, line) of the command that last touched each service/param, for check
-        self.on_param_set: Callable[[Service, Param, ast.Node], None] | None = None
+        # perlbal check: run every line, and watch each one with its reply
+        self.keep_going = False
+        self.observer: Callable[[ast.Node, Reply], None] | None = None
 
     # --- entry points ---------------------------------------------------------
 
@@ -189,6 +194,7 @@ class Interpreter:
 
     def execute(self, node: ast.Node, ctx: CommandContext) -> Reply:
         call = Call(node, ctx)
+        reply = Reply(False, call.lines, call.warnings)
         handler = _HANDLERS.get(type(node))
         if handler is None:  # pragma: no cover - every node type has one
             ok = call.err(f"unknown command: {node.keyword}")
@@ -197,20 +203,32 @@ class Interpreter:
                 ok = handler(self, node, call)
             except PluginError as exc:
                 ok = call.err(str(exc))
-        return Reply(ok, call.lines)
+        reply.ok = bool(ok)
+        return reply
 
     def load_config_text(self, text: str, *, file: str = "<config>",
-                         out: Callable[[str], None] | None = None) -> bool:
-        """Run a config file as Perl does: quietly, stopping at the first failure."""
-        ctx = CommandContext(verbose=False)
+                         out: Callable[[str], None] | None = None,
+                         ctx: CommandContext | None = None) -> bool:
+        """Run a config file as Perl does: quietly, stopping at the first failure.
+
+        With ``keep_going`` set (perlbal check) every line runs, and
+        ``observer`` sees each node with its reply, included files too.
+        """
+        ctx = ctx if ctx is not None else CommandContext(verbose=False)
+        all_ok = True
         for number, raw in enumerate(text.splitlines(), start=1):
-            reply = self.run(raw, ctx, file=file, line=number)
+            node = self.parser.parse_line(raw, file=file, line=number)
+            reply = self.execute(node, ctx)
+            if self.observer is not None:
+                self.observer(node, reply)
             if out is not None:
                 for ln in reply.lines:
                     out(ln)
             if not reply.ok:
-                return False
-        return True
+                all_ok = False
+                if not self.keep_going:
+                    return False
+        return all_ok
 
     def plugin_roles(self) -> set[str]:
         return self.plugins.roles_of_loaded(self.graph.plugins_loaded.values())
@@ -232,8 +250,6 @@ class Interpreter:
                 value = param.coerce(raw, self.env, svc.name)
             except ParamError as exc:
                 return call.err(str(exc))
-            if self.on_param_set is not None:
-                self.on_param_set(svc, param, call.node)
             return self._apply(svc, param, value, call)
         if key == "plugins":
             return self._set_plugins(svc, raw, call)

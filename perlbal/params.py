@@ -49,6 +49,14 @@ class CheckEnv(Protocol):
 
     def is_dir(self, path: str) -> bool: ...
 
+    def content_dir(self, path: str) -> bool:
+        """Is ``path`` a directory the service can serve from or spool into?
+
+        A dry run may answer True for a directory that is missing here but will
+        be deployed on the target host, and report it as a warning instead.
+        """
+        ...
+
     def is_file(self, path: str) -> bool: ...
 
     def exists(self, path: str) -> bool: ...
@@ -219,7 +227,7 @@ def _c_directory(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     # Perl declares a val_modify that strips a trailing '/', but never calls it:
     # the value is stored as written.
     val = raw
-    if val and env.is_dir(val):
+    if val and env.content_dir(val):
         return val
     if p.name == "buffer_uploads_path":
         raise ParamError(f"Directory ({val}) not found for service {owner} (buffer_uploads_path)")

@@ -1,0 +1,280 @@
+"""``perlbal check``: lint config files with the real interpreter and no sockets.
+
+Every line runs through ``Interpreter`` exactly as at start-up, but with
+``DryEffects`` (nothing is bound; two services on one address still clash) and
+``keep_going`` set, so every problem is reported, not only the first.  Each
+``ERROR:`` the interpreter answers becomes a positioned diagnostic; then
+checks beyond Perl Perlbal look at the finished graph (they are warnings:
+Perl would accept the config).
+
+Severity policy, matching Perl's verdicts on real configs: a missing docroot
+or upload spool directory is a warning (content is deployed separately, and
+the directory may exist on the target host); a missing node file, TLS key or
+certificate is an error, as Perl refuses those at the SET line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from perlbal.graph import Graph
+from perlbal.grammar import ast
+from perlbal.grammar.parser import CORE_COMMANDS
+from perlbal.interp import CommandContext, DiskEnv, DryEffects, Interpreter, Reply
+from perlbal.params import CORE_ROLES, REGISTRY, did_you_mean
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass
+class Diagnostic:
+    file: str
+    line: int
+    column: int
+    severity: Severity
+    message: str
+    source: str = ""
+
+    def render(self) -> str:
+        head = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        if not self.source:
+            return head
+        caret = " " * max(0, self.column - 1) + "^"
+        return f"{head}\n    {self.source}\n    {caret}"
+
+
+@dataclass
+class CheckResult:
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    services: int = 0
+    pools: int = 0
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    def exit_code(self, strict: bool) -> int:
+        if self.errors or (strict and self.warnings):
+            return 1
+        return 0
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "ok": not self.errors,
+            "files": self.files,
+            "services": self.services,
+            "pools": self.pools,
+            "diagnostics": [asdict(d) for d in self.diagnostics],
+        }, indent=2)
+
+
+class _CheckEnv(DiskEnv):
+    """Disk facts for a dry run: missing content directories become warnings."""
+
+    def __init__(self, interp: Interpreter) -> None:
+        super().__init__(interp)
+        self.missing_dirs: list[str] = []
+
+    def content_dir(self, path: str) -> bool:
+        if not self.is_dir(path):
+            self.missing_dirs.append(path)
+        return True
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.interp = Interpreter(Graph(), effects=DryEffects())
+        self.env = _CheckEnv(self.interp)
+        self.interp.env = self.env
+        self.interp.keep_going = True
+        self.interp.observer = self._observe
+        self.result = CheckResult()
+        self.sources: dict[str, list[str]] = {}
+        self.last_line: dict[str, int] = {}
+        # where things were defined / referenced, for positioned graph checks
+        self.where: dict[str, ast.Node] = {}
+
+    # --- per line --------------------------------------------------------------
+
+    def _source(self, file: str, line: int) -> str:
+        lines = self.sources.get(file)
+        if lines is None:
+            try:
+                with open(file, encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read().splitlines()
+            except OSError:
+                lines = []
+            self.sources[file] = lines
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def add(self, node: ast.Node, severity: Severity, message: str,
+            column: int | None = None) -> None:
+        self.result.diagnostics.append(Diagnostic(
+            node.file, node.line, column or node.column, severity, message,
+            self._source(node.file, node.line)))
+
+    def _observe(self, node: ast.Node, reply: Reply) -> None:
+        if node.file not in self.result.files:
+            self.result.files.append(node.file)
+        self.last_line[node.file] = max(self.last_line.get(node.file, 0), node.line)
+        for path in self.env.missing_dirs:
+            self.add(node, "warning", f"directory '{path}' does not exist here; Perl Perlbal "
+                     "refuses to start unless it exists on the host that runs it")
+        self.env.missing_dirs.clear()
+        for warning in reply.warnings:
+            self.add(node, "warning", warning)
+        if isinstance(node, ast.Create | ast.Use | ast.Enable | ast.Set):
+            self._remember(node)
+        errors = [ln[len("ERROR: "):] for ln in reply.lines if ln.startswith("ERROR: ")]
+        if not reply.ok and not errors:
+            errors = [self._silent_failure(node)]
+        column = node.error_column if isinstance(node, ast.SyntaxFailure) else None
+        # An ERROR on a line that still succeeded (SET plugins naming a plugin that
+        # is not loaded) does not stop Perl: it is a warning.
+        severity: Severity = "error" if not reply.ok else "warning"
+        for message in errors:
+            self.add(node, severity, message.replace("\n", " ") + self._hint(node, message),
+                     column)
+
+    def _remember(self, node: ast.Node) -> None:
+        name = getattr(node, "name", None) or getattr(node, "service", None)
+        if isinstance(name, str):
+            self.where.setdefault(name, node)
+
+    def _silent_failure(self, node: ast.Node) -> str:
+        # Perl prints nothing for an unknown pool parameter, but stops loading
+        if isinstance(node, ast.Set):
+            hint = did_you_mean(node.key, REGISTRY.pool)
+            extra = f" (did you mean '{hint}'?)" if hint else ""
+            return (f"unknown pool parameter '{node.key}'{extra}; Perl Perlbal fails here "
+                    "without saying why")
+        return "command failed"
+
+    def _hint(self, node: ast.Node, message: str) -> str:
+        graph = self.interp.graph
+        candidates: list[str] = []
+        word: str | None = None
+        if message.startswith("unknown command:"):
+            word = node.keyword
+            candidates = list(CORE_COMMANDS) + [
+                e.keyword for e in self.interp.plugins.syntax_extensions()]
+        elif message.startswith("Unknown service parameter") and isinstance(node, ast.Set):
+            word = node.key
+            candidates = list(REGISTRY.service) + [
+                p.name for p in self.interp.plugins.loaded_params(graph.plugins_loaded.values())]
+        elif "does not exist" in message or "not found" in message.lower():
+            word = (getattr(node, "service", None) or getattr(node, "target", None)
+                    or getattr(node, "name", None))
+            if isinstance(node, ast.Set) and message.startswith("Pool '"):
+                word = node.value
+                candidates = list(graph.pools)
+            else:
+                candidates = list(graph.services) + list(graph.pools)
+        elif message.startswith("Role not valid") and isinstance(node, ast.Set):
+            word = node.value
+            candidates = list(CORE_ROLES) + sorted(self.interp.plugin_roles())
+        elif message.startswith("Can't locate Perlbal/Plugin/") and isinstance(node, ast.Load):
+            word = node.name
+            candidates = self.interp.plugins.names()
+        if not word or not isinstance(word, str):
+            return ""
+        hint = did_you_mean(word, [c for c in candidates if c != word])
+        if hint is None and candidates:
+            lowered = {c.lower(): c for c in candidates}
+            hint = lowered.get(word.lower())
+            if hint == word:
+                hint = None
+        return f" (did you mean '{hint}'?)" if hint else ""
+
+    # --- whole files ---------------------------------------------------------------
+
+    def check_file(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError as exc:
+            self.result.diagnostics.append(Diagnostic(path, 0, 0, "error",
+                                                      f"cannot read: {exc.strerror}"))
+            return
+        self.sources[path] = text.splitlines()
+        if path not in self.result.files:
+            self.result.files.append(path)
+        self.interp.load_config_text(text, file=path, ctx=CommandContext(verbose=False))
+
+    def finish(self) -> CheckResult:
+        graph = self.interp.graph
+        self.result.services = len(graph.services)
+        self.result.pools = len(graph.pools)
+        targets: set[str] = set()
+        for svc in graph.services.values():
+            for target in (svc.extra.get("vhosts") or {}).values():
+                targets.add(str(target))
+            for rule in svc.extra.get("vpaths") or []:
+                if isinstance(rule, (list, tuple)) and len(rule) == 2:
+                    targets.add(str(rule[1]))
+            default = svc.params.get("default_service")
+            if isinstance(default, str):
+                targets.add(default)
+        listening = [s for s in graph.services.values() if s.enabled and
+                     (s.listen or s.role == "upload_tracker")]
+        if self.result.files and not self.result.errors and not listening:
+            first = self.result.files[0]
+            self.result.diagnostics.append(Diagnostic(
+                first, max(1, self.last_line.get(first, 1)), 1, "error",
+                "no enabled service listens: Perl Perlbal stops with 'No services or "
+                "management port configured.  Nothing to do.  Stopping.'"))
+        for name, svc in graph.services.items():
+            node = self.where.get(name, ast.Blank(file=self.result.files[0] if self.result.files
+                                                  else "<config>", line=1))
+            if svc.enabled and not svc.listen and name not in targets and \
+                    svc.role != "upload_tracker":
+                self.add(node, "warning", f"service '{name}' is enabled but has no listen "
+                         "address and no selector maps to it: nothing can reach it")
+            if svc.role == "reverse_proxy":
+                pool = graph.pools.get(svc.pool_name or "")
+                if pool is None:
+                    self.add(node, "warning", f"reverse_proxy '{name}' has no pool: every "
+                             "request will get 503")
+                elif not pool.nodes and not pool.nodefile:
+                    self.add(node, "warning", f"pool '{pool.name}' of service '{name}' has "
+                             "no nodes: requests get 503 until nodes are added")
+            if svc.role == "management" and svc.listen and svc.enabled:
+                host = svc.listen.rsplit(":", 1)[0] if ":" in svc.listen else "0.0.0.0"
+                host = host.strip("[]")
+                try:
+                    loopback = ipaddress.ip_address(host).is_loopback
+                except ValueError:
+                    loopback = False
+                if not loopback:
+                    self.add(node, "warning", f"management service '{name}' listens on "
+                             f"{svc.listen}: the console has no authentication, bind it to "
+                             "127.0.0.1")
+            if svc.listen and svc.enabled:
+                port = int(svc.listen.rsplit(":", 1)[-1])
+                if port < 1024 and hasattr(os, "geteuid") and os.geteuid() != 0:
+                    self.add(node, "warning", f"port {port} needs root (or "
+                             "CAP_NET_BIND_SERVICE) to bind")
+            for target in (svc.extra.get("vhosts") or {}).values():
+                if target not in graph.services:
+                    self.add(node, "warning", f"selector '{name}' maps to service '{target}', "
+                             "which is never created: those requests will fail")
+        self.result.diagnostics.sort(key=lambda d: (self.result.files.index(d.file)
+                                                    if d.file in self.result.files else 99,
+                                                    d.line, d.column))
+        return self.result
+
+
+def check_paths(paths: list[str]) -> CheckResult:
+    checker = Checker()
+    for path in paths:
+        checker.check_file(path)
+    return checker.finish()

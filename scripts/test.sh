@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine, then run them all:
+# Debian's perlbal (Perl Perlbal 1.80, the reference for differential tests),
+# a virtualenv with our package and its test tools, mypy --strict, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+if [ ! -x /usr/bin/perlbal ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq perlbal >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v -i "warning" || true
+
+echo "== mypy --strict perlbal"
+.venv/bin/mypy --strict perlbal
+
+echo "== pytest"
+.venv/bin/pytest -q -p no:cacheprovider "$@"
