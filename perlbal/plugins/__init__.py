@@ -120,7 +120,10 @@ class PluginRegistry:
         return self._plugins[proper].setter(it, svc, key, value, call)
 
 
-STOCK_MODULES = ("vhosts",)
+STOCK_MODULES = ("vhosts", "vpaths", "accesscontrol", "include", "redirect", "highpri", "stats",
+                 "queues", "palimg", "throttle", "xffextras", "notmodified",
+                 "maxcontentlength", "autoremoveleadingdir", "echoservice", "lazycdn",
+                 "flvstreaming", "cgilike")
 
 
 def default_plugin_registry() -> PluginRegistry:

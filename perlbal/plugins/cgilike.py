@@ -1,0 +1,77 @@
+"""Cgilike: answer requests with an in-process function.
+
+Config:
+  ``PERLREQUIRE = <module>``            import a Python module (dotted name)
+  ``PERLHANDLER = <module>:<function>`` the handler of the context's service
+Both keep Perl's names and the ``=`` (which is what preserves the case of
+the value), and both print nothing on success, as in Perl.  Where Perl takes a
+Perl package (``MyPackage``) and a sub (``MyPackage::handler``), ours takes a
+Python module path and ``module:function`` (``module.function`` is accepted
+too, the last dot separating the function).  PERLHANDLER is not resolved
+until a request arrives, as in Perl.  The handler name is kept in
+``svc.extra["cgilike_handler"]``.
+
+Runtime (to come, a start_http_request hook): the handler is called with a
+request object; returning HANDLED (0) ends the response it wrote, DECLINED
+(-2) lets the service handle the request normally, POSTPONE_RESPONSE (-1)
+keeps the connection until the handler ends the response, any other number is
+sent as that HTTP status.  No handler configured: 500 "No perlhandler is
+configured for this service"; an exception: 500 "Error in handler: ...".
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from perlbal.graph import Service
+from perlbal.grammar import ast
+from perlbal.grammar.parser import SyntaxExtension
+from perlbal.plugins import Plugin
+from perlbal.plugins._common import context_service, perl_match
+
+if TYPE_CHECKING:
+    from perlbal.interp import Call, Interpreter
+
+DECLINED = -2
+HANDLED = 0
+POSTPONE_RESPONSE = -1
+
+REQUIRE_USAGE = "usage: PERLREQUIRE=<module>"
+HANDLER_USAGE = "usage: PERLHANDLER=<package::subroutine>"
+
+
+class Cgilike(Plugin):
+    name = "Cgilike"
+    commands = (
+        SyntaxExtension(keyword="perlrequire", plugin="Cgilike",
+                        rule='"perlrequire" "=" VALUE', usage=REQUIRE_USAGE),
+        SyntaxExtension(keyword="perlhandler", plugin="Cgilike",
+                        rule='"perlhandler" "=" VALUE', usage=HANDLER_USAGE),
+    )
+
+    def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
+        if node.keyword == "perlrequire":
+            m = perl_match(r"perlrequire\s*=\s*([\w.]+)", node)
+            if m is None:
+                return call.err(REQUIRE_USAGE)
+            module = m.group(1)
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # any failure of the import is the user's to see
+                return call.err(f"Failed to load {module}: {type(exc).__name__}: {exc}")
+            return True
+        m = perl_match(r"perlhandler\s*=\s*([\w.:]+)", node)
+        if m is None:
+            return call.err(HANDLER_USAGE)
+        svc = context_service(it, call)
+        if isinstance(svc, str):
+            return call.err(svc)
+        svc.extra["cgilike_handler"] = m.group(1)
+        return True
+
+    def unregister(self, it: "Interpreter", svc: Service) -> None:
+        return None  # the handler name stays configured, as in Perl
+
+
+PLUGIN = Cgilike()

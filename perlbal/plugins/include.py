@@ -1,0 +1,83 @@
+"""Include: ``INCLUDE = <glob> [<glob> ...]`` runs other config files in place.
+
+As Perl's Include.pm (which calls ``Perlbal::load_config`` for each file):
+- the value is split on whitespace and each word globbed; the files run in
+  sorted order; a glob matching nothing is fine (the command still says OK);
+  a plain name (no wildcard) is used as is, so a missing one is an error;
+- each file runs through the same interpreter as a config file: a fresh
+  non-verbose context, stopping at the file's first failing line; that failure
+  does not fail the INCLUDE (Perl prints it to stdout), so we report it as a
+  warning of the command (``perlbal check`` shows it);
+- a file that cannot be opened fails the INCLUDE with Perl's message.
+Relative names resolve against the interpreter's base directory (the main
+config file's) when it has one, else the working directory.
+
+No runtime behaviour: this plugin is configuration only.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import TYPE_CHECKING
+
+from perlbal.grammar import ast
+from perlbal.grammar.parser import SyntaxExtension
+from perlbal.plugins import Plugin
+from perlbal.plugins._common import perl_match
+
+if TYPE_CHECKING:
+    from perlbal.interp import Call, Interpreter
+
+USAGE = "usage: INCLUDE = <config files>"
+_MAX_DEPTH = 32  # an INCLUDE loop would otherwise recurse forever
+
+
+def _expand(pattern: str, base_dir: str | None) -> list[str]:
+    full = pattern if os.path.isabs(pattern) or not base_dir else os.path.join(base_dir, pattern)
+    full = os.path.expanduser(full)
+    if not glob.has_magic(full):
+        return [full]
+    return sorted(glob.glob(full))
+
+
+class Include(Plugin):
+    name = "Include"
+    commands = (
+        SyntaxExtension(
+            keyword="include",
+            plugin="Include",
+            # Perl: ^include\s+=\s+(.+)\s*$
+            rule='"include" "=" VALUE',
+            usage=USAGE,
+        ),
+    )
+
+    def __init__(self) -> None:
+        self._depth = 0
+
+    def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
+        m = perl_match(r"include\s+=\s+(.+?)\s*", node)
+        if m is None:
+            return call.err(USAGE)
+        if self._depth >= _MAX_DEPTH:
+            return call.err("INCLUDE nested too deeply (an include loop?)")
+        base_dir = getattr(it.env, "base_dir", None)
+        for word in m.group(1).split():
+            for path in _expand(word, base_dir if isinstance(base_dir, str) else None):
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as fh:
+                        text = fh.read()
+                except OSError as exc:
+                    return call.err(f"Error opening config file ({path}): {exc.strerror}")
+                failures: list[str] = []
+                self._depth += 1
+                try:
+                    it.load_config_text(text, file=path, out=failures.append)
+                finally:
+                    self._depth -= 1
+                call.warnings.extend(f"{path}: {line}" for line in failures)
+        return call.ok()
+
+
+PLUGIN = Include()

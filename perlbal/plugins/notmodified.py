@@ -1,0 +1,45 @@
+"""NotModified: answer 304 to any conditional GET for some hosts, unseen.
+
+Config, once registered on a service: ``SET <svc>.notmodified.host_pattern =
+<regex>``, kept in ``svc.extra["notmodified_host_pattern"]``.  As in Perl the
+setter prints nothing on success (no OK).
+
+Runtime (to come, a start_http_request hook, active once a pattern is set):
+a request whose Host matches the pattern (``re.search``) and that carries any
+If-Modified-Since header gets "304 Not Modified" without reaching a backend or
+the disk.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from perlbal.graph import Service
+from perlbal.plugins import Plugin
+
+if TYPE_CHECKING:
+    from perlbal.interp import Call, Interpreter
+
+
+class NotModified(Plugin):
+    name = "NotModified"
+
+    def setter(self, it: "Interpreter", svc: Service, key: str, value: str,
+               call: "Call") -> bool | None:
+        if key != "host_pattern":
+            return None
+        if not value or value == "0":  # Perl: return 0 unless $what && $val
+            return False
+        try:
+            re.compile(value)
+        except re.error as exc:
+            return call.err(f"invalid regular expression: '{value}' ({exc})")
+        svc.extra["notmodified_host_pattern"] = value
+        return True
+
+    def unregister(self, it: "Interpreter", svc: Service) -> None:
+        svc.extra.pop("notmodified_host_pattern", None)
+
+
+PLUGIN = NotModified()

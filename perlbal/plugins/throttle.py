@@ -1,0 +1,155 @@
+"""Throttle: slow down or refuse clients that connect too often.
+
+Config: the service parameters below (declared once here, set with
+``SET <svc>.<name> = value`` once the plugin is LOADed, on any role), and the
+console command ``THROTTLE RELOAD {CONFIG|WHITELIST|BLACKLIST}`` acting on the
+context's service.  ``SET plugins = Throttle`` reads the white/black lists at
+once; a missing or empty list refuses the registration, as Perl's register
+dies.  Parsed lists are kept in ``svc.extra["throttle_lists"]`` as strings of
+networks ("10.0.0.0/8").
+
+Runtime (to come, start/end_proxy_request hooks of reverse proxies): a client
+on the blacklist is refused (blacklist_action deny: 403) or throttled; on the
+whitelist it passes; others follow default_action.  Throttling: a client that
+connects again within throttle_threshold_seconds waits initial_delay seconds,
+doubled per violation up to max_delay; more than max_concurrent connections at
+once from one IP are refused (403 "Forbidden."), as are banned and
+blacklisted-with-deny clients; after ban_threshold violations the IP
+is banned for ban_expiration seconds.  log_only computes but never delays or
+refuses; path_regex / method_regex limit which requests count.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING
+
+from perlbal.graph import Service
+from perlbal.grammar import ast
+from perlbal.grammar.parser import SyntaxExtension
+from perlbal.params import Kind, Param
+from perlbal.plugins import Plugin, PluginError
+from perlbal.plugins._common import EnumParam, PatternParam, context_service, perl_match
+
+if TYPE_CHECKING:
+    from perlbal.interp import Call, Interpreter
+
+USAGE = "usage: throttle reload <config|whitelist|blacklist>"
+_P = "Throttle"
+
+PARAMS: tuple[Param, ...] = (
+    Param("whitelist_file", Kind.FILE_OR_DEFAULT, "File of networks (CIDR or single IP, one a "
+          "line, # comments) that are never throttled.", plugin=_P),
+    Param("blacklist_file", Kind.FILE_OR_DEFAULT, "File of networks that are always refused "
+          "(or throttled, see blacklist_action).", plugin=_P),
+    EnumParam("default_action", Kind.STRING, "What to do with clients on neither list: allow "
+              "or throttle.", default="throttle", choices=("allow", "throttle"), plugin=_P),
+    EnumParam("blacklist_action", Kind.STRING, "What to do with blacklisted clients: deny or "
+              "throttle.", default="deny", choices=("deny", "throttle"), plugin=_P),
+    Param("path_regex", Kind.STRING, "Only requests whose path matches this regex are "
+          "throttled.", plugin=_P),
+    Param("method_regex", Kind.STRING, "Only requests whose method matches this regex are "
+          "throttled.", plugin=_P),
+    PatternParam("log_events", Kind.STRING, "Comma-separated events to log: ban, unban, "
+                 "whitelisted, blacklisted, concurrent, throttled, banned, all or none "
+                 "(THROTTLE RELOAD CONFIG after a change).", default="all", plugin=_P,
+                 pattern=r"^(ban|unban|whitelisted|blacklisted|concurrent|throttled|banned"
+                         r"|all|none| |,)+$",
+                 message="log_events is a comma-separated list of loggable events"),
+    Param("log_only", Kind.BOOL, "Compute everything but never delay or refuse.",
+          default="0", plugin=_P),
+    Param("throttle_threshold_seconds", Kind.INT, "A client connecting again sooner than "
+          "this is throttled.", default="60", plugin=_P),
+    Param("initial_delay", Kind.INT, "Seconds of the first throttling delay.", default="3",
+          plugin=_P),
+    Param("max_delay", Kind.INT, "Upper bound of the doubling delay, in seconds.",
+          default="300", plugin=_P),
+    Param("max_concurrent", Kind.INT, "Connections accepted at once from one IP.",
+          default="2", plugin=_P),
+    Param("ban_threshold", Kind.INT, "Violations that ban an IP (0: never).", default="0",
+          plugin=_P),
+    Param("ban_expiration", Kind.INT, "Seconds a ban lasts.", default="60", plugin=_P),
+    Param("memcached_servers", Kind.STRING, "memcached servers to share throttling state "
+          "through (not supported by this implementation's runtime yet).", plugin=_P),
+    Param("memcached_async_clients", Kind.INT, "Parallel memcached clients.", default="10",
+          plugin=_P),
+    Param("instance_name", Kind.STRING, "Throttlers with the same name share what they know "
+          "about IPs.", default="Throttle", plugin=_P),
+)
+
+
+def load_cidr_list(path: str) -> list[str]:
+    """Perl's load_cidr_list: the first run of [0-9/.] on each line is a network."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError as exc:
+        raise PluginError(f"Unable to open file {path}: {exc.strerror}") from None
+    nets: list[str] = []
+    for line in lines:
+        m = re.search(r"[0-9/.]+", line.split("#", 1)[0])
+        if m is None:
+            continue
+        try:
+            nets.append(str(ipaddress.ip_network(m.group(0), strict=False)))
+        except ValueError:
+            raise PluginError(f"{path}: bad network '{m.group(0)}'") from None
+    if not nets:
+        raise PluginError(f"{path} contains no recognizable CIDRs")
+    return nets
+
+
+def _file_param(svc: Service, name: str) -> str | None:
+    value = svc.params.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+class Throttle(Plugin):
+    name = "Throttle"
+    params = PARAMS
+    commands = (
+        SyntaxExtension(
+            keyword="throttle",
+            plugin="Throttle",
+            # Perl: ^throttle\s+(reload)\s+(whitelist|blacklist|config)$ (case-insensitive)
+            rule='"throttle" THROTTLE_ARG THROTTLE_ARG',
+            terminals="THROTTLE_ARG: /\\S+/",
+            usage=USAGE,
+        ),
+    )
+
+    def register(self, it: "Interpreter", svc: Service) -> None:
+        lists: dict[str, list[str]] = {}
+        for which in ("whitelist", "blacklist"):
+            path = _file_param(svc, f"{which}_file")
+            if path is not None:
+                lists[which] = load_cidr_list(path)
+        svc.extra["throttle_lists"] = lists
+
+    def unregister(self, it: "Interpreter", svc: Service) -> None:
+        svc.extra.pop("throttle_lists", None)
+
+    def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
+        m = perl_match(r"throttle\s+(reload)\s+(whitelist|blacklist|config)", node, re.I)
+        if m is None:
+            return call.err(USAGE)
+        svc = context_service(it, call, "No service name set. This command must be used "
+                              "after CREATE SERVICE <name> or USE <service_name>")
+        if isinstance(svc, str):
+            return call.err(svc)
+        what = m.group(2)
+        if what in ("whitelist", "blacklist"):
+            path = _file_param(svc, f"{what}_file")
+            if path is None:
+                return call.err(f"no {what} file configured")
+            try:
+                nets = load_cidr_list(path)
+            except PluginError as exc:
+                return call.err(f"Couldn't load {path}: {exc}")
+            svc.extra.setdefault("throttle_lists", {})[what] = nets
+        # "config": the runtime reads the parameters afresh on every request
+        return call.ok()
+
+
+PLUGIN = Throttle()

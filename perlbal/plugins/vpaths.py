@@ -1,0 +1,74 @@
+"""Vpaths: a ``selector`` service that picks its target service by URL path.
+
+Config: ``VPATH [<selector>] <path_regex> = <service>``.  The rules are kept in
+``svc.extra["vpaths"]`` as ``[regex, target]`` pairs in the order given.  As in
+Perl, everything before ``=`` is lower-cased by the console, so the regex is
+lower-case.
+
+Runtime (to come, in the router): for a request on the selector, the first
+rule whose regex matches the request URI (``re.search`` on the whole
+request-URI, query string included: Perl's ``$uri =~ /$regex/``) hands the
+client to the named service (404 "Not Found (<name> not a defined service)"
+when it does not exist); no match leaves the request unhandled.  Vhosts and Vpaths both replace the selector's
+selection function, so only the last registered one acts, as in Perl.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from perlbal.graph import Service
+from perlbal.grammar import ast
+from perlbal.grammar.parser import SyntaxExtension
+from perlbal.plugins import Plugin, PluginError
+from perlbal.plugins._common import perl_match
+
+if TYPE_CHECKING:
+    from perlbal.interp import Call, Interpreter
+
+USAGE = "usage: VPATH [<service>] <path regex> = <dest_service>"
+
+
+class Vpaths(Plugin):
+    name = "Vpaths"
+    commands = (
+        SyntaxExtension(
+            keyword="vpath",
+            plugin="Vpaths",
+            # Perl: ^vpath\s+(?:(\w+)\s+)?(\S+)\s*=\s*(\w+)$
+            rule='"vpath" VPATH_ARG [VPATH_ARG] "=" WORD',
+            terminals="VPATH_ARG: /[^\\s=]+/",
+            usage=USAGE,
+        ),
+    )
+
+    def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
+        m = perl_match(r"vpath\s+(?:(\w+)\s+)?(\S+)\s*=\s*(\w+)", node)
+        if m is None:
+            return call.err(USAGE)
+        selname, regex, target = m.group(1), m.group(2), m.group(3)
+        selname = selname or call.ctx.last_created
+        if not selname:
+            return call.err("omitted service name not implied from context")
+        svc = it.graph.services.get(selname)
+        if svc is None or svc.role != "selector":
+            return call.err(f"Service '{selname}' is not a selector service")
+        try:
+            re.compile(regex)
+        except re.error:
+            return call.err(f"invalid regular expression: '{regex}'")
+        svc.extra.setdefault("vpaths", []).append([regex, target])
+        return call.ok()
+
+    def register(self, it: "Interpreter", svc: Service) -> None:
+        if svc.role != "selector":
+            raise PluginError("You can't load the vpath plugin on a service not of role selector.")
+        svc.extra["vpaths"] = []
+
+    def unregister(self, it: "Interpreter", svc: Service) -> None:
+        # Perl only drops its selector function; the rules stay in extra_config.
+        return None
+
+
+PLUGIN = Vpaths()
