@@ -1,0 +1,186 @@
+"""One client connection: read request heads, dispatch by the service's role, loop while kept alive.
+
+Perl's ClientHTTPBase/ClientProxy/ClientManage read loop, as one coroutine:
+
+- the role is read from the service at every request (``SET role`` and a
+  selector's map apply to the next request);
+- a management connection whose first bytes are not ``GET ``/``HEAD ``/``POST ``
+  becomes a line console (``management.console``), as ClientManage.pm decides;
+- the first head must arrive within ``idle_timeout``, later ones (kept-alive)
+  within ``persist_client_idle_timeout``; silence closes the connection;
+- a malformed head is answered with Perl's simple page carrying the reason,
+  then the connection is closed (the byte stream cannot be trusted any more);
+- pipelined requests are answered strictly in order: the next head is parsed
+  only after the handler of the previous one returned.
+
+Invariant: no exception escapes to the client as text; handler failures are
+logged once and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, cast
+
+import anyio
+from anyio.abc import SocketStream
+
+from perlbal.graph import Service
+from perlbal.http import HeadReader, HttpError, RequestHead, simple_response
+from perlbal.routing import Route, route
+from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
+
+if TYPE_CHECKING:
+    from perlbal.runtime.server import Runtime
+
+log = logging.getLogger("perlbal.runtime")
+
+_HTTP_STARTS = (b"GET ", b"HEAD ", b"POST ")
+_MAX_SELECTOR_HOPS = 8
+
+
+def _int_param(svc: Service, name: str, default: int) -> int:
+    value = svc.params.get(name, default)
+    return value if isinstance(value, int) else default
+
+
+async def _missing_webserver(ctx: RequestContext) -> bool:
+    await ctx.send_simple(501, "web_server role is not available in this build", keep_alive=False)
+    return False
+
+
+def handler_for(role: str | None) -> Handler | None:
+    """The role handler; imported lazily so a missing module answers instead of crashing."""
+    if role == "reverse_proxy":
+        from perlbal.runtime import proxy
+        return proxy.handle
+    if role == "web_server":
+        try:
+            module = importlib.import_module("perlbal.runtime.webserver")
+        except ImportError as exc:
+            if exc.name != "perlbal.runtime.webserver":
+                raise
+            return _missing_webserver
+        handle = getattr(module, "handle", None)
+        return cast(Handler, handle) if handle is not None else _missing_webserver
+    if role == "management":
+        from perlbal.runtime import management
+        return management.handle_http
+    return None
+
+
+async def _receive(stream: SocketStream) -> bytes:
+    try:
+        return await stream.receive(RECV_SIZE)
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        return b""
+
+
+async def serve_client(runtime: "Runtime", stream: SocketStream, service_name: str) -> None:
+    graph = runtime.graph
+    listener_svc = graph.services.get(service_name)
+    if listener_svc is None:
+        return
+    try:
+        peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
+    except Exception:
+        peer_ip, peer_port = "", 0
+    leftover = b""
+    first = True
+    while True:
+        svc = listener_svc
+        if first and svc.role == "management":
+            with anyio.move_on_after(_int_param(svc, "idle_timeout", 30) or None):
+                while len(leftover) < 5 and b"\n" not in leftover:
+                    data = await _receive(stream)
+                    if not data:
+                        return
+                    leftover += data
+            if not leftover.startswith(_HTTP_STARTS):
+                from perlbal.runtime.management import console
+
+                await console(runtime, stream, leftover)
+                return
+        timeout = _int_param(svc, "idle_timeout" if first else "persist_client_idle_timeout", 30)
+        reader = HeadReader()
+        head = None
+        try:
+            if leftover:
+                data, leftover = leftover, b""
+                head = reader.feed(data)
+            with anyio.fail_after(timeout if timeout > 0 else None):
+                while head is None:
+                    data = await _receive(stream)
+                    if not data:
+                        return
+                    head = reader.feed(data)
+        except TimeoutError:
+            return
+        except HttpError as exc:
+            if not exc.perl_closes_silently or first:
+                try:
+                    await stream.send(simple_response(exc.status, exc.reason,
+                                                      server_tokens=bool(svc.get("server_tokens", True))))
+                except Exception:
+                    pass
+            return
+        first = False
+        runtime.live.total_requests += 1
+        ctx = RequestContext(service=svc, head=head, stream=stream, peer_ip=peer_ip,
+                             server=runtime, leftover=reader.leftover, peer_port=peer_port,
+                             listener_service=listener_svc)
+        keep = await _dispatch(runtime, ctx)
+        if not keep or runtime.draining:
+            return
+        if not ctx.body.done and not await ctx.skip_body():
+            return
+        leftover = ctx.leftover
+
+
+async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
+    svc = ctx.service
+    try:
+        for _hop in range(_MAX_SELECTOR_HOPS):
+            role = svc.role
+            if role != "selector":
+                break
+            result = route(runtime.graph, svc, ctx.head)
+            if not isinstance(result, Route):
+                await ctx.send_simple(result.status, result.message)
+                return ctx.keep_alive
+            target = runtime.graph.services[result.service]
+            ctx.head = _release_to(svc, ctx, result.host)
+            svc = ctx.service = target
+        handler = handler_for(svc.role)
+        if handler is None:
+            await ctx.send_simple(500, f"Can't map to service type {svc.role}")
+            return False
+        return await handler(ctx)
+    except HttpError as exc:
+        if not ctx.response_started:
+            try:
+                await ctx.send_simple(exc.status, exc.reason, keep_alive=False)
+            except Exception:
+                pass
+        return False
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
+        return False
+
+
+def _release_to(selector: Service, ctx: RequestContext, host: str | None) -> RequestHead:
+    """Perl's release_client: the selector's HEADER rules apply as the request leaves it."""
+    from dataclasses import replace
+
+    from perlbal.http import munge_headers, set_header
+
+    headers = list(ctx.head.headers)
+    if host is not None:
+        headers = set_header(headers, "Host", host)
+    rules = selector.headers
+    if rules.remove or rules.insert:
+        headers = munge_headers(headers, rules.remove, rules.insert)
+    if host is None and not (rules.remove or rules.insert):
+        return ctx.head
+    return replace(ctx.head, headers=tuple(headers))

@@ -1,0 +1,122 @@
+"""Start a whole server from a config file, as /usr/bin/perlbal does, and run it to the end.
+
+``run_server(config_path, daemon=False) -> int`` (the exit status):
+
+1. an ``Interpreter`` with a ``Runtime`` as its effects runs the config file
+   (reply lines printed to stdout as Perl prints them); a failure prints
+   ``Error starting up.`` to stderr and returns 1;
+2. nothing listening -> ``No services or management port configured.  Nothing
+   to do.  Stopping.`` on stderr, return 1 (Perl's wording);
+3. ``Running.`` on stdout (not when daemonised), the SERVER pidfile written,
+   then serve until the console's ``shutdown`` or SIGTERM/SIGINT (both graceful);
+   the pidfile is removed on the way out.
+
+``python -m perlbal.runtime.main --config=FILE`` runs the same thing (tests use it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import anyio
+
+from perlbal.interp import Interpreter
+from perlbal.runtime.server import Runtime
+
+__all__ = ["run_server"]
+
+log = logging.getLogger("perlbal.runtime")
+
+
+def _daemonize() -> None:
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+async def _serve(runtime: Runtime) -> None:
+    async def watch_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _signum in signals:
+                runtime.shutdown(True, 30)
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_signals)
+        await runtime.serve()
+        tg.cancel_scope.cancel()
+
+
+def run_server(config_path: str | None, *, daemon: bool = False) -> int:
+    runtime = Runtime()
+    base_dir = os.path.dirname(os.path.abspath(config_path)) if config_path else None
+    interp = Interpreter(effects=runtime, base_dir=base_dir)
+    runtime.attach(interp)
+    if config_path:
+        try:
+            with open(config_path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError as exc:
+            print(f"Error reading config file {config_path}: {exc.strerror}", file=sys.stderr)
+            print("Error starting up.", file=sys.stderr)
+            return 1
+
+        def out(line: str) -> None:
+            print(line, flush=True)
+
+        if not interp.load_config_text(text, file=config_path, out=out):
+            print("Error starting up.", file=sys.stderr, flush=True)
+            return 1
+    if not runtime.listening():
+        print("No services or management port configured.  Nothing to do.  Stopping.",
+              file=sys.stderr, flush=True)
+        return 1
+    interp.run_started = True
+    if daemon:
+        _daemonize()
+    else:
+        print("Running.", flush=True)
+    pidfile = interp.graph.server.get("pidfile")
+    if pidfile:
+        try:
+            with open(pidfile, "w", encoding="ascii") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            log.error("can't write pidfile %s: %s", pidfile, exc.strerror)
+            pidfile = None
+    try:
+        anyio.run(_serve, runtime, backend="asyncio")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if pidfile:
+            try:
+                os.unlink(pidfile)
+            except OSError:
+                pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    config: str | None = None
+    daemon = False
+    for arg in args:
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif arg in ("--daemon", "-d"):
+            daemon = True
+    logging.basicConfig(level=logging.WARNING, format="perlbal: %(message)s")
+    return run_server(config, daemon=daemon)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

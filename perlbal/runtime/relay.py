@@ -1,0 +1,61 @@
+"""A bounded byte buffer between a backend reader task and a client writer task.
+
+This is Perl's ``buffer_size`` read-ahead: the reader puts what the backend
+sent, pausing once ``limit`` bytes wait unsent; the writer takes everything
+buffered at once and writes it to the (possibly slow) client.  So a response
+no larger than ``limit`` is read completely, and its backend connection freed,
+however slow the client is.
+
+Invariants: ``size`` is the number of bytes put but not yet taken; ``put``
+returns only when ``size < limit`` held on entry (one recv may overshoot by its
+own length); after ``finish`` or ``fail`` no more ``put`` calls are made;
+``take`` returns b"" only at the end (then ``error`` says whether it was clean).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio
+
+
+class ByteBuffer:
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.size = 0
+        self.finished = False
+        self.error: str | None = None
+        self._chunks: deque[bytes] = deque()
+        self._readable = anyio.Event()
+        self._writable = anyio.Event()
+
+    async def put(self, data: bytes) -> None:
+        while self.size >= self.limit:
+            self._writable = anyio.Event()
+            await self._writable.wait()
+        self._chunks.append(data)
+        self.size += len(data)
+        self._readable.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._readable.set()
+
+    def fail(self, reason: str) -> None:
+        self.error = reason
+        self.finish()
+
+    async def take(self) -> bytes:
+        while not self._chunks:
+            if self.finished:
+                return b""
+            self._readable = anyio.Event()
+            await self._readable.wait()
+        if len(self._chunks) == 1:
+            data = self._chunks.popleft()
+        else:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        self.size = 0
+        self._writable.set()
+        return data
