@@ -36,18 +36,13 @@ USAGE = "usage: ACCESS <cmd> <arg1> [<arg2>]"
 
 
 def parse_netmask(text: str) -> str | None:
-    """Net::Netmask->new2's common forms: a.b.c.d/bits, a.b.c.d, a.b.c.d:mask,
-    a.b.c.d#hostmask and the short a.b.c / a.b forms (a /24 or /16 network)."""
+    """Net::Netmask->new2's forms that fit one word of a console line:
+    a.b.c.d/bits, a.b.c.d, a.b.c.d:mask and the short a.b.c / a.b / a forms
+    (a /24, /16 or /8 network).  (Its a.b.c.d#hostmask form cannot be typed:
+    the console drops everything from '#'.)"""
     value = text
     if ":" in value and "/" not in value:
         value = value.replace(":", "/", 1)
-    elif "#" in value:
-        base, _, hostmask = value.partition("#")
-        try:
-            bits = 32 - int(ipaddress.IPv4Address(hostmask)).bit_count()
-        except ValueError:
-            return None
-        value = f"{base}/{bits}"
     elif re.fullmatch(r"\d+(\.\d+){0,2}", value):
         parts = value.split(".")
         value = ".".join(parts + ["0"] * (4 - len(parts))) + f"/{8 * len(parts)}"

@@ -148,6 +148,9 @@ class Throttle(Plugin):
             except PluginError as exc:
                 return call.err(f"Couldn't load {path}: {exc}")
             svc.extra.setdefault("throttle_lists", {})[what] = nets
+        elif "Throttle" not in svc.plugin_order:
+            # Perl dies calling a reloader that only registration creates
+            return call.err(f"Throttle is not registered on service '{svc.name}'")
         # "config": the runtime reads the parameters afresh on every request
         return call.ok()
 
