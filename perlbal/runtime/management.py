@@ -65,16 +65,26 @@ async def console(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> No
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     return
         if len(buf) > MAX_CONSOLE_LINE:
-            try:
-                await stream.send(b"ERROR: line too long\r\n")
-            except Exception:
-                pass
+            await _refuse(stream)
             return
         try:
             data = await stream.receive(65536)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return
         buf += data
+
+
+async def _refuse(stream: ByteStream) -> None:
+    """One ERROR line, then close gently: input still in flight is read and dropped
+    for a moment, so the client sees the line instead of a reset."""
+    try:
+        await stream.send(b"ERROR: line too long\r\n")
+        await stream.send_eof()
+        with anyio.move_on_after(1.0):
+            while await stream.receive(65536):
+                pass
+    except Exception:
+        pass
 
 
 def _status_json(runtime: ServerHandle) -> dict[str, object]:
