@@ -83,11 +83,27 @@ class _CheckEnv(DiskEnv):
     def __init__(self, interp: Interpreter) -> None:
         super().__init__(interp)
         self.missing_dirs: list[str] = []
+        self.config_dir: str | None = None
+        self.relocated: list[tuple[str, str]] = []
 
     def content_dir(self, path: str) -> bool:
         if not self.is_dir(path):
             self.missing_dirs.append(path)
         return True
+
+    def exists(self, path: str) -> bool:
+        """Node files: Perl resolves a relative path against the working
+        directory.  A file missing there but shipped beside the config (as
+        Debian flattens the CPAN tarball's conf/ into examples/) is accepted
+        with a warning."""
+        if os.path.exists(path) or os.path.isabs(path) or self.config_dir is None:
+            return os.path.exists(path)
+        for candidate in (os.path.join(self.config_dir, path),
+                          os.path.join(self.config_dir, os.path.basename(path))):
+            if os.path.exists(candidate):
+                self.relocated.append((path, candidate))
+                return True
+        return False
 
 
 class Checker:
@@ -130,10 +146,20 @@ class Checker:
             self.add(node, "warning", f"directory '{path}' does not exist here; Perl Perlbal "
                      "refuses to start unless it exists on the host that runs it")
         self.env.missing_dirs.clear()
+        for path, found in self.env.relocated:
+            self.add(node, "warning", f"'{path}' is not in the working directory; found "
+                     f"{found}. Perl Perlbal resolves it against the directory it starts in")
+        self.env.relocated.clear()
         for warning in reply.warnings:
             self.add(node, "warning", warning)
         if isinstance(node, ast.Create | ast.Use | ast.Enable | ast.Set):
             self._remember(node)
+        if isinstance(node, ast.Set | ast.Default | ast.Server):
+            for quote in ('"', "'"):
+                if node.value.count(quote) % 2:
+                    self.add(node, "warning", f"unbalanced {quote} in the value: Perl Perlbal "
+                             "has no quoting, the quote becomes part of the value",
+                             node.column + node.orig.find(quote))
         errors = [ln[len("ERROR: "):] for ln in reply.lines if ln.startswith("ERROR: ")]
         if not reply.ok and not errors:
             errors = [self._silent_failure(node)]
@@ -160,6 +186,8 @@ class Checker:
         return "command failed"
 
     def _hint(self, node: ast.Node, message: str) -> str:
+        if isinstance(node, ast.SyntaxFailure) and node.hint:
+            return f" ({node.hint})"
         graph = self.interp.graph
         candidates: list[str] = []
         word: str | None = None
@@ -208,6 +236,7 @@ class Checker:
         self.sources[path] = text.splitlines()
         if path not in self.result.files:
             self.result.files.append(path)
+        self.env.config_dir = os.path.dirname(os.path.abspath(path))
         self.interp.load_config_text(text, file=path, ctx=CommandContext(verbose=False))
 
     def finish(self) -> CheckResult:

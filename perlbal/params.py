@@ -516,5 +516,5 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate, for a friendly hint on a misspelling."""
     import difflib
 
-    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return found[0] if found else None

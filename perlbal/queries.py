@@ -234,6 +234,8 @@ def service_dump(it: "Interpreter", svc: Service) -> list[str]:
                 except ParamError:
                     pass
         out.append(f"SET {name} = {_dump_value(param, value)}")
+    if svc.plugin_order:
+        out.append("SET plugins = " + ", ".join(svc.plugin_order))
     for plugin_name in svc.plugin_order:
         plugin = it.plugins.find(plugin_name)
         lines = plugin.dumpconfig(it, svc) if plugin is not None else None
@@ -251,11 +253,25 @@ def pool_dump(pool: Pool) -> list[str]:
 
 
 def dumpconfig(it: "Interpreter", call: "Call") -> bool:
+    """Perl's dumpconfig, extended so that its output rebuilds the same graph.
+
+    Perl's own output does not round-trip: it omits LOAD, ``SET plugins`` and
+    HEADER rules, and its ``DISABLE name`` fails on a fresh server.  We print
+    Perl's lines plus those three, and leave a disabled service without the
+    line (a new service starts disabled).
+    """
+    loaded = sorted(set(it.graph.plugins_loaded.values()))
+    if loaded:
+        call.out(*(f"LOAD {name}" for name in loaded), "")
     for name, pool in it.graph.pools.items():
         call.out(f"CREATE POOL {name}", *(f"  {ln}" for ln in pool_dump(pool)), "")
     for name, svc in it.graph.services.items():
         call.out(f"CREATE SERVICE {name}", *(f"  {ln}" for ln in service_dump(it, svc)))
-        call.out(f"{'ENABLE' if svc.enabled else 'DISABLE'} {name}", "")
+        call.out(*(f"HEADER {name} REMOVE {h}" for h in svc.headers.remove))
+        call.out(*(f"HEADER {name} INSERT {h}: {v}" for h, v in svc.headers.insert))
+        if svc.enabled:
+            call.out(f"ENABLE {name}")
+        call.out("")
     return call.ok()
 
 

@@ -37,6 +37,7 @@ class SyntaxFailure(Node):
 
     usage: str
     error_column: int = 1
+    hint: str | None = None  # a named explanation of a typical mistake, for check
 
 
 class UnknownCommand(Node):

@@ -233,6 +233,27 @@ class _ToAst(Transformer[Token, ast.Node]):
         return Tree(data, children, meta)
 
 
+_NEEDS_EQUALS = frozenset({"set", "default", "server", "vhost", "vpath", "include"})
+
+
+def typical_mistake(basecmd: str, text: str) -> str | None:
+    """Name a common mistake in a line that failed to parse (for diagnostics)."""
+    words = text.split(" ")
+    if basecmd in _NEEDS_EQUALS and "=" not in text:
+        return "missing '=' between the parameter and its value"
+    if basecmd == "create" and (len(words) < 2 or words[1] not in ("service", "pool")):
+        return "expected SERVICE or POOL after CREATE"
+    if basecmd == "create" and len(words) != 3:
+        return "expected one name made of letters, digits and '_'"
+    if basecmd in ("pool", "nodes", "node"):
+        return "expected an address as <ip>[:<port>], e.g. 10.0.0.1:8080"
+    if basecmd == "header" and (len(words) < 3 or words[2] not in ("insert", "remove")):
+        return "expected INSERT or REMOVE after the service name"
+    if basecmd in ("enable", "disable", "use") and len(words) != 2:
+        return "expected exactly one service name"
+    return None
+
+
 class Parser:
     """Parses lines with the core grammar plus the given plugin extensions."""
 
@@ -288,10 +309,12 @@ class Parser:
         except UnexpectedInput as exc:
             pos = getattr(exc, "pos_in_stream", None)
             col = norm.source_column(pos if isinstance(pos, int) else len(norm.text))
-            return ast.SyntaxFailure(usage=usage, error_column=col, **base)
+            return ast.SyntaxFailure(usage=usage, error_column=col,
+                                     hint=typical_mistake(basecmd, norm.text), **base)
         except Exception as exc:  # _Usage, or a transformer wrapped by lark
             if isinstance(exc, _Usage) or isinstance(getattr(exc, "orig_exc", None), _Usage):
-                return ast.SyntaxFailure(usage=usage, error_column=norm.source_column(0), **base)
+                return ast.SyntaxFailure(usage=usage, error_column=norm.source_column(0),
+                                         hint=typical_mistake(basecmd, norm.text), **base)
             raise
         assert isinstance(result, ast.Node)
         return result

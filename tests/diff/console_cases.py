@@ -578,9 +578,14 @@ def normalize(lines: list[str], ports: dict[str, int], compare: str) -> list[str
     * ``starttime N`` / ``uptime N`` lose their numbers;
     * a failed LOAD keeps only "Can't locate <file> in @INC" (the rest is
       Perl's @INC path list and an eval counter);
-    * hash-ordered replies are sorted (``sorted``) or block-sorted (``blocks``).
+    * hash-ordered replies are sorted (``sorted``) or block-sorted (``blocks``);
+    * in ``blocks`` (dumpconfig) replies, ``DISABLE name`` lines are dropped: we
+      deliberately leave them out so that dumpconfig output round-trips on a
+      fresh server (Perl's own ``DISABLE`` there fails: "already disabled").
     """
     out: list[str] = []
+    if compare == "blocks":
+        lines = [ln for ln in lines if not re.fullmatch(r"DISABLE \w+", ln)]
     for line in lines:
         for name, port in ports.items():
             line = re.sub(rf"(?<=:){port}\b", "{" + name + "}", line)
