@@ -46,41 +46,80 @@ class SyntaxExtension:
 class CoreCommand:
     usage: str | None = None  # Perl's usage text; None: "Invalid syntax to 'x' command"
     no_opts: bool = False
+    syntax: str = ""  # for the docs
+    doc: str = ""  # one line, for the docs
+
+
+def _c(syntax: str, doc: str, usage: str | None = None, no_opts: bool = False) -> CoreCommand:
+    return CoreCommand(usage=usage, no_opts=no_opts, syntax=syntax, doc=doc)
 
 
 # Perl Perlbal 1.80's commands (the MANAGE_* subs), with their usage texts.
 CORE_COMMANDS: dict[str, CoreCommand] = {
-    "create": CoreCommand("usage: CREATE {service|pool} <name>"),
-    "use": CoreCommand("usage: USE <service_or_pool_name>"),
-    "pool": CoreCommand(),
-    "set": CoreCommand("usage: SET [<service>] <param> = <value>"),
-    "default": CoreCommand("usage: DEFAULT <param> = <value>"),
-    "header": CoreCommand("Usage: HEADER <service> {INSERT|REMOVE} <header>[: <value>]"),
-    "enable": CoreCommand("Usage: {ENABLE|DISABLE} <service>"),
-    "disable": CoreCommand("Usage: {ENABLE|DISABLE} <service>"),
-    "load": CoreCommand(),
-    "unload": CoreCommand(),
-    "reload": CoreCommand(),
-    "verbose": CoreCommand("usage: VERBOSE {on|off}"),
-    "shutdown": CoreCommand(),
-    "mime": CoreCommand(),
-    "xs": CoreCommand(),
-    "node": CoreCommand(),
-    "nodes": CoreCommand(),
-    "show": CoreCommand(),
-    "server": CoreCommand(),
-    "socks": CoreCommand(),
-    "states": CoreCommand(),
-    "state": CoreCommand(),
-    "prof": CoreCommand(),
-    "leaks": CoreCommand(),
-    "crash": CoreCommand(),
-    "dumpconfig": CoreCommand(),
-    "reproxy_state": CoreCommand(),
+    "create": _c("CREATE {SERVICE|POOL} <name>", "Create a service or a pool; later SETs "
+                 "without a name apply to it.", "usage: CREATE {service|pool} <name>"),
+    "use": _c("USE <service_or_pool>", "Make an existing service or pool the implied target "
+              "of later SETs.", "usage: USE <service_or_pool_name>"),
+    "pool": _c("POOL {ADD|REMOVE} <pool> <ip>[:<port>]", "Add or remove a node (port 80 by "
+               "default); the verb and the pool name may come in either order."),
+    "set": _c("SET [<name>][.| ]<param> = <value>", "Set a service or pool parameter (see "
+              "parameters.md); the name defaults to the last CREATE or USE.",
+              "usage: SET [<service>] <param> = <value>"),
+    "default": _c("DEFAULT <param> = <value>", "Change a parameter's default for services "
+                  "whose role is set afterwards.", "usage: DEFAULT <param> = <value>"),
+    "header": _c("HEADER <service> {INSERT|REMOVE} <header>[: <value>]", "Add or strip a "
+                 "header on requests passing through the service.",
+                 "Usage: HEADER <service> {INSERT|REMOVE} <header>[: <value>]"),
+    "enable": _c("ENABLE <service>", "Start the service (open its listener).",
+                 "Usage: {ENABLE|DISABLE} <service>"),
+    "disable": _c("DISABLE <service>", "Stop accepting on the service's listener; open "
+                  "connections finish.", "Usage: {ENABLE|DISABLE} <service>"),
+    "load": _c("LOAD <plugin>", "Load a plugin (name as typed, lower-case or Capitalised)."),
+    "unload": _c("UNLOAD <plugin>", "Unload a plugin."),
+    "reload": _c("RELOAD <plugin>", "Reload a plugin that supports it (no stock plugin does)."),
+    "verbose": _c("VERBOSE {on|off}", "Whether successful commands answer OK (on by default "
+                  "on a console, off in config files).", "usage: VERBOSE {on|off}"),
+    "shutdown": _c("SHUTDOWN [GRACEFUL [<seconds>]]", "Exit now, or stop accepting and exit "
+                   "once in-flight requests finish (forcibly after <seconds>)."),
+    "mime": _c("MIME [LIST | SET <ext> <type> | REMOVE <ext>]", "Show or change the "
+               "extension-to-Content-Type table of the web server."),
+    "xs": _c("XS [{ENABLE|DISABLE} <module>]", "Perl's XS accelerators; 'headers' is "
+             "accepted for compatibility (our header parser is always on)."),
+    "node": _c("NODE [<ip>[:<port>]]", "Same as NODES."),
+    "nodes": _c("NODES [<ip>[:<port>]]", "Per-backend-node statistics."),
+    "show": _c("SHOW {SERVICE [<name>] | POOL [<name>]}", "List services or pools, or "
+               "describe one."),
+    "server": _c("SERVER <setting> = <value>", "Process-wide settings (see parameters.md)."),
+    "socks": _c("SOCKS [all|summary]", "Open sockets with their age and state."),
+    "states": _c("STATES [<service>]", "Connections counted by class and state."),
+    "state": _c("STATE CHANGES", "Perl debugging aid; answers an ERROR here."),
+    "prof": _c("PROF {on|off|data}", "Perl profiler; answers an ERROR here."),
+    "leaks": _c("LEAKS", "Perl debugging aid; answers an ERROR here."),
+    "crash": _c("CRASH", "Crashes Perl Perlbal on purpose; here it only answers an ERROR."),
+    "dumpconfig": _c("DUMPCONFIG", "Print the running configuration as commands that "
+                     "rebuild it."),
+    "reproxy_state": _c("REPROXY_STATE", "Reproxy connections and queues by host."),
+    "obj": _c("OBJ", "Live object counts.", no_opts=True),
+    "fd": _c("FD", "File descriptor limit and use.", no_opts=True),
+    "proc": _c("PROC", "Time, pid, CPU use and requests served since the last PROC.",
+               no_opts=True),
+    "uptime": _c("UPTIME", "Start time, uptime and version.", no_opts=True),
+    "version": _c("VERSION", "Same as UPTIME.", no_opts=True),
+    "track": _c("TRACK", "Perl object tracking; answers an ERROR here.", no_opts=True),
+    "backends": _c("BACKENDS", "Open backend connections per node.", no_opts=True),
+    "noverify": _c("NOVERIFY", "Nodes currently exempt from verify_backend, with seconds "
+                   "left.", no_opts=True),
+    "pending": _c("PENDING", "Backend connections being opened, by service and node.",
+                  no_opts=True),
+    "queues": _c("QUEUES", "Age and length of each reverse proxy's request queues.",
+                 no_opts=True),
+    "plugins": _c("PLUGINS", "Plugins in use, per service.", no_opts=True),
+    "help": _c("HELP", "List the commands.", no_opts=True),
+    "aio": _c("AIO", "Disk I/O statistics.", no_opts=True),
+    "gladiator": _c("GLADIATOR", "Perl memory walker; answers an ERROR here.", no_opts=True),
+    "varsize": _c("VARSIZE", "Perl data structure sizes; answers an ERROR here.",
+                  no_opts=True),
 }
-for _name in ("obj", "fd", "proc", "uptime", "version", "track", "backends", "noverify",
-              "pending", "queues", "plugins", "help", "aio", "gladiator", "varsize"):
-    CORE_COMMANDS[_name] = CoreCommand(no_opts=True)
 
 # What `help` lists: Perl's MANAGE_* names (not crash or our additions).
 PERL_HELP = sorted(k for k in CORE_COMMANDS if k != "crash")
