@@ -176,6 +176,9 @@ class Interpreter:
         self.env: CheckEnv = DiskEnv(self, base_dir)
         self.start_time = int(time.time())
         self.run_started = False
+        # process-wide settings (rlimits, nice) are applied only by a real server,
+        # never by check/explain/tests running the interpreter dry
+        self.owns_process = not isinstance(self.effects, DryEffects)
         self.xs_enabled = {"headers": False}
         # perlbal check: run every line, and watch each one with its reply
         self.keep_going = False

@@ -154,17 +154,18 @@ def server_setting(it: "Interpreter", key: str, val: str, call: "Call") -> bool:
     if key == "max_connections":
         if not numeric:
             return call.err("Expected numeric parameter")
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (int(val), int(val)))
-        except (ValueError, OSError):
-            call.err("Unable to set limit." if os.geteuid() == 0
-                     else "Need to be root to increase max connections.")
+        if it.owns_process:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (int(val), int(val)))
+            except (ValueError, OSError):
+                call.err("Unable to set limit." if os.geteuid() == 0
+                         else "Need to be root to increase max connections.")
         it.graph.server[key] = val
         return call.ok()
     if key == "nice_level":
         if not numeric:
             return call.err("Expected numeric parameter")
-        if it.run_started:
+        if it.owns_process:
             try:
                 os.nice(int(val))
             except OSError as exc:
