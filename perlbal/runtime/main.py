@@ -57,8 +57,9 @@ async def _serve(runtime: Runtime) -> None:
 
 def run_server(config_path: str | None, *, daemon: bool = False) -> int:
     runtime = Runtime()
-    base_dir = os.path.dirname(os.path.abspath(config_path)) if config_path else None
-    interp = Interpreter(effects=runtime, base_dir=base_dir)
+    # Relative paths in a config (docroot, nodefile, ...) are resolved against the
+    # working directory, as Perl Perlbal does.
+    interp = Interpreter(effects=runtime)
     runtime.attach(interp)
     if config_path:
         try:
