@@ -1,0 +1,251 @@
+"""Reverse-proxy throughput: Perl Perlbal 1.80, ours and nginx on loopback, driven by wrk.
+
+One run starts an nginx backend serving a 1 KiB body on 127.0.0.1, then, one
+at a time, each proxy in front of it with the same Perlbal config
+(reverse_proxy, persist_client on, persist_backend on) -- plus a plain nginx
+proxy (keepalive upstream) for reference -- and drives each with
+``wrk -t2 -c50 -d10s``.  It prints req/s, p50/p99 latency and the ratio
+ours/Perl, and writes the table as JSON to ``bench/results/`` (gitignored).
+
+Needs Debian's ``wrk``, ``nginx-light`` (or any nginx) and ``perlbal``; it
+installs nothing itself (see bench/README.md).  Run::
+
+    .venv/bin/python bench/proxy_bench.py                 # all targets, ours with workers=1 and 2
+    .venv/bin/python bench/proxy_bench.py --workers 1 --duration 5 --only perl,ours
+
+Target (issue: runtime core): ours >= 2x Perl's req/s, p99 no worse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Result:
+    name: str
+    requests_per_sec: float
+    p50_ms: float
+    p99_ms: float
+    errors: str
+    raw: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def nginx_conf(workdir: Path, port: int, upstream_port: int | None) -> Path:
+    """An nginx serving 1 KiB (upstream None) or proxying to the backend with keepalive."""
+    if upstream_port is None:
+        (workdir / "www").mkdir(exist_ok=True)
+        (workdir / "www" / "1k.bin").write_bytes(b"x" * 1024)
+        server = f"""
+        location / {{ root {workdir}/www; try_files /1k.bin =404; }}"""
+        upstream = ""
+    else:
+        upstream = f"""
+    upstream be {{ server {LOOPBACK}:{upstream_port}; keepalive 64; }}"""
+        server = """
+        location / { proxy_pass http://be; proxy_http_version 1.1;
+                     proxy_set_header Connection ""; }"""
+    conf = workdir / f"nginx-{port}.conf"
+    conf.write_text(f"""
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {workdir}/nginx-{port}.pid;
+error_log {workdir}/nginx-{port}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {workdir}/tmp-{port};
+    proxy_temp_path {workdir}/ptmp-{port};
+    {upstream}
+    server {{
+        listen {LOOPBACK}:{port};
+        {server}
+    }}
+}}
+""")
+    return conf
+
+
+def start_nginx(workdir: Path, port: int, upstream_port: int | None) -> subprocess.Popen[bytes]:
+    conf = nginx_conf(workdir, port, upstream_port)
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc
+
+
+def perlbal_conf(port: int, backend_port: int, workers: int | None) -> str:
+    server = f"SERVER workers = {workers}\n" if workers else ""
+    return f"""{server}
+CREATE POOL web
+  POOL web ADD {LOOPBACK}:{backend_port}
+
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = {LOOPBACK}:{port}
+  SET pool = web
+  SET persist_client = on
+  SET persist_backend = on
+  SET backend_persist_cache = 64
+  SET verify_backend = off
+ENABLE proxy
+"""
+
+
+def start_perlbal(workdir: Path, name: str, command: list[str], conf_text: str,
+                  port: int) -> subprocess.Popen[bytes]:
+    conf = workdir / f"{name}.conf"
+    conf.write_text(conf_text)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([*command, f"--config={conf}"], cwd=workdir, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / f"{name}.err", "wb"))
+    wait_port(port, proc)
+    return proc
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        return float("nan")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
+    # warm-up: connections opened, backend connections cached, code paths hot
+    subprocess.run(["wrk", "-t1", "-c10", "-d1s", f"http://{LOOPBACK}:{port}/"],
+                   capture_output=True, check=False)
+    out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
+                          f"-d{args.duration}s", "--latency", f"http://{LOOPBACK}:{port}/"],
+                         capture_output=True, text=True, check=False).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
+    errors = " ".join(line.strip() for line in out.splitlines()
+                      if "Socket errors" in line or "Non-2xx" in line)
+    return Result(name, float(rps.group(1)) if rps else 0.0,
+                  _ms(p50.group(1)) if p50 else float("nan"),
+                  _ms(p99.group(1)) if p99 else float("nan"), errors, out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", default="1,2",
+                        help="comma list of SERVER workers values to run ours with")
+    parser.add_argument("--only", default="perl,ours,nginx",
+                        help="comma list among perl, ours, nginx")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} not found: apt-get install -y wrk nginx-light", file=sys.stderr)
+            return 2
+    only = set(args.only.split(","))
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="perlbal-bench-") as tmp:
+        workdir = Path(tmp)
+        backend_port = free_port()
+        backend = start_nginx(workdir, backend_port, None)
+        try:
+            if "perl" in only:
+                port = free_port()
+                proc = start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
+                                     perlbal_conf(port, backend_port, None), port)
+                try:
+                    results.append(run_wrk("perl", port, args))
+                finally:
+                    stop(proc)
+            if "ours" in only:
+                for workers in [int(w) for w in args.workers.split(",") if w]:
+                    port = free_port()
+                    proc = start_perlbal(
+                        workdir, f"ours-w{workers}",
+                        [sys.executable, "-m", "perlbal.runtime.main"],
+                        perlbal_conf(port, backend_port, workers if workers > 1 else None), port)
+                    try:
+                        results.append(run_wrk(f"ours (workers={workers})", port, args))
+                    finally:
+                        stop(proc)
+            if "nginx" in only:
+                port = free_port()
+                proc = start_nginx(workdir, port, backend_port)
+                try:
+                    results.append(run_wrk("nginx proxy", port, args))
+                finally:
+                    stop(proc)
+            results.append(run_wrk("backend direct", backend_port, args))
+        finally:
+            stop(backend)
+    perl = next((r for r in results if r.name == "perl"), None)
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, 1 KiB responses, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs perl':>8}  errors")
+    for r in results:
+        ratio = f"{r.requests_per_sec / perl.requests_per_sec:.2f}x" if perl and perl.requests_per_sec else "-"
+        print(f"{r.name:<22} {r.requests_per_sec:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+              f"{ratio:>8}  {r.errors}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"proxy-{stamp}.json"
+    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(),
+                               "results": [asdict(r) for r in results]}, indent=1))
+    print(f"written {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
