@@ -125,6 +125,7 @@ class BackendManager:
             tried.add(ipport)
             pending = live.pending.setdefault(svc.name, [])
             entry = (ipport, "connecting", time.time())
+            live.node_attempt(ipport)
             pending.append(entry)
             try:
                 with anyio.fail_after(CONNECT_TIMEOUT):
@@ -141,7 +142,7 @@ class BackendManager:
                     socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            live.node_connects[ipport] = live.node_connects.get(ipport, 0) + 1
+            live.node_connected(ipport)
             conn = BackendConn(stream, ipport, svc.name)
             conn.sock_id = live.open_sock("Perlbal::BackendHTTP", f"{ipport}", svc.name, "sending_req")
             if svc.get("verify_backend", False) and not self._noverify(ipport):
@@ -151,6 +152,7 @@ class BackendManager:
                     await conn.close()
                     tried.discard(ipport)  # Perl spawns another connection to it, unverified
                     continue
+                live.node_verified(ipport)
             return conn
 
     def _noverify(self, ipport: str) -> bool:

@@ -245,6 +245,9 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         await runtime.backends.discard(conn)
         return await _fail(ctx, 502)
     live.node_last_response[conn.ipport] = time.time()
+    # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
+    live.node_response(conn.ipport, resp.status)
+    live.node_request_done(conn.ipport)
     live.set_state(conn.sock_id, "xfer_res")
     keep = (client_keep_alive(ctx.head, resp.headers, resp.status,
                               persist_client=bool(svc.params.get("persist_client", False)))

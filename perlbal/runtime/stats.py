@@ -42,6 +42,9 @@ class RuntimeStats(queries.LiveStats):
         self.node_last_response: dict[str, float] = {}
         self.node_connects: dict[str, int] = {}
         self.node_failures: dict[str, int] = {}
+        # Perl's %Perlbal::BackendHTTP::NodeStats, keys as Perl names them, in the
+        # order Perl first sets them (``nodes`` prints this; management owns it)
+        self.node_table: dict[str, dict[str, object]] = {}
         self.queues: dict[str, WaitQueue] = {}
         self.socks: dict[int, SockInfo] = {}
         self.bored: dict[str, int] = {}  # service -> idle backend connections
@@ -75,15 +78,46 @@ class RuntimeStats(queries.LiveStats):
         return self.total_requests
 
     def node_stats(self) -> dict[str, dict[str, object]]:
-        out: dict[str, dict[str, object]] = {}
-        for ipport, count in self.node_requests.items():
-            out[ipport] = {
-                "requests": count,
-                "connects": self.node_connects.get(ipport, 0),
-                "last_response": int(self.node_last_response.get(ipport, 0)),
-                "failures": self.node_failures.get(ipport, 0),
-            }
-        return out
+        return {ipport: dict(row) for ipport, row in self.node_table.items()}
+
+    # --- node events, named after the Perl code that counts them ----------------
+
+    def _node(self, ipport: str) -> dict[str, object]:
+        return self.node_table.setdefault(ipport, {})
+
+    def _bump(self, ipport: str, key: str) -> None:
+        row = self._node(ipport)
+        count = row.get(key, 0)
+        row[key] = (count if isinstance(count, int) else 0) + 1
+
+    def node_attempt(self, ipport: str) -> None:
+        """BackendHTTP::new: a connection to the node is being attempted."""
+        self._bump(ipport, "attempts")
+        self._node(ipport)["lastattempt"] = int(time.time())
+
+    def node_connected(self, ipport: str) -> None:
+        """BackendHTTP::event_write while connecting: the connect succeeded."""
+        self.node_connects[ipport] = self.node_connects.get(ipport, 0) + 1
+        self._bump(ipport, "connects")
+        self._node(ipport)["lastconnect"] = int(time.time())
+
+    def node_verified(self, ipport: str) -> None:
+        """BackendHTTP::verify_success (then next_request(1), which stamps lastresponse)."""
+        self._bump(ipport, "verifies")
+        self._node(ipport)["lastresponse"] = int(time.time())
+
+    def node_response(self, ipport: str, status: int) -> None:
+        """BackendHTTP::handle_response: a rolling window of the last 500 codes."""
+        row = self._node(ipport)
+        codes = row.setdefault("responsecodes", [])
+        assert isinstance(codes, list)
+        codes.append(status)
+        del codes[:-500]
+
+    def node_request_done(self, ipport: str) -> None:
+        """BackendHTTP::next_request: one more response finished."""
+        self._bump(ipport, "requests")
+        self._node(ipport)["lastresponse"] = int(time.time())
 
     def sockets(self) -> list[queries.SockRow]:
         now = time.time()
@@ -105,7 +139,7 @@ class RuntimeStats(queries.LiveStats):
         q = self.queues.get(service)
         if q is None:
             return (0, 0)
-        waiting = q.high if queue == "high" else q.normal
+        waiting = q.high if queue == "highpri" else q.normal
         if not waiting:
             return (0, 0)
         return (int(time.time() - waiting[0]), len(waiting))
