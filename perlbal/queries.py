@@ -149,6 +149,8 @@ def server_setting(it: "Interpreter", key: str, val: str, call: "Call") -> bool:
     if m:
         if not numeric:
             return call.err("Expected numeric parameter")
+        # re-inserted so the dict keeps the order of setting: reproxy_state needs it
+        it.graph.server.pop(key, None)
         it.graph.server[key] = str(int(val))
         return call.ok()
     if key == "max_connections":
@@ -286,10 +288,12 @@ def query(it: "Interpreter", keyword: str, call: "Call") -> bool:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         reqs = stats.requests()
         last = getattr(it, "_proc_last", (0.0, 0.0, 0))
+        # Perl stringifies numbers with %.15g; and it stores $lastreqs before
+        # computing the delta, so with BSD::Resource the reqs delta is always 0
         call.out(f"time: {int(time.time())}", f"pid: {os.getpid()}",
-                 f"utime: {usage.ru_utime} (+{usage.ru_utime - last[0]})",
-                 f"stime: {usage.ru_stime} (+{usage.ru_stime - last[1]})",
-                 f"reqs: {reqs} (+{reqs - last[2]})")
+                 f"utime: {usage.ru_utime:.15g} (+{usage.ru_utime - last[0]:.15g})",
+                 f"stime: {usage.ru_stime:.15g} (+{usage.ru_stime - last[1]:.15g})",
+                 f"reqs: {reqs} (+0)")
         setattr(it, "_proc_last", (usage.ru_utime, usage.ru_stime, reqs))
     elif keyword == "fd":
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -351,7 +355,7 @@ def socks(it: "Interpreter", mode: str, call: "Call") -> bool:
             counts[row.cls] = counts.get(row.cls, 0) + 1
         for cls in sorted(counts):
             call.out(f"{counts[cls]:5d} {cls}")
-        call.out("")
+        # Perl's "$mc->out();" here returns the writer and prints nothing
         call.out(f"Aggregate write buffer: {sum(r.write_buf for r in rows) / 1024:.1f}k")
         call.out(f"            Open files: {sum(1 for r in rows if r.open_file)}")
     elif mode == "all":
@@ -372,8 +376,19 @@ def states(it: "Interpreter", service: str | None, call: "Call") -> bool:
 
 
 def reproxy_state(it: "Interpreter", call: "Call") -> bool:
+    """ReproxyManager::dump_state: live lines, then the global limit, then '.'.
+
+    Perl 1.80 never fills its per-host table: MANAGE_server's numeric check is
+    a successful match that resets ``$1``, so ``max_reproxy_connections(host)``
+    sets the global limit.  The last one set is therefore the global value.
+    """
     call.out(*it.effects.stats().reproxy_state())
-    return True
+    limit = "0"
+    for key, value in it.graph.server.items():
+        if key.startswith("max_reproxy_connections"):
+            limit = value
+    call.out(f"SERVER max_reproxy_connections = {limit}")
+    return call.end()
 
 
 _PERL_ONLY = {

@@ -153,4 +153,10 @@ class RuntimeStats(queries.LiveStats):
                                     bored_backends=self.bored.get(svc.name, 0))
 
     def backends(self) -> dict[str, int]:
-        return dict(self.node_connects)
+        """MANAGE_backends: open backend connections per node (not a running total)."""
+        out: dict[str, int] = {}
+        for info in self.socks.values():
+            if info.cls == "Perlbal::BackendHTTP":
+                ipport = info.desc.split()[0] if info.desc else ""
+                out[ipport] = out.get(ipport, 0) + 1
+        return out

@@ -7,7 +7,8 @@ compared over TCP with the same console helper.
 
 Normalised on both sides, identically: backend/listen ports back to names,
 Unix timestamps (``lastattempt``, ``lastconnect``, ``lastresponse``) to
-``<T>``.  ``nodes`` and ``queues`` print Perl hashes (``keys %NodeStats``,
+``<T>``; in ``proc`` and ``fd`` every number becomes ``N`` (CPU time,
+pid, descriptors), so only the shape of those lines is compared.  ``nodes`` and ``queues`` (and ``states``, ``backends``) print Perl hashes (``keys %NodeStats``,
 ``values %service``, ``each %queues``), whose order Perl randomises per
 process, so those two are compared as sorted lines.
 """
@@ -56,8 +57,13 @@ ENABLE mgmt
 """
 
 COMMANDS = ["show service keep", "show service plain", "show service", "show pool",
-            "show pool pa", "show pool pb", "show service checked", "nodes", "queues"]
-SORTED = {"nodes", "queues"}
+            "show pool pa", "show pool pb", "show service checked", "nodes", "queues",
+            "states", "states keep", "states nosuch", "backends", "pending", "noverify", "aio",
+            "obj", "reproxy_state", "SERVER max_reproxy_connections(10.0.0.1) = 3",
+            "reproxy_state", "proc", "fd"]
+SORTED = {"nodes", "queues", "states", "backends"}
+# machine-dependent numbers: kept as the shape of the line
+_NUMBERS = {"proc", "fd"}
 _TIMESTAMP = re.compile(r"^(\S+ (?:lastattempt|lastconnect|lastresponse)) \d+$")
 
 Starter = Callable[[str], AbstractContextManager[object]]
@@ -86,7 +92,10 @@ def _run(start: Starter) -> dict[str, list[str]]:
                     lines = []
                     for line in con.command(command):
                         line = re.sub(r"(?<=:)(\d+)\b", lambda m: names.get(m.group(1), m.group(1)), line)
-                        lines.append(_TIMESTAMP.sub(r"\1 <T>", line))
+                        line = _TIMESTAMP.sub(r"\1 <T>", line)
+                        if command in _NUMBERS:
+                            line = re.sub(r"\d+(?:\.\d+)?(?:e-?\d+)?", "N", line)
+                        lines.append(line)
                     replies[command] = sorted(lines) if command in SORTED else lines
             return replies
 
