@@ -248,6 +248,10 @@ def parse_request_head(
         target = absolute.group(2) or "/"
         headers = _set_host(headers, absolute.group(1).lower())
         hosts = [absolute.group(1).lower()]
+    if method == "CONNECT":
+        raise HttpError(405, "CONNECT is not supported: this is a reverse proxy")
+    if not (target.startswith("/") or (target == "*" and method == "OPTIONS")):
+        raise _client_error("malformed request target")
     if hosts and hosts[0] and not _HOST_VALUE.fullmatch(hosts[0]):
         raise _client_error("malformed Host header")
     if version >= (1, 1) and not (hosts and hosts[0]):

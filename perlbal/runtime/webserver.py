@@ -352,7 +352,12 @@ async def _put(ctx: RequestContext) -> bool:
     head = ctx.head
     expected_md5 = head.get("Content-MD5") if service.get("enable_md5") else None
     if not head.chunked:
-        length = head.content_length or 0
+        if head.content_length is None:
+            # Perl reads a missing length as 0 and truncates the file to nothing;
+            # an upload that does not say how long it is is refused instead.
+            return await ctx.send_simple(411, "A PUT needs a Content-Length or a chunked body.",
+                                         keep_alive=False)
+        length = head.content_length
         max_put = service.get("max_put_size") or 0
         if isinstance(max_put, int) and max_put and length > max_put:
             return await ctx.send_simple(400, f"Content-length of {length} is invalid.",
