@@ -7,9 +7,13 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-if [ ! -x /usr/bin/perlbal ]; then
+# Debian packages the tests use: perlbal (the reference), chromium (web UI test)
+need=""
+[ -x /usr/bin/perlbal ] || need="$need perlbal"
+[ -x /usr/bin/chromium ] || need="$need chromium"
+if [ -n "$need" ]; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq perlbal >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
