@@ -1,41 +1,48 @@
-"""Backend connections at run time: node choice, connect, verify, idle keep-alive cache.
+"""Backend connections at run time: Perl's Service queues, spawn_backends and boredom.
 
-Perl's Pool/Service/BackendHTTP bookkeeping, in one place:
+Per service (Perl's Service.pm, request_backend_connection / spawn_backends /
+register_boredom / get_client):
 
-- node choice is ``balance_method random`` (Pool::get_backend_endpoint); a
-  pool's nodefile is re-read when older than ``NODEFILE_RELOAD_FREQ`` seconds;
-- a node whose connect fails or times out (``CONNECT_TIMEOUT``, Perl's 5 s
-  pending-connect limit) is skipped for ``DEAD_NODE_SECONDS`` (Perl's
-  ``note_bad_backend_connect($be, 1)``); one request tries each node at most
-  once, preferring live ones;
-- ``verify_backend``: a new connection first gets ``OPTIONS <path> HTTP/1.0``
-  with ``Connection: keep-alive``; a reply that will not keep the connection
-  open fails it, and that node is then not verified for 60 s (Perl's %NoVerify);
-- ``persist_backend``: a connection whose reply allowed reuse is parked as
-  idle for its (service, node); at most ``backend_persist_cache`` spares per
-  service are kept, and a connection that served ``max_backend_uses``
-  requests (0: no limit) is closed instead.
+- a request first takes a *bored* connection (idle keep-alive, or a
+  connect-ahead spare); otherwise it waits in the service's high-priority,
+  normal or low-priority queue (``Waiter``), in arrival order;
+- ``spawn_backends`` opens ``waiting + connect_ahead - (bored + pending)``
+  new connections, at most one pending connect per node and 10 at once, each
+  in its own task; a node whose connect fails or times out (``CONNECT_TIMEOUT``,
+  Perl's 5 s) is not tried again for ``DEAD_NODE_SECONDS`` (Perl's
+  ``note_bad_backend_connect($be, 1)``), and the queued clients keep waiting
+  for another node or for that one to come back;
+- a connection that becomes free (connected, verified, or done with a reply
+  that allows reuse) goes to ``get_client``: high-priority first (unless
+  queue relief picks the normal queue: ``queue_relief_size`` waiting and a
+  ``queue_relief_chance`` percent draw), then normal, then low; with nobody
+  waiting it is kept bored, but at most ``backend_persist_cache`` used ones;
+- ``verify_backend``: a new connection first gets ``OPTIONS <path> HTTP/1.0``;
+  a reply that will not keep the connection open fails it, and that node is
+  then not verified for 60 s (Perl's %NoVerify);
+- ``max_backend_uses`` (0: no limit) closes a connection after that many
+  requests; a node's nodefile is re-read when older than 3 s.
 
-Invariants: a connection is owned by exactly one request or sits in exactly
-one idle list, never both; a connection that saw any error is closed, never
-parked; nothing here writes to clients.
+Invariants: a connection is owned by one request, or sits in one bored list,
+or is handed to one waiter's future, never two of these; a connection that saw
+any error is closed, never parked; nothing here writes to clients.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import SocketStream
 
 from perlbal import queries
 from perlbal.graph import Node, Pool, Service
 from perlbal.http import BackendProtocolError, ResponseHeadReader, backend_keep_alive
+from perlbal.runtime.netstream import FastStream, PeerGone, open_connection
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -45,11 +52,15 @@ DEAD_NODE_SECONDS = 1.0
 NODEFILE_RELOAD_FREQ = 3.0
 NOVERIFY_SECONDS = 60.0
 VERIFY_TIMEOUT = 15.0  # Perl: "shouldn't still be connecting/verifying ~15 seconds after create"
+SPARE_MAX_AGE = 5.0  # Perl: a connect-ahead spare never used is closed after 5 s ("too_old_bored")
+MAX_CONNECTS_AT_ONCE = 10
+
+HIGH, NORMAL, LOW = 0, 1, 2
 
 
 @dataclass(eq=False)
 class BackendConn:
-    stream: SocketStream
+    stream: FastStream
     ipport: str
     service: str
     uses: int = 0
@@ -58,18 +69,45 @@ class BackendConn:
     reused: bool = False
 
     async def close(self) -> None:
-        try:
-            await self.stream.aclose()
-        except Exception:
-            pass
+        self.stream.abort()
+
+
+@dataclass(eq=False)
+class Waiter:
+    """One client waiting for a backend connection (Perl: an entry of waiting_clients)."""
+
+    future: "asyncio.Future[BackendConn]"
+    since: float
+    priority: int = NORMAL
+
+
+@dataclass
+class ServiceBackends:
+    """The run-time backend state of one service."""
+
+    bored: deque[BackendConn] = field(default_factory=deque)
+    queues: tuple[deque[Waiter], deque[Waiter], deque[Waiter]] = field(
+        default_factory=lambda: (deque(), deque(), deque()))
+    pending: dict[str, tuple[str, float]] = field(default_factory=dict)  # ipport -> (state, since)
+    no_spawn: dict[str, float] = field(default_factory=dict)  # ipport -> monotonic retry time
+    retry_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self.queues)
 
 
 class BackendManager:
     def __init__(self, runtime: "Runtime") -> None:
         self.runtime = runtime
-        self.idle: dict[str, deque[BackendConn]] = {}  # service name -> idle connections
-        self.down_until: dict[str, float] = {}
+        self.services: dict[str, ServiceBackends] = {}
         self.noverify: dict[str, float] = {}
+
+    def state(self, name: str) -> ServiceBackends:
+        st = self.services.get(name)
+        if st is None:
+            st = self.services[name] = ServiceBackends()
+        return st
 
     # --- nodes ------------------------------------------------------------------
 
@@ -85,75 +123,206 @@ class BackendManager:
         except Exception:  # a vanished or unreadable nodefile keeps the old nodes
             pass
 
-    def _pick(self, pool: Pool, tried: set[str]) -> Node | None:
-        nodes = [n for n in pool.nodes if n.ipport not in tried]
-        if not nodes:
-            return None
-        now = time.monotonic()
-        alive = [n for n in nodes if self.down_until.get(n.ipport, 0.0) <= now]
-        return random.choice(alive or nodes)
+    def _pool(self, svc: Service) -> Pool | None:
+        return self.runtime.graph.pools.get(svc.pool_name or "")
 
     # --- acquiring ----------------------------------------------------------------
 
-    async def take_idle(self, svc: Service, pool: Pool) -> BackendConn | None:
-        idle = self.idle.get(svc.name)
-        if not idle:
+    def take_bored(self, svc: Service, pool: Pool) -> BackendConn | None:
+        """Perl's first step of request_backend_connection: a usable bored connection."""
+        st = self.services.get(svc.name)
+        if st is None or not st.bored:
             return None
-        live = self.runtime.live
-        while idle:
-            conn = idle.pop()  # most recently used: warmest, least likely timed out
-            live.bored[svc.name] = len(idle)
-            if conn.stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno() == -1:
+        bored = st.bored
+        now = time.monotonic()
+        while bored:
+            conn = bored.pop() if bored[-1].uses else bored.popleft()
+            if conn.stream.closed or conn.stream.at_eof:
                 self._forget(conn)
+                conn.stream.abort()
                 continue
-            if any(n.ipport == conn.ipport for n in pool.nodes):
-                conn.reused = True
-                live.set_state(conn.sock_id, "sending_req")
-                return conn
-            await self.discard(conn)  # its node left the pool
+            if not self._in_pool(pool, conn.ipport):
+                self._forget(conn)
+                conn.stream.abort()
+                continue
+            if not conn.uses and conn.created < now - SPARE_MAX_AGE and not svc.get("verify_backend"):
+                self._forget(conn)
+                conn.stream.abort()
+                continue
+            conn.reused = conn.uses > 0
+            self.runtime.live.set_state(conn.sock_id, "sending_req")
+            return conn
         return None
 
-    async def connect(self, svc: Service, pool: Pool, tried: set[str]) -> BackendConn | None:
-        """A new connection to some untried node of ``pool``, or None when all failed."""
-        self._refresh_nodefile(pool)
+    @staticmethod
+    def _in_pool(pool: Pool, ipport: str) -> bool:
+        for node in pool.nodes:
+            if node.ipport == ipport:
+                return True
+        return False
+
+    async def acquire(self, svc: Service, pool: Pool, priority: int, timeout: float | None,
+                      client: FastStream | None) -> BackendConn | None:
+        """A connection for one request: bored, or after waiting in the queue.
+
+        None when ``timeout`` passed first; ``PeerGone`` when ``client`` went away.
+        """
+        conn = self.take_bored(svc, pool)
+        if conn is not None:
+            if svc.get("connect_ahead", 0):
+                self.spawn_backends(svc)
+            return conn
+        loop = asyncio.get_running_loop()
+        waiter = Waiter(loop.create_future(), time.time(), priority)
+        st = self.state(svc.name)
+        st.queues[priority].append(waiter)
+        self.spawn_backends(svc)
+        timer = loop.call_later(timeout, _expire, waiter.future) if timeout else None
+        watchers = client._protocol.watchers if client is not None else None
+        watch_fut: asyncio.Future[None] | None = None
+        try:
+            if client is not None and watchers is not None:
+                if client._protocol.eof:
+                    raise PeerGone
+                watch_fut = loop.create_future()
+                watchers.append(watch_fut)
+                watch_fut.add_done_callback(lambda f: _peer_gone(f, waiter.future))
+            return await waiter.future
+        except TimeoutError:
+            return None
+        except BaseException:
+            fut = waiter.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.register_boredom(svc, fut.result())  # handed over too late: pass it on
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if watch_fut is not None and watchers is not None:
+                if watch_fut in watchers:
+                    watchers.remove(watch_fut)
+                if not watch_fut.done():
+                    watch_fut.cancel()
+            queue = st.queues[priority]
+            if waiter in queue:
+                queue.remove(waiter)
+            if not waiter.future.done():
+                waiter.future.cancel()
+
+    def _get_client(self, svc: Service, st: ServiceBackends) -> Waiter | None:
+        high, normal, low = st.queues
+        hp_first = True
+        relief_size = svc.get("queue_relief_size", 0)
+        if isinstance(relief_size, int) and relief_size > 0 and len(normal) >= relief_size:
+            chance = svc.get("queue_relief_chance", 0)
+            if isinstance(chance, int) and random.random() * 100 < chance:
+                hp_first = False
+        order = (high, normal, low) if hp_first else (normal, high, low)
+        for queue in order:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.future.done():
+                    return waiter
+        return None
+
+    def register_boredom(self, svc: Service, conn: BackendConn) -> None:
+        """A free connection: give it to the next waiting client, or keep it bored."""
+        st = self.state(svc.name)
         live = self.runtime.live
-        while True:
-            node = self._pick(pool, tried)
-            if node is None:
-                return None
-            ipport = node.ipport
-            tried.add(ipport)
-            pending = live.pending.setdefault(svc.name, [])
-            entry = (ipport, "connecting", time.time())
-            live.node_attempt(ipport)
-            pending.append(entry)
-            try:
-                with anyio.fail_after(CONNECT_TIMEOUT):
-                    stream = await anyio.connect_tcp(node.ip, node.port)
-            except (OSError, TimeoutError):
-                self.down_until[ipport] = time.monotonic() + DEAD_NODE_SECONDS
-                live.node_failures[ipport] = live.node_failures.get(ipport, 0) + 1
-                continue
-            finally:
-                if entry in pending:
-                    pending.remove(entry)
-            try:
-                stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                    socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            live.node_connected(ipport)
+        waiter = self._get_client(svc, st)
+        if waiter is not None:
+            waiter.future.set_result(conn)
+            conn.reused = conn.uses > 0
+            live.set_state(conn.sock_id, "sending_req")
+            if st.waiting or svc.get("connect_ahead", 0):
+                self.spawn_backends(svc)
+            return
+        cache = svc.get("backend_persist_cache", 2)
+        if conn.uses and (not isinstance(cache, int) or len(st.bored) >= cache):
+            self._forget(conn)
+            conn.stream.abort()
+            return
+        live.set_state(conn.sock_id, "bored")
+        st.bored.append(conn)
+
+    # --- spawning -----------------------------------------------------------------
+
+    def spawn_backends(self, svc: Service) -> None:
+        """Open as many connections as waiting clients and connect_ahead call for."""
+        tg = self.runtime.task_group
+        pool = self._pool(svc)
+        if tg is None or pool is None:
+            return
+        self._refresh_nodefile(pool)
+        st = self.state(svc.name)
+        ahead = svc.get("connect_ahead", 0)
+        needed = st.waiting + (ahead if isinstance(ahead, int) else 0)
+        to_create = needed - (len(st.bored) + len(st.pending))
+        to_create = min(to_create, len(pool.nodes) - len(st.pending), MAX_CONNECTS_AT_ONCE)
+        if to_create <= 0:
+            return
+        now = time.monotonic()
+        candidates = [n for n in pool.nodes
+                      if n.ipport not in st.pending and st.no_spawn.get(n.ipport, 0.0) <= now]
+        if not candidates:
+            self._retry_later(svc, st)
+            return
+        for _ in range(to_create):
+            if not candidates:
+                break
+            node = random.choice(candidates)
+            candidates.remove(node)
+            st.pending[node.ipport] = ("connecting", time.time())
+            tg.start_soon(self._connect, svc, node)
+        if len(candidates) == 0 and to_create > 0 and st.waiting > len(st.pending):
+            self._retry_later(svc, st)
+
+    def _retry_later(self, svc: Service, st: ServiceBackends) -> None:
+        """Perl's register_callback($retry_time): spawn again when a dead node may be back."""
+        if st.retry_timer is not None or not st.no_spawn:
+            return
+        delay = max(min(st.no_spawn.values()) - time.monotonic(), 0.05)
+
+        def fire() -> None:
+            st.retry_timer = None
+            self.spawn_backends(svc)
+
+        st.retry_timer = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def _connect(self, svc: Service, node: Node) -> None:
+        st = self.state(svc.name)
+        live = self.runtime.live
+        ipport = node.ipport
+        conn: BackendConn | None = None
+        try:
+            sndbuf = 0
+            with anyio.fail_after(CONNECT_TIMEOUT):
+                stream = await open_connection(node.ip, node.port, sndbuf=sndbuf)
+            live.node_connects[ipport] = live.node_connects.get(ipport, 0) + 1
             conn = BackendConn(stream, ipport, svc.name)
-            conn.sock_id = live.open_sock("Perlbal::BackendHTTP", f"{ipport}", svc.name, "sending_req")
+            conn.sock_id = live.open_sock("Perlbal::BackendHTTP", ipport, svc.name, "connecting")
             if svc.get("verify_backend", False) and not self._noverify(ipport):
+                st.pending[ipport] = ("verifying_backend", time.time())
                 if not await self._verify(svc, conn):
                     self.noverify[ipport] = time.monotonic() + NOVERIFY_SECONDS
                     self._forget(conn)
-                    await conn.close()
-                    tried.discard(ipport)  # Perl spawns another connection to it, unverified
-                    continue
-                live.node_verified(ipport)
-            return conn
+                    conn.stream.abort()
+                    conn = None
+        except (OSError, TimeoutError):
+            st.no_spawn[ipport] = time.monotonic() + DEAD_NODE_SECONDS
+            live.node_failures[ipport] = live.node_failures.get(ipport, 0) + 1
+            if conn is not None:
+                self._forget(conn)
+                conn.stream.abort()
+                conn = None
+        finally:
+            st.pending.pop(ipport, None)
+        if conn is not None and not self.runtime.draining:
+            self.register_boredom(svc, conn)
+        elif conn is not None:
+            self._forget(conn)
+            conn.stream.abort()
+        self.spawn_backends(svc)
 
     def _noverify(self, ipport: str) -> bool:
         until = self.noverify.get(ipport)
@@ -170,22 +339,19 @@ class BackendManager:
         request = f"OPTIONS {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode("latin-1")
         reader = ResponseHeadReader()
         try:
-            with anyio.fail_after(VERIFY_TIMEOUT):
-                await conn.stream.send(request)
-                head = None
-                while head is None:
-                    data = await conn.stream.receive(65536)
-                    head = reader.feed(data)
-                if not backend_keep_alive(head, "OPTIONS"):
-                    return False
-                # the reply body (if any) is read and thrown away, as Perl does
-                remaining = head.content_length or 0
-                remaining -= len(reader.leftover)
-                while remaining > 0:
-                    remaining -= len(await conn.stream.receive(65536))
-                return remaining == 0
+            await conn.stream.send(request)
+            head = None
+            while head is None:
+                head = reader.feed(await conn.stream.receive(timeout=VERIFY_TIMEOUT))
+            if not backend_keep_alive(head, "OPTIONS"):
+                return False
+            # the reply body (if any) is read and thrown away, as Perl does
+            remaining = (head.content_length or 0) - len(reader.leftover)
+            while remaining > 0:
+                remaining -= len(await conn.stream.receive(timeout=VERIFY_TIMEOUT))
+            return remaining == 0
         except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError,
-                BackendProtocolError):
+                anyio.ClosedResourceError, BackendProtocolError):
             return False
 
     # --- releasing ---------------------------------------------------------------
@@ -193,26 +359,39 @@ class BackendManager:
     def _forget(self, conn: BackendConn) -> None:
         self.runtime.live.close_sock(conn.sock_id)
 
-    async def release(self, svc: Service, conn: BackendConn, reusable: bool) -> None:
-        """Park ``conn`` for reuse when allowed, else close it."""
+    def release(self, svc: Service, conn: BackendConn, reusable: bool) -> None:
+        """Done with ``conn``: back to the queue/bored list when allowed, else closed."""
         max_uses = svc.get("max_backend_uses", 0)
-        cache = svc.get("backend_persist_cache", 2)
-        idle = self.idle.setdefault(svc.name, deque())
         if (reusable and svc.get("persist_backend", False) and not self.runtime.draining
                 and not (isinstance(max_uses, int) and max_uses > 0 and conn.uses >= max_uses)
-                and isinstance(cache, int) and len(idle) < max(cache, 0)):
-            self.runtime.live.set_state(conn.sock_id, "bored")
-            idle.append(conn)
-            self.runtime.live.bored[svc.name] = len(idle)
-            return
-        self._forget(conn)
-        await conn.close()
+                and not conn.stream.closed):
+            pool = self._pool(svc)
+            if pool is not None and self._in_pool(pool, conn.ipport):
+                self.register_boredom(svc, conn)
+                return
+        self.discard(conn)
+        st = self.services.get(svc.name)
+        if st is not None and st.waiting:
+            self.spawn_backends(svc)
 
-    async def discard(self, conn: BackendConn) -> None:
+    def discard(self, conn: BackendConn) -> None:
         self._forget(conn)
-        await conn.close()
+        conn.stream.abort()
 
-    async def close_all(self) -> None:
-        for idle in self.idle.values():
-            while idle:
-                await self.discard(idle.pop())
+    def close_all(self) -> None:
+        for st in self.services.values():
+            while st.bored:
+                self.discard(st.bored.pop())
+            if st.retry_timer is not None:
+                st.retry_timer.cancel()
+                st.retry_timer = None
+
+
+def _expire(fut: "asyncio.Future[BackendConn]") -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+def _peer_gone(watch: "asyncio.Future[None]", fut: "asyncio.Future[BackendConn]") -> None:
+    if not watch.cancelled() and not fut.done():
+        fut.set_exception(PeerGone())

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from typing import TYPE_CHECKING, cast
 
 import anyio
-from anyio.abc import SocketStream
 
 from perlbal.graph import Service
-from perlbal.http import HeadReader, HttpError, RequestHead, simple_response
-from perlbal.routing import Route, route
+from perlbal.http import HeadReader, HttpError, simple_response
+from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch
 from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
+from perlbal.runtime.netstream import FastStream
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("perlbal.runtime")
 
 _HTTP_STARTS = (b"GET ", b"HEAD ", b"POST ")
-_MAX_SELECTOR_HOPS = 8
 
 
 def _int_param(svc: Service, name: str, default: int) -> int:
@@ -70,23 +70,20 @@ def handler_for(role: str | None) -> Handler | None:
     return None
 
 
-async def _receive(stream: SocketStream) -> bytes:
+async def _receive(stream: FastStream, timeout: float | None = None) -> bytes:
     try:
-        return await stream.receive(RECV_SIZE)
+        return await stream.receive(RECV_SIZE, timeout=timeout)
     except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         return b""
 
 
-async def serve_client(runtime: "Runtime", stream: SocketStream, service_name: str) -> None:
+async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str) -> None:
     graph = runtime.graph
     listener_svc = graph.services.get(service_name)
     if listener_svc is None:
         return
-    try:
-        peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
-        peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
-    except Exception:
-        peer_ip, peer_port = "", 0
+    peer = stream._transport.get_extra_info("peername")
+    peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
     leftover = b""
     first = True
     while True:
@@ -110,12 +107,15 @@ async def serve_client(runtime: "Runtime", stream: SocketStream, service_name: s
             if leftover:
                 data, leftover = leftover, b""
                 head = reader.feed(data)
-            with anyio.fail_after(timeout if timeout > 0 else None):
-                while head is None:
-                    data = await _receive(stream)
-                    if not data:
-                        return
-                    head = reader.feed(data)
+            deadline = time.monotonic() + timeout if timeout > 0 else None
+            while head is None:
+                left = deadline - time.monotonic() if deadline is not None else None
+                if left is not None and left <= 0:
+                    return
+                data = await _receive(stream, left)
+                if not data:
+                    return
+                head = reader.feed(data)
         except TimeoutError:
             return
         except HttpError as exc:
@@ -142,17 +142,14 @@ async def serve_client(runtime: "Runtime", stream: SocketStream, service_name: s
 async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
     svc = ctx.service
     try:
-        for _hop in range(_MAX_SELECTOR_HOPS):
-            role = svc.role
-            if role != "selector":
-                break
-            result = route(runtime.graph, svc, ctx.head)
-            if not isinstance(result, Route):
-                await ctx.send_simple(result.status, result.message)
-                return ctx.keep_alive
-            target = runtime.graph.services[result.service]
-            ctx.head = _release_to(svc, ctx, result.host)
-            svc = ctx.service = target
+        # selectors (and, later, plugin hooks) decide in perlbal.routing, shared with explain
+        result = dispatch(runtime.graph, svc, Request(ctx.head, ctx.peer_ip),
+                          run_hooks=HOOKS_ENFORCED)
+        if isinstance(result, Respond):
+            await ctx.send_simple(result.status, result.message)
+            return ctx.keep_alive
+        ctx.head = result.head
+        svc = ctx.service = result.service
         handler = handler_for(svc.role)
         if handler is None:
             await ctx.send_simple(500, f"Can't map to service type {svc.role}")
@@ -167,20 +164,3 @@ async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
         return False
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
         return False
-
-
-def _release_to(selector: Service, ctx: RequestContext, host: str | None) -> RequestHead:
-    """Perl's release_client: the selector's HEADER rules apply as the request leaves it."""
-    from dataclasses import replace
-
-    from perlbal.http import munge_headers, set_header
-
-    headers = list(ctx.head.headers)
-    if host is not None:
-        headers = set_header(headers, "Host", host)
-    rules = selector.headers
-    if rules.remove or rules.insert:
-        headers = munge_headers(headers, rules.remove, rules.insert)
-    if host is None and not (rules.remove or rules.insert):
-        return ctx.head
-    return replace(ctx.head, headers=tuple(headers))

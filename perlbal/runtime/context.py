@@ -38,6 +38,7 @@ from anyio.abc import ByteStream
 
 from perlbal.graph import Graph, Service
 from perlbal.http import ChunkedDecoder, HttpError, RequestHead, simple_response
+from perlbal.runtime.netstream import FastStream
 
 if TYPE_CHECKING:
     from perlbal.interp import Interpreter
@@ -186,9 +187,20 @@ class RequestContext:
     # --- sending ----------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
-        """Write bytes to the client; a vanished client raises anyio.BrokenResourceError."""
+        """Write bytes to the client; a vanished client raises anyio.BrokenResourceError.
+
+        A client that accepts nothing for ``idle_timeout`` seconds while we
+        wait to write is cut off (BrokenResourceError as well): a slow or
+        stalled reader cannot pin its buffers and descriptor for ever.
+        """
         self.response_started = True
-        await self.stream.send(data)
+        stream = self.stream
+        if isinstance(stream, FastStream):
+            timeout = self.service.params.get("idle_timeout", 30)
+            await stream.send(data, timeout=timeout if isinstance(timeout, int) and timeout > 0
+                              else None)
+        else:
+            await stream.send(data)
 
     async def send_simple(self, status: int, message: str | None = None,
                           *, keep_alive: bool | None = None) -> bool:

@@ -7,19 +7,25 @@ Perl's ClientProxy + BackendHTTP, per request:
    friends per trusted_upstream_proxies / always_trusted / blind_proxy, HEADER
    rules); a chunked upload is read whole (max_chunked_request_size) and sent
    with a Content-Length, since backends are spoken to in HTTP/1.0;
-2. a backend is taken from the idle cache (persist_backend) or connected
-   (``backends.BackendManager``); while waiting the client is counted in the
-   service's normal or high-priority queue (high_priority_cookie[_contents]);
+2. a request body up to ``buffer_backend_connect`` bytes is read before a
+   backend is asked for; then a connection comes from
+   ``backends.BackendManager.acquire``: a bored one, or after waiting in the
+   service's high-priority (high_priority_cookie[_contents]) or normal queue,
+   in order, for ``idle_timeout`` seconds at most (then 503); a client that
+   disconnects while waiting, or while its backend thinks, frees it at once;
 3. the reply head goes to the client as HTTP/1.0 with Perl's keep-alive
    decision; the body is relayed through ``relay.ByteBuffer``: a reader task
    runs up to ``buffer_size`` ahead of the client, so the backend is released
    (parked or closed) as soon as the whole reply is read.
 
-Failures: no node reachable -> 503; a backend that resets, sends garbage or
-stays silent -> 502 / 504 when nothing was sent to the client yet, else the
-client is closed.  A reused idle connection that fails before any reply byte
-is retried once on a fresh connection when the request can be replayed.  A
-backend that saw any failure is closed, never parked.
+Failures: no node in the pool -> 503 at once; nodes that refuse -> the client
+waits for another node (Perl's queue) up to idle_timeout, then 503; a backend
+that resets, sends garbage or stays silent -> 502 / 504 when nothing was sent
+to the client yet, else the client is closed.  A reused idle connection that
+fails before any reply byte is retried on another connection when the request
+can be replayed.  ``enable_error_retries``: a 500 reply to GET/HEAD is thrown
+away and the request asked again after each ``error_retry_schedule`` delay.
+A backend that saw any failure is closed, never parked.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from urllib.parse import unquote_plus
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -46,7 +53,8 @@ from perlbal.http import (
     set_header,
 )
 from perlbal.graph import Service
-from perlbal.runtime.backends import BackendConn
+from perlbal.runtime.backends import HIGH, NORMAL, BackendConn
+from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import ByteBuffer
 
@@ -64,6 +72,10 @@ _netcache: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 class _Retry(Exception):
     """A reused backend connection died before answering; try a fresh one."""
+
+
+class _ErrorRetry(Exception):
+    """enable_error_retries: the backend answered 500 to a GET/HEAD; ask another one."""
 
 
 def _trusted(svc: Service, peer_ip: str) -> bool:
@@ -84,15 +96,23 @@ def _trusted(svc: Service, peer_ip: str) -> bool:
 
 
 def _high_priority(svc: Service, ctx: RequestContext) -> bool:
-    cookie = svc.params.get("high_priority_cookie")
-    if not isinstance(cookie, str) or not cookie:
+    """Perl's request_backend_connection cookie rule, quirks included.
+
+    Cookies are split on ``;\s+`` and each piece on its last ``=`` (``/(.*)=(.*)/``),
+    both sides URL-decoded; the request is high priority when the named cookie's
+    value (or "") contains high_priority_cookie_contents -- and an unset
+    contents is the empty string, which every value contains.
+    """
+    name = svc.params.get("high_priority_cookie")
+    if not isinstance(name, str) or not name:
         return False
-    header = ctx.head.get("Cookie") or ""
+    cookies: dict[str, str] = {}
+    for piece in re.split(r";\s+", ctx.head.get("Cookie") or ""):
+        match = re.match(r"(.*)=(.*)", piece)
+        if match is not None:
+            cookies[unquote_plus(match.group(1))] = unquote_plus(match.group(2))
     contents = svc.params.get("high_priority_cookie_contents")
-    match = re.search(rf"\b{re.escape(cookie)}=([^;]+)", header)
-    if match is None:
-        return False
-    return not contents or str(contents) in match.group(1)
+    return str(contents or "") in (cookies.get(name) or "")
 
 
 def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
@@ -115,6 +135,17 @@ def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
     return b"".join(out)
 
 
+def _retry_schedule(svc: Service) -> list[float]:
+    text = svc.params.get("error_retry_schedule", "0,.25,.50,1,1,1,1,1")
+    out: list[float] = []
+    for part in str(text).split(","):
+        try:
+            out.append(float(part.strip() or 0))
+        except ValueError:
+            out.append(0.0)
+    return out
+
+
 async def handle(ctx: RequestContext) -> bool:
     runtime = cast("Runtime", ctx.server)
     svc = ctx.service
@@ -122,67 +153,105 @@ async def handle(ctx: RequestContext) -> bool:
     head = ctx.head
     if pool is None:
         return await ctx.send_simple(503)
+    runtime.backends._refresh_nodefile(pool)
+    if not pool.nodes:  # Perl would queue the client forever; we answer at once
+        return await ctx.send_simple(503)
     # A body the backend can be sent again (retry on a stale idle connection).
     replay_body: bytes | None = None
+    prefix = b""  # buffer_backend_connect: body bytes read before asking for a backend
     if head.chunked:
         if "100-continue" in (head.get("Expect") or "").lower() and not ctx.leftover:
             await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         limit = svc.params.get("max_chunked_request_size", 209715200)
         replay_body = await ctx.read_body(limit if isinstance(limit, int) and limit > 0 else 1 << 62)
     elif not ctx.body.done:
-        if len(ctx.leftover) >= ctx.body.remaining:
+        early = svc.params.get("buffer_backend_connect", 0)
+        early = early if isinstance(early, int) else 0
+        if len(ctx.leftover) >= ctx.body.remaining or ctx.body.remaining <= early:
+            if (head.http_version >= (1, 1) and len(ctx.leftover) < ctx.body.remaining
+                    and "100-continue" in (head.get("Expect") or "").lower()):
+                await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             replay_body = await ctx.read_body()
-        elif (head.http_version >= (1, 1) and not ctx.leftover
-              and "100-continue" in (head.get("Expect") or "").lower()):
-            await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        else:
+            if (head.http_version >= (1, 1) and not ctx.leftover
+                    and "100-continue" in (head.get("Expect") or "").lower()):
+                await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if early > 0:
+                prefix = await _read_prefix(ctx, early)
     else:
         replay_body = b""
     request_head = _backend_head(ctx, len(replay_body) if replay_body is not None else None)
+    if prefix:
+        request_head += prefix
 
-    tried: set[str] = set()
-    attempts = 0
+    client = ctx.stream if isinstance(ctx.stream, FastStream) else None
+    priority = HIGH if _high_priority(svc, ctx) else NORMAL
+    schedule: list[float] | None = None
+    error_retries = 0
+    stale_retries = 0
     while True:
-        attempts += 1
-        conn = await _acquire(runtime, ctx, svc, pool, tried, allow_idle=attempts == 1)
+        try:
+            conn = await runtime.backends.acquire(svc, pool, priority, _queue_timeout(svc), client)
+        except PeerGone:
+            return False  # Perl's client_disconnected while waiting: nothing to answer
         if conn is None:
-            return await ctx.send_simple(503)
+            return await ctx.send_simple(503, keep_alive=False)
         try:
-            return await _exchange(runtime, ctx, conn, request_head, replay_body)
+            if schedule is None and svc.params.get("enable_error_retries"):
+                schedule = _retry_schedule(svc)
+            may_retry = schedule is not None and error_retries < len(schedule)
+            return await _exchange(runtime, ctx, conn, request_head, replay_body, may_retry)
         except _Retry:
-            await runtime.backends.discard(conn)
-            if replay_body is None or attempts > 2:
-                return await ctx.send_simple(502, keep_alive=False)
+            runtime.backends.discard(conn)
+            stale_retries += 1
+            if replay_body is None or stale_retries > 4:
+                return await _fail(ctx, 502)
+        except _ErrorRetry:
+            runtime.backends.discard(conn)
+            assert schedule is not None
+            delay = schedule[error_retries]
+            error_retries += 1
+            if delay > 0:
+                await anyio.sleep(delay)
 
 
-async def _acquire(runtime: "Runtime", ctx: RequestContext, svc: Service, pool: object,
-                   tried: set[str], allow_idle: bool) -> BackendConn | None:
-    from perlbal.graph import Pool
-
-    assert isinstance(pool, Pool)
-    backends = runtime.backends
-    if allow_idle and svc.params.get("persist_backend", False):
-        conn = await backends.take_idle(svc, pool)
-        if conn is not None:
-            return conn
-    queue = runtime.live.queue_for(svc.name)
-    waiting = queue.high if _high_priority(svc, ctx) else queue.normal
-    stamp = time.time()
-    waiting.append(stamp)
-    try:
-        return await backends.connect(svc, pool, tried)
-    finally:
-        try:
-            waiting.remove(stamp)
-        except ValueError:
-            pass
+def _queue_timeout(svc: Service) -> float | None:
+    """How long a client may wait for a backend: its idle_timeout (Perl's idle kill)."""
+    value = svc.params.get("idle_timeout", 30)
+    return float(value) if isinstance(value, int) and value > 0 else None
 
 
-async def _read_response_head(conn: BackendConn) -> tuple[ResponseHead, bytes]:
+async def _read_prefix(ctx: RequestContext, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    body = ctx.body
+    while not body.done and size < limit:
+        if ctx.leftover:
+            data, ctx.leftover = ctx.leftover, b""
+        else:
+            data = await ctx._recv()
+            if not data:
+                raise anyio.EndOfStream
+        take = min(len(data), body.remaining)
+        if size + take > limit:
+            take = limit - size
+        parts.append(data[:take])
+        ctx.leftover = data[take:] + ctx.leftover if take < len(data) else ctx.leftover
+        body.remaining -= take
+        body.size += take
+        size += take
+        if body.remaining == 0:
+            body.done = True
+    return b"".join(parts)
+
+
+async def _read_response_head(conn: BackendConn, client: FastStream | None) -> tuple[ResponseHead, bytes]:
     reader = ResponseHeadReader()
     got_any = False
+    stream = conn.stream
     while True:
         try:
-            data = await conn.stream.receive(RECV_SIZE)
+            data = await stream.receive(RECV_SIZE, timeout=BACKEND_RESPONSE_TIMEOUT, watch=client)
         except anyio.EndOfStream:
             data = b""
         if not data:
@@ -203,15 +272,18 @@ async def _read_response_head(conn: BackendConn) -> tuple[ResponseHead, bytes]:
 
 
 async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
-                    request_head: bytes, replay_body: bytes | None) -> bool:
+                    request_head: bytes, replay_body: bytes | None,
+                    may_retry_500: bool = False) -> bool:
     svc = ctx.service
     pool = runtime.graph.pools.get(svc.pool_name or "")
+    ipport = conn.ipport
     if pool is not None:
-        pool.node_used[conn.ipport] = pool.node_used.get(conn.ipport, 0) + 1
+        pool.node_used[ipport] = pool.node_used.get(ipport, 0) + 1
     live = runtime.live
-    live.node_requests[conn.ipport] = live.node_requests.get(conn.ipport, 0) + 1
+    live.node_requests[ipport] = live.node_requests.get(ipport, 0) + 1
     conn.uses += 1
     method = ctx.head.method
+    backends = runtime.backends
     # --- send the request ---
     try:
         if replay_body is not None:
@@ -224,30 +296,32 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
                     await conn.stream.send(piece)
             except (HttpError, anyio.EndOfStream, anyio.BrokenResourceError,
                     anyio.ClosedResourceError):
-                await runtime.backends.discard(conn)  # client went away mid-upload
+                backends.discard(conn)  # client went away mid-upload
                 return False
     except _BROKEN:
         if conn.reused:
             raise _Retry
-        await runtime.backends.discard(conn)
+        backends.discard(conn)
         return await _fail(ctx, 502)
     live.set_state(conn.sock_id, "wait_res")
+    client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     # --- read the reply head ---
     try:
-        with anyio.fail_after(BACKEND_RESPONSE_TIMEOUT):
-            resp, leftover = await _read_response_head(conn)
+        resp, leftover = await _read_response_head(conn, client)
     except _Retry:
         raise
+    except PeerGone:
+        backends.discard(conn)  # the client left: free the backend at once
+        return False
     except TimeoutError:
-        await runtime.backends.discard(conn)
+        backends.discard(conn)
         return await _fail(ctx, 504)
     except (BackendProtocolError, *_BROKEN):
-        await runtime.backends.discard(conn)
+        backends.discard(conn)
         return await _fail(ctx, 502)
-    live.node_last_response[conn.ipport] = time.time()
-    # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
-    live.node_response(conn.ipport, resp.status)
-    live.node_request_done(conn.ipport)
+    live.node_last_response[ipport] = time.time()
+    if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
+        raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
     live.set_state(conn.sock_id, "xfer_res")
     keep = (client_keep_alive(ctx.head, resp.headers, resp.status,
                               persist_client=bool(svc.params.get("persist_client", False)))
@@ -265,9 +339,9 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     # --- fast path: the whole body is already here ---
     if not has_body or (resp.content_length is not None and len(leftover) >= resp.content_length):
         body = leftover[: resp.content_length] if has_body else b""
-        await runtime.backends.release(svc, conn, backend_reusable and (
+        backends.release(svc, conn, backend_reusable and (
             len(leftover) == (resp.content_length if has_body else 0)))
-        await ctx.send(head_bytes + body)
+        await ctx.send(head_bytes + body if body else head_bytes)
         return keep
     return await _relay(runtime, ctx, conn, resp, leftover, head_bytes, keep, backend_reusable)
 
@@ -312,11 +386,10 @@ async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, res
                             break
                     else:
                         await buf.put(data)
-                with anyio.fail_after(BACKEND_IDLE_TIMEOUT):
-                    try:
-                        data = await conn.stream.receive(RECV_SIZE)
-                    except anyio.EndOfStream:
-                        data = b""
+                try:
+                    data = await conn.stream.receive(RECV_SIZE, timeout=BACKEND_IDLE_TIMEOUT)
+                except anyio.EndOfStream:
+                    data = b""
                 if not data:
                     if remaining is None and decoder is None:
                         break  # body delimited by the backend closing
@@ -324,11 +397,11 @@ async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, res
         except (BackendProtocolError, HttpError, TimeoutError, *_BROKEN) as exc:
             conn_done = True
             buf.fail(str(exc) or type(exc).__name__)
-            await backends.discard(conn)
+            backends.discard(conn)
             return
         conn_done = True
         buf.finish()
-        await backends.release(svc, conn, reusable and clean)
+        backends.release(svc, conn, reusable and clean)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(read_backend)
@@ -342,6 +415,6 @@ async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, res
         except _BROKEN:
             tg.cancel_scope.cancel()
             if not conn_done:
-                await backends.discard(conn)
+                backends.discard(conn)
             return False
     return keep and buf.error is None

@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -25,12 +26,13 @@ import socket
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import SocketListener, TaskGroup
+from anyio.abc import TaskGroup
 
 from perlbal import queries
 from perlbal.graph import Graph, Service
 from perlbal.interp import Interpreter
 from perlbal.runtime.backends import BackendManager
+from perlbal.runtime.netstream import FastStream, wrap_accepted
 from perlbal.runtime.stats import RuntimeStats
 
 log = logging.getLogger("perlbal.runtime")
@@ -66,6 +68,7 @@ class Runtime:
         self.live = RuntimeStats()
         self.listeners: dict[str, _Listener] = {}
         self.backends = BackendManager(self)
+        self.live.manager = self.backends
         self._tg: TaskGroup | None = None
         self._not_started: list[_Listener] = []
         self._shutdown: anyio.Event | None = None
@@ -73,6 +76,11 @@ class Runtime:
         self.draining = False  # graceful shutdown: no more keep-alive
         self.active_connections = 0
         self._idle: anyio.Event | None = None
+        self._spawn_later: list[Service] = []
+        #: SO_REUSEPORT on listeners (SERVER workers > 1: each worker binds its own)
+        self.reuse_port = False
+        #: which worker this process is (0: the only one, or the first)
+        self.worker_id = 0
 
     # --- wiring ---------------------------------------------------------------
 
@@ -102,6 +110,8 @@ class Runtime:
             return f"Error creating listening socket: {exc}"
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port and svc.role != "management":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
@@ -129,8 +139,16 @@ class Runtime:
             self._close_listener(lst)
 
     def spawn_backends(self, svc: Service) -> None:
-        # connect_ahead: connections are made on demand; nothing to pre-spawn yet.
-        return None
+        # connect_ahead (Perl's spawn_backends on ENABLE / SET connect_ahead)
+        if self._tg is not None:
+            self.backends.spawn_backends(svc)
+        elif svc not in self._spawn_later:
+            self._spawn_later.append(svc)
+
+    @property
+    def task_group(self) -> TaskGroup | None:
+        """The runtime-wide task group (None before ``serve`` and after it ended)."""
+        return self._tg
 
     def shutdown(self, graceful: bool, timeout: int | None) -> None:
         self.shutdown_requested = (graceful, timeout)
@@ -167,6 +185,9 @@ class Runtime:
             for lst in self._not_started:
                 tg.start_soon(self._accept_loop, lst)
             self._not_started.clear()
+            for svc in self._spawn_later:
+                self.backends.spawn_backends(svc)
+            self._spawn_later.clear()
             await self._shutdown.wait()
             for lst in list(self.listeners.values()):
                 self._close_listener(lst)
@@ -179,45 +200,49 @@ class Runtime:
                         await self._idle.wait()
             tg.cancel_scope.cancel()
         self._tg = None
-        await self.backends.close_all()
+        self.backends.close_all()
 
     async def _accept_loop(self, lst: _Listener) -> None:
-        from perlbal.runtime.clientconn import serve_client
-
         if lst.closed:
             return
+        loop = asyncio.get_running_loop()
         lst.scope = anyio.CancelScope()
         with lst.scope:
-            try:
-                listener = await SocketListener.from_socket(lst.sock)
-            except OSError:
-                return
             tg = self._tg
             assert tg is not None
             while True:
                 try:
-                    stream = await listener.accept()
-                except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
-                    if lst.sock.fileno() == -1:
+                    sock, _addr = await loop.sock_accept(lst.sock)
+                except OSError as exc:
+                    if lst.closed or lst.sock.fileno() == -1:
                         return
                     log.warning("accept on %s failed: %s", lst.service, exc)
                     await anyio.sleep(0.05)
                     continue
-                tg.start_soon(self._run_client, stream, lst.service)
+                tg.start_soon(self._run_client, sock, lst.service)
 
-    async def _run_client(self, stream: anyio.abc.SocketStream, service_name: str) -> None:
+    async def _run_client(self, sock: socket.socket, service_name: str) -> None:
         from perlbal.runtime.clientconn import serve_client
 
         self.active_connections += 1
+        stream: FastStream | None = None
         try:
+            svc = self.graph.services.get(service_name)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sndbuf = svc.get("client_sndbuf_size", 0) if svc is not None else 0
+            if isinstance(sndbuf, int) and sndbuf > 0:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            stream = await wrap_accepted(sock)
             await serve_client(self, stream, service_name)
+        except OSError:
+            pass
         except Exception:  # isolation: one connection never takes the server down
             log.exception("client connection on %s failed", service_name)
         finally:
             self.active_connections -= 1
-            try:
+            if stream is not None:
                 await stream.aclose()
-            except Exception:
-                pass
+            else:
+                sock.close()
             if self._idle is not None and not self.active_connections:
                 self._idle.set()

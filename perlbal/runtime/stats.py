@@ -9,19 +9,14 @@ here does I/O or blocks.
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from perlbal import queries
 from perlbal.graph import Service
 
-
-@dataclass
-class WaitQueue:
-    """Clients waiting for a backend of one service, per priority, oldest first."""
-
-    normal: deque[float] = field(default_factory=deque)
-    high: deque[float] = field(default_factory=deque)
+if TYPE_CHECKING:
+    from perlbal.runtime.backends import BackendManager
 
 
 @dataclass
@@ -45,10 +40,9 @@ class RuntimeStats(queries.LiveStats):
         # Perl's %Perlbal::BackendHTTP::NodeStats, keys as Perl names them, in the
         # order Perl first sets them (``nodes`` prints this; management owns it)
         self.node_table: dict[str, dict[str, object]] = {}
-        self.queues: dict[str, WaitQueue] = {}
+        #: the runtime's BackendManager: queues, pending connects, bored backends
+        self.manager: "BackendManager | None" = None
         self.socks: dict[int, SockInfo] = {}
-        self.bored: dict[str, int] = {}  # service -> idle backend connections
-        self.pending: dict[str, list[tuple[str, str, float]]] = {}
         self._next_sock = 1000
 
     # --- registry of open sockets (for socks/states) ---------------------------
@@ -65,12 +59,6 @@ class RuntimeStats(queries.LiveStats):
         info = self.socks.get(key)
         if info is not None:
             info.state = state
-
-    def queue_for(self, service: str) -> WaitQueue:
-        q = self.queues.get(service)
-        if q is None:
-            q = self.queues[service] = WaitQueue()
-        return q
 
     # --- LiveStats ------------------------------------------------------------
 
@@ -136,21 +124,23 @@ class RuntimeStats(queries.LiveStats):
         return out
 
     def queue(self, service: str, queue: str) -> tuple[int, int]:
-        q = self.queues.get(service)
-        if q is None:
+        st = self.manager.services.get(service) if self.manager is not None else None
+        if st is None:
             return (0, 0)
-        waiting = q.high if queue == "highpri" else q.normal
+        high, normal, low = st.queues
+        waiting = high if queue == "highpri" else low if queue == "lowpri" else normal
         if not waiting:
             return (0, 0)
-        return (int(time.time() - waiting[0]), len(waiting))
+        return (int(time.time() - waiting[0].since), len(waiting))
 
     def service_stats(self, svc: Service) -> queries.ServiceStats:
-        q = self.queues.get(svc.name)
-        waiting = len(q.normal) + len(q.high) if q is not None else 0
+        st = self.manager.services.get(svc.name) if self.manager is not None else None
+        if st is None:
+            return queries.ServiceStats()
         now = time.time()
-        pending = [(ipport, state, int(now - t)) for ipport, state, t in self.pending.get(svc.name, [])]
-        return queries.ServiceStats(waiting_clients=waiting, pending_connects=pending,
-                                    bored_backends=self.bored.get(svc.name, 0))
+        pending = [(ipport, state, int(now - since)) for ipport, (state, since) in st.pending.items()]
+        return queries.ServiceStats(waiting_clients=st.waiting, pending_connects=pending,
+                                    bored_backends=len(st.bored))
 
     def backends(self) -> dict[str, int]:
         """MANAGE_backends: open backend connections per node (not a running total)."""

@@ -16,7 +16,21 @@ from tests.runtime.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
-from tests.support.rawhttp import HTTPConnection, request, send_raw
+from tests.support.rawhttp import HTTPConnection, request
+
+
+def send_all(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` and read until the server closes, without half-closing first.
+
+    (A half-close is a disconnect to Perlbal: ClientProxy closes a client whose
+    read returns EOF while its request is in flight, and so do we.)
+    """
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
 
 
 def _dead_port() -> int:
@@ -88,6 +102,7 @@ CREATE SERVICE dead
 SET role = reverse_proxy
 SET listen = 127.0.0.1:{ports['dead']}
 SET pool = deadpool
+SET idle_timeout = 2
 ENABLE dead
 
 CREATE SERVICE empty
@@ -132,7 +147,7 @@ def test_post_body_streams_to_backend(env: Env) -> None:
 def test_chunked_upload_is_sent_with_content_length(env: Env) -> None:
     raw = (b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-    out = send_raw(env.ports["plain"], raw)
+    out = send_all(env.ports["plain"], raw)
     assert out.startswith(b"HTTP/1.0 200 ")
     last = env.b1.requests("POST")[-1]
     assert last.body == b"hello world"
@@ -158,7 +173,7 @@ def test_persist_backend_reuses_one_backend_connection(env: Env) -> None:
 def test_pipelined_requests_answered_in_order(env: Env) -> None:
     raw = b"".join(f"GET /p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(3))
     raw += b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    out = send_raw(env.ports["persist"], raw)
+    out = send_all(env.ports["persist"], raw)
     targets = [json.loads(part.split(b"\r\n\r\n", 1)[1][: part.split(b"\r\n\r\n", 1)[1].index(b"}") + 1])
                ["target"] for part in out.split(b"HTTP/1.0 200 OK\r\n")[1:]]
     assert targets == ["/p0", "/p1", "/p2", "/last"]
@@ -185,7 +200,7 @@ def test_down_node_is_skipped(env: Env) -> None:
 
 def test_no_reachable_node_gives_perl_503(env: Env) -> None:
     for port in (env.ports["dead"], env.ports["empty"]):
-        out = send_raw(port, b"GET / HTTP/1.0\r\n\r\n")
+        out = send_all(port, b"GET / HTTP/1.0\r\n\r\n")
         assert out == (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/html\r\n"
                        b"Content-Length: 35\r\nServer: Perlbal\r\nConnection: close\r\n\r\n"
                        b"<h1>503 - Service Unavailable</h1>\n")
