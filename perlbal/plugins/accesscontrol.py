@@ -11,8 +11,9 @@ State lives in ``svc.extra["access"]``: ``{"deny_default": bool, "rules":
 [[action, "ip"|"netmask", value], ...]}``; netmasks are stored normalised
 ("10.0.0.0/8"), which is also how Perl's Net::Netmask prints them in dumpconfig.
 
-Runtime (to come, a start_http_request hook): rules are tried in order and the
-first match decides: deny answers 403 "Access denied.", allow lets the request
+Runtime: ``decide`` below is the start_http_request decision (explain calls it;
+the server will, through ``perlbal.routing.run_request_hooks``): rules are tried
+in order and the first match decides: deny answers 403 "Access denied.", allow lets the request
 through, queue_low puts a proxied request in the low-priority queue and lets it
 through.  No match: 403 when the policy is deny, otherwise allowed.
 """
@@ -31,6 +32,7 @@ from perlbal.plugins._common import context_service, perl_match
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+    from perlbal.routing import HookDecision, Request
 
 USAGE = "usage: ACCESS <cmd> <arg1> [<arg2>]"
 
@@ -118,3 +120,44 @@ class AccessControl(Plugin):
 
 
 PLUGIN = AccessControl()
+
+
+def decide(svc: Service, request: "Request") -> "HookDecision":
+    """The start_http_request decision (Perl's AccessControl hook), the one place it is made.
+
+    Rules in order, the first match decides: deny -> 403 "Access denied.",
+    allow -> through, queue_low -> through in the low-priority queue.  No match:
+    the policy.  With ``use_observed_ip`` the observed IP is matched when known,
+    else the peer IP (Perl: ``observed_ip_string || peer_ip_string``)."""
+    from perlbal.routing import HookDecision
+
+    cfg = svc.extra.get("access") or {"deny_default": False, "rules": []}
+    ip = request.peer_ip
+    if svc.extra.get("access_use_observed_ip") and request.observed_ip:
+        ip = request.observed_ip
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(ip)
+    except ValueError:
+        addr = None
+    for action, what, value in cfg["rules"]:
+        if what == "ip":
+            matched = ip == value
+        else:
+            try:
+                matched = addr is not None and addr in ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                matched = False
+        if not matched:
+            continue
+        rule = f"access {svc.name} {action} {what} {value}"
+        why = f"{ip or '(no peer IP)'} matches ACCESS {action.upper()} {what.upper()} {value}"
+        if action == "deny":
+            return HookDecision("AccessControl", True, why, 403, "Access denied.", rule=rule)
+        return HookDecision("AccessControl", False, why, rule=rule,
+                            queue_low=action == "queue_low")
+    rule = f"access {svc.name} policy"
+    if cfg["deny_default"]:
+        return HookDecision("AccessControl", True, f"{ip or '(no peer IP)'} matches no rule; "
+                            "ACCESS POLICY DENY", 403, "Access denied.", rule=rule)
+    return HookDecision("AccessControl", False, f"{ip or '(no peer IP)'} matches no rule; "
+                        "ACCESS POLICY ALLOW", rule=rule)

@@ -3,16 +3,23 @@
 Config: the ``max_content_length`` parameter (integer bytes, 0 = no limit,
 any role), settable once the plugin is LOADed.
 
-Runtime (to come, a start_http_request hook on services the plugin is
-registered on): a request whose Content-Length exceeds the limit is answered
+Runtime: ``decide`` is the start_http_request decision on services the plugin
+is registered on, the one place it is made (explain calls it; the server will,
+through ``perlbal.routing.run_request_hooks``): a request whose Content-Length exceeds the limit is answered
 413 "Content too long." before any of its body is read; requests without
 Content-Length pass.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from perlbal.graph import Service
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
+
+if TYPE_CHECKING:
+    from perlbal.routing import HookDecision, Request
 
 
 class MaxContentLength(Plugin):
@@ -24,3 +31,21 @@ class MaxContentLength(Plugin):
 
 
 PLUGIN = MaxContentLength()
+
+
+def decide(svc: Service, request: "Request") -> "HookDecision":
+    """413 "Content too long." when Content-Length exceeds ``max_content_length``."""
+    from perlbal.routing import HookDecision
+
+    limit = svc.get("max_content_length")
+    if not isinstance(limit, int) or limit <= 0:
+        return HookDecision("MaxContentLength", False, "max_content_length is 0: no limit")
+    length = request.head.content_length
+    if not length:
+        return HookDecision("MaxContentLength", False, "no Content-Length: passes")
+    if length <= limit:
+        return HookDecision("MaxContentLength", False,
+                            f"Content-Length {length} <= max_content_length {limit}")
+    return HookDecision("MaxContentLength", True,
+                        f"Content-Length {length} > max_content_length {limit}", 413,
+                        "Content too long.\n", rule=f"max_content_length {svc.name}")

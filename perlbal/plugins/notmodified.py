@@ -4,8 +4,9 @@ Config, once registered on a service: ``SET <svc>.notmodified.host_pattern =
 <regex>``, kept in ``svc.extra["notmodified_host_pattern"]``.  As in Perl the
 setter prints nothing on success (no OK).
 
-Runtime (to come, a start_http_request hook, active once a pattern is set):
-a request whose Host matches the pattern (``re.search``) and that carries any
+Runtime: ``decide`` is the start_http_request decision, active once a pattern
+is set, the one place it is made (explain calls it; the server will, through
+``perlbal.routing.run_request_hooks``): a request whose Host matches the pattern (``re.search``) and that carries any
 If-Modified-Since header gets "304 Not Modified" without reaching a backend or
 the disk.
 """
@@ -20,6 +21,7 @@ from perlbal.plugins import Plugin
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+    from perlbal.routing import HookDecision, Request
 
 
 class NotModified(Plugin):
@@ -43,3 +45,21 @@ class NotModified(Plugin):
 
 
 PLUGIN = NotModified()
+
+
+def decide(svc: Service, request: "Request") -> "HookDecision | None":
+    """304 "Not Modified" for a matching Host carrying any If-Modified-Since."""
+    from perlbal.routing import HookDecision
+
+    pattern = svc.extra.get("notmodified_host_pattern")
+    if not pattern:
+        return None
+    host = request.head.get("Host")
+    if not host or re.search(pattern, host) is None:
+        return HookDecision("NotModified", False,
+                            f"Host '{host or ''}' does not match host_pattern {pattern}")
+    if not request.head.get("If-Modified-Since"):
+        return HookDecision("NotModified", False, f"Host matches {pattern}, but the request "
+                            "has no If-Modified-Since (send one to get 304)")
+    return HookDecision("NotModified", True, f"Host matches {pattern} and If-Modified-Since "
+                        "is present", 304, "Not Modified", rule=f"notmodified {svc.name}")

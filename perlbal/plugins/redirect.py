@@ -3,7 +3,9 @@
 Both names are stored lower-cased in ``svc.extra["redirect_host"]``.  As in
 Perl, the command prints nothing on success, not even OK on a verbose console.
 
-Runtime (to come, a start_http_request hook): the Host (lower-cased, port
+Runtime: ``decide`` is the start_http_request decision, the one place it is
+made (explain calls it; the server will, through
+``perlbal.routing.run_request_hooks``): the Host (lower-cased, port
 stripped) is looked up as Vhosts does: ``foo.site.com``, ``*.foo.site.com``,
 ``*.site.com``, ``*.com``, ``*`` (only ``*`` without a Host).  A hit answers
 301 with ``Location: http://<target_host><request-uri>`` and an empty body.
@@ -11,6 +13,7 @@ stripped) is looked up as Vhosts does: ``foo.site.com``, ``*.foo.site.com``,
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
@@ -21,6 +24,7 @@ from perlbal.plugins._common import context_service, perl_match
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+    from perlbal.routing import HookDecision, Request
 
 USAGE = "usage: REDIRECT HOST <match_host> <target_host>"
 
@@ -53,3 +57,23 @@ class Redirect(Plugin):
 
 
 PLUGIN = Redirect()
+
+
+def decide(svc: Service, request: "Request") -> "HookDecision | None":
+    """301 to ``http://<target><request-uri>`` for the first REDIRECT HOST entry the
+    Host matches (Perl's Redirect handle_request); None when there is no map."""
+    from perlbal.routing import HookDecision, host_candidates
+
+    mapping: dict[str, str] | None = svc.extra.get("redirect_host")
+    if not mapping:
+        return None
+    host = (request.head.get("Host") or "").lower()  # Perl: lc, no trailing-dot strip
+    host = re.sub(r":\d+\Z", "", host)
+    for key in host_candidates(host or None):
+        target = mapping.get(key)
+        if target:
+            location = f"http://{target}{request.head.target}"
+            return HookDecision("Redirect", True, f"Host matches REDIRECT HOST {key} {target}",
+                                301, None, (("Location", location), ("Content-Length", "0")),
+                                rule=f"redirect {svc.name} {key}")
+    return HookDecision("Redirect", False, f"Host '{host}' matches no REDIRECT HOST entry")
