@@ -296,9 +296,10 @@ class BackendManager:
         conn: BackendConn | None = None
         try:
             sndbuf = 0
+            live.node_attempt(ipport)  # Perl's NodeStats, printed by ``nodes``
             with anyio.fail_after(CONNECT_TIMEOUT):
                 stream = await open_connection(node.ip, node.port, sndbuf=sndbuf)
-            live.node_connects[ipport] = live.node_connects.get(ipport, 0) + 1
+            live.node_connected(ipport)
             conn = BackendConn(stream, ipport, svc.name)
             conn.sock_id = live.open_sock("Perlbal::BackendHTTP", ipport, svc.name, "connecting")
             if svc.get("verify_backend", False) and not self._noverify(ipport):
@@ -308,6 +309,8 @@ class BackendManager:
                     self._forget(conn)
                     conn.stream.abort()
                     conn = None
+                else:
+                    live.node_verified(ipport)
         except (OSError, TimeoutError):
             st.no_spawn[ipport] = time.monotonic() + DEAD_NODE_SECONDS
             live.node_failures[ipport] = live.node_failures.get(ipport, 0) + 1

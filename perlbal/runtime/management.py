@@ -1,13 +1,23 @@
-"""The ``management`` role: the line console and a read-only HTTP status page.
+"""The ``management`` role: the line console, and a web UI of the running proxy.
 
-Console (ClientManage.pm): each line ended by ``\\r?\\n`` is run through
-``Interpreter.run_line`` with one ``CommandContext(verbose=True)`` per
-connection; reply lines go out ended by ``\\r\\n``.  A line matching Perl's
-``/^quit|exit$/`` closes the connection.
+One port speaks both, decided per connection as ClientManage.pm does (first
+bytes ``GET ``/``HEAD ``/``POST `` mean HTTP; see ``clientconn``).
+
+Console: each line ended by ``\\r?\\n`` is run through ``Interpreter.run_line``
+with one ``CommandContext(verbose=True)`` per connection; reply lines go out
+ended by ``\\r\\n``.  A line matching Perl's ``/^quit|exit$/`` closes the
+connection.  Config commands act on the live graph at once (the runtime reads
+it per request), so this is also the live-reconfiguration path.
+
+HTTP: ``/`` is a page (``webui/``) that renders ``/json`` and polls it, so it
+updates without a reload; ``/json`` is the same data; ``/socks``, ``/obj`` and
+``/service?NAME`` are Perl's own three pages.
 
 Invariants:
 - the unread buffer never exceeds ``MAX_CONSOLE_LINE`` bytes: a client that
   sends more without a newline gets one ``ERROR`` line and is closed;
+- a command or page that raises is answered with an error and logged; the
+  connection, the port and serving traffic carry on;
 - the HTTP side only reads the graph and live stats; no request method, POST
   included, can change configuration through it.
 """
@@ -15,14 +25,19 @@ Invariants:
 from __future__ import annotations
 
 import html
+import importlib.resources
 import json
 import logging
+import os
 import re
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 from anyio.abc import ByteStream
 
+from perlbal import PERL_COMPAT_VERSION
 from perlbal.interp import CommandContext
 from perlbal.http import render_head
 from perlbal.runtime.context import RequestContext, ServerHandle
@@ -39,6 +54,20 @@ _QUIT = re.compile(r"^quit|exit$")
 
 
 async def console(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> None:
+    try:
+        peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+    except Exception:
+        where = "?"
+    sock_id = runtime.live.open_sock("Perlbal::ClientManage",
+                                     f"Perlbal::ClientManage(R): open to {where}")
+    try:
+        await _console_loop(runtime, stream, buffered)
+    finally:
+        runtime.live.close_sock(sock_id)
+
+
+async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> None:
     ctx = CommandContext(verbose=True)
     buf = buffered
     while True:
@@ -87,54 +116,111 @@ async def _refuse(stream: ByteStream) -> None:
         pass
 
 
-def _status_json(runtime: ServerHandle) -> dict[str, object]:
-    graph = runtime.graph
+# --- HTTP: the web UI, its JSON, and Perl's three pages ---------------------------
+
+_WEBUI = importlib.resources.files("perlbal.runtime") / "webui"
+_STATIC = {"/webui/app.js": ("app.js", "application/javascript; charset=utf-8"),
+           "/webui/style.css": ("style.css", "text/css; charset=utf-8")}
+_QUEUES = ("normal", "highpri", "lowpri")
+
+
+def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
+    """Everything the web UI shows, JSON-ready; reads the graph and live stats only."""
+    graph, live, interp = runtime.graph, runtime.live, runtime.interp
+    now = int(time.time())
+    open_backends = live.backends()
+    node_table = live.node_stats()
+    services: dict[str, Any] = {}
+    for name, svc in sorted(graph.services.items()):
+        entry: dict[str, Any] = {"role": svc.role, "listen": svc.listen, "enabled": svc.enabled,
+                                 "pool": svc.pool_name, "plugins": list(svc.plugin_order)}
+        if svc.role in ("reverse_proxy", "web_server"):
+            stats = live.service_stats(svc)
+            entry["pending_clients"] = stats.waiting_clients
+            entry["pending_backends"] = len(stats.pending_connects)
+            entry["idle_backends"] = stats.bored_backends
+        if svc.role == "reverse_proxy":
+            entry["queues"] = {q: dict(zip(("age", "count"), live.queue(name, q))) for q in _QUEUES}
+        services[name] = entry
+    pools: dict[str, Any] = {}
+    for name, pool in sorted(graph.pools.items()):
+        nodes = []
+        for node in pool.nodes:
+            codes = node_table.get(node.ipport, {}).get("responsecodes")
+            summary = ""
+            if isinstance(codes, list) and codes:
+                counts: dict[str, int] = {}
+                for code in codes[-100:]:
+                    counts[str(code)] = counts.get(str(code), 0) + 1
+                summary = ", ".join(f"{c}\u00d7{n}" for c, n in sorted(counts.items()))
+            nodes.append({"ipport": node.ipport, "requests": pool.node_used.get(node.ipport, 0),
+                          "open_backends": open_backends.get(node.ipport, 0),
+                          "responsecodes": summary})
+        pools[name] = {"balance_method": pool.balance_method, "nodefile": pool.nodefile,
+                       "services": pool.use_count, "nodes": nodes}
+    by_class: dict[str, int] = {}
+    for sock in live.sockets():
+        by_class[sock.cls] = by_class.get(sock.cls, 0) + 1
+    clients = getattr(runtime, "active_connections", 0)
     return {
-        "services": {
-            name: {"role": svc.role, "listen": svc.listen, "enabled": svc.enabled,
-                   "pool": svc.pool_name}
-            for name, svc in sorted(graph.services.items())
-        },
-        "pools": {
-            name: {"nodes": {n.ipport: pool.node_used.get(n.ipport, 0) for n in pool.nodes}}
-            for name, pool in sorted(graph.pools.items())
-        },
-        "requests": runtime.live.total_requests,
+        "version": PERL_COMPAT_VERSION, "pid": os.getpid(), "starttime": interp.start_time,
+        "uptime": now - interp.start_time, "requests": live.requests(),
+        "connections": {"clients": clients if isinstance(clients, int) else 0,
+                        "by_class": by_class},
+        "services": services, "pools": pools,
+        "nodes": node_table,
     }
 
 
-def _status_html(runtime: ServerHandle) -> str:
-    graph = runtime.graph
-    out = ["<!DOCTYPE html>\n<html><head><title>perlbal management interface</title>"
-           "<meta name=\"generator\" content=\"perlbal\" /></head><body>",
-           "<h1>perlbal management interface</h1>", "<h2>Services</h2><ul>"]
-    for name, svc in sorted(graph.services.items()):
-        listen = f" ({html.escape(svc.listen)})" if svc.listen else ""
-        out.append(f"<li>{html.escape(name)} - {html.escape(svc.role or '')}{listen}</li>")
-    out.append("</ul><h2>Pools</h2><ul>")
-    for name, pool in sorted(graph.pools.items()):
-        nodes = ", ".join(f"{n.ipport} ({pool.node_used.get(n.ipport, 0)})" for n in pool.nodes)
-        out.append(f"<li>{html.escape(name)}: {html.escape(nodes)}</li>")
-    out.append("</ul><p><a href='/json'>JSON</a></p></body></html>\n")
-    return "\n".join(out)
+def _index_html(runtime: ServerHandle) -> str:
+    state = json.dumps(status_snapshot(runtime)).replace("<", "\\u003c")
+    return (_WEBUI / "index.html").read_text(encoding="utf-8").replace("__INITIAL_STATE__", state)
+
+
+def _perl_page(runtime: ServerHandle, commands: list[str]) -> str:
+    """Perl's ClientManage pages: each command's reply in a <pre> box (escaped here)."""
+    body = ["<!DOCTYPE html>\n<html><head><title>perlbal management interface</title>"
+            "<meta name=\"generator\" content=\"perlbal\" /></head><body>"]
+    for command in commands:
+        lines = runtime.interp.run_line(command, CommandContext(verbose=False))
+        body.append(f"<pre><div style='margin-bottom: 5px; background: #ddd'><b>"
+                    f"{html.escape(command)}</b></div>")
+        body.extend(html.escape(line) + "\n" for line in lines)
+        body.append("</pre>\n")
+    body.append("<hr style='margin-top: 10px' /><p><a href='/'>Perlbal management</a>.</p>"
+                "</body></html>\n")
+    return "".join(body)
+
+
+def _route(runtime: ServerHandle, target: str) -> tuple[int, str, bytes]:
+    """(status, content type, body) for a GET; nothing here can change configuration."""
+    path, _, query = target.partition("?")
+    if path == "/json":
+        return 200, "application/json", json.dumps(status_snapshot(runtime), indent=1).encode()
+    if path == "/":
+        return 200, "text/html; charset=utf-8", _index_html(runtime).encode("utf-8")
+    if path in _STATIC:
+        name, ctype = _STATIC[path]
+        return 200, ctype, (_WEBUI / name).read_bytes()
+    if path == "/socks":
+        return 200, "text/html", _perl_page(runtime, ["socks summary", "socks"]).encode()
+    if path == "/obj":
+        return 200, "text/html", _perl_page(runtime, ["obj"]).encode()
+    if path == "/service" and re.fullmatch(r"\w+", query):
+        return 200, "text/html", _perl_page(runtime, [f"show service {query}"]).encode()
+    return 404, "text/html", b"<h1>404 Not found</h1>\n"
 
 
 async def handle_http(ctx: RequestContext) -> bool:
-    """GET /, GET /json; everything is read-only (a POST body is read and ignored)."""
-    runtime = ctx.server
+    """GET/HEAD pages; read-only whatever the method (a POST body is read and ignored)."""
     if ctx.head.method == "POST":
         await ctx.skip_body()
-    path = ctx.head.target.split("?", 1)[0]
-    if path == "/json":
-        body = json.dumps(_status_json(runtime), indent=1).encode("utf-8")
-        ctype = "application/json"
-    elif path == "/":
-        body = _status_html(runtime).encode("utf-8")
-        ctype = "text/html"
-    else:
-        await ctx.send_simple(404, keep_alive=False)
-        return False
-    head = render_head(200, [("Content-Type", ctype), ("Content-Length", str(len(body))),
-                             ("Connection", "close")])
+    try:
+        status, ctype, body = _route(ctx.server, ctx.head.target)
+    except Exception:  # a broken page must not take the management port down
+        log.exception("management page %r failed", ctx.head.target)
+        status, ctype, body = 500, "text/html", b"<h1>500 Internal Server Error</h1>\n"
+    head = render_head(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                                ("Cache-Control", "no-store"), ("Connection", "close")])
     await ctx.send(head if ctx.head.method == "HEAD" else head + body)
     return False

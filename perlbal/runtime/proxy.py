@@ -320,6 +320,9 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         backends.discard(conn)
         return await _fail(ctx, 502)
     live.node_last_response[ipport] = time.time()
+    # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
+    live.node_response(ipport, resp.status)
+    live.node_request_done(ipport)
     if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
         raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
     live.set_state(conn.sock_id, "xfer_res")
