@@ -3,6 +3,7 @@
     perlbal [--config=FILE | -c FILE] [--daemon]   run the server (Perl's flags)
     perlbal --version | --help
     perlbal check [--strict] [--format text|json] FILE...
+    perlbal explain -c FILE [options] URL | --expect ROUTES [--fail-under PCT]
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
 
 Subcommands come first on the line; anything else is read with Perl's options.
@@ -13,9 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from perlbal import PERL_COMPAT_VERSION, __version__
+
+if TYPE_CHECKING:
+    from perlbal.graph import Graph
 
 DEFAULT_CONFIG = "/etc/perlbal/perlbal.conf"
 
@@ -128,6 +132,93 @@ def _serve_main(argv: Sequence[str]) -> int:
         return run_server(path)
 
 
+def _explain_main(argv: Sequence[str]) -> int:
+    from perlbal.explain import _parser, explain, load_graph, parse_args, render_text
+
+    parser = _parser("perlbal explain")
+    parser.description = ("Show how the server would route a request: listener, service, "
+                          "each selector rule and plugin decision, and the target.  Runs the "
+                          "real interpreter and router with no sockets.  Exit status: 0 ok, "
+                          "1 route mismatch or coverage under --fail-under, 2 usage or config "
+                          "error.")
+    parser.add_argument("--config", "-c", required=True)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--expect", metavar="ROUTES", help="a file of requests with their "
+                        "expected targets (see docs/explain.md)")
+    parser.add_argument("--fail-under", type=float, metavar="PERCENT",
+                        help="with --expect: fail when rule coverage is lower")
+    try:
+        args = parser.parse_args(list(argv))
+    except (SystemExit, argparse.ArgumentError) as exc:
+        if isinstance(exc, SystemExit) and exc.code == 0:
+            return 0
+        if isinstance(exc, argparse.ArgumentError):
+            print(f"perlbal explain: {exc}", file=sys.stderr)
+        return 2
+    try:
+        graph, errors = load_graph(args.config)
+    except OSError as exc:
+        print(f"perlbal explain: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if errors:
+        for line in errors:
+            print(f"{args.config}: {line}", file=sys.stderr)
+        print("perlbal explain: the config does not load (see perlbal check)", file=sys.stderr)
+        return 2
+    if args.expect:
+        return _route_tests(graph, args.expect, args.fail_under, args.format)
+    if not args.url:
+        print("perlbal explain: give a URL or --expect ROUTES", file=sys.stderr)
+        return 2
+    words = [args.url, "--from", args.peer_ip] + [w for h in args.header for w in ("-H", h)]
+    for flag, value in (("--listen", args.listen), ("--method", args.method),
+                        ("--host", args.host)):
+        if value:
+            words += [flag, value]
+    try:
+        request = parse_args(words)
+    except ValueError as exc:
+        print(f"perlbal explain: {exc}", file=sys.stderr)
+        return 2
+    exp = explain(graph, request)
+    if args.format == "json":
+        print(exp.to_json())
+    else:
+        print("\n".join(render_text(exp)))
+    return 0
+
+
+def _route_tests(graph: "Graph", path: str, fail_under: float | None, fmt: str) -> int:
+    import json
+
+    from perlbal.routetest import parse_routes, run_routes
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cases, errors = parse_routes(fh.read())
+    except OSError as exc:
+        print(f"perlbal explain: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if errors:
+        for err in errors:
+            print(f"{path}:{err}", file=sys.stderr)
+        return 2
+    report = run_routes(graph, cases)
+    low = fail_under is not None and report.coverage < fail_under
+    if fmt == "json":
+        print(json.dumps({
+            "cases": report.cases, "coverage": round(report.coverage, 1),
+            "unused_rules": report.unused,
+            "failures": [{"line": c.line, "request": c.text, "problems": p,
+                          "explanation": e.model_dump(mode="json") if e else None}
+                         for c, p, e in report.failures]}, indent=2))
+    else:
+        print("\n".join(report.render(path)))
+        if low:
+            print(f"FAILED: rule coverage {report.coverage:.0f}% is under {fail_under:g}%")
+    return 1 if report.failures or low else 0
+
+
 def _run_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="perlbal", add_help=False)
     parser.add_argument("--config", "-c")
@@ -156,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "check":
         return _check_main(args[1:])
+    if args and args[0] == "explain":
+        return _explain_main(args[1:])
     if args and args[0] == "serve":
         return _serve_main(args[1:])
     return _run_main(args)

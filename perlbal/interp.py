@@ -656,6 +656,21 @@ def _h_any_args(it: Interpreter, node: ast.Node, call: Call) -> bool:
     return queries.reproxy_state(it, call)
 
 
+def _h_explain(it: Interpreter, node: ast.Node, call: Call) -> bool:
+    """How the graph routes a request (perlbal.explain), on the live graph."""
+    from perlbal.explain import console_explain
+
+    if not node.text.strip().lower().startswith("explain "):
+        return call.err("usage: EXPLAIN [<METHOD>] <url> [options]")
+    # the URL and headers keep their case: Perl's normalisation lower-cases the line
+    try:
+        lines = console_explain(it.graph, node.orig)
+    except ValueError as exc:
+        return call.err(f"{exc} (usage: EXPLAIN [<METHOD>] <url> [options])")
+    call.out(*lines)
+    return call.end()
+
+
 def _h_perl_only(it: Interpreter, node: ast.Node, call: Call) -> bool:
     return queries.perl_only(node.keyword, call)
 
@@ -694,6 +709,7 @@ _HANDLERS: dict[type, Handler] = {
     ast.States: _h_states,
     ast.AnyArgs: _h_any_args,
     ast.PerlOnly: _h_perl_only,
+    ast.Explain: _h_explain,
     ast.PluginCommand: _h_plugin_command,
 }
 

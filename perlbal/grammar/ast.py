@@ -151,6 +151,12 @@ class AnyArgs(Node):
     """dumpconfig and reproxy_state, which Perl runs whatever follows them."""
 
 
+class Explain(Node):
+    """EXPLAIN (ours, not Perl's): ``args`` as normalised; the original case is in ``orig``."""
+
+    args: str = ""
+
+
 class PerlOnly(Node):
     """Perl debugging commands (prof, leaks, state, crash)."""
 

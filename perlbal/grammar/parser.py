@@ -96,6 +96,10 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
     "prof": _c("PROF {on|off|data}", "Perl profiler; answers an ERROR here."),
     "leaks": _c("LEAKS", "Perl debugging aid; answers an ERROR here."),
     "crash": _c("CRASH", "Crashes Perl Perlbal on purpose; here it only answers an ERROR."),
+    "explain": _c("EXPLAIN [<METHOD>] <url> [--listen ip:port] [--header 'K: V']... "
+                  "[--from ip] [--host h]", "Not in Perl Perlbal: how the running server "
+                  "routes that request (listener, rules tried, plugin decisions, target); "
+                  "see explain.md.", "usage: EXPLAIN [<METHOD>] <url> [options]"),
     "dumpconfig": _c("DUMPCONFIG", "Print the running configuration as commands that "
                      "rebuild it."),
     "reproxy_state": _c("REPROXY_STATE", "Reproxy connections and queues by host."),
@@ -122,7 +126,8 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
 }
 
 # What `help` lists: Perl's MANAGE_* names (not crash or our additions).
-PERL_HELP = sorted(k for k in CORE_COMMANDS if k != "crash")
+OUR_COMMANDS = frozenset({"explain"})
+PERL_HELP = sorted(k for k in CORE_COMMANDS if k != "crash" and k not in OUR_COMMANDS)
 
 
 def _grammar_text() -> str:
@@ -133,7 +138,7 @@ _CORE_RULES = [
     "create_cmd", "use_cmd", "pool_cmd", "set_cmd", "default_cmd", "header_cmd",
     "enable_cmd", "load_cmd", "unload_cmd", "reload_cmd", "verbose_cmd", "shutdown_cmd",
     "mime_cmd", "xs_cmd", "nodes_cmd", "show_cmd", "server_cmd", "socks_cmd", "states_cmd",
-    "simple_cmd", "any_args_cmd", "perl_only_cmd",
+    "simple_cmd", "any_args_cmd", "perl_only_cmd", "explain_cmd",
 ]
 
 
@@ -260,6 +265,9 @@ class _ToAst(Transformer[Token, ast.Node]):
 
     def any_args_cmd(self, t: list[Token]) -> ast.Node:
         return ast.AnyArgs(**self.base)
+
+    def explain_cmd(self, t: list[Token]) -> ast.Node:
+        return ast.Explain(args=_s(t[0]) or "", **self.base)
 
     def perl_only_cmd(self, t: list[Token]) -> ast.Node:
         return ast.PerlOnly(**self.base)
