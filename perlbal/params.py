@@ -504,6 +504,9 @@ _SV(Param("aio_threads", Kind.INT, "Threads for disk I/O."))
 _SV(Param("track_obj", Kind.STRING, "Object tracking (1 or 0), a Perl debugging aid."))
 _SV(Param("pidfile", Kind.STRING, "Where to write the process id (startup only).", live=False))
 _SV(Param("crash_backtrace", Kind.STRING, "Print a backtrace on crashes (1 or 0)."))
+_SV(Param("workers", Kind.INT, "Beyond Perl: worker processes sharing each listener "
+          "(SO_REUSEPORT). Worker 0 alone serves management; console commands are run "
+          "in every worker. Startup only.", live=False))
 
 
 def service_param(name: str) -> Param | None:

@@ -182,9 +182,11 @@ def server_setting(it: "Interpreter", key: str, val: str, call: "Call") -> bool:
             return call.err("Linux::AIO no longer supported")
         it.graph.server[key] = val
         return call.ok()
-    if key == "aio_threads":
+    if key in ("aio_threads", "workers"):
         if not numeric:
             return call.err("Expected numeric parameter")
+        if key == "workers" and it.run_started:
+            return call.err("workers must be configured at startup")
         it.graph.server[key] = val
         return call.ok()
     if key in ("track_obj", "crash_backtrace"):

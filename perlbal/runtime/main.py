@@ -85,7 +85,9 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
         _daemonize()
     else:
         print("Running.", flush=True)
-    pidfile = interp.graph.server.get("pidfile")
+    # SERVER workers = N: fork the other workers (runtime/server.py); only worker 0 keeps the pidfile
+    worker = runtime.start_workers()
+    pidfile = interp.graph.server.get("pidfile") if worker == 0 else None
     if pidfile:
         try:
             with open(pidfile, "w", encoding="ascii") as fh:
@@ -94,10 +96,11 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
             log.error("can't write pidfile %s: %s", pidfile, exc.strerror)
             pidfile = None
     try:
-        anyio.run(_serve, runtime, backend="asyncio")
+        anyio.run(_serve, runtime, backend="asyncio", backend_options=runtime.loop_options())
     except KeyboardInterrupt:
         pass
     finally:
+        runtime.reap_workers()
         if pidfile:
             try:
                 os.unlink(pidfile)

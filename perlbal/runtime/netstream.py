@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
@@ -64,9 +64,9 @@ class _Protocol(asyncio.Protocol):
         self.watchers: list[asyncio.Future[None]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER)
+        # uvloop's transports do not subclass asyncio.Transport but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -262,7 +262,6 @@ class FastStream(ByteStream):
 async def wrap_accepted(sock: socket.socket) -> FastStream:
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.connect_accepted_socket(_Protocol, sock)
-    assert isinstance(protocol, _Protocol)
     return FastStream(transport, protocol)
 
 
@@ -281,5 +280,4 @@ async def open_connection(host: str, port: int, *, sndbuf: int = 0) -> FastStrea
     except BaseException:
         sock.close()
         raise
-    assert isinstance(protocol, _Protocol)
     return FastStream(transport, protocol)

@@ -22,7 +22,9 @@ import asyncio
 import errno
 import logging
 import os
+import signal
 import socket
+import time
 from dataclasses import dataclass
 
 import anyio
@@ -30,7 +32,7 @@ from anyio.abc import TaskGroup
 
 from perlbal import queries
 from perlbal.graph import Graph, Service
-from perlbal.interp import Interpreter
+from perlbal.interp import CommandContext, Interpreter, Reply
 from perlbal.runtime.backends import BackendManager
 from perlbal.runtime.netstream import FastStream, wrap_accepted
 from perlbal.runtime.stats import RuntimeStats
@@ -81,6 +83,9 @@ class Runtime:
         self.reuse_port = False
         #: which worker this process is (0: the only one, or the first)
         self.worker_id = 0
+        self.worker_count = 1
+        self._children: list[tuple[int, int]] = []  # (pid, command pipe write end)
+        self._command_pipe: int | None = None  # a worker > 0 reads console commands here
 
     # --- wiring ---------------------------------------------------------------
 
@@ -159,6 +164,150 @@ class Runtime:
     def stats(self) -> queries.LiveStats:
         return self.live
 
+    # --- SERVER workers = N ------------------------------------------------------
+
+    def loop_options(self) -> dict[str, object]:
+        """anyio backend options: uvloop when it is installed (optional, never required)."""
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return {}
+        return {"use_uvloop": True}
+
+    def start_workers(self) -> int:
+        """Fork ``SERVER workers`` - 1 more processes; returns this process's worker id.
+
+        Call once after the config is loaded, before ``serve``.  Every worker
+        binds its own socket to each service's address with SO_REUSEPORT, so
+        the kernel spreads new connections over them.  Only worker 0 (the
+        process that read the config) keeps the management listener: the
+        console and its numbers are worker 0's, and every console command it
+        runs is passed down a pipe to the other workers and run there too, so
+        configuration stays the same in all of them.  Workers die with worker 0.
+        """
+        raw = self.graph.server.get("workers")
+        try:
+            count = int(str(raw)) if raw is not None else 1
+        except ValueError:
+            count = 1
+        if count <= 1:
+            return 0
+        self.worker_count = count
+        self.reuse_port = True
+        for lst in list(self.listeners.values()):
+            if self._is_management(lst):
+                continue
+            self._rebind(lst)
+        for worker in range(1, count):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_end)
+                for _pid, fd in self._children:
+                    os.close(fd)
+                self._children = []
+                self.worker_id = worker
+                self._command_pipe = read_end
+                _die_with_parent()
+                for name, lst in list(self.listeners.items()):
+                    if self._is_management(lst):
+                        self.listeners.pop(name)
+                        self._close_listener(lst)
+                    else:
+                        self._rebind(lst)
+                return worker
+            os.close(read_end)
+            self._children.append((pid, write_end))
+        self._forward_console_commands()
+        return 0
+
+    def _is_management(self, lst: _Listener) -> bool:
+        svc = self.graph.services.get(lst.service)
+        return svc is not None and svc.role == "management"
+
+    def _rebind(self, lst: _Listener) -> None:
+        """A fresh SO_REUSEPORT socket on the same address replaces ``lst.sock``."""
+        addr = lst.sock.getsockname()
+        family = lst.sock.family
+        lst.sock.close()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+        sock.setblocking(False)
+        lst.sock = sock
+
+    def _forward_console_commands(self) -> None:
+        interp = self.interp
+        run = interp.run
+        children = self._children
+
+        def run_and_forward(raw: str, ctx: CommandContext, *, file: str = "<console>",
+                            line: int = 1) -> Reply:
+            reply = run(raw, ctx, file=file, line=line)
+            if reply.ok and file == "<console>" and raw.strip():
+                data = raw.strip().encode("utf-8", "replace") + b"\n"
+                for _pid, fd in children:
+                    try:
+                        os.write(fd, data)
+                    except OSError:
+                        pass
+            return reply
+
+        setattr(interp, "run", run_and_forward)
+
+    async def _follow_commands(self, fd: int) -> None:
+        """Worker > 0: run what worker 0's console ran; end with worker 0."""
+        ctx = CommandContext(verbose=False)
+        buf = b""
+        while True:
+            await anyio.wait_readable(fd)
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.shutdown(True, 30)
+                return
+            buf += data
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                try:
+                    self.interp.run_line(raw.decode("utf-8", "replace"), ctx)
+                except Exception:
+                    log.exception("worker %d: forwarded command failed", self.worker_id)
+
+    def _stop_workers(self) -> None:
+        for pid, fd in self._children:
+            try:
+                os.close(fd)
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    def reap_workers(self, timeout: float = 10.0) -> None:
+        """Worker 0, at the very end: wait for the other workers (kill them after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        for pid, _fd in self._children:
+            while True:
+                try:
+                    done, _status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    deadline = time.monotonic() + 5
+                time.sleep(0.02)
+        self._children = []
+
     # --- serving ----------------------------------------------------------------
 
     def _close_listener(self, lst: _Listener) -> None:
@@ -185,10 +334,14 @@ class Runtime:
             for lst in self._not_started:
                 tg.start_soon(self._accept_loop, lst)
             self._not_started.clear()
+            if self._command_pipe is not None:
+                os.set_blocking(self._command_pipe, False)
+                tg.start_soon(self._follow_commands, self._command_pipe)
             for svc in self._spawn_later:
                 self.backends.spawn_backends(svc)
             self._spawn_later.clear()
             await self._shutdown.wait()
+            self._stop_workers()
             for lst in list(self.listeners.values()):
                 self._close_listener(lst)
             self.listeners.clear()
@@ -246,3 +399,14 @@ class Runtime:
                 sock.close()
             if self._idle is not None and not self.active_connections:
                 self._idle.set()
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when worker 0 dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
