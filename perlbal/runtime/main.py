@@ -8,8 +8,13 @@
 2. nothing listening -> ``No services or management port configured.  Nothing
    to do.  Stopping.`` on stderr, return 1 (Perl's wording);
 3. ``Running.`` on stdout (not when daemonised), the SERVER pidfile written,
-   then serve until the console's ``shutdown`` or SIGTERM/SIGINT (both graceful);
-   the pidfile is removed on the way out.
+   then serve until the console's ``shutdown`` or SIGTERM/SIGINT (both graceful:
+   stop accepting, finish in-flight requests, exit); the pidfile is removed on
+   the way out;
+4. SIGHUP re-reads the config file: checked as a whole, and if clean only the
+   difference is applied through the live interpreter (``reload.py``); what
+   changed, or why it was rejected, is printed to stdout.  (Perl Perlbal has
+   no reload; this is ours.)
 
 ``python -m perlbal.runtime.main --config=FILE`` runs the same thing (tests use it).
 """
@@ -24,6 +29,7 @@ import sys
 import anyio
 
 from perlbal.interp import Interpreter
+from perlbal.runtime.reload import reload_file
 from perlbal.runtime.server import Runtime
 
 __all__ = ["run_server"]
@@ -42,10 +48,24 @@ def _daemonize() -> None:
         os.dup2(devnull, fd)
 
 
-async def _serve(runtime: Runtime) -> None:
+def _reload(runtime: Runtime, config_path: str) -> None:
+    try:
+        report = reload_file(runtime.interp, config_path)
+    except Exception:  # a reload bug must not take the running server down
+        log.exception("reload of %s failed", config_path)
+        return
+    for line in report.summary():
+        print(line, flush=True)
+
+
+async def _serve(runtime: Runtime, config_path: str | None) -> None:
     async def watch_signals() -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _signum in signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if config_path:
+                        _reload(runtime, config_path)
+                    continue
                 runtime.shutdown(True, 30)
                 return
 
@@ -96,7 +116,7 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
             log.error("can't write pidfile %s: %s", pidfile, exc.strerror)
             pidfile = None
     try:
-        anyio.run(_serve, runtime, backend="asyncio", backend_options=runtime.loop_options())
+        anyio.run(_serve, runtime, config_path, backend="asyncio", backend_options=runtime.loop_options())
     except KeyboardInterrupt:
         pass
     finally:
