@@ -68,6 +68,8 @@ class Outcome(BaseModel):
     range: tuple[int, int] | None = None
     index_file: str | None = None
     headers: list[tuple[str, str]] = []
+    #: who answered early: the selector or the plugin
+    by: str | None = None
 
     def summary(self) -> str:
         status = f"{self.status} " if self.status is not None else ""
@@ -83,7 +85,9 @@ class Outcome(BaseModel):
             return f"{status}{self.kind} of service {self.service}".strip()
         if self.kind == "unreachable":
             return f"unreachable: {self.message}"
-        where = f" from {self.service}" if self.service else ""
+        where = f" from service {self.service}" if self.service else ""
+        if self.by and self.by != self.service:
+            where += f" (by {self.by})"
         return f"{status}{self.message or ''}".strip() + where
 
 
@@ -251,7 +255,8 @@ def explain(graph: Graph, args: ExplainArgs) -> Explanation:
                           "the hook decisions above are Perl Perlbal's"))
     if isinstance(result, Respond):
         outcome = Outcome(kind="status", status=result.status, message=result.message,
-                          headers=list(result.headers), service=result.by or None)
+                          headers=list(result.headers), service=result.service or None,
+                          by=result.by or None)
     else:
         outcome = _end(graph, result, steps)
     return Explanation(request=request_info, listener=listener.name, steps=steps,

@@ -148,6 +148,8 @@ class Respond:
     headers: tuple[tuple[str, str], ...] = ()
     #: who answered: a selector service name or a plugin name
     by: str = ""
+    #: the service the request was on when it was answered
+    service: str = ""
 
 
 @dataclass(frozen=True)
@@ -339,13 +341,13 @@ def dispatch(graph: Graph, service: Service, request: Request, *, trace: Trace |
             verdict = run_request_hooks(svc, replace(request, head=head), trace)
             if verdict is not None and verdict.respond:
                 return Respond(verdict.status or 500, verdict.message, verdict.headers,
-                               verdict.plugin)
+                               verdict.plugin, svc.name)
             queue_low = queue_low or (verdict is not None and verdict.queue_low)
         if svc.role != "selector":
             return Dispatched(svc, head, queue_low, tuple(visited))
         result = route(graph, svc, head, trace)
         if isinstance(result, RouteError):
-            return Respond(result.status, result.message, by=svc.name)
+            return Respond(result.status, result.message, by=svc.name, service=svc.name)
         head = release_head(svc, head, result.host)
         svc = graph.services[result.service]
         visited.append(svc.name)
