@@ -391,6 +391,9 @@ async def _put(ctx: RequestContext) -> bool:
                     digest.update(piece)
                     await to_thread.run_sync(out.write, piece)
             except HttpError as exc:  # chunking error or max_chunked_request_size
+                out.close()
+                await to_thread.run_sync(_unlink_quietly, temp)  # gone before we answer
+                done = True
                 await ctx.send_simple(exc.status, keep_alive=False)
                 return False
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
@@ -399,6 +402,8 @@ async def _put(ctx: RequestContext) -> bool:
             actual = base64.b64encode(digest.digest()).decode().rstrip("=")
             expect = re.sub(r"=+\s*\Z", "", expected_md5)
             if actual != expect:
+                await to_thread.run_sync(_unlink_quietly, temp)  # gone before we answer
+                done = True
                 return await ctx.send_simple(
                     400, f"Content-MD5 mismatch, expected: {expect} actual: {actual}")
         await to_thread.run_sync(os.replace, temp, os.path.join(directory, filename))

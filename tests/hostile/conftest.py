@@ -38,13 +38,15 @@ class Hostile:
 
 
 def raw_exchange(port: int, data: bytes, *, timeout: float = 3.0) -> bytes:
-    """Send bytes, half-close, read until the server closes (or the timeout)."""
+    """Send bytes and read until the server closes (or the timeout).
+
+    No half-close: like Perl Perlbal, the proxy takes a client's EOF while it
+    waits for the backend as the client going away."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
         try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed before we finished sending
         chunks: list[bytes] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
