@@ -340,6 +340,10 @@ class Runtime:
             for svc in self._spawn_later:
                 self.backends.spawn_backends(svc)
             self._spawn_later.clear()
+            for svc in list(self.graph.services.values()):
+                # Perl's enable: connect_ahead spares are opened as soon as a service runs
+                if svc.enabled and svc.role == "reverse_proxy" and svc.get("connect_ahead", 0):
+                    self.backends.spawn_backends(svc)
             await self._shutdown.wait()
             self._stop_workers()
             for lst in list(self.listeners.values()):
