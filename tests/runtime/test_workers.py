@@ -1,0 +1,56 @@
+"""SERVER workers = 2: two processes share the listener; console changes reach both."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tests.runtime.pyserver import PyPerlbal
+from tests.support.backend import Backend
+from tests.support.perl_perlbal import console
+from tests.support.ports import LOOPBACK, free_ports
+from tests.support.rawhttp import request
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def test_two_workers_share_listener_and_follow_console() -> None:
+    mgmt, proxy = free_ports(2)
+    with Backend("b1") as b1, Backend("b2") as b2:
+        conf = f"""
+SERVER workers = 2
+CREATE POOL p
+POOL p ADD {b1.address}
+CREATE SERVICE mgmt
+SET role = management
+SET listen = {LOOPBACK}:{mgmt}
+ENABLE mgmt
+CREATE SERVICE proxy
+SET role = reverse_proxy
+SET listen = {LOOPBACK}:{proxy}
+SET pool = p
+ENABLE proxy
+"""
+        with PyPerlbal(conf) as server:
+            assert server.proc is not None
+            deadline = time.monotonic() + 5
+            while len(_children(server.proc.pid)) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            workers = _children(server.proc.pid)
+            assert len(workers) == 1
+            for _ in range(20):
+                assert request(proxy, "GET", "/").header("X-Backend-Name") == "b1"
+            with console(LOOPBACK, mgmt) as con:
+                assert con.command(f"pool p add {b2.address}") == ["OK"]
+                assert con.command(f"pool p remove {b1.address}") == ["OK"]
+            time.sleep(0.3)  # the command travels down a pipe to the other worker
+            names = {request(proxy, "GET", "/").header("X-Backend-Name") for _ in range(30)}
+            assert names == {"b2"}
+        assert all(not os.path.exists(f"/proc/{pid}") or
+                   open(f"/proc/{pid}/stat").read().split()[2] == "Z" for pid in workers)
