@@ -1,0 +1,229 @@
+"""web_server throughput: Perl Perlbal 1.80, ours (workers 1 and 2) and nginx serving files, driven by wrk.
+
+One run writes a docroot with ``1k.bin`` (1 KiB) and ``100k.bin`` (100 KiB),
+starts each server on 127.0.0.1 in turn with the same Perlbal config
+(role web_server, persist_client on) -- nginx with an equivalent static
+config, sendfile on -- and drives each file with
+``wrk -t2 -c50 -d<duration>s --latency`` (50 keep-alive connections; two wrk
+threads because the box has two cores and wrk needs about one of them).
+
+The machine is shared, so every (server, file) cell is measured ``--repeat``
+times, in rounds that visit the servers in turn (noise spreads over all of
+them, not one); the table shows the median req/s with the min..max spread,
+the median p50/p99, and ours/Perl computed from the medians.  JSON with every
+raw wrk output goes to ``bench/results/`` (gitignored).
+
+    .venv/bin/python bench/webserver_bench.py
+    .venv/bin/python bench/webserver_bench.py --duration 3 --repeat 1 --only perl,ours --workers 1
+
+Target (issue): ours >= 2x Perl's req/s on both sizes.  Needs ``wrk``,
+``nginx`` and ``/usr/bin/perlbal`` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy_bench import LOOPBACK, _ms, free_port, start_perlbal, stop, wait_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FILES = {"1k": 1024, "100k": 100 * 1024}
+
+
+@dataclass
+class Run:
+    requests_per_sec: float
+    p50_ms: float
+    p99_ms: float
+    errors: str
+    raw: str = field(repr=False)
+
+
+@dataclass
+class Cell:
+    server: str
+    file: str
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        values = [getattr(r, attr) for r in self.runs]
+        return statistics.median(values) if values else float("nan")
+
+    def spread(self) -> str:
+        values = [r.requests_per_sec for r in self.runs]
+        return f"{min(values):.0f}..{max(values):.0f}" if values else "-"
+
+
+def write_docroot(workdir: Path) -> Path:
+    docroot = workdir / "www"
+    docroot.mkdir(exist_ok=True)
+    for name, size in FILES.items():
+        (docroot / f"{name}.bin").write_bytes(os.urandom(size))
+    return docroot
+
+
+def webserver_conf(port: int, docroot: Path, workers: int | None) -> str:
+    server = f"SERVER workers = {workers}\n" if workers else ""
+    return f"""{server}
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = {LOOPBACK}:{port}
+  SET docroot = {docroot}
+  SET persist_client = on
+ENABLE web
+"""
+
+
+def start_nginx_static(workdir: Path, port: int, docroot: Path) -> subprocess.Popen[bytes]:
+    conf = workdir / f"nginx-{port}.conf"
+    conf.write_text(f"""
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {workdir}/nginx-{port}.pid;
+error_log {workdir}/nginx-{port}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    client_body_temp_path {workdir}/tmp-{port};
+    server {{
+        listen {LOOPBACK}:{port};
+        root {docroot};
+    }}
+}}
+""")
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc
+
+
+def run_wrk(url: str, args: argparse.Namespace) -> Run:
+    subprocess.run(["wrk", "-t1", "-c10", f"-d{args.warmup}s", url],
+                   capture_output=True, check=False)
+    out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
+                          f"-d{args.duration}s", "--latency", url],
+                         capture_output=True, text=True, check=False).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
+    errors = " ".join(line.strip() for line in out.splitlines()
+                      if "Socket errors" in line or "Non-2xx" in line)
+    return Run(float(rps.group(1)) if rps else 0.0,
+               _ms(p50.group(1)) if p50 else float("nan"),
+               _ms(p99.group(1)) if p99 else float("nan"), errors, out)
+
+
+def server_plan(args: argparse.Namespace) -> list[str]:
+    only = set(args.only.split(","))
+    plan: list[str] = []
+    if "perl" in only:
+        plan.append("perl")
+    if "ours" in only:
+        plan += [f"ours-w{int(w)}" for w in args.workers.split(",") if w]
+    if "nginx" in only:
+        plan.append("nginx")
+    return plan
+
+
+def start_server(name: str, workdir: Path, docroot: Path, port: int) -> subprocess.Popen[bytes]:
+    if name == "perl":
+        return start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
+                             webserver_conf(port, docroot, None), port)
+    if name.startswith("ours-w"):
+        workers = int(name.removeprefix("ours-w"))
+        return start_perlbal(workdir, name, [sys.executable, "-m", "perlbal.runtime.main"],
+                             webserver_conf(port, docroot, workers if workers > 1 else None), port)
+    return start_nginx_static(workdir, port, docroot)
+
+
+def check_reply(port: int, file: str) -> None:
+    """One plain GET first: a server answering 404 would otherwise benchmark its error page."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/{file}.bin", timeout=5) as reply:
+        body = reply.read()
+    if len(body) != FILES[file]:
+        raise RuntimeError(f"{file}.bin: got {len(body)} bytes, expected {FILES[file]}")
+
+
+def print_table(cells: list[Cell], args: argparse.Namespace) -> None:
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+          f"{args.repeat} run(s) per cell, medians; {os.cpu_count()} CPUs; "
+          f"load before: {args.load_before}")
+    print(f"{'file':<5} {'server':<10} {'req/s':>9} {'min..max':>15} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'vs perl':>8}  errors")
+    for file in FILES:
+        perl = next((c for c in cells if c.server == "perl" and c.file == file), None)
+        for cell in (c for c in cells if c.file == file):
+            rps = cell.median("requests_per_sec")
+            ratio = (f"{rps / perl.median('requests_per_sec'):.2f}x"
+                     if perl and perl.median("requests_per_sec") else "-")
+            errors = "; ".join(sorted({r.errors for r in cell.runs if r.errors}))
+            print(f"{file:<5} {cell.server:<10} {rps:>9.0f} {cell.spread():>15} "
+                  f"{cell.median('p50_ms'):>7.2f} {cell.median('p99_ms'):>7.2f} {ratio:>8}  {errors}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up before each run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per (server, file); medians shown")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="SERVER workers values to run ours with")
+    parser.add_argument("--only", default="perl,ours,nginx", help="comma list among perl, ours, nginx")
+    parser.add_argument("--files", default="1k,100k", help="comma list among 1k, 100k")
+    parser.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
+    args = parser.parse_args(argv)
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} not found: apt-get install -y wrk nginx-light", file=sys.stderr)
+            return 2
+    files = [f for f in args.files.split(",") if f in FILES]
+    args.load_before = open("/proc/loadavg").read().split()[0]
+    plan = server_plan(args)
+    cells = [Cell(server, file) for file in files for server in plan]
+    with tempfile.TemporaryDirectory(prefix="perlbal-webbench-") as tmp:
+        workdir = Path(tmp)
+        docroot = write_docroot(workdir)
+        for _ in range(args.repeat):
+            for server in plan:  # one start per round: every file measured on the same process
+                port = free_port()
+                proc = start_server(server, workdir, docroot, port)
+                try:
+                    for file in files:
+                        check_reply(port, file)
+                        run = run_wrk(f"http://{LOOPBACK}:{port}/{file}.bin", args)
+                        next(c for c in cells if c.server == server and c.file == file).runs.append(run)
+                finally:
+                    stop(proc)
+    print_table(cells, args)
+    if not args.no_json:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"webserver-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(),
+                                   "cells": [asdict(c) for c in cells]}, indent=1))
+        print(f"written {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
