@@ -52,6 +52,10 @@ class FileVerdict:
     range: tuple[int, int] | None = None
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: modification time of the file / directory (newest file for concat)
+    mtime: float | None = None
+    #: the 404 is for a file that does not exist (plugins' *_file_missing hooks)
+    missing: bool = False
 
 
 def durl(text: str) -> str:
@@ -95,12 +99,16 @@ def _refuse(status: int, message: str | None, note: str) -> FileVerdict:
     return FileVerdict("refuse", status, message, notes=[note])
 
 
-def resolve(svc: Service, head: RequestHead, mime: dict[str, str]) -> FileVerdict:
-    """What the web server answers to ``head`` (already through ``request_as_served``)."""
+def resolve(svc: Service, head: RequestHead, mime: dict[str, str],
+            uri: str | None = None) -> FileVerdict:
+    """What the web server answers to ``head`` (already through ``request_as_served``).
+
+    ``uri``: the decoded path to serve instead of ``durl(head.target)`` (a
+    plugin's start_serve_request rewrote it: Palimg, AutoRemoveLeadingDir)."""
     docroot = svc.get("docroot")
     root = docroot if isinstance(docroot, str) and docroot else None
     if head.method in ("GET", "HEAD"):
-        return _get(svc, head, root, mime)
+        return _get(svc, head, root, mime, uri)
     if head.method == "PUT":
         if not svc.get("enable_put"):
             return _refuse(403, None, "PUT is not enabled (enable_put)")
@@ -126,8 +134,8 @@ def resolve(svc: Service, head: RequestHead, mime: dict[str, str]) -> FileVerdic
 
 
 def _get(svc: Service, head: RequestHead, root: str | None,
-         mime: dict[str, str]) -> FileVerdict:
-    uri = durl(head.target)
+         mime: dict[str, str], decoded: str | None = None) -> FileVerdict:
+    uri = durl(head.target) if decoded is None else decoded
     if "\0" in uri or "\\" in uri:
         return _refuse(400, "Bad characters in URL", "NUL or backslash in the decoded path")
     if not uri.startswith("/") or ".." in uri.split("?", 1)[0].split("/"):
@@ -141,7 +149,8 @@ def _get(svc: Service, head: RequestHead, root: str | None,
     path = root + uri
     st = _stat(path)
     if st is None:
-        return FileVerdict("refuse", 404, path=path, uri=uri, notes=[f"{path} does not exist"])
+        return FileVerdict("refuse", 404, path=path, uri=uri, notes=[f"{path} does not exist"],
+                           missing=True)
     if not inside(root, path):
         return FileVerdict("refuse", 403, "Forbidden", path=path, uri=uri,
                            notes=[f"{path} resolves outside docroot"])
@@ -163,7 +172,8 @@ def _get(svc: Service, head: RequestHead, root: str | None,
                                uri=uri, notes=[f"{uri} is a directory"] + tried +
                                ["dirindexing is off"])
         return FileVerdict("listing", 200, path=path, uri=uri, mime="text/html",
-                           notes=[f"{uri} is a directory"] + tried + ["dirindexing is on"])
+                           notes=[f"{uri} is a directory"] + tried + ["dirindexing is on"],
+                           mtime=st.st_mtime)
     verdict = _file(head, path, st, mime)
     verdict.uri = uri
     return verdict
@@ -187,11 +197,11 @@ def _file(head: RequestHead, path: str, st: os.stat_result,
     ims, ims_len = _ims(head)
     if ims == _http_date(st.st_mtime) and not (ims_len and ims_len != size):
         return FileVerdict("file", 304, path=path, size=size,
-                           mime=mime_type(mime, path) or "text/plain",
+                           mime=mime_type(mime, path) or "text/plain", mtime=st.st_mtime,
                            notes=["If-Modified-Since equals the file's Last-Modified"])
     rng = evaluate_range(head.get("Range"), size)
     verdict = FileVerdict("file", rng.status, path=path, size=size,
-                          mime=mime_type(mime, path) or "text/plain")
+                          mime=mime_type(mime, path) or "text/plain", mtime=st.st_mtime)
     if rng.status == 206:
         verdict.range = (rng.start, rng.end)
         verdict.notes.append(f"Range: bytes {rng.start}-{rng.end} of {size}")
@@ -224,13 +234,16 @@ def _concat(svc: Service, head: RequestHead, root: str | None, uri: str,
     for name in files:
         fst = _stat(dirbase + name)
         if fst is None or not stat.S_ISREG(fst.st_mode):
-            return _refuse(404, "One or more file does not exist", f"{dirbase + name} missing")
+            verdict = _refuse(404, "One or more file does not exist", f"{dirbase + name} missing")
+            verdict.missing = True
+            return verdict
         if not inside(root, dirbase + name):
             return _refuse(403, "Bogus filenames", f"{dirbase + name} is outside docroot")
         kind = kind or mime_type(mime, name)
         stats.append(fst)
     ims, _ = _ims(head)
-    not_mod = ims == _http_date(max(s.st_mtime for s in stats))
+    newest = max(s.st_mtime for s in stats)
+    not_mod = ims == _http_date(newest)
     return FileVerdict("concat", 304 if not_mod else 200, path=dirbase, uri=base,
                        size=sum(s.st_size for s in stats), mime=kind or "text/plain",
-                       files=[dirbase + f for f in files])
+                       files=[dirbase + f for f in files], mtime=newest)

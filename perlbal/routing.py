@@ -75,9 +75,9 @@ NO_SELECTOR = "No service selector configured."
 NO_VPATH = "Not Found (no vpath matched)"
 MAX_SELECTOR_HOPS = 8
 SELECTOR_PLUGINS = ("Vhosts", "Vpaths")
-#: whether the live server runs plugin start_http_request hooks yet (explain says
-#: so when a hook decides); flip when the runtime wires them
-HOOKS_ENFORCED = False
+#: whether the live server runs plugin start_http_request hooks (explain says
+#: so when a hook decides); the runtime wires them (perlbal.plugins.hooks)
+HOOKS_ENFORCED = True
 
 
 @dataclass(frozen=True)

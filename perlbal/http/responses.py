@@ -159,6 +159,26 @@ def file_response_head(
     header order mirrors Perl's: for 416 the Content-Range/Content-Length
     pair comes first because Perl sets it before Date.
     """
+    return render_head(status, file_response_headers(
+        status, date=date, last_modified=last_modified, content_type=content_type, size=size,
+        range_start=range_start, range_end=range_end, keep_alive=keep_alive,
+        idle_timeout=idle_timeout, server_tokens=server_tokens))
+
+
+def file_response_headers(
+    status: int,
+    *,
+    date: str,
+    last_modified: str,
+    content_type: str,
+    size: int,
+    range_start: int | None = None,
+    range_end: int | None = None,
+    keep_alive: bool = False,
+    idle_timeout: int = 30,
+    server_tokens: bool = True,
+) -> list[Header]:
+    """The header fields of :func:`file_response_head`, for plugins to modify."""
     headers: list[Header] = []
     if status == 416:
         headers.append(("Content-Range", f"bytes */{size}" if size else "*"))
@@ -178,4 +198,4 @@ def file_response_head(
         else:
             headers.append(("Content-Length", str(size)))
     headers.extend(keep_alive_headers(keep_alive, idle_timeout))
-    return render_head(status, headers)
+    return headers

@@ -6,12 +6,12 @@ last (up to 100 per service) proxied requests as ``<service> <seconds> <url>``.
 Both ignore their arguments, as in Perl.
 
 The counters live in ``svc.extra["stats"]``, a ``StatsCounters`` created by
-``SET plugins`` and dropped when the plugin leaves the service.  The runtime
-feeds it (hooks to come): ``files_sent`` when a web server starts sending a
-file, ``files_reproxied`` on a reproxied file, ``web_requests`` per web_server
-request, ``proxy_requests`` / ``proxy_requests_highpri`` when a backend is
-assigned (``backend_assigned``), and ``backend_response`` when its response
-head arrives, which records the timing in ``recent``.
+``SET plugins`` and dropped when the plugin leaves the service.  The hooks
+feed it, as Perl's Stats.pm: ``files_sent`` on start_send_file,
+``files_reproxied`` on start_file_reproxy, ``web_requests`` on
+start_web_request, ``proxy_requests`` / ``proxy_requests_highpri`` on
+backend_client_assigned (which starts the request's timer), and
+backend_response_received records the timing in ``recent``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from perlbal.plugins import Plugin
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+    from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived, Hook,
+                                       StartFileReproxy, StartSendFile, StartWebRequest)
 
 STAT_KEYS = ("files_reproxied", "files_sent", "proxy_requests", "proxy_requests_highpri",
              "web_requests")  # Perl prints them sorted
@@ -93,6 +95,39 @@ class Stats(Plugin):
     def unload(self, it: "Interpreter") -> None:
         for svc in it.graph.services.values():
             svc.extra.pop("stats", None)
+
+    # --- hooks (all return False: counting never takes a request over) ---
+
+    @staticmethod
+    def _counters(hook: "Hook") -> StatsCounters | None:
+        counters = hook.ctx.service.extra.get("stats")
+        return counters if isinstance(counters, StatsCounters) else None
+
+    def start_web_request(self, hook: "StartWebRequest") -> bool:
+        if (counters := self._counters(hook)) is not None:
+            counters.web_requests += 1
+        return False
+
+    def start_send_file(self, hook: "StartSendFile") -> bool:
+        if (counters := self._counters(hook)) is not None:
+            counters.files_sent += 1
+        return False
+
+    def start_file_reproxy(self, hook: "StartFileReproxy") -> bool:
+        if (counters := self._counters(hook)) is not None:
+            counters.files_reproxied += 1
+        return False
+
+    def backend_client_assigned(self, hook: "BackendClientAssigned") -> bool:
+        if (counters := self._counters(hook)) is not None:
+            counters.backend_assigned(id(hook.ctx), hook.high_priority)
+        return False
+
+    def backend_response_received(self, hook: "BackendResponseReceived") -> bool:
+        if (counters := self._counters(hook)) is not None:
+            counters.backend_response(id(hook.ctx), hook.ctx.head.get("Host"),
+                                      hook.ctx.head.target)
+        return False
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
         counted = _counted_services(it)

@@ -29,6 +29,7 @@ import anyio
 from perlbal.graph import Service
 from perlbal.http import HeadReader, HttpError, simple_response
 from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch
+from perlbal.runtime.accesslog import finish as finish_request
 from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
 from perlbal.runtime.netstream import FastStream
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("perlbal.runtime")
 
 _HTTP_STARTS = (b"GET ", b"HEAD ", b"POST ")
+_CORE_ROLES = (None, "reverse_proxy", "web_server", "management", "selector")
 
 
 def _int_param(svc: Service, name: str, default: int) -> int:
@@ -86,6 +88,15 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
     peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
     leftover = b""
     first = True
+    counted_in = counted_out = 0
+    if listener_svc.role not in _CORE_ROLES:
+        # a plugin's role (EchoService's echo) owns the whole connection
+        from perlbal.plugins.hooks import role_owner
+
+        owner = role_owner(runtime.interp.plugins, listener_svc.role)
+        if owner is not None:
+            await getattr(owner, "serve_connection")(runtime, stream, listener_svc)
+            return
     while True:
         svc = listener_svc
         if first and svc.role == "management":
@@ -128,10 +139,15 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
             return
         first = False
         runtime.live.total_requests += 1
+        started = time.time()
         ctx = RequestContext(service=svc, head=head, stream=stream, peer_ip=peer_ip,
                              server=runtime, leftover=reader.leftover, peer_port=peer_port,
                              listener_service=listener_svc)
         keep = await _dispatch(runtime, ctx)
+        # metrics and the access log (accesslog.py); bytes counted since the last request
+        finish_request(runtime, ctx, started, stream.bytes_in - counted_in,
+                       stream.bytes_out - counted_out)
+        counted_in, counted_out = stream.bytes_in, stream.bytes_out
         if not keep or runtime.draining:
             return
         if not ctx.body.done and not await ctx.skip_body():
@@ -139,16 +155,35 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         leftover = ctx.leftover
 
 
+def observed_ip(ctx: RequestContext) -> str | None:
+    """Perl's observed_ip_string: the first X-Forwarded-For address, when the
+    peer is a trusted upstream proxy of the service (AccessControl, Throttle)."""
+    forwarded = ctx.head.get("X-Forwarded-For")
+    if not forwarded:
+        return None
+    from perlbal.runtime.proxy import _trusted
+
+    if not _trusted(ctx.service, ctx.peer_ip):
+        return None
+    return forwarded.split(",")[0].strip() or None
+
+
 async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
     svc = ctx.service
     try:
-        # selectors (and, later, plugin hooks) decide in perlbal.routing, shared with explain
-        result = dispatch(runtime.graph, svc, Request(ctx.head, ctx.peer_ip),
+        # selectors and the decide() start_http_request hooks (AccessControl,
+        # Redirect, MaxContentLength, NotModified) run in perlbal.routing, shared
+        # with explain; the other hooks fire from the role handlers
+        result = dispatch(runtime.graph, svc, Request(ctx.head, ctx.peer_ip, observed_ip(ctx)),
                           run_hooks=HOOKS_ENFORCED)
         if isinstance(result, Respond):
+            if result.headers:  # e.g. Redirect's Location: Perl's send_full_response
+                return await ctx.send_full_response(result.status, result.headers,
+                                                    (result.message or "").encode())
             await ctx.send_simple(result.status, result.message)
             return ctx.keep_alive
         ctx.head = result.head
+        ctx.queue_low = result.queue_low
         svc = ctx.service = result.service
         handler = handler_for(svc.role)
         if handler is None:

@@ -31,7 +31,7 @@ Invariants a handler relies on / must keep:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import anyio
 from anyio.abc import ByteStream
@@ -93,6 +93,18 @@ class RequestContext:
     #: set by send()/send_simple(): something of the response reached the client
     response_started: bool = False
     body: BodyState = field(default_factory=BodyState)
+    #: the response status sent (0: none yet), and its head's length, noted by
+    #: send() from the first bytes of the response (access log and metrics)
+    status: int = 0
+    head_length: int = 0
+    # --- plugin hooks (perlbal.plugins.hooks) ---
+    #: per-request plugin state, Perl's ``$client->{scratch}``
+    scratch: dict[str, Any] = field(default_factory=dict)
+    #: AccessControl's queue_low (or make_low_priority) chose the low-priority queue
+    queue_low: bool = False
+    #: the keep-alive decision of the last response sent with send_simple /
+    #: send_full_response; what a call site returns after a plugin answered
+    last_keep_alive: bool = False
 
     def __post_init__(self) -> None:
         head = self.head
@@ -194,6 +206,8 @@ class RequestContext:
         stalled reader cannot pin its buffers and descriptor for ever.
         """
         self.response_started = True
+        if self.status < 200:  # the final head (an interim 100 Continue is passed over)
+            self._note_head(data)
         stream = self.stream
         if isinstance(stream, FastStream):
             timeout = self.service.params.get("idle_timeout", 30)
@@ -201,6 +215,12 @@ class RequestContext:
                               else None)
         else:
             await stream.send(data)
+
+    def _note_head(self, data: bytes) -> None:
+        if data[:5] == b"HTTP/" and data[12:13] in (b" ", b"\r") and data[9:12].isdigit():
+            self.status = int(data[9:12])
+            end = data.find(b"\r\n\r\n")
+            self.head_length = end + 4 if end >= 0 else len(data)
 
     async def send_simple(self, status: int, message: str | None = None,
                           *, keep_alive: bool | None = None) -> bool:
@@ -211,6 +231,43 @@ class RequestContext:
                                server_tokens=self.server_tokens,
                                head_request=self.head.method == "HEAD")
         await self.send(data)
+        self.last_keep_alive = persist
+        return persist
+
+    async def send_full_response(self, status: int, headers: list[tuple[str, str]] | tuple[
+            tuple[str, str], ...] = (), body: bytes | None = b"", *,
+            keep_alive: bool | None = None) -> bool:
+        """Perl's ``send_full_response``: ``headers`` in order (a repeated name
+        replaces the earlier value), Content-Length of ``body`` (none for
+        204/304), Server, then the keep-alive headers; for plugins' answers
+        that need their own headers (Redirect's Location)."""
+        from perlbal.http.responses import SERVER_TOKEN, keep_alive_headers, render_head
+
+        out: list[tuple[str, str]] = []
+
+        def put(name: str, value: str) -> None:
+            for i, (key, _) in enumerate(out):
+                if key.lower() == name.lower():
+                    out[i] = (key, value)
+                    return
+            out.append((name, value))
+
+        for name, value in headers:
+            put(name, value)
+        if status in (204, 304):
+            out = [(k, v) for k, v in out if k.lower() != "content-length"]
+            body = None
+        elif body is not None:
+            put("Content-Length", str(len(body)))
+        if self.server_tokens:
+            put("Server", SERVER_TOKEN)
+        persist = self.keep_alive if keep_alive is None else keep_alive
+        out.extend(keep_alive_headers(persist, self.idle_timeout))
+        data = render_head(status, out)
+        if body and self.head.method != "HEAD":
+            data += body
+        await self.send(data)
+        self.last_keep_alive = persist
         return persist
 
 

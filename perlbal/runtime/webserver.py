@@ -43,19 +43,26 @@ import hashlib
 import html
 import os
 import re
-import stat
 import tempfile
 import time
 import urllib.parse
 from dataclasses import replace
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import anyio
 from anyio import to_thread
 
-from perlbal.http import HttpError, RequestHead, evaluate_range, file_response_head, munge_headers
-from perlbal.http.responses import SERVER_TOKEN, keep_alive_headers, render_head
+from perlbal.docroot import FileVerdict, durl, resolve
+from perlbal.http import HttpError, munge_headers
+from perlbal.http.responses import (SERVER_TOKEN, file_response_headers, keep_alive_headers,
+                                    render_head)
+from perlbal.plugins.hooks import (ConcatGetPoststatFileMissing, ConcatGetPoststatPreSend, Hook,
+                                   ModifyResponseHeaders, StartHttpRequest, StartSendFile,
+                                   StartServeRequest, StartWebRequest,
+                                   StaticGetPoststatFileMissing, StaticGetPoststatPreSend,
+                                   file_size, fire)
 from perlbal.runtime.context import RequestContext
+from perlbal.runtime.netstream import FastStream
 
 __all__ = ["handle"]
 
@@ -75,12 +82,6 @@ def _http_date(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
 
 
-def _durl(text: str) -> str:
-    """Perl's Util::durl: %XX decoded (as latin-1 bytes, then read as UTF-8 names)."""
-    raw = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
-    return raw.encode("latin-1", "replace").decode("utf-8", "surrogateescape")
-
-
 def _docroot(ctx: RequestContext) -> str | None:
     value = ctx.service.get("docroot")
     return value if isinstance(value, str) and value else None
@@ -92,43 +93,19 @@ def _inside(root: str, path: str) -> bool:
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
-def _check_safe(uri: str) -> None:
-    if "\0" in uri or "\\" in uri:
-        raise _Refuse(400, "Bad characters in URL")
-    if not uri.startswith("/") or ".." in uri.split("?", 1)[0].split("/"):
-        raise _Refuse(403, "Bogus URL")
-
-
-def _mime(ctx: RequestContext, name: str) -> str | None:
-    m = re.search(r"\.(\w+)$", name)
-    return ctx.server.graph.mime.get(m.group(1)) if m else None
-
-
-def _stats(ctx: RequestContext, key: str) -> None:
-    """Feed the Stats plugin's counters, when it is registered on the service."""
-    counters: Any = ctx.service.extra.get("stats")
-    if counters is not None and hasattr(counters, key):
-        setattr(counters, key, getattr(counters, key) + 1)
-
-
-async def _stat(path: str) -> os.stat_result | None:
-    try:
-        return await to_thread.run_sync(os.stat, path)
-    except (OSError, ValueError):
-        return None
-
-
 async def handle(ctx: RequestContext) -> bool:
     """Serve one request; True when the client connection may carry another."""
     rules = ctx.service.headers
     if rules.remove or rules.insert:
         ctx.head = replace(ctx.head, headers=tuple(
             munge_headers(list(ctx.head.headers), rules.remove, rules.insert)))
-    _stats(ctx, "web_requests")
+    # plugin hooks, in Perl's ClientHTTP order (Stats counts web_requests here)
+    if await fire(StartWebRequest(ctx)) or await fire(StartHttpRequest(ctx)):
+        return ctx.last_keep_alive
     method = ctx.head.method
     try:
         if method in ("GET", "HEAD"):
-            return await _serve(ctx, ctx.head.target)
+            return await _serve(ctx)
         if method == "PUT":
             return await _put(ctx)
         if method == "DELETE":
@@ -138,75 +115,71 @@ async def handle(ctx: RequestContext) -> bool:
         return await ctx.send_simple(refusal.status, refusal.message)
 
 
-# --- GET / HEAD ------------------------------------------------------------------
+# --- GET / HEAD: docroot.resolve decides, this sends -----------------------------
 
 
-def _ims(head: RequestHead) -> tuple[str, int | None]:
-    ims = head.get("If-Modified-Since") or ""
-    m = re.search(r"; length=(\d+)", ims)
-    if m is None:
-        return ims, None
-    return ims[: m.start()] + ims[m.end():], int(m.group(1))
+async def _serve(ctx: RequestContext) -> bool:
+    uri = durl(ctx.head.target)
+    serve = StartServeRequest(ctx, uri=uri)  # Palimg / AutoRemoveLeadingDir rewrite the path
+    if await fire(serve):
+        return ctx.last_keep_alive
+    verdict = await to_thread.run_sync(
+        resolve, ctx.service, ctx.head, ctx.server.graph.mime,
+        serve.uri if serve.uri != uri else None)
+    if verdict.kind == "refuse":
+        if verdict.missing:
+            missing: Hook = (ConcatGetPoststatFileMissing(ctx) if "??" in serve.uri
+                             else StaticGetPoststatFileMissing(ctx, path=verdict.path or ""))
+            if await fire(missing):  # LazyCDN's fallback
+                return ctx.last_keep_alive
+        return await ctx.send_simple(verdict.status, verdict.message)
+    if verdict.kind == "listing_disabled":
+        return await ctx.send_simple(200, verdict.message)
+    if verdict.kind == "listing":
+        return await _directory(ctx, verdict)
+    if verdict.kind == "concat":
+        return await _serve_multiple(ctx, verdict)
+    if verdict.status == 200 and await fire(StaticGetPoststatPreSend(ctx, mtime=verdict.mtime or 0)):
+        return ctx.last_keep_alive
+    return await _file(ctx, verdict)
 
 
-async def _serve(ctx: RequestContext, target: str) -> bool:
-    uri = _durl(target)
-    _check_safe(uri)
-    if "??" in uri:
-        return await _serve_multiple(ctx, uri)
-    uri = uri.split("?", 1)[0]
-    docroot = _docroot(ctx)
-    if docroot is None:
-        raise _Refuse(500, "Docroot unconfigured")
-    path = docroot + uri
-    st = await _stat(path)
-    if st is None:
-        raise _Refuse(404)
-    if not _inside(docroot, path):
-        raise _Refuse(403, "Forbidden")
-    if stat.S_ISDIR(st.st_mode):
-        return await _directory(ctx, docroot, uri, st)
-    return await _file(ctx, path, st)
-
-
-async def _file(ctx: RequestContext, path: str, st: os.stat_result) -> bool:
+async def _file(ctx: RequestContext, verdict: FileVerdict) -> bool:
     head = ctx.head
-    regular = stat.S_ISREG(st.st_mode)
-    lastmod = _http_date(st.st_mtime)
-    size = st.st_size if regular else None
-    ims, ims_len = _ims(head)
-    not_mod = regular and ims == lastmod and not (ims_len and ims_len != size)
-    rng = evaluate_range(head.get("Range"), size)
-    status = 304 if not_mod else rng.status
-    if not regular:
-        # Perl sends only Date/Server/Last-Modified for odd files; we refuse them
-        raise _Refuse(403, "Forbidden")
-    assert size is not None
+    path, size, status = verdict.path, verdict.size, verdict.status
+    assert path is not None and size is not None
+    rng = verdict.range
     keep = ctx.keep_alive
-    data = file_response_head(
-        status, date=_http_date(time.time()), last_modified=lastmod,
-        content_type=_mime(ctx, path) or "text/plain", size=size,
-        range_start=rng.start if status == 206 else None,
-        range_end=rng.end if status == 206 else None, keep_alive=keep,
-        idle_timeout=ctx.idle_timeout, server_tokens=ctx.server_tokens)
+    headers = file_response_headers(
+        status, date=_http_date(time.time()), last_modified=_http_date(verdict.mtime or 0),
+        content_type=verdict.mime or "text/plain", size=size,
+        range_start=rng[0] if rng else None, range_end=rng[1] if rng else None,
+        keep_alive=keep, idle_timeout=ctx.idle_timeout, server_tokens=ctx.server_tokens)
+    modify = ModifyResponseHeaders(ctx, status=status, headers=headers)
+    if await fire(modify):
+        return ctx.last_keep_alive
+    status, headers = modify.status, modify.headers
     if head.method == "HEAD" or status in (304, 416):
-        await ctx.send(data)
+        await ctx.send(render_head(status, headers))
         return keep
-    offset, count = (rng.start, rng.end - rng.start + 1) if status == 206 else (0, size)
+    offset, count = (rng[0], rng[1] - rng[0] + 1) if rng else (0, size)
     try:
         fh: BinaryIO = await to_thread.run_sync(open, path, "rb")
     except OSError:
         return False  # Perl closes when a stat'ed file cannot be opened
     try:
-        await ctx.send(data)
-        _stats(ctx, "files_sent")
-        await _send_file(ctx, fh, offset, count)
+        send = StartSendFile(ctx, path=path, fh=fh, status=status, headers=headers,
+                             offset=offset, count=count)
+        if await fire(send):  # Palimg sends its own bytes (Stats counts files_sent)
+            return ctx.last_keep_alive
+        await ctx.send(render_head(send.status, send.headers))
+        await send_file(ctx, fh, send.offset, send.count)
     finally:
         await to_thread.run_sync(fh.close)
     return keep
 
 
-async def _send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int) -> None:
+async def send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int) -> None:
     """``count`` bytes of ``fh`` from ``offset``: zero-copy when the stream allows it."""
     if count <= 0:
         return
@@ -216,6 +189,8 @@ async def _send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int)
             # flushes what the transport buffers first, then os.sendfile (or a
             # read/write fallback for TLS transports)
             await asyncio.get_running_loop().sendfile(transport, fh, offset, count)
+            if isinstance(ctx.stream, FastStream):
+                ctx.stream.bytes_out += count  # sendfile bypasses send(): count it (metrics)
             return
         except (ConnectionError, OSError) as exc:
             raise anyio.BrokenResourceError from exc
@@ -231,17 +206,9 @@ async def _send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int)
         remaining -= len(block)
 
 
-async def _directory(ctx: RequestContext, docroot: str, uri: str, st: os.stat_result) -> bool:
-    index_files = ctx.service.get("index_files") or []
-    for name in index_files if isinstance(index_files, list) else []:
-        candidate = f"{docroot}{uri}/{name}"
-        cst = await _stat(candidate)
-        if cst is not None and stat.S_ISREG(cst.st_mode) and _inside(docroot, candidate):
-            return await _file(ctx, candidate, cst)
-    if not ctx.service.get("dirindexing"):
-        return await ctx.send_simple(200, "Directory listing disabled")
-    uri = uri.rstrip("/") + "/"
-    path = docroot + uri
+async def _directory(ctx: RequestContext, verdict: FileVerdict) -> bool:
+    uri = (verdict.uri or "/").rstrip("/") + "/"
+    path = (verdict.path or "").rstrip("/") + "/"
     try:
         entries = await to_thread.run_sync(_listing, path)
     except OSError:
@@ -260,7 +227,7 @@ async def _directory(ctx: RequestContext, docroot: str, uri: str, st: os.stat_re
     if ctx.server_tokens:
         headers.append(("Server", SERVER_TOKEN))
     keep = ctx.keep_alive
-    headers += [("Last-Modified", _http_date(st.st_mtime)), ("Content-Type", "text/html"),
+    headers += [("Last-Modified", _http_date(verdict.mtime or 0)), ("Content-Type", "text/html"),
                 ("Content-Length", str(len(payload)))]
     headers += keep_alive_headers(keep, ctx.idle_timeout)
     await ctx.send(render_head(200, headers) + (b"" if ctx.head.method == "HEAD" else payload))
@@ -272,57 +239,33 @@ def _listing(path: str) -> list[tuple[str, bool]]:
     return [(name, os.path.isdir(os.path.join(path, name))) for name in names]
 
 
-async def _serve_multiple(ctx: RequestContext, uri: str) -> bool:
-    m = re.match(r"(.+)\?\?(.+)", uri, re.S)
-    if m is None or not m.group(1).endswith("/"):
-        raise _Refuse(500, "Base directory (before ??) must end in slash.")
-    base, listing = m.group(1), re.sub(r"\?.+", "", m.group(2), flags=re.S)
-    docroot = _docroot(ctx)
-    if docroot is None:
-        raise _Refuse(500, "Docroot unconfigured")
-    files = listing.split(",")
-    if not ctx.service.get("enable_concatenate_get"):
-        raise _Refuse(403, "Multiple file serving isn't enabled")
-    if len(files) > 100:
-        raise _Refuse(403, "Too many files requested")
-    if any(re.search(r"(?:\A|/)\.\.(?:/|\Z)", f) or f.startswith("/") for f in files):
-        raise _Refuse(403, "Bogus filenames")
-    dirbase = docroot + base
-    base_st = await _stat(dirbase)
-    if base_st is None or not stat.S_ISDIR(base_st.st_mode):
-        raise _Refuse(404, "Base directory not a directory")
-    stats: list[os.stat_result] = []
-    mime: str | None = None
-    for name in files:
-        fst = await _stat(dirbase + name)
-        if fst is None or not stat.S_ISREG(fst.st_mode):
-            raise _Refuse(404, "One or more file does not exist")
-        if not _inside(docroot, dirbase + name):
-            raise _Refuse(403, "Bogus filenames")
-        mime = mime or _mime(ctx, name)
-        stats.append(fst)
-    lastmod = _http_date(max(s.st_mtime for s in stats))
-    ims, _ = _ims(ctx.head)
-    not_mod = ims == lastmod
+async def _serve_multiple(ctx: RequestContext, verdict: FileVerdict) -> bool:
+    not_mod = verdict.status == 304
+    if not not_mod and await fire(ConcatGetPoststatPreSend(ctx, mtime=verdict.mtime or 0)):
+        return ctx.last_keep_alive
     headers: list[tuple[str, str]] = []
     if not not_mod:
-        headers.append(("Content-Length", str(sum(s.st_size for s in stats))))
+        headers.append(("Content-Length", str(verdict.size or 0)))
     headers.append(("Date", _http_date(time.time())))
     if ctx.server_tokens:
         headers.append(("Server", SERVER_TOKEN))
     keep = ctx.keep_alive
-    headers += [("Last-Modified", lastmod), ("Content-Type", mime or "text/plain")]
+    headers += [("Last-Modified", _http_date(verdict.mtime or 0)),
+                ("Content-Type", verdict.mime or "text/plain")]
     headers += keep_alive_headers(keep, ctx.idle_timeout)
-    await ctx.send(render_head(304 if not_mod else 200, headers))
+    modify = ModifyResponseHeaders(ctx, status=verdict.status, headers=headers)
+    if await fire(modify):
+        return ctx.last_keep_alive
+    await ctx.send(render_head(modify.status, modify.headers))
     if ctx.head.method == "HEAD" or not_mod:
         return keep
-    for name, fst in zip(files, stats):
+    for name in verdict.files:
         try:
-            fh: BinaryIO = await to_thread.run_sync(open, dirbase + name, "rb")
+            fh: BinaryIO = await to_thread.run_sync(open, name, "rb")
         except OSError:
             return False
         try:
-            await _send_file(ctx, fh, 0, fst.st_size)
+            await send_file(ctx, fh, 0, await to_thread.run_sync(file_size, fh))
         finally:
             await to_thread.run_sync(fh.close)
     return keep
