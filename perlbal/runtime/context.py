@@ -102,6 +102,8 @@ class RequestContext:
     scratch: dict[str, Any] = field(default_factory=dict)
     #: AccessControl's queue_low (or make_low_priority) chose the low-priority queue
     queue_low: bool = False
+    #: the request waits / waited in the high-priority queue (cookie or make_high_priority)
+    high_priority: bool = False
     #: the keep-alive decision of the last response sent with send_simple /
     #: send_full_response; what a call site returns after a plugin answered
     last_keep_alive: bool = False

@@ -53,7 +53,11 @@ from perlbal.http import (
     set_header,
 )
 from perlbal.graph import Service
-from perlbal.runtime.backends import HIGH, NORMAL, BackendConn
+from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived,
+                                   EndProxyRequest, MakeHighPriority, MakeLowPriority,
+                                   ModifyResponseHeaders, PrependBody, StartHttpRequest,
+                                   StartProxyRequest, fire)
+from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import ByteBuffer
@@ -147,6 +151,47 @@ def _retry_schedule(svc: Service) -> list[float]:
 
 
 async def handle(ctx: RequestContext) -> bool:
+    """Plugin hooks around one proxied request (perlbal.plugins.hooks): Perl's
+    ClientProxy runs start_proxy_request then start_http_request before asking
+    for a backend, and end_proxy_request when the request is over."""
+    try:
+        if await fire(StartProxyRequest(ctx)) or await fire(StartHttpRequest(ctx)):
+            return ctx.last_keep_alive
+        return await _proxy(ctx)
+    finally:
+        if ctx.service.plugin_order:
+            with anyio.CancelScope(shield=True):
+                await fire(EndProxyRequest(ctx))
+
+
+async def _priority(svc: Service, ctx: RequestContext) -> int:
+    """Perl's request_backend_connection: the cookie, else make_high_priority
+    (Highpri); then AccessControl's queue_low, else make_low_priority."""
+    if _high_priority(svc, ctx) or await fire(MakeHighPriority(ctx)):
+        ctx.high_priority = True
+        return HIGH
+    if ctx.queue_low or await fire(MakeLowPriority(ctx)):
+        return LOW
+    return NORMAL
+
+
+async def _backend_client_assigned(ctx: RequestContext, conn: BackendConn,
+                                   request_head: bytes) -> bytes:
+    """The backend_client_assigned hook (Stats, Queues, XFFExtras) on the
+    request head we rendered: plugins may change its header fields."""
+    if not ctx.service.plugin_order:
+        return request_head
+    end = request_head.index(b"\r\n\r\n")
+    lines = request_head[:end].decode("latin-1").split("\r\n")
+    fields = [line.split(": ", 1) for line in lines[1:]]
+    hook = BackendClientAssigned(ctx, headers=[(k, v) for k, v in fields],
+                                 high_priority=ctx.high_priority, ipport=conn.ipport)
+    await fire(hook)
+    out = [lines[0]] + [f"{k}: {v}" for k, v in hook.headers]
+    return "\r\n".join(out).encode("latin-1") + request_head[end:]
+
+
+async def _proxy(ctx: RequestContext) -> bool:
     runtime = cast("Runtime", ctx.server)
     svc = ctx.service
     pool = runtime.graph.pools.get(svc.pool_name or "")
@@ -185,7 +230,9 @@ async def handle(ctx: RequestContext) -> bool:
         request_head += prefix
 
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
-    priority = HIGH if _high_priority(svc, ctx) else NORMAL
+    priority = await _priority(svc, ctx)
+    if ctx.response_started:  # a plugin failed choosing the queue and answered 500
+        return False
     schedule: list[float] | None = None
     error_retries = 0
     stale_retries = 0
@@ -284,6 +331,10 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     conn.uses += 1
     method = ctx.head.method
     backends = runtime.backends
+    request_head = await _backend_client_assigned(ctx, conn, request_head)
+    if ctx.response_started:  # a plugin failed in the hook and answered 500
+        backends.discard(conn)
+        return False
     # --- send the request ---
     try:
         if replay_body is not None:
@@ -325,6 +376,9 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     live.node_request_done(ipport)
     if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
         raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
+    if await fire(BackendResponseReceived(ctx, status=resp.status, headers=list(resp.headers))):
+        backends.discard(conn)  # a plugin answered the client itself
+        return ctx.last_keep_alive
     live.set_state(conn.sock_id, "xfer_res")
     keep = (client_keep_alive(ctx.head, resp.headers, resp.status,
                               persist_client=bool(svc.params.get("persist_client", False)))
@@ -337,7 +391,17 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         keep = False
         out_headers = set_header(out_headers, "Connection", "close")
         out_headers = set_header(out_headers, "Keep-Alive", None)
-    head_bytes = render_head(resp.status, out_headers, resp.reason)
+    # plugins may rewrite the head and put bytes before the body (FlvStreaming)
+    modify = ModifyResponseHeaders(ctx, status=resp.status, headers=out_headers, backend=True)
+    if await fire(modify) and ctx.response_started:  # the plugin failed: 500 sent
+        backends.discard(conn)
+        return False
+    head_bytes = render_head(modify.status, modify.headers,
+                             resp.reason if modify.status == resp.status else None)
+    if ctx.service.plugin_order:
+        prepend = PrependBody(ctx)
+        await fire(prepend)
+        head_bytes += bytes(prepend.data)
     backend_reusable = backend_keep_alive(resp, method)
     # --- fast path: the whole body is already here ---
     if not has_body or (resp.content_length is not None and len(leftover) >= resp.content_length):
