@@ -61,6 +61,7 @@ from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import ByteBuffer
+from perlbal.runtime import reproxy
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -228,6 +229,11 @@ async def _proxy(ctx: RequestContext) -> bool:
     request_head = _backend_head(ctx, len(replay_body) if replay_body is not None else None)
     if prefix:
         request_head += prefix
+    # reproxy cache (perlbal.runtime.reproxy): a cached X-REPROXY-URL answer needs no backend
+    if replay_body == b"" and not head.chunked:
+        cached = await reproxy.serve_from_cache(runtime, ctx)
+        if cached is not None:
+            return cached
 
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     priority = await _priority(svc, ctx)
@@ -374,6 +380,12 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
     live.node_response(ipport, resp.status)
     live.node_request_done(ipport)
+    # reproxy (perlbal.runtime.reproxy): X-REPROXY-FILE / -URL hand the reply back to us;
+    # the primary backend is freed first, as Perl's next_request does
+    if svc.params.get("enable_reproxy") and reproxy.wants_reproxy(resp):
+        complete = len(leftover) == (resp.content_length if resp.has_body(method) else 0)
+        backends.release(svc, conn, complete and backend_keep_alive(resp, method))
+        return await reproxy.take_over(runtime, ctx, resp)
     if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
         raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
     if await fire(BackendResponseReceived(ctx, status=resp.status, headers=list(resp.headers))):

@@ -17,6 +17,7 @@ from perlbal.graph import Service
 
 if TYPE_CHECKING:
     from perlbal.runtime.backends import BackendManager
+    from perlbal.runtime.reproxy_manager import ReproxyManager
 
 
 @dataclass
@@ -42,6 +43,8 @@ class RuntimeStats(queries.LiveStats):
         self.node_table: dict[str, dict[str, object]] = {}
         #: the runtime's BackendManager: queues, pending connects, bored backends
         self.manager: "BackendManager | None" = None
+        #: reproxy connections and caches (perlbal.runtime.reproxy makes it on first use)
+        self.reproxy: "ReproxyManager | None" = None
         self.socks: dict[int, SockInfo] = {}
         self._next_sock = 1000
 
@@ -139,8 +142,23 @@ class RuntimeStats(queries.LiveStats):
             return queries.ServiceStats()
         now = time.time()
         pending = [(ipport, state, int(now - since)) for ipport, (state, since) in st.pending.items()]
-        return queries.ServiceStats(waiting_clients=st.waiting, pending_connects=pending,
-                                    bored_backends=len(st.bored))
+        out = queries.ServiceStats(waiting_clients=st.waiting, pending_connects=pending,
+                                   bored_backends=len(st.bored))
+        self._reproxy_cache_stats(svc, out)
+        return out
+
+    def _reproxy_cache_stats(self, svc: Service, out: queries.ServiceStats) -> None:
+        """The X-REPROXY-CACHE-FOR cache numbers ``show service`` prints."""
+        if self.reproxy is None:
+            return
+        cache = self.reproxy.caches.get(svc.name)
+        counts = self.reproxy.cache_stats.get(svc.name)
+        out.cache_size = len(cache) if cache is not None else 0
+        if counts is not None:
+            out.requests, out.cache_hits = counts.requests, counts.hits
+
+    def reproxy_state(self) -> list[str]:
+        return self.reproxy.dump_state() if self.reproxy is not None else []
 
     def backends(self) -> dict[str, int]:
         """MANAGE_backends: open backend connections per node (not a running total)."""
