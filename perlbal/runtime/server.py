@@ -78,6 +78,8 @@ class Runtime:
         self.draining = False  # graceful shutdown: no more keep-alive
         self.active_connections = 0
         self._idle: anyio.Event | None = None
+        #: one plain asyncio task per client connection (see _accept_loop)
+        self._client_tasks: set[asyncio.Task[None]] = set()
         self._spawn_later: list[Service] = []
         #: SO_REUSEPORT on listeners (SERVER workers > 1: each worker binds its own)
         self.reuse_port = False
@@ -355,8 +357,13 @@ class Runtime:
                     while self.active_connections:
                         self._idle = anyio.Event()
                         await self._idle.wait()
+            clients = list(self._client_tasks)
+            for task in clients:
+                task.cancel()
             tg.cancel_scope.cancel()
         self._tg = None
+        if clients:
+            await asyncio.wait(clients, timeout=5)
         self.backends.close_all()
 
     async def _accept_loop(self, lst: _Listener) -> None:
@@ -364,9 +371,13 @@ class Runtime:
             return
         loop = asyncio.get_running_loop()
         lst.scope = anyio.CancelScope()
+        # Clients run as plain asyncio tasks kept in a set, not anyio task-group
+        # children: a task-group child costs ~2 KB more per connection (TaskHandle,
+        # its Event, a CancelScope with two sets, a wrapper coroutine), which
+        # 10,000 idle keep-alive clients pay in full (bench/idle_rss.py).
+        # serve() cancels and awaits them on shutdown.
+        clients = self._client_tasks
         with lst.scope:
-            tg = self._tg
-            assert tg is not None
             while True:
                 try:
                     sock, _addr = await loop.sock_accept(lst.sock)
@@ -376,7 +387,9 @@ class Runtime:
                     log.warning("accept on %s failed: %s", lst.service, exc)
                     await anyio.sleep(0.05)
                     continue
-                tg.start_soon(self._run_client, sock, lst.service)
+                task = loop.create_task(self._run_client(sock, lst.service))
+                clients.add(task)
+                task.add_done_callback(clients.discard)
 
     async def _run_client(self, sock: socket.socket, service_name: str) -> None:
         from perlbal.runtime.clientconn import serve_client
