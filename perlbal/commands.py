@@ -14,6 +14,7 @@ from perlbal import queries
 from perlbal.graph import Pool, Service
 from perlbal.grammar import ast
 from perlbal.grammar.parser import PERL_HELP
+from perlbal.params import parse_sni_certs
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -131,6 +132,22 @@ def _h_header(it: Interpreter, node: ast.Node, call: Call) -> bool:
     return call.ok()
 
 
+def ssl_enable_error(svc: Service, is_file: Callable[[str], bool]) -> str | None:
+    """Service.pm enable with enable_ssl: the files must exist (key first, Perl's words)."""
+    key = str(svc.get("ssl_key_file") or "")
+    cert = str(svc.get("ssl_cert_file") or "")
+    if not is_file(key):
+        return f"SSL key file ({key}) doesn't exist"
+    if not is_file(cert):
+        return f"SSL cert file ({cert}) doesn't exist"
+    for _host, sni_cert, sni_key in parse_sni_certs(svc.get("ssl_sni_certs")):
+        if sni_key is not None and not is_file(sni_key):
+            return f"SSL key file ({sni_key}) doesn't exist"
+        if not is_file(sni_cert):
+            return f"SSL cert file ({sni_cert}) doesn't exist"
+    return None
+
+
 def _h_enable(it: Interpreter, node: ast.Node, call: Call) -> bool:
     assert isinstance(node, ast.Enable)
     svc = it.graph.services.get(node.service)
@@ -139,6 +156,14 @@ def _h_enable(it: Interpreter, node: ast.Node, call: Call) -> bool:
     if node.verb == "enable":
         if svc.enabled:
             return call.err(f"service {svc.name} is already enabled")
+        if svc.listen is not None and svc.get("enable_ssl"):
+            missing = ssl_enable_error(svc, it.env.is_file)
+            if missing is not None and it.owns_process:
+                return call.err(missing)
+            if missing is not None:
+                # a dry run: the certificate may be installed on the target host only
+                call.warnings.append(f"{missing} here: the server would refuse ENABLE "
+                                     f"{svc.name} without it")
         if svc.listen is not None or svc.role == "upload_tracker":
             reason = it.effects.start_listener(svc)
             if reason is not None:

@@ -86,6 +86,8 @@ class Kind(enum.Enum):
     NODEFILE = "node file"
     REGEX = "regex"
     LOOSE_INT = "number"
+    SNI_CERTS = "host=cert:key list"
+    ACCESS_LOG_FORMAT = "combined|json"
 
 
 class Effect(enum.Enum):
@@ -311,6 +313,36 @@ def _c_regex(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     return raw
 
 
+_SNI_ENTRY = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?=[^=:\s]+(:[^=:\s]+)?")
+
+
+def _c_sni_certs(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    # the files are looked for at ENABLE, as Perl looks for ssl_key_file there
+    items = [item for item in re.split(r"[\s,]+", raw) if item]
+    for item in items:
+        if not _SNI_ENTRY.fullmatch(item):
+            raise ParamError(f"Expecting host=cert_file[:key_file] in ssl_sni_certs, got '{item}'")
+    return ",".join(items)
+
+
+def parse_sni_certs(value: object) -> list[tuple[str, str, str | None]]:
+    """A stored ssl_sni_certs value -> (host in lower case, cert file, key file or None)."""
+    if not isinstance(value, str) or not value:
+        return []
+    out: list[tuple[str, str, str | None]] = []
+    for item in value.split(","):
+        host, _, files = item.strip().partition("=")
+        cert, _, key = files.partition(":")
+        out.append((host.lower(), cert, key or None))
+    return out
+
+
+def _c_access_log_format(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw.lower() not in p.choices:
+        raise ParamError(f"Expecting one of {', '.join(p.choices)} for parameter '{p.name}'")
+    return raw.lower()
+
+
 _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.BOOL: _c_bool,
     Kind.INT: _c_int,
@@ -333,6 +365,8 @@ _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.NODEFILE: _c_nodefile,
     Kind.REGEX: _c_regex,
     Kind.LOOSE_INT: _c_loose_int,
+    Kind.SNI_CERTS: _c_sni_certs,
+    Kind.ACCESS_LOG_FORMAT: _c_access_log_format,
 }
 
 
@@ -476,6 +510,17 @@ _S(Param("ssl_key_file", Kind.FILE_OR_DEFAULT, "PEM private key for TLS.",
          default="certs/server-key.pem"))
 _S(Param("ssl_verify_mode", Kind.INT, "Client certificate verification mode (0: none).",
          default="0"))
+_S(Param("ssl_sni_certs", Kind.SNI_CERTS, "Beyond Perl: more certificates chosen by the "
+         "name the client asks for (TLS SNI), as comma-separated host=cert.pem:key.pem "
+         "entries (host may be *.example.com; key may be omitted when the cert file holds "
+         "it). Clients naming no listed host get ssl_cert_file. Read at ENABLE.", default=""))
+_S(Param("access_log", Kind.STRING, "Beyond Perl: where this service logs each request: "
+         "a file path (appended, buffered, reopened on SIGHUP), stderr, or syslog "
+         "(empty: no access log). A selector's requests are logged by the service that "
+         "answers them, or by the selector when that service has none.", default=""))
+_S(Param("access_log_format", Kind.ACCESS_LOG_FORMAT, "Beyond Perl: combined (Apache/NCSA "
+         "Combined Log Format) or json (one object a line).", default="combined",
+         choices=("combined", "json")))
 _S(Param("trusted_upstream_proxies", Kind.NETMASK_LIST, "Comma-separated networks whose "
          "X-Forwarded-For headers are kept."))
 _S(Param("upload_status_listeners", Kind.UDP_ENDPOINTS, "Comma-separated ip:port UDP "
@@ -495,8 +540,10 @@ REGISTRY.add_pool(Param("balance_method", Kind.BALANCE_METHOD, "How a node is ch
 _SV = REGISTRY.add_server
 _SV(Param("max_reproxy_connections", Kind.INT, "Reproxy connections open at once, globally "
           "or per host with max_reproxy_connections(ip:port)."))
-_SV(Param("max_connections", Kind.INT, "Open file descriptor limit (RLIMIT_NOFILE); new "
-          "clients beyond it are refused."))
+_SV(Param("max_connections", Kind.INT, "Open file descriptor limit (RLIMIT_NOFILE), as "
+          "in Perl; beyond Perl, also the most client connections open at once: a client "
+          "beyond it gets a 503 page and is closed (management connections are exempt; "
+          "counted as perlbal_refused_connections_total)."))
 _SV(Param("nice_level", Kind.INT, "Renice the process by this much."))
 _SV(Param("aio_mode", Kind.STRING, "Disk I/O mode: none, linux or ioaio (ours always uses a "
           "thread pool; the setting is accepted as Perl accepts it).", choices=("none", "ioaio")))
@@ -507,6 +554,19 @@ _SV(Param("crash_backtrace", Kind.STRING, "Print a backtrace on crashes (1 or 0)
 _SV(Param("workers", Kind.INT, "Beyond Perl: worker processes sharing each listener "
           "(SO_REUSEPORT). Worker 0 alone serves management; console commands are run "
           "in every worker. Startup only.", live=False))
+
+_SV(Param("user", Kind.STRING, "Beyond Perl: drop root to this user (name or name:group) "
+          "once the listeners are bound. Startup only.", live=False))
+_SV(Param("error_log", Kind.STRING, "Beyond Perl: where error and event messages go: "
+          "stderr, syslog (facility daemon; syslog:local0 for another) or a file path. "
+          "Default: stderr, or syslog with --daemon (Perl's choice). Startup only.",
+          live=False))
+_SV(Param("log_level", Kind.STRING, "Beyond Perl: least severe message logged: debug, "
+          "info (startup, reloads, shutdown), warning (default), error or critical.",
+          choices=("debug", "info", "warning", "error", "critical")))
+_SV(Param("metrics", Kind.STRING, "Beyond Perl: keep per-service, per-pool and per-node "
+          "counters for the management /metrics page (on, the default, or off).",
+          choices=("on", "off")))
 
 
 def service_param(name: str) -> Param | None:

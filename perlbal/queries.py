@@ -9,6 +9,7 @@ every command has one implementation whatever is behind it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import resource
@@ -47,6 +48,9 @@ class ServiceStats:
 
 class LiveStats:
     """Numbers only a running server has; the base class is an idle server."""
+
+    #: SERVER metrics = on|off (beyond Perl): keep the /metrics traffic counters
+    metrics_enabled = True
 
     def requests(self) -> int:
         return 0
@@ -157,8 +161,16 @@ def server_setting(it: "Interpreter", key: str, val: str, call: "Call") -> bool:
         if not numeric:
             return call.err("Expected numeric parameter")
         if it.owns_process:
+            # Perl sets RLIMIT_NOFILE to the value.  Ours also refuses clients beyond
+            # it (server.py), so the descriptor limit is only ever raised, with room
+            # for each client's backend connection and the listeners.
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            want = 2 * int(val) + 100
             try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (int(val), int(val)))
+                if want > soft:
+                    resource.setrlimit(resource.RLIMIT_NOFILE,
+                                       (want, max(want, hard) if hard != resource.RLIM_INFINITY
+                                        else hard))
             except (ValueError, OSError):
                 call.err("Unable to set limit." if os.geteuid() == 0
                          else "Need to be root to increase max connections.")
@@ -198,6 +210,23 @@ def server_setting(it: "Interpreter", key: str, val: str, call: "Call") -> bool:
         if it.run_started:
             return call.err("pidfile must be configured at startup, before Perlbal::run is called")
         it.graph.server[key] = val
+        return call.ok()
+    if key in ("user", "error_log"):  # beyond Perl: startup only (runtime/main.py)
+        if it.run_started:
+            return call.err(f"{key} must be configured at startup")
+        if not val:
+            return call.err(f"Expected a value for {key}")
+        it.graph.server[key] = val
+        return call.ok()
+    if key in ("log_level", "metrics"):  # beyond Perl
+        choices = REGISTRY.server[key].choices
+        if val.lower() not in choices:
+            return call.err(f"Expected one of {', '.join(choices)}")
+        it.graph.server[key] = val.lower()
+        if key == "log_level" and it.owns_process:
+            logging.getLogger("perlbal").setLevel(val.upper())
+        if key == "metrics":
+            it.effects.stats().metrics_enabled = val.lower() == "on"
         return call.ok()
     # Perl names the value here, not the key
     return call.err(f"unknown server option '{val}'")

@@ -67,6 +67,8 @@ class BackendConn:
     created: float = field(default_factory=time.monotonic)
     sock_id: int = 0
     reused: bool = False
+    counted_in: int = 0  # stream bytes already added to the node's byte counters
+    counted_out: int = 0
 
     async def close(self) -> None:
         self.stream.abort()
@@ -362,8 +364,19 @@ class BackendManager:
     def _forget(self, conn: BackendConn) -> None:
         self.runtime.live.close_sock(conn.sock_id)
 
+    def _count_traffic(self, conn: BackendConn, pool_name: str | None) -> None:
+        """Bytes to/from the node since last counted (metrics: per pool and node)."""
+        live = self.runtime.live
+        stream = conn.stream
+        if live.metrics_enabled and (stream.bytes_in != conn.counted_in
+                                     or stream.bytes_out != conn.counted_out):
+            live.node_traffic(pool_name or "", conn.ipport, stream.bytes_out - conn.counted_out,
+                              stream.bytes_in - conn.counted_in)
+            conn.counted_in, conn.counted_out = stream.bytes_in, stream.bytes_out
+
     def release(self, svc: Service, conn: BackendConn, reusable: bool) -> None:
         """Done with ``conn``: back to the queue/bored list when allowed, else closed."""
+        self._count_traffic(conn, svc.pool_name)
         max_uses = svc.get("max_backend_uses", 0)
         if (reusable and svc.get("persist_backend", False) and not self.runtime.draining
                 and not (isinstance(max_uses, int) and max_uses > 0 and conn.uses >= max_uses)
@@ -378,6 +391,8 @@ class BackendManager:
             self.spawn_backends(svc)
 
     def discard(self, conn: BackendConn) -> None:
+        owner = self.runtime.graph.services.get(conn.service)
+        self._count_traffic(conn, owner.pool_name if owner is not None else None)
         self._forget(conn)
         conn.stream.abort()
 

@@ -14,7 +14,12 @@
 4. SIGHUP re-reads the config file: checked as a whole, and if clean only the
    difference is applied through the live interpreter (``reload.py``); what
    changed, or why it was rejected, is printed to stdout.  (Perl Perlbal has
-   no reload; this is ours.)
+   no reload; this is ours.)  SIGHUP also reopens access log files.
+
+Operating (``daemon.py``): ``--daemon`` detaches once the listeners are bound
+and returns when the server is ready; ``SERVER user`` drops root after
+binding (in every worker); ``SERVER error_log``/``log_level`` route the
+``perlbal`` logger; systemd is told ``READY=1`` (Type=notify units).
 
 ``python -m perlbal.runtime.main --config=FILE`` runs the same thing (tests use it).
 """
@@ -29,6 +34,8 @@ import sys
 import anyio
 
 from perlbal.interp import Interpreter
+from perlbal.runtime import accesslog
+from perlbal.runtime.daemon import Daemon, drop_privileges, sd_notify, setup_logging
 from perlbal.runtime.reload import reload_file
 from perlbal.runtime.server import Runtime
 
@@ -37,25 +44,19 @@ __all__ = ["run_server"]
 log = logging.getLogger("perlbal.runtime")
 
 
-def _daemonize() -> None:
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-
-
 def _reload(runtime: Runtime, config_path: str) -> None:
+    sd_notify("RELOADING=1")
+    accesslog.reopen_all()
     try:
         report = reload_file(runtime.interp, config_path)
     except Exception:  # a reload bug must not take the running server down
         log.exception("reload of %s failed", config_path)
+        sd_notify("READY=1")
         return
     for line in report.summary():
         print(line, flush=True)
+        log.info("reload: %s", line)
+    sd_notify("READY=1")
 
 
 async def _serve(runtime: Runtime, config_path: str | None) -> None:
@@ -66,6 +67,8 @@ async def _serve(runtime: Runtime, config_path: str | None) -> None:
                     if config_path:
                         _reload(runtime, config_path)
                     continue
+                log.info("signal %d: shutting down", signum)
+                sd_notify("STOPPING=1")
                 runtime.shutdown(True, 30)
                 return
 
@@ -101,13 +104,23 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
               file=sys.stderr, flush=True)
         return 1
     interp.run_started = True
-    if daemon:
-        _daemonize()
-    else:
+    server = interp.graph.server
+    problem = setup_logging(server.get("error_log"), server.get("log_level"), daemon)
+    if problem:
+        log.error("%s", problem)
+    runtime.live.metrics_enabled = server.get("metrics", "on") != "off"
+    user = server.get("user")
+    why = drop_privileges(user, dry_run=True) if user else None
+    if why is not None:
+        print(f"SERVER user: {why}", file=sys.stderr, flush=True)
+        print("Error starting up.", file=sys.stderr, flush=True)
+        return 1
+    detached = Daemon() if daemon else None
+    if detached is None:
         print("Running.", flush=True)
     # SERVER workers = N: fork the other workers (runtime/server.py); only worker 0 keeps the pidfile
     worker = runtime.start_workers()
-    pidfile = interp.graph.server.get("pidfile") if worker == 0 else None
+    pidfile = server.get("pidfile") if worker == 0 else None
     if pidfile:
         try:
             with open(pidfile, "w", encoding="ascii") as fh:
@@ -115,18 +128,38 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
         except OSError as exc:
             log.error("can't write pidfile %s: %s", pidfile, exc.strerror)
             pidfile = None
+    if user:  # every listener is bound (workers too): now give root up
+        why = drop_privileges(user)
+        if why is not None:  # checked above; only a failing setuid gets here
+            log.critical("SERVER user: %s", why)
+            if detached is not None:
+                detached.failed()
+            if pidfile:
+                _unlink(pidfile)
+            os._exit(1)  # never serve as root when told not to (workers die with us)
+    if worker == 0:
+        if detached is not None:
+            detached.ready()
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+        log.info("beginning run")
     try:
         anyio.run(_serve, runtime, config_path, backend="asyncio", backend_options=runtime.loop_options())
     except KeyboardInterrupt:
         pass
     finally:
+        accesslog.close_all()
         runtime.reap_workers()
         if pidfile:
-            try:
-                os.unlink(pidfile)
-            except OSError:
-                pass
+            _unlink(pidfile)
+        log.info("ending run")
     return 0
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # e.g. SERVER user may not remove it from a root-owned directory
 
 
 def main(argv: list[str] | None = None) -> int:

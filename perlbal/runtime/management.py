@@ -195,6 +195,10 @@ def _perl_page(runtime: ServerHandle, commands: list[str]) -> str:
 def _route(runtime: ServerHandle, target: str) -> tuple[int, str, bytes]:
     """(status, content type, body) for a GET; nothing here can change configuration."""
     path, _, query = target.partition("?")
+    if path == "/metrics":  # Prometheus text format (metrics.py)
+        from perlbal.runtime import metrics
+
+        return 200, metrics.CONTENT_TYPE, metrics.render(runtime).encode("utf-8")  # type: ignore[arg-type]
     if path == "/json":
         return 200, "application/json", json.dumps(status_snapshot(runtime), indent=1).encode()
     if path == "/":

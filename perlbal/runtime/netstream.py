@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import weakref
 from typing import Any, Callable, Mapping, cast
 
 import anyio
@@ -47,6 +49,10 @@ WRITE_HIGH_WATER = 262144
 
 class PeerGone(Exception):
     """The watched stream ended while we were waiting on another one."""
+
+
+#: Every open connection's protocol, for the buffer-memory gauge (metrics.py).
+OPEN_PROTOCOLS: "weakref.WeakSet[_Protocol]" = weakref.WeakSet()
 
 
 class _Protocol(asyncio.Protocol):
@@ -67,6 +73,7 @@ class _Protocol(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but behave as one
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
+        OPEN_PROTOCOLS.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -125,6 +132,9 @@ class FastStream(ByteStream):
         self._loop = asyncio.get_running_loop()
         self._closed = False
         self.last_activity = self._loop.time()
+        #: bytes received / sent so far (plaintext under TLS), for the byte counters
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     # --- reading -------------------------------------------------------------
 
@@ -159,6 +169,7 @@ class FastStream(ByteStream):
             data = b"".join(chunks)
             chunks.clear()
         proto.size = 0
+        self.bytes_in += len(data)
         if proto.reading_paused:
             proto.reading_paused = False
             self._transport.resume_reading()
@@ -198,6 +209,7 @@ class FastStream(ByteStream):
         if proto.lost or self._transport.is_closing():
             raise anyio.BrokenResourceError
         self._transport.write(item)
+        self.bytes_out += len(item)
         if proto.writing_paused:
             fut: asyncio.Future[None] = self._loop.create_future()
             proto.drain_waiter = fut
@@ -259,9 +271,16 @@ class FastStream(ByteStream):
                 pass
 
 
-async def wrap_accepted(sock: socket.socket) -> FastStream:
+async def wrap_accepted(sock: socket.socket, tls: ssl.SSLContext | None = None,
+                        handshake_timeout: float = 60.0) -> FastStream:
+    """Adopt an accepted socket; with ``tls``, the TLS handshake is done first
+    (an ``ssl.SSLError`` or ``TimeoutError`` when it fails)."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.connect_accepted_socket(_Protocol, sock)
+    if tls is None:
+        transport, protocol = await loop.connect_accepted_socket(_Protocol, sock)
+    else:
+        transport, protocol = await loop.connect_accepted_socket(
+            _Protocol, sock, ssl=tls, ssl_handshake_timeout=handshake_timeout)
     return FastStream(transport, protocol)
 
 

@@ -14,9 +14,13 @@ own length); after ``finish`` or ``fail`` no more ``put`` calls are made;
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 
 import anyio
+
+#: Buffers of responses being relayed now (the buffer-memory gauge in metrics.py).
+LIVE_BUFFERS: "weakref.WeakSet[ByteBuffer]" = weakref.WeakSet()
 
 
 class ByteBuffer:
@@ -28,6 +32,7 @@ class ByteBuffer:
         self._chunks: deque[bytes] = deque()
         self._readable = anyio.Event()
         self._writable = anyio.Event()
+        LIVE_BUFFERS.add(self)
 
     async def put(self, data: bytes) -> None:
         while self.size >= self.limit:

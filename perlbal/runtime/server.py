@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -60,6 +61,8 @@ class _Listener:
     sock: socket.socket
     scope: anyio.CancelScope | None = None  # created inside the event loop
     closed: bool = False
+    tls: ssl.SSLContext | None = None  # enable_ssl: accepted sockets are wrapped (tls.py)
+    management: bool = False  # exempt from max_connections
 
 
 class Runtime:
@@ -88,6 +91,7 @@ class Runtime:
         self.worker_count = 1
         self._children: list[tuple[int, int]] = []  # (pid, command pipe write end)
         self._command_pipe: int | None = None  # a worker > 0 reads console commands here
+        self._refusing = 0  # max_connections refusals being sent now
 
     # --- wiring ---------------------------------------------------------------
 
@@ -110,6 +114,14 @@ class Runtime:
         listen = svc.listen
         if listen is None:
             return None
+        tls_context: ssl.SSLContext | None = None
+        if svc.get("enable_ssl"):
+            from perlbal.runtime.tls import TLSConfigError, build_context
+
+            try:
+                tls_context = build_context(svc)
+            except TLSConfigError as exc:
+                return str(exc)
         try:
             family, host, port = parse_listen(listen)
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -132,7 +144,7 @@ class Runtime:
         old = self.listeners.pop(svc.name, None)
         if old is not None:
             self._close_listener(old)
-        lst = _Listener(svc.name, sock)
+        lst = _Listener(svc.name, sock, tls=tls_context, management=svc.role == "management")
         self.listeners[svc.name] = lst
         if self._tg is not None:
             self._tg.start_soon(self._accept_loop, lst)
@@ -387,11 +399,52 @@ class Runtime:
                     log.warning("accept on %s failed: %s", lst.service, exc)
                     await anyio.sleep(0.05)
                     continue
-                task = loop.create_task(self._run_client(sock, lst.service))
+                live = self.live
+                live.accepted[lst.service] = live.accepted.get(lst.service, 0) + 1
+                limit = self.max_connections
+                if limit and self.active_connections >= limit and not lst.management:
+                    live.refused_max_connections += 1
+                    if self._refusing >= _MAX_REFUSING:
+                        sock.close()
+                        continue
+                    task = loop.create_task(self._refuse(sock, lst.tls, limit))
+                else:
+                    task = loop.create_task(self._run_client(sock, lst.service, lst.tls))
                 clients.add(task)
                 task.add_done_callback(clients.discard)
 
-    async def _run_client(self, sock: socket.socket, service_name: str) -> None:
+    @property
+    def max_connections(self) -> int:
+        """SERVER max_connections (0: no limit on open client connections)."""
+        raw = self.graph.server.get("max_connections")
+        try:
+            return max(0, int(raw)) if raw is not None else 0
+        except ValueError:
+            return 0
+
+    async def _refuse(self, sock: socket.socket, tls: ssl.SSLContext | None, limit: int) -> None:
+        """max_connections reached: a 503 page saying so, then close (not counted as open)."""
+        self._refusing += 1
+        stream: FastStream | None = None
+        try:
+            with anyio.move_on_after(5):
+                stream = await wrap_accepted(sock, tls, handshake_timeout=5)
+                await stream.send(refusal_page(limit))
+                await stream.send_eof()
+                with anyio.move_on_after(1):  # let the page arrive before the close
+                    while await stream.receive(65536):
+                        pass
+        except (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            self._refusing -= 1
+            if stream is not None:
+                stream.abort()
+            else:
+                sock.close()
+
+    async def _run_client(self, sock: socket.socket, service_name: str,
+                          tls: ssl.SSLContext | None = None) -> None:
         from perlbal.runtime.clientconn import serve_client
 
         self.active_connections += 1
@@ -402,7 +455,16 @@ class Runtime:
             sndbuf = svc.get("client_sndbuf_size", 0) if svc is not None else 0
             if isinstance(sndbuf, int) and sndbuf > 0:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-            stream = await wrap_accepted(sock)
+            if tls is not None:
+                timeout = svc.get("idle_timeout", 30) if svc is not None else 30
+                try:
+                    stream = await wrap_accepted(sock, tls, float(timeout or 60)
+                                                 if isinstance(timeout, int) else 60.0)
+                except (ssl.SSLError, TimeoutError, ConnectionError):
+                    self.live.tls_handshake_failures += 1
+                    return
+            else:
+                stream = await wrap_accepted(sock)
             await serve_client(self, stream, service_name)
         except OSError:
             pass
@@ -416,6 +478,21 @@ class Runtime:
                 sock.close()
             if self._idle is not None and not self.active_connections:
                 self._idle.set()
+
+
+#: Refusal pages sent at once; past this a refused client is closed without one.
+_MAX_REFUSING = 256
+
+
+def refusal_page(limit: int) -> bytes:
+    body = ("<html><head><title>503 Service Unavailable</title></head><body>\n"
+            "<h1>503 - Service Unavailable</h1>\n"
+            f"<p>Too many connections: this server takes at most {limit} client "
+            "connections at once (SERVER max_connections). Please try again shortly.</p>\n"
+            "</body></html>\n").encode("ascii")
+    head = ("HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/html\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+    return head.encode("ascii") + body
 
 
 def _die_with_parent() -> None:

@@ -47,6 +47,19 @@ class RuntimeStats(queries.LiveStats):
         self.reproxy: "ReproxyManager | None" = None
         self.socks: dict[int, SockInfo] = {}
         self._next_sock = 1000
+        # --- beyond Perl: counters for /metrics (metrics.py renders them) ---
+        #: SERVER metrics = off turns the per-request counting below off
+        self.metrics_enabled = True
+        self.started = time.time()
+        self.service_requests: dict[str, int] = {}
+        self.service_responses: dict[tuple[str, int], int] = {}  # (service, status)
+        self.service_bytes_in: dict[str, int] = {}  # from clients
+        self.service_bytes_out: dict[str, int] = {}  # to clients
+        self.node_bytes_out: dict[tuple[str, str], int] = {}  # (pool, ipport): to the node
+        self.node_bytes_in: dict[tuple[str, str], int] = {}  # (pool, ipport): from the node
+        self.accepted: dict[str, int] = {}  # connections accepted per listening service
+        self.refused_max_connections = 0
+        self.tls_handshake_failures = 0
 
     # --- registry of open sockets (for socks/states) ---------------------------
 
@@ -109,6 +122,22 @@ class RuntimeStats(queries.LiveStats):
         """BackendHTTP::next_request: one more response finished."""
         self._bump(ipport, "requests")
         self._node(ipport)["lastresponse"] = int(time.time())
+
+    # --- beyond Perl: per-service and per-node traffic (for /metrics) -------------
+
+    def request_done(self, service: str, status: int, bytes_in: int, bytes_out: int) -> None:
+        """One client request answered (or abandoned: status 0) by ``service``."""
+        self.service_requests[service] = self.service_requests.get(service, 0) + 1
+        key = (service, status)
+        self.service_responses[key] = self.service_responses.get(key, 0) + 1
+        self.service_bytes_in[service] = self.service_bytes_in.get(service, 0) + bytes_in
+        self.service_bytes_out[service] = self.service_bytes_out.get(service, 0) + bytes_out
+
+    def node_traffic(self, pool: str, ipport: str, sent: int, received: int) -> None:
+        """Bytes exchanged with a backend node since the connection was last counted."""
+        key = (pool, ipport)
+        self.node_bytes_out[key] = self.node_bytes_out.get(key, 0) + sent
+        self.node_bytes_in[key] = self.node_bytes_in.get(key, 0) + received
 
     def sockets(self) -> list[queries.SockRow]:
         now = time.time()

@@ -1,0 +1,156 @@
+"""Process plumbing for running as a service: daemon mode, privilege drop, logs, sd_notify.
+
+- ``Daemon``: Perl's ``Perlbal::daemonize`` (fork, setsid, fork, stdio to
+  /dev/null) with one difference: the first parent waits until the server is
+  ready (listeners bound, pidfile written) and exits 0 only then, or 1 when
+  startup failed after the fork, so ``perlbal --daemon && next-step`` is safe.
+  Unlike Perl it keeps the working directory, so relative paths in a config
+  (docroot, nodefile) keep meaning what ``perlbal check`` saw.
+- ``drop_privileges``: ``SERVER user = name[:group]`` -- after every listener
+  is bound (ports below 1024 need root), switch group list, gid and uid.
+- ``setup_logging``: error and event messages (logger ``perlbal``) to stderr,
+  syslog (Perl's ``openlog('perlbal', 'pid', 'daemon')``) or a file, at
+  ``SERVER log_level``.  Perl logs to syslog when daemonised and to stdout in
+  the foreground; ours uses stderr in the foreground.
+- ``sd_notify``: ``READY=1`` / ``RELOADING=1`` / ``STOPPING=1`` to systemd when
+  ``NOTIFY_SOCKET`` is set (Type=notify units), with nothing but a datagram.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import logging.handlers
+import os
+import pwd
+import socket
+import sys
+
+__all__ = ["Daemon", "drop_privileges", "setup_logging", "sd_notify"]
+
+_FORMAT_STDERR = "perlbal: %(message)s"
+_FORMAT_LEVEL = "%(levelname)s %(message)s"
+
+
+class Daemon:
+    """Detach now; ``ready()`` or ``failed()`` later releases the waiting parent."""
+
+    def __init__(self) -> None:
+        read_end, write_end = os.pipe()
+        if os.fork() > 0:
+            os.close(write_end)
+            status = os.read(read_end, 1)
+            os._exit(0 if status == b"1" else 1)
+        os.close(read_end)
+        self._pipe: int | None = write_end
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        if devnull > 2:
+            os.close(devnull)
+
+    def _tell(self, status: bytes) -> None:
+        if self._pipe is not None:
+            try:
+                os.write(self._pipe, status)
+            finally:
+                os.close(self._pipe)
+                self._pipe = None
+
+    def ready(self) -> None:
+        self._tell(b"1")
+
+    def failed(self) -> None:
+        self._tell(b"0")
+
+
+def drop_privileges(spec: str, *, dry_run: bool = False) -> str | None:
+    """``name`` or ``name:group`` -> None when done (or possible, with ``dry_run``),
+    else why not."""
+    name, _, group = spec.partition(":")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return f"no such user '{name}'"
+    gid = entry.pw_gid
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            return f"no such group '{group}'"
+    if os.geteuid() == entry.pw_uid and os.getegid() == gid:
+        return None
+    if os.geteuid() != 0:
+        return f"must start as root to become '{spec}'"
+    if dry_run:
+        return None
+    try:
+        os.setgroups([])
+        os.initgroups(name, gid)
+        os.setgid(gid)
+        os.setuid(entry.pw_uid)
+    except OSError as exc:
+        return f"can't become '{spec}': {exc.strerror}"
+    os.environ["HOME"] = entry.pw_dir
+    return None
+
+
+def setup_logging(target: str | None, level: str | None, daemon: bool) -> str | None:
+    """Send logger ``perlbal`` to ``target``; returns an error text if it can't."""
+    root = logging.getLogger("perlbal")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.propagate = False
+    root.setLevel((level or "warning").upper())
+    where = target or ("syslog" if daemon else "stderr")
+    handler, error = _handler(where)
+    root.addHandler(handler)
+    return error
+
+
+def _handler(where: str) -> tuple[logging.Handler, str | None]:
+    fallback = logging.StreamHandler(sys.stderr)
+    fallback.setFormatter(logging.Formatter(_FORMAT_STDERR))
+    if where == "stderr":
+        return fallback, None
+    if where == "syslog" or where.startswith("syslog:"):
+        facility = where.partition(":")[2] or "daemon"
+        code = logging.handlers.SysLogHandler.facility_names.get(facility)
+        error = None
+        if code is None:
+            code = logging.handlers.SysLogHandler.LOG_DAEMON
+            error = f"unknown syslog facility '{facility}', using daemon"
+        address: str | tuple[str, int] = "/dev/log" if os.path.exists("/dev/log") \
+            else ("localhost", 514)
+        try:
+            syslog_handler = logging.handlers.SysLogHandler(address=address, facility=code)
+        except OSError as exc:
+            return fallback, f"can't reach syslog: {exc.strerror}"
+        syslog_handler.setFormatter(logging.Formatter(f"perlbal[{os.getpid()}]: %(message)s"))
+        return syslog_handler, error
+    try:
+        file_handler = logging.handlers.WatchedFileHandler(where)
+    except OSError as exc:
+        return fallback, f"can't open error_log {where}: {exc.strerror}"
+    file_handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT_LEVEL))
+    return file_handler, None
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd ``state`` (e.g. ``READY=1``); False when not run by a notify unit."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode("utf-8"))
+    except OSError:
+        return False
+    return True
