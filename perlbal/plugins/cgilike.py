@@ -11,12 +11,15 @@ too, the last dot separating the function).  PERLHANDLER is not resolved
 until a request arrives, as in Perl.  The handler name is kept in
 ``svc.extra["cgilike_handler"]``.
 
-Runtime (to come, a start_http_request hook): the handler is called with a
-request object; returning HANDLED (0) ends the response it wrote, DECLINED
-(-2) lets the service handle the request normally, POSTPONE_RESPONSE (-1)
-keeps the connection until the handler ends the response, any other number is
-sent as that HTTP status.  No handler configured: 500 "No perlhandler is
-configured for this service"; an exception: 500 "Error in handler: ...".
+Runtime, a start_http_request hook: the handler (a plain or ``async``
+function) is called with a ``CgiRequest`` (``perlbal.plugins.cgirequest``);
+returning HANDLED (0) ends the response it printed (head, then body, then the
+connection closes, as in Perl), DECLINED (-2) lets the service handle the
+request normally, POSTPONE_RESPONSE (-1) keeps the connection until something
+calls ``end_response()`` (at most idle_timeout seconds), any other number is
+sent as that HTTP status (Perl's ``send_response($n, $n)``).  No handler
+configured: 500 "No perlhandler is configured for this service"; a handler
+that cannot be found or raises: 500 "Error in handler: ...".
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from perlbal.plugins._common import context_service, perl_match
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+    from perlbal.plugins.hooks import StartHttpRequest
 
 DECLINED = -2
 HANDLED = 0
@@ -72,6 +76,45 @@ class Cgilike(Plugin):
 
     def unregister(self, it: "Interpreter", svc: Service) -> None:
         return None  # the handler name stays configured, as in Perl
+
+    async def start_http_request(self, hook: "StartHttpRequest") -> bool:
+        import inspect
+
+        import anyio
+
+        from perlbal.plugins.cgirequest import CgiRequest, find_handler
+
+        ctx = hook.ctx
+        name = ctx.service.extra.get("cgilike_handler")
+        if not isinstance(name, str):
+            await ctx.send_simple(500, "No perlhandler is configured for this service")
+            return True
+        request = CgiRequest(ctx)
+        try:
+            result = find_handler(name)(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # the handler's failure is the client's 500, as in Perl
+            await ctx.send_simple(500, f"Error in handler: {type(exc).__name__}: {exc}",
+                                  keep_alive=False)
+            return True
+        code = int(result) if isinstance(result, int) else HANDLED
+        if code == DECLINED:
+            return False
+        if code == POSTPONE_RESPONSE:
+            timeout = ctx.service.get("idle_timeout")
+            with anyio.move_on_after(timeout if isinstance(timeout, int) and timeout > 0 else 30):
+                await request.ended.wait()
+            await request.flush()
+            ctx.last_keep_alive = False
+            return True
+        if code != HANDLED:
+            await ctx.send_simple(code, str(code))
+            return True
+        request.end_response()
+        await request.flush()
+        ctx.last_keep_alive = False  # no Content-Length: the end of the body is the close
+        return True
 
 
 PLUGIN = Cgilike()

@@ -3,22 +3,42 @@
 No commands or parameters; registration is refused on any role but
 reverse_proxy, with Perl's message.
 
-Runtime (to come, reverse proxy hooks): a request for ``*.flv`` with a
-``start=<offset>`` query parameter is sent to the backend as a Range request
-from that offset; the 206 answer is turned into a 200 (Content-Type video/x-flv, no
-Content-Range or Accept-Ranges) with the FLV file header
-(``FLV\\x01\\x01\\0\\0\\0\\x09\\0\\0\\0\\x09``) prepended to the body.
+Runtime, reverse proxy hooks: a request for ``*.flv`` with a non-zero
+``start=<offset>`` query parameter is sent to the backend with ``range:
+bytes=<offset>-`` (start_proxy_request); the answer is turned into a 200
+(Content-Type video/x-flv, no Content-Range or Accept-Ranges, Content-Length
+plus 13: modify_response_headers) with the FLV file header
+(``FLV\\x01\\x01\\0\\0\\0\\x09\\0\\0\\0\\x09``) sent before the body
+(prepend_body).  Where Perl rewrote any answer, error pages included, ours
+rewrites only 2xx answers.
 """
 
 from __future__ import annotations
 
+import urllib.parse
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
+from perlbal.http import set_header
 from perlbal.plugins import Plugin, PluginError
 
 if TYPE_CHECKING:
     from perlbal.interp import Interpreter
+    from perlbal.plugins.hooks import ModifyResponseHeaders, PrependBody, StartProxyRequest
+    from perlbal.runtime.context import RequestContext
+
+FLV_HEADER = b"FLV\x01\x01\x00\x00\x00\x09\x00\x00\x00\x09"
+
+
+def _start(ctx: "RequestContext") -> str | None:
+    """The ``start`` query parameter of a ``.flv`` request, when true in Perl's sense."""
+    parts = urllib.parse.urlsplit(ctx.head.target)
+    if not parts.path.endswith(".flv"):
+        return None
+    values = urllib.parse.parse_qs(parts.query).get("start")
+    start = values[0] if values else None
+    return start if start and start != "0" else None
 
 
 class FlvStreaming(Plugin):
@@ -28,6 +48,34 @@ class FlvStreaming(Plugin):
         if svc.role != "reverse_proxy":
             raise PluginError("You can't load the flvstreaming plugin on a service not of "
                               "role reverse_proxy.")
+
+    def start_proxy_request(self, hook: "StartProxyRequest") -> bool:
+        ctx = hook.ctx
+        start = _start(ctx)
+        if start is not None:
+            headers = set_header(list(ctx.head.headers), "range", f"bytes={start}-")
+            ctx.head = replace(ctx.head, headers=tuple(headers))
+            ctx.scratch["flv"] = True
+        return False
+
+    def modify_response_headers(self, hook: "ModifyResponseHeaders") -> bool:
+        if not (hook.backend and hook.ctx.scratch.get("flv") and 200 <= hook.status < 300):
+            return False
+        hook.ctx.scratch["flv_prepend"] = True
+        headers = [(k, v) for k, v in hook.headers
+                   if k.lower() not in ("accept-ranges", "content-range")]
+        headers = set_header(headers, "Content-Type", "video/x-flv")
+        length = next((v for k, v in headers if k.lower() == "content-length"), None)
+        if length is not None and length.isdigit():
+            headers = set_header(headers, "Content-Length", str(int(length) + len(FLV_HEADER)))
+        hook.status = 200
+        hook.headers[:] = headers
+        return False
+
+    def prepend_body(self, hook: "PrependBody") -> bool:
+        if hook.ctx.scratch.get("flv_prepend"):
+            hook.data += FLV_HEADER
+        return False
 
 
 PLUGIN = FlvStreaming()

@@ -11,9 +11,10 @@ plugin was ever registered on since LOAD, as SET lines.
 State: ``svc.extra["highpri_uri_check_str"]`` / ``["highpri_host_check_str"]``
 hold the texts (Perl's names), ``"undef"`` meaning none.
 
-Runtime (to come, the make_high_priority hook of reverse proxies): a request
-whose URI matches uri_pattern or whose Host matches host_pattern goes to the
-high-priority queue.
+Runtime, the make_high_priority hook of reverse proxies: a request whose
+request-URI matches uri_pattern (``re.search``, Perl's ``=~``) or whose Host
+matches host_pattern goes to the high-priority queue (and Stats counts it in
+proxy_requests_highpri).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from perlbal.plugins import Plugin
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+    from perlbal.plugins.hooks import MakeHighPriority
 
 DEFAULT_URI_PATTERN = r"^(?:/interface/(?:xmlrpc|flat)|/login\.bml)$"
 
@@ -87,6 +89,19 @@ class Highpri(Plugin):
         field = "highpri_uri_check_str" if key == "uri_pattern" else "highpri_host_check_str"
         svc.extra[field] = value
         return True  # Perl's setter prints nothing on success
+
+    def make_high_priority(self, hook: "MakeHighPriority") -> bool:
+        extra, head = hook.ctx.service.extra, hook.ctx.head
+        uri_check = _pattern(extra.get("highpri_uri_check_str"))
+        if uri_check and re.search(uri_check, head.target):
+            return True
+        host_check = _pattern(extra.get("highpri_host_check_str"))
+        host = head.get("Host")
+        return bool(host_check and host and re.search(host_check, host))
+
+
+def _pattern(value: object) -> str | None:
+    return value if isinstance(value, str) and value not in ("undef", "none", "null") else None
 
 
 PLUGIN = Highpri()

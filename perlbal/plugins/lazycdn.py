@@ -4,17 +4,53 @@ Config: two web_server parameters, settable once the plugin is LOADed:
 ``fallback_service`` (a service name, not checked, as in Perl) and
 ``fallback_udp_ping_addr`` (``a.b.c.d:port``).
 
-Runtime (to come, the web server's post-stat hooks, plain and concatenated
-GET): when a file is missing, or the request's ``v=<n>`` query number is newer
-than the file's mtime, the client is handed to fallback_service; with a ping
-address the request URI is also sent there in a UDP datagram.
+Runtime, the web server's post-stat hooks (plain and concatenated GET): when
+a file is missing, or the request-URI's ``v=<n>`` number is newer than the
+file's mtime, the request is handed to fallback_service (Perl's
+adopt_base_client); with a ping address the request URI is also sent there
+in a UDP datagram.  A fallback that does not exist leaves the request alone.
 """
 
 from __future__ import annotations
 
+import re
+import socket
+from typing import TYPE_CHECKING
+
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
 from perlbal.plugins._common import PatternParam
+
+if TYPE_CHECKING:
+    from perlbal.plugins.hooks import (ConcatGetPoststatFileMissing, ConcatGetPoststatPreSend,
+                                       Hook, StaticGetPoststatFileMissing,
+                                       StaticGetPoststatPreSend)
+
+
+async def _fall_back(hook: "Hook", last_modified: float | None) -> bool:
+    """Perl's LazyCDN hook: True when the request went to the fallback service."""
+    from perlbal.plugins.hooks import adopt
+
+    ctx = hook.ctx
+    name = ctx.service.get("fallback_service")
+    fallback = ctx.server.graph.services.get(name) if isinstance(name, str) else None
+    if fallback is None:
+        return False
+    uri = ctx.head.target
+    if last_modified is not None:
+        m = re.search(r"\bv=(\d+)\b", uri)
+        if m is None or int(m.group(1)) <= last_modified:
+            return False
+    ping = ctx.service.get("fallback_udp_ping_addr")
+    if isinstance(ping, str) and ping:
+        host, _, port = ping.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.sendto(uri.encode("latin-1", "replace"), (host, int(port)))
+            except OSError:  # Perl only warns when the ping socket fails
+                pass
+    ctx.last_keep_alive = await adopt(ctx, fallback)
+    return True
 
 _WS = ("web_server",)
 
@@ -29,6 +65,18 @@ class LazyCDN(Plugin):
                      plugin="LazyCDN", pattern=r"^\d+\.\d+\.\d+\.\d+:\d+$",
                      message="Expecting IP:port of form a.b.c.d:port."),
     )
+
+    async def static_get_poststat_file_missing(self, hook: "StaticGetPoststatFileMissing") -> bool:
+        return await _fall_back(hook, None)
+
+    async def concat_get_poststat_file_missing(self, hook: "ConcatGetPoststatFileMissing") -> bool:
+        return await _fall_back(hook, None)
+
+    async def static_get_poststat_pre_send(self, hook: "StaticGetPoststatPreSend") -> bool:
+        return await _fall_back(hook, hook.mtime)
+
+    async def concat_get_poststat_pre_send(self, hook: "ConcatGetPoststatPreSend") -> bool:
+        return await _fall_back(hook, hook.mtime)
 
 
 PLUGIN = LazyCDN()

@@ -23,21 +23,34 @@ GIF's first frame only — the seed lists de-animation as upcoming.  The still
 image is the header, the global palette and the blocks up to the end of the
 first image, then the GIF trailer.
 
-This module holds the pure transformation (bytes in, bytes out); the web
-server calls ``plan_request`` on the request path and ``rewrite_prefix`` /
-``first_frame`` on the file's bytes.
+The transformation is pure (bytes in, bytes out); the hooks apply it:
+start_serve_request runs ``plan_request`` on the decoded path and serves the
+plain file instead (the plan is kept in ``ctx.scratch``); start_send_file
+reads the file's first 2048 bytes, sends the head and ``rewrite_prefix``'s
+bytes, then the rest of the file from disk.  The answer is always a whole 200
+(a Range is ignored).  A still GIF is read whole (at most ``STILL_MAX_BYTES``)
+and sent with its own Content-Length.  A refusal is sent as Perl's simple
+page; a corrupt image is refused (404), never sent broken, never a crash.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import zlib
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
+from perlbal.http import set_header
 from perlbal.plugins import Plugin
 
-PREFIX_READ = 2048  # bytes Perl reads for the palette; ours too
+if TYPE_CHECKING:
+    from perlbal.plugins.hooks import StartSendFile, StartServeRequest
+
+PREFIX_READ = 2048
+STILL_MAX_BYTES = 16 * 1024 * 1024  # bytes Perl reads for the palette; ours too
 _URI_RE = re.compile(r"^/palimg/(.+)\.(\w+)(.*)$")
 _HEX = "[0-9a-f]"
 _GRADIENT = re.compile(f"^g({_HEX}{{2}})({_HEX}{{6}})({_HEX}{{2}})({_HEX}{{6}})$")
@@ -232,6 +245,57 @@ def first_frame(data: bytes) -> bytes:
 
 class Palimg(Plugin):
     name = "Palimg"
+
+    async def start_serve_request(self, hook: "StartServeRequest") -> bool:
+        try:
+            plan = plan_request(hook.uri)
+        except PalimgRefused as refusal:
+            await hook.ctx.send_simple(refusal.status)
+            return True
+        if plan is not None:
+            hook.uri = plan.path
+            hook.ctx.scratch["palimg"] = plan
+        return False
+
+    async def start_send_file(self, hook: "StartSendFile") -> bool:
+        from anyio import to_thread
+
+        from perlbal.http.responses import render_head
+        from perlbal.runtime.webserver import send_file
+
+        ctx = hook.ctx
+        plan = ctx.scratch.get("palimg")
+        if not isinstance(plan, PalimgRequest) or hook.fh is None:
+            return False
+        fh = hook.fh
+        size = os.fstat(fh.fileno()).st_size
+        if plan.still and size > STILL_MAX_BYTES:
+            return await _refuse(hook, 404)
+        try:
+            await to_thread.run_sync(fh.seek, 0)
+            data: bytes = await to_thread.run_sync(fh.read, size if plan.still else PREFIX_READ)
+        except OSError:
+            return await _refuse(hook, 500)
+        if not data:
+            return await _refuse(hook, 500)
+        try:
+            prefix = rewrite_prefix(data, plan.ext, plan.palette) if plan.palette else b""
+            body = first_frame(prefix + data[len(prefix):]) if plan.still else prefix
+        except PalimgRefused as refusal:
+            return await _refuse(hook, refusal.status)
+        total = len(body) if plan.still else size
+        headers = [(k, v) for k, v in hook.headers if k.lower() != "content-range"]
+        headers = set_header(headers, "Content-Length", str(total))
+        await ctx.send(render_head(200, headers) + body)
+        if not plan.still:
+            await send_file(ctx, fh, len(prefix), size - len(prefix))
+        ctx.last_keep_alive = ctx.keep_alive
+        return True
+
+
+async def _refuse(hook: "StartSendFile", status: int) -> bool:
+    await hook.ctx.send_simple(status)
+    return True
 
 
 PLUGIN = Palimg()

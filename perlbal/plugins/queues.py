@@ -2,19 +2,50 @@
 
 No commands or parameters; ``SET plugins = Queues`` works on any service.
 
-Runtime (to come, when a backend is assigned a client on a reverse proxy):
-the request sent to the backend gets ``X-Queue-Count`` / ``X-Queue-Age``
-(normal queue length and seconds the oldest waiting client has waited) and
-``X-HP-Queue-Count`` / ``X-HP-Queue-Age`` for the high-priority queue.
+Runtime, the backend_client_assigned hook of reverse proxies: the request
+sent to the backend gets ``X-Queue-Count`` / ``X-Queue-Age`` (normal queue
+length and whole seconds the oldest waiting client has waited) and
+``X-HP-Queue-Count`` / ``X-HP-Queue-Age`` for the high-priority queue, as
+Perl's Queues.pm sets them.
 """
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING, Any
+
+from perlbal.http import set_header
 from perlbal.plugins import Plugin
+
+if TYPE_CHECKING:
+    from perlbal.plugins.hooks import BackendClientAssigned
+
+
+def _length_and_age(queue: Any, now: float) -> tuple[int, int]:
+    if not queue:
+        return 0, 0
+    return len(queue), int(now - queue[0].since)
 
 
 class Queues(Plugin):
     name = "Queues"
+
+    def backend_client_assigned(self, hook: "BackendClientAssigned") -> bool:
+        from perlbal.runtime.backends import HIGH, NORMAL
+
+        backends = getattr(hook.ctx.server, "backends", None)
+        if backends is None:
+            return False
+        queues = backends.state(hook.ctx.service.name).queues
+        now = time.monotonic()
+        count, age = _length_and_age(queues[NORMAL], now)
+        hp_count, hp_age = _length_and_age(queues[HIGH], now)
+        headers = hook.headers
+        for name, value in (("X-Queue-Count", count), ("X-Queue-Age", age),
+                            ("X-HP-Queue-Count", hp_count), ("X-HP-Queue-Age", hp_age)):
+            headers = set_header(headers, name, str(value))
+        hook.headers[:] = headers
+        return False
 
 
 PLUGIN = Queues()

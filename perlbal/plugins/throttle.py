@@ -8,7 +8,9 @@ once; a missing or empty list refuses the registration, as Perl's register
 dies.  Parsed lists are kept in ``svc.extra["throttle_lists"]`` as strings of
 networks ("10.0.0.0/8").
 
-Runtime (to come, start/end_proxy_request hooks of reverse proxies): a client
+Runtime, the start_proxy_request / end_proxy_request hooks (Perl's
+Throttle.pm; state in memory, shared by services with the same
+instance_name as Perl's local store; memcached is not supported): a client
 on the blacklist is refused (blacklist_action deny: 403) or throttled; on the
 whitelist it passes; others follow default_action.  Throttling: a client that
 connects again within throttle_threshold_seconds waits initial_delay seconds,
@@ -22,8 +24,13 @@ refuses; path_regex / method_regex limit which requests count.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import anyio
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
@@ -34,6 +41,9 @@ from perlbal.plugins._common import EnumParam, PatternParam, context_service, pe
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+    from perlbal.plugins.hooks import EndProxyRequest, StartProxyRequest
+
+log = logging.getLogger("perlbal.plugins.throttle")
 
 USAGE = "usage: throttle reload <config|whitelist|blacklist>"
 _P = "Throttle"
@@ -153,6 +163,135 @@ class Throttle(Plugin):
             return call.err(f"Throttle is not registered on service '{svc.name}'")
         # "config": the runtime reads the parameters afresh on every request
         return call.ok()
+
+    # --- runtime -----------------------------------------------------------------
+
+    async def start_proxy_request(self, hook: "StartProxyRequest") -> bool:
+        ctx = hook.ctx
+        svc = ctx.service
+        from perlbal.runtime.clientconn import observed_ip
+
+        ip = observed_ip(ctx) or ctx.peer_ip
+        state = _state(svc)
+        state.concurrent[ip] = state.concurrent.get(ip, 0) + 1
+        ctx.scratch["throttle_ip"] = ip
+        now = time.time()
+        action = _classify(svc, state, ip, ctx.head.target, ctx.head.method)
+        log_only = bool(svc.get("log_only"))
+        if action == "deny":
+            if log_only:
+                return False
+            await ctx.send_simple(403, "Forbidden.\n")
+            return True
+        if action == "allow":
+            return False
+        key = f"{svc.get('instance_name') or 'Throttle'}{ip}"
+        last, violations = _STORE.get(key, now)
+        threshold = _int(svc, "throttle_threshold_seconds", 60)
+        _STORE.set(key, now, violations, threshold)
+        if last is None or now - last >= threshold:
+            return False  # unseen or reformed: through at once
+        delay = min(_int(svc, "initial_delay", 3) * 2 ** violations, _int(svc, "max_delay", 300))
+        violations += 1
+        ban_threshold = _int(svc, "ban_threshold", 0)
+        if ban_threshold and violations >= ban_threshold:
+            log.info("Banning %s for %ss: %s", ip, _int(svc, "ban_expiration", 60),
+                     ctx.head.target)
+            if not log_only:
+                state.banned[ip] = now + _int(svc, "ban_expiration", 60)
+            ctx.last_keep_alive = False  # Perl closes the connection without an answer
+            return True
+        _STORE.set(key, now, violations, delay)
+        log.info("Throttling %s for %s: %s", ip, delay, ctx.head.target)
+        if not log_only:
+            await anyio.sleep(delay)
+        return False
+
+    def end_proxy_request(self, hook: "EndProxyRequest") -> bool:
+        ip = hook.ctx.scratch.get("throttle_ip")
+        if isinstance(ip, str):
+            concurrent = _state(hook.ctx.service).concurrent
+            left = concurrent.get(ip, 0) - 1
+            if left > 0:
+                concurrent[ip] = left
+            else:
+                concurrent.pop(ip, None)
+        return False
+
+
+@dataclass
+class _ServiceState:
+    """Perl's per-registration %throttled (requests in flight) and %banned."""
+
+    concurrent: dict[str, int] = field(default_factory=dict)
+    banned: dict[str, float] = field(default_factory=dict)  # ip -> end of ban (time.time)
+
+
+class _Store:
+    """Perl's local Throttle::Store: key -> (expiry, last request start, violations)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, float, int]] = {}
+
+    def get(self, key: str, now: float) -> tuple[float | None, int]:
+        entry = self.entries.get(key)
+        if entry is None or now >= entry[0]:
+            self.entries.pop(key, None)
+            return None, 0
+        return entry[1], entry[2]
+
+    def set(self, key: str, start: float, count: int, exptime: float) -> None:
+        if len(self.entries) > 100_000:  # forget the expired before growing further
+            now = time.time()
+            self.entries = {k: v for k, v in self.entries.items() if v[0] > now}
+        self.entries[key] = (time.time() + exptime, start, count)
+
+
+_STORE = _Store()
+_STATES: dict[int, _ServiceState] = {}
+
+
+def _state(svc: Service) -> _ServiceState:
+    state = _STATES.get(id(svc))
+    if state is None:
+        state = _STATES[id(svc)] = _ServiceState()
+    return state
+
+
+def _int(svc: Service, name: str, default: int) -> int:
+    value = svc.get(name)
+    return value if isinstance(value, int) else default
+
+
+def _listed(svc: Service, which: str, ip: str) -> bool:
+    nets = (svc.extra.get("throttle_lists") or {}).get(which) or []
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(net, strict=False) for net in nets)
+
+
+def _classify(svc: Service, state: _ServiceState, ip: str, uri: str, method: str) -> str:
+    """Perl's decision, in its order: allow, deny or throttle."""
+    if _listed(svc, "whitelist", ip):
+        return "allow"
+    ban = state.banned.get(ip)
+    if ban is not None:
+        if ban > time.time():
+            return "deny"
+        del state.banned[ip]
+        log.info("Unbanning %s", ip)
+    if _listed(svc, "blacklist", ip):
+        return "deny" if svc.get("blacklist_action", "deny") == "deny" else "throttle"
+    if state.concurrent.get(ip, 0) > _int(svc, "max_concurrent", 2):
+        return "deny"
+    path_regex, method_regex = svc.get("path_regex"), svc.get("method_regex")
+    if isinstance(path_regex, str) and path_regex and not re.search(path_regex, uri):
+        return "allow"
+    if isinstance(method_regex, str) and method_regex and not re.search(method_regex, method):
+        return "allow"
+    return "allow" if svc.get("default_action", "throttle") == "allow" else "throttle"
 
 
 PLUGIN = Throttle()
