@@ -61,7 +61,7 @@ from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import ByteBuffer
-from perlbal.runtime import reproxy
+from perlbal.runtime import reproxy, uploads
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -205,7 +205,14 @@ async def _proxy(ctx: RequestContext) -> bool:
     # A body the backend can be sent again (retry on a stale idle connection).
     replay_body: bytes | None = None
     prefix = b""  # buffer_backend_connect: body bytes read before asking for a backend
-    if head.chunked:
+    # upload_status_listeners / buffer_uploads (perlbal.runtime.uploads): progress goes out by
+    # UDP, and a slow, large or chunked upload is spooled to disk before a backend is asked for
+    uploads.track_upload(ctx)
+    spool = (await uploads.spool_upload(ctx)
+             if svc.params.get("buffer_uploads") and not ctx.body.done else None)
+    if spool is not None:
+        pass  # the whole body waits on disk
+    elif head.chunked:
         if "100-continue" in (head.get("Expect") or "").lower() and not ctx.leftover:
             await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         limit = svc.params.get("max_chunked_request_size", 209715200)
@@ -226,7 +233,8 @@ async def _proxy(ctx: RequestContext) -> bool:
                 prefix = await _read_prefix(ctx, early)
     else:
         replay_body = b""
-    request_head = _backend_head(ctx, len(replay_body) if replay_body is not None else None)
+    request_head = _backend_head(ctx, len(replay_body) if replay_body is not None
+                                 else spool.size if spool is not None else None)
     if prefix:
         request_head += prefix
     # reproxy cache (perlbal.runtime.reproxy): a cached X-REPROXY-URL answer needs no backend
@@ -253,11 +261,12 @@ async def _proxy(ctx: RequestContext) -> bool:
             if schedule is None and svc.params.get("enable_error_retries"):
                 schedule = _retry_schedule(svc)
             may_retry = schedule is not None and error_retries < len(schedule)
-            return await _exchange(runtime, ctx, conn, request_head, replay_body, may_retry)
+            return await _exchange(runtime, ctx, conn, request_head, replay_body, may_retry,
+                                   spool=spool)
         except _Retry:
             runtime.backends.discard(conn)
             stale_retries += 1
-            if replay_body is None or stale_retries > 4:
+            if (replay_body is None and spool is None) or stale_retries > 4:
                 return await _fail(ctx, 502)
         except _ErrorRetry:
             runtime.backends.discard(conn)
@@ -326,7 +335,7 @@ async def _read_response_head(conn: BackendConn, client: FastStream | None) -> t
 
 async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
                     request_head: bytes, replay_body: bytes | None,
-                    may_retry_500: bool = False) -> bool:
+                    may_retry_500: bool = False, spool: uploads.Spool | None = None) -> bool:
     svc = ctx.service
     pool = runtime.graph.pools.get(svc.pool_name or "")
     ipport = conn.ipport
@@ -343,7 +352,10 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         return False
     # --- send the request ---
     try:
-        if replay_body is not None:
+        if spool is not None:  # buffer_uploads: the body comes from the spool file (sendfile)
+            await conn.stream.send(request_head)
+            await spool.send_to(conn.stream, conn.stream.send)
+        elif replay_body is not None:
             await conn.stream.send(request_head + replay_body if replay_body else request_head)
         else:
             await conn.stream.send(request_head)

@@ -1,0 +1,280 @@
+"""Buffered uploads (spooling request bodies to disk) and UDP upload-progress reports.
+
+``buffer_uploads`` (Perl's ClientProxy::start_buffering_request,
+decide_to_buffer_to_disk, buffered_upload_update, send_buffered_upload,
+handle_chunked_upload): a body is written to a file under
+``buffer_uploads_path`` and only sent to a backend once it is complete, so a
+slow uploader never holds a backend connection.  Perl's decision, kept here:
+
+* a chunked body (Transfer-Encoding: chunked) is always spooled (reason
+  ``chunked``), at most ``max_chunked_request_size`` decoded bytes (larger:
+  the client is disconnected, as Perl closes it), then sent with a
+  Content-Length;
+* with ``buffer_backend_connect`` = 0 nothing is buffered (Perl goes straight
+  to a backend);
+* Content-Length >= ``buffer_upload_threshold_size`` (non-zero): spooled at
+  once (reason ``size``);
+* otherwise the first ``buffer_backend_connect`` bytes are read, timed from
+  the end of the head: arriving slower than ``buffer_upload_threshold_rate``
+  bytes/s (reason ``rate``) or with the rest estimated to take longer than
+  ``buffer_upload_threshold_time`` seconds (reason ``time``) spools the
+  body; else the bytes are handed back and the body streams to a backend.
+
+With the environment variable PERLBAL_DEBUG_BUFFERED_UPLOADS set, the reason
+is told to the backend in ``X-PERLBAL-BUFFERED-UPLOAD-REASON`` as Perl does.
+
+Spool files are named as Perl names them (``<service>-<listen>-client-<n>-<random>``).
+The name is removed as soon as the body is complete -- or at once when the
+client aborts or anything fails -- and the open descriptor carries the data to
+the backend (sendfile), so no outcome can leave a file behind.
+
+``upload_status_listeners`` (ClientProxy::event_read, handle_upload_tracking):
+a request whose URI carries ``client_up_sess=<5-50 word chars>`` has its
+progress sent by UDP to every listener, at most once a second while body
+bytes remain, as ``UPLOAD:<session>:<done>:<content-length>:<start>:<now>``
+(epoch seconds).  Perl only reports Content-Length bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import re
+import socket
+import time
+from typing import Awaitable, BinaryIO, Callable
+
+import anyio
+from anyio import to_thread
+
+from perlbal.runtime.context import RequestContext
+from perlbal.runtime.netstream import FastStream
+
+__all__ = ["Spool", "spool_upload", "track_upload"]
+
+_SESSION = re.compile(r"[?&]client_up_sess=(\w{5,50})\b")
+_tasks: set["asyncio.Task[None]"] = set()
+SendFn = Callable[[bytes], Awaitable[None]]
+
+
+class Spool:
+    """A complete request body on disk (its name already removed); ``size`` bytes."""
+
+    def __init__(self, fh: BinaryIO, size: int, reason: str) -> None:
+        self.fh = fh
+        self.size = size
+        self.reason = reason
+
+    async def send_to(self, stream: object, send: SendFn) -> None:
+        """Send the whole body: sendfile on an asyncio transport, else reads and ``send``."""
+        transport = getattr(stream, "_transport", None)
+        if self.size and isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            try:
+                await asyncio.get_running_loop().sendfile(transport, self.fh, 0, self.size)
+                return
+            except (ConnectionError, OSError) as exc:
+                raise anyio.BrokenResourceError from exc
+            except (RuntimeError, NotImplementedError):
+                pass
+        await to_thread.run_sync(self.fh.seek, 0)
+        remaining = self.size
+        while remaining > 0:
+            block: bytes = await to_thread.run_sync(self.fh.read, min(262144, remaining))
+            if not block:
+                raise anyio.BrokenResourceError
+            await send(block)
+            remaining -= len(block)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _int(ctx: RequestContext, name: str, default: int) -> int:
+    value = ctx.service.get(name, default)
+    return value if isinstance(value, int) else default
+
+
+def _reason(ctx: RequestContext) -> str | None:
+    """Spool at once, without sampling? (chunked, size)"""
+    if ctx.head.chunked:
+        return "chunked"
+    size = _int(ctx, "buffer_upload_threshold_size", 256000)
+    if size > 0 and (ctx.head.content_length or 0) >= size:
+        return "size"
+    return None
+
+
+async def spool_upload(ctx: RequestContext) -> Spool | None:
+    """Spool the unread body when Perl would; None leaves it unread for streaming.
+
+    Only called with ``buffer_uploads`` on and a body still to read.
+    """
+    early = _int(ctx, "buffer_backend_connect", 102400)
+    reason = _reason(ctx)
+    if reason is None and early <= 0:
+        return None
+    head = ctx.head
+    if head.http_version >= (1, 1) and not ctx.leftover \
+            and "100-continue" in (head.get("Expect") or "").lower():
+        await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+    sample = b""
+    if reason is None:
+        started = time.monotonic()
+        sample = await _read_sample(ctx, early)
+        duration = time.monotonic() - started or 1.0  # Perl: tv_interval(...) || 1
+        rate = len(sample) / duration
+        remain = ctx.body.remaining
+        threshold_rate = _int(ctx, "buffer_upload_threshold_rate", 0)
+        threshold_time = _int(ctx, "buffer_upload_threshold_time", 5)
+        if threshold_rate > 0 and rate < threshold_rate:
+            reason = "rate"
+        if threshold_time > 0 and (remain / rate if rate else float("inf")) > threshold_time:
+            reason = "time"
+        if reason is None:
+            _unread(ctx, sample)  # fast enough: stream it to a backend as usual
+            return None
+    if reason != "chunked" and os.environ.get("PERLBAL_DEBUG_BUFFERED_UPLOADS"):
+        ctx.head = dataclasses.replace(
+            ctx.head, headers=ctx.head.headers + (("X-PERLBAL-BUFFERED-UPLOAD-REASON", reason),))
+    spool = await _write_spool(ctx, sample, reason)
+    if reason == "chunked":
+        # Perl drops Transfer-Encoding and appends the Content-Length to the client's fields
+        fields = tuple((k, v) for k, v in ctx.head.headers if k.lower() != "transfer-encoding")
+        ctx.head = dataclasses.replace(
+            ctx.head, headers=fields + (("Content-Length", str(spool.size)),))
+    return spool
+
+
+async def _read_sample(ctx: RequestContext, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for piece in ctx.body_chunks():
+        parts.append(piece)
+        size += len(piece)
+        if size >= limit:
+            break
+    return b"".join(parts)
+
+
+def _unread(ctx: RequestContext, data: bytes) -> None:
+    """Give sampled Content-Length body bytes back, as if they had never been read."""
+    if not data:
+        return
+    body = ctx.body
+    ctx.leftover = data + ctx.leftover
+    body.remaining += len(data)
+    body.size -= len(data)
+    body.done = False
+
+
+def _spool_name(ctx: RequestContext) -> str:
+    svc = ctx.service
+    directory = str(svc.get("buffer_uploads_path") or "").rstrip("/") or "/tmp"
+    name = "-".join([svc.name, str(svc.listen or ""), "client", str(ctx.peer_port),
+                     str(random.randrange(0xFFFFFFFF))])
+    return os.path.join(directory, name.replace("/", "_"))
+
+
+async def _write_spool(ctx: RequestContext, sample: bytes, reason: str) -> Spool:
+    path = _spool_name(ctx)
+    fd = await to_thread.run_sync(lambda: os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644))
+    fh = os.fdopen(fd, "w+b")
+    complete = False
+    try:
+        size = 0
+        if sample:
+            await to_thread.run_sync(fh.write, sample)
+            size += len(sample)
+        limit = _int(ctx, "max_chunked_request_size", 209715200) if ctx.head.chunked else None
+        pending: list[bytes] = []
+        pending_size = 0
+        async for piece in ctx.body_chunks(limit if limit and limit > 0 else None):
+            pending.append(piece)
+            pending_size += len(piece)
+            if pending_size >= 262144:  # one write per ~256 KiB, off the event loop
+                await to_thread.run_sync(fh.write, b"".join(pending))
+                size += pending_size
+                pending, pending_size = [], 0
+        if pending:
+            await to_thread.run_sync(fh.write, b"".join(pending))
+            size += pending_size
+        await to_thread.run_sync(fh.flush)
+        complete = True
+        return Spool(fh, size, reason)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await to_thread.run_sync(_unlink_quietly, path)
+        if not complete:
+            fh.close()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --- upload progress over UDP ---------------------------------------------------------------
+
+
+def _listeners(ctx: RequestContext) -> list[tuple[str, int]]:
+    text = ctx.service.get("upload_status_listeners") or ""
+    out: list[tuple[str, int]] = []
+    for item in str(text).split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            out.append((host, int(port)))
+    return out
+
+
+def track_upload(ctx: RequestContext) -> None:
+    """Start reporting this request's upload progress, when it asked and listeners are set.
+
+    The reporter task ends by itself when the body is read or the client is gone.
+    """
+    if ctx.body.done or ctx.head.content_length is None:
+        return
+    match = _SESSION.search(ctx.head.target)
+    listeners = _listeners(ctx) if match else []
+    if not listeners or match is None:
+        return
+    task = asyncio.get_running_loop().create_task(
+        _report(ctx, match.group(1), listeners, int(time.time())))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _report(ctx: RequestContext, session: str, listeners: list[tuple[str, int]],
+                  since: int) -> None:
+    total = ctx.head.content_length or 0
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    last_second = 0
+    last_done = -1
+    idle_limit = float(_int(ctx, "idle_timeout", 30) or 30)
+    last_progress = time.monotonic()
+    try:
+        while not ctx.body.done:
+            stream = ctx.stream
+            if isinstance(stream, FastStream) and (stream.closed or stream.at_eof):
+                return
+            done = ctx.body.size + len(ctx.leftover)
+            now = int(time.time())
+            if done != last_done:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > idle_limit:
+                return
+            if done != last_done and now != last_second and 0 < total - done:
+                message = f"UPLOAD:{session}:{done}:{total}:{since}:{now}".encode()
+                for address in listeners:
+                    try:
+                        sock.sendto(message, address)
+                    except OSError:
+                        pass
+                last_second, last_done = now, done
+            await asyncio.sleep(0.1)
+    finally:
+        sock.close()

@@ -1,0 +1,43 @@
+"""Differential: each buffered-upload mode through Perl Perlbal 1.80 and ours.
+
+PERLBAL_DEBUG_BUFFERED_UPLOADS makes both tell the backend why a body was
+spooled (X-PERLBAL-BUFFERED-UPLOAD-REASON), so the decision itself is compared,
+together with the request head and body the backend got, the client's status
+and headers, and that the spool directory is empty afterwards.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.runtime.pyserver import PyPerlbal
+from tests.support.perl_perlbal import PerlPerlbal
+from tests.uploads.rig import Mode, body_bytes, both, run_upload
+
+MODES = {
+    # Content-Length over buffer_upload_threshold_size: spooled at once
+    "size": Mode(body_size=300000, size=250000, time=5),
+    # 10 KB/s with the rest estimated at > 1 s: spooled for time
+    "time": Mode(body_size=20000, piece=500, interval=0.05, time=1),
+    # 10 KB/s under a 100 KB/s minimum rate: spooled for rate
+    "rate": Mode(body_size=20000, piece=500, interval=0.05, rate=100000),
+    # all at once, thresholds not met: streamed, never spooled
+    "fast": Mode(body_size=60000, time=5, rate=1000),
+    # Transfer-Encoding: chunked: always spooled, sent with a Content-Length
+    "chunked": Mode(body_size=50000, chunked=True, time=5),
+    # chunked and paced
+    "chunked_slow": Mode(body_size=12000, chunked=True, piece=1500, interval=0.03, time=5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODES))
+def test_upload_mode_like_perl(need_perl_perlbal: None, monkeypatch: pytest.MonkeyPatch,
+                               name: str) -> None:
+    monkeypatch.setenv("PERLBAL_DEBUG_BUFFERED_UPLOADS", "1")
+    mode = MODES[name]
+    perl, ours = both(lambda: run_upload(lambda c: PerlPerlbal(c), mode),
+                      lambda: run_upload(lambda c: PyPerlbal(c), mode))
+    assert ours.backend_bodies == perl.backend_bodies == [body_bytes(mode.body_size)]
+    assert ours.backend_heads == perl.backend_heads
+    assert (ours.status, ours.client_headers) == (perl.status, perl.client_headers)
+    assert ours.spool_left == perl.spool_left == []
