@@ -24,8 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class PyPerlbal:
-    def __init__(self, config_text: str, *, startup_timeout: float = 10.0) -> None:
+    def __init__(self, config_text: str, *, startup_timeout: float = 10.0,
+                 extra_pythonpath: tuple[str, ...] = ()) -> None:
         self.config_text = config_text
+        #: more sys.path entries for the server (third-party plugins' dist-info)
+        self.extra_pythonpath = extra_pythonpath
         self.startup_timeout = startup_timeout
         self.wait_ports = sorted({int(p) for p in _LISTEN_RE.findall(config_text)})
         self._tmp = tempfile.TemporaryDirectory(prefix="py-perlbal-")
@@ -43,7 +46,7 @@ class PyPerlbal:
     def start(self) -> None:
         conf = self.workdir / "perlbal.conf"
         conf.write_text(self.config_text)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(ROOT), *self.extra_pythonpath)))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "perlbal.runtime.main", f"--config={conf}"],
             cwd=self.workdir, stdin=subprocess.DEVNULL,
