@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Callable
 
 import anyio
 
@@ -59,9 +60,12 @@ def _reload(runtime: Runtime, config_path: str) -> None:
     sd_notify("READY=1")
 
 
-async def _serve(runtime: Runtime, config_path: str | None) -> None:
+async def _serve(runtime: Runtime, config_path: str | None,
+                 on_ready: Callable[[], None] | None = None) -> None:
     async def watch_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            if on_ready is not None:
+                on_ready()  # only now: a SIGTERM from here on is a graceful shutdown
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     if config_path:
@@ -137,13 +141,17 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
             if pidfile:
                 _unlink(pidfile)
             os._exit(1)  # never serve as root when told not to (workers die with us)
-    if worker == 0:
-        if detached is not None:
-            detached.ready()
-        sd_notify(f"READY=1\nMAINPID={os.getpid()}")
-        log.info("beginning run")
+
+    def ready() -> None:
+        if worker == 0:
+            if detached is not None:
+                detached.ready()
+            sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+            log.info("beginning run")
+
     try:
-        anyio.run(_serve, runtime, config_path, backend="asyncio", backend_options=runtime.loop_options())
+        anyio.run(_serve, runtime, config_path, ready, backend="asyncio",
+                  backend_options=runtime.loop_options())
     except KeyboardInterrupt:
         pass
     finally:

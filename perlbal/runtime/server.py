@@ -80,6 +80,7 @@ class Runtime:
         self.shutdown_requested: tuple[bool, int | None] | None = None
         self.draining = False  # graceful shutdown: no more keep-alive
         self.active_connections = 0
+        self.limited_connections = 0  # open clients of non-management listeners
         self._idle: anyio.Event | None = None
         #: one plain asyncio task per client connection (see _accept_loop)
         self._client_tasks: set[asyncio.Task[None]] = set()
@@ -402,14 +403,15 @@ class Runtime:
                 live = self.live
                 live.accepted[lst.service] = live.accepted.get(lst.service, 0) + 1
                 limit = self.max_connections
-                if limit and self.active_connections >= limit and not lst.management:
+                if limit and self.limited_connections >= limit and not lst.management:
                     live.refused_max_connections += 1
                     if self._refusing >= _MAX_REFUSING:
                         sock.close()
                         continue
                     task = loop.create_task(self._refuse(sock, lst.tls, limit))
                 else:
-                    task = loop.create_task(self._run_client(sock, lst.service, lst.tls))
+                    task = loop.create_task(self._run_client(sock, lst.service, lst.tls,
+                                                             not lst.management))
                 clients.add(task)
                 task.add_done_callback(clients.discard)
 
@@ -444,10 +446,11 @@ class Runtime:
                 sock.close()
 
     async def _run_client(self, sock: socket.socket, service_name: str,
-                          tls: ssl.SSLContext | None = None) -> None:
+                          tls: ssl.SSLContext | None = None, limited: bool = False) -> None:
         from perlbal.runtime.clientconn import serve_client
 
         self.active_connections += 1
+        self.limited_connections += limited
         stream: FastStream | None = None
         try:
             svc = self.graph.services.get(service_name)
@@ -472,6 +475,7 @@ class Runtime:
             log.exception("client connection on %s failed", service_name)
         finally:
             self.active_connections -= 1
+            self.limited_connections -= limited
             if stream is not None:
                 await stream.aclose()
             else:

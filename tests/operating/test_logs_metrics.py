@@ -1,0 +1,167 @@
+"""Access log lines (Combined Log Format and JSON) and /metrics after real traffic."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+from tests.runtime.pyserver import PyPerlbal
+from tests.support.backend import Backend
+from tests.support.ports import LOOPBACK, free_ports
+
+
+def _request(port: int, raw: bytes) -> bytes:
+    with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def _wait_lines(path: Path, count: int, timeout: float = 5.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"{path} has fewer than {count} lines")
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"'
+                     r'(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)?\})? (-?[0-9.e+]+|NaN|[+-]Inf)$')
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """A strict reader of the text format: every sample belongs to a declared family."""
+    assert text.endswith("\n")
+    types: dict[str, str] = {}
+    helped: set[str] = set()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            assert name not in helped, f"second HELP for {name}"
+            helped.add(name)
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped")
+            assert name not in types, f"second TYPE for {name}"
+            types[name] = kind
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            assert m.group(1) in types, f"sample before its TYPE: {line!r}"
+            key = line.rsplit(" ", 1)[0]
+            assert key not in samples, f"duplicate sample {key}"
+            samples[key] = float(line.rsplit(" ", 1)[1])
+    for name, kind in types.items():
+        if kind == "counter":
+            assert name.endswith("_total"), name
+    return samples
+
+
+def test_access_logs_and_metrics_after_traffic(tmp_path: Path) -> None:
+    port, web_port, mgmt = free_ports(3)
+    docroot = tmp_path / "htdocs"
+    docroot.mkdir()
+    (docroot / "file.txt").write_bytes(b"x" * 3000)
+    clf = tmp_path / "proxy.log"
+    jsonl = tmp_path / "web.log"
+    with Backend(name="b1", response_size=1234) as be:
+        conf = f"""
+CREATE POOL p
+  POOL p ADD {LOOPBACK}:{be.port}
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = {LOOPBACK}:{port}
+  SET pool = p
+  SET persist_backend = on
+  SET access_log = {clf}
+ENABLE proxy
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = {LOOPBACK}:{web_port}
+  SET docroot = {docroot}
+  SET access_log = {jsonl}
+  SET access_log_format = json
+ENABLE web
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = {LOOPBACK}:{mgmt}
+ENABLE mgmt
+"""
+        with PyPerlbal(conf):
+            r1 = _request(port, b'GET /a?b=1 HTTP/1.0\r\nReferer: http://x/"q"\r\n'
+                                b"User-Agent: tester/1.0\r\n\r\n")
+            assert r1.startswith(b"HTTP/1.0 200")
+            _request(port, b"POST /up HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
+            r3 = _request(web_port, b"GET /file.txt HTTP/1.0\r\nHost: w\r\n\r\n")
+            assert r3.endswith(b"x" * 3000)
+            _request(web_port, b"GET /missing HTTP/1.0\r\n\r\n")
+
+            lines = _wait_lines(clf, 2)
+            m = re.fullmatch(r'127\.0\.0\.1 - - \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
+                             r'"GET /a\?b=1 HTTP/1\.0" 200 1234 "http://x/\\x22q\\x22" '
+                             r'"tester/1\.0"', lines[0])
+            assert m, lines[0]
+            assert re.fullmatch(r'127\.0\.0\.1 - - \[.*\] "POST /up HTTP/1\.0" 200 1234 "-" "-"',
+                                lines[1]), lines[1]
+
+            records = [json.loads(x) for x in _wait_lines(jsonl, 2)]
+            assert records[0]["uri"] == "/file.txt" and records[0]["status"] == 200
+            assert records[0]["bytes_sent"] == 3000 and records[0]["service"] == "web"
+            assert records[0]["host"] == "w" and records[0]["remote_addr"] == "127.0.0.1"
+            assert records[1]["status"] == 404 and records[1]["uri"] == "/missing"
+
+            page = _request(mgmt, b"GET /metrics HTTP/1.0\r\n\r\n")
+            head, _, body = page.partition(b"\r\n\r\n")
+            assert b"Content-Type: text/plain; version=0.0.4" in head
+            samples = parse_prometheus(body.decode())
+            node = f'{LOOPBACK}:{be.port}'
+            assert samples['perlbal_service_requests_total{service="proxy"}'] == 2
+            assert samples['perlbal_service_responses_total{service="proxy",code="200"}'] == 2
+            assert samples['perlbal_service_responses_total{service="web",code="404"}'] == 1
+            assert samples['perlbal_service_sent_bytes_total{service="web"}'] > 3000
+            assert samples['perlbal_service_received_bytes_total{service="proxy"}'] > 100
+            sent = samples[f'perlbal_node_sent_bytes_total{{pool="p",node="{node}"}}']
+            got = samples[f'perlbal_node_received_bytes_total{{pool="p",node="{node}"}}']
+            assert sent > 5 and got > 2 * 1234
+            assert samples['perlbal_pool_received_bytes_total{pool="p"}'] == got
+            assert samples[f'perlbal_node_requests_total{{node="{node}"}}'] == 2
+            assert samples['perlbal_queue_depth{service="proxy",queue="normal"}'] == 0
+            assert samples["perlbal_connections_open"] >= 1  # this very request
+            assert 'perlbal_buffer_bytes{kind="relay"}' in samples
+
+
+def test_metrics_count_connect_failures_and_can_be_off(tmp_path: Path) -> None:
+    port, mgmt, dead = free_ports(3)
+    conf = f"""
+SERVER metrics = off
+CREATE POOL p
+  POOL p ADD {LOOPBACK}:{dead}
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = {LOOPBACK}:{port}
+  SET pool = p
+  SET idle_timeout = 1
+ENABLE proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = {LOOPBACK}:{mgmt}
+ENABLE mgmt
+"""
+    with PyPerlbal(conf):
+        assert _request(port, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 503")
+        samples = parse_prometheus(_request(mgmt, b"GET /metrics HTTP/1.0\r\n\r\n")
+                                   .partition(b"\r\n\r\n")[2].decode())
+        assert samples[f'perlbal_node_connect_failures_total{{node="{LOOPBACK}:{dead}"}}'] >= 1
+        assert samples["perlbal_metrics_enabled"] == 0
+        assert not any(k.startswith("perlbal_service_requests_total{") for k in samples)
+        # Perl's own request counter is always kept (this /metrics request included)
+        assert samples["perlbal_requests_total"] == 2
