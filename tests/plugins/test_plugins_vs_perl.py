@@ -3,7 +3,7 @@
 Two configs, each run on Perl then on ours with the same ports; what a client
 (and the backend) sees is compared:
 
-* web: AutoRemoveLeadingDir, Palimg (GIF palette, gradient, tint, bad spec,
+* web: Vhosts, Vpaths, AutoRemoveLeadingDir, Palimg (GIF palette, gradient, tint, bad spec,
   corrupt image; PNG only on ours, see PERL_PNG_BUG), Redirect, AccessControl, NotModified, MaxContentLength,
   LazyCDN (missing file and ``v=`` newer than the file), Include, EchoService,
   and the Stats console after that traffic;
@@ -47,6 +47,8 @@ LOAD LazyCDN
 LOAD Include
 LOAD Stats
 LOAD EchoService
+LOAD Vhosts
+LOAD Vpaths
 
 CREATE SERVICE web
   SET role = web_server
@@ -93,6 +95,23 @@ CREATE SERVICE mgmt
   SET role = management
   SET listen = 127.0.0.1:{p[6]}
 ENABLE mgmt
+
+CREATE SERVICE byhost
+  SET role = selector
+  SET listen = 127.0.0.1:{p[7]}
+  SET plugins = Vhosts
+  VHOST a.example.com = web
+  VHOST *.b.example.com = cdn
+  VHOST * = gate
+ENABLE byhost
+
+CREATE SERVICE bypath
+  SET role = selector
+  SET listen = 127.0.0.1:{p[8]}
+  SET plugins = Vpaths
+  VPATH ^/stc/ = web
+  VPATH ^/b = cdn
+ENABLE bypath
 """
 
 INC_CONF = """
@@ -135,6 +154,11 @@ WEB_REQUESTS: list[tuple[int, str, str, list[tuple[str, str]], bytes]] = [
     (3, "GET", "/b.txt?v=1", [], b""),                             # older v: served here
     (3, "GET", "/b.txt?v=99999999999", [], b""),                   # newer v: fallback
     (4, "GET", "/a.txt", [], b""),                                 # Include
+    (7, "GET", "/stc/a.txt", [("Host", "a.example.com")], b""),     # Vhosts
+    (7, "GET", "/b.txt", [("Host", "x.b.example.com:80")], b""),
+    (7, "GET", "/a.txt", [("Host", "old.example.com")], b""),      # * -> gate: Redirect
+    (8, "GET", "/stc/b.txt", [], b""),                             # Vpaths
+    (8, "GET", "/b.txt", [], b""),
 ]
 
 
@@ -185,7 +209,7 @@ def _run_web(start: Starter, tmp: Path, ports: list[int]) -> list[object]:
 
 
 def test_web_plugins_same_as_perl(tmp_path: Path) -> None:
-    ports = free_ports(7)
+    ports = free_ports(9)
     perl = _run_web(PerlPerlbal, tmp_path, ports)
     ours = _run_web(PyPerlbal, tmp_path, ports)
     for theirs, mine in zip(perl, ours):

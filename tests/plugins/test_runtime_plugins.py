@@ -1,0 +1,229 @@
+"""Plugins at run time through our real server (no Perl counterpart, or beyond Perl).
+
+- third-party plugins found through the ``perlbal.plugins`` entry-point group:
+  the example package (examples/plugin-example) and a plugin that raises;
+  a raising hook answers 500 and the next request is served;
+- Cgilike with Python handlers (plain, declined, status, raising, postponed);
+- Palimg's still GIF (beyond Perl) decodes to one frame; a corrupt image is
+  refused cleanly and the server goes on;
+- the HookRunner's chain rules (order, first true stops a HANDLER hook, GENERAL
+  runs all, a raising plugin is isolated).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from perlbal.graph import Service
+from perlbal.plugins import Plugin, PluginRegistry, default_plugin_registry
+from perlbal.plugins.hooks import EndProxyRequest, HookRunner, StartWebRequest
+from tests.plugins.imagecodec import decode_gif, make_gif
+from tests.runtime.pyserver import PyPerlbal
+from tests.support.backend import Backend
+from tests.support.perl_perlbal import console
+from tests.support.ports import LOOPBACK, free_ports
+from tests.support.rawhttp import request
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_SRC = ROOT / "examples" / "plugin-example" / "src"
+
+
+def _dist_info(where: Path, name: str, entry_points: dict[str, str]) -> None:
+    """What ``pip install`` leaves in site-packages, as far as entry points go."""
+    info = where / f"{name}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[perlbal.plugins]\n{lines}")
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path) -> Path:
+    site = tmp_path / "site-packages"
+    _dist_info(site, "perlbal_example", {"Greeting": "perlbal_example:Greeting"})
+    _dist_info(site, "perlbal_failing", {"Failing": "tests.plugins.failing_plugin:Failing"})
+    return site
+
+
+def test_entry_points_are_discovered(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", [str(plugin_site), str(EXAMPLE_SRC), *sys.path])
+    registry = default_plugin_registry()
+    assert registry.find("Greeting") is not None and registry.find("Failing") is not None
+    assert registry.command_owner("greetings") == "Greeting"
+
+
+CONF = """
+LOAD Greeting
+LOAD Failing
+LOAD Cgilike
+LOAD Palimg
+CREATE POOL p
+POOL p ADD {backend}
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = 127.0.0.1:{p[0]}
+  SET docroot = {root}
+  SET plugins = Failing, Greeting, Palimg
+  SET greeting_text = hi there
+  SET persist_client = on
+ENABLE web
+CREATE SERVICE px
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:{p[1]}
+  SET pool = p
+  SET plugins = Failing
+ENABLE px
+CREATE SERVICE cgi
+  SET role = web_server
+  SET listen = 127.0.0.1:{p[2]}
+  SET docroot = {root}
+  SET plugins = Cgilike
+  PERLHANDLER = tests.plugins.cgi_handlers:hello
+ENABLE cgi
+CREATE SERVICE cgilater
+  SET role = web_server
+  SET listen = 127.0.0.1:{p[3]}
+  SET docroot = {root}
+  SET plugins = Cgilike
+  PERLHANDLER = tests.plugins.cgi_handlers:later
+ENABLE cgilater
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:{p[4]}
+ENABLE mgmt
+"""
+
+PALETTE = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 0, 255)]
+FRAME_A = [[0, 1, 2, 3], [3, 2, 1, 0]]
+FRAME_B = [[1, 1, 1, 1], [2, 2, 2, 2]]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("plugins-live")
+    site = tmp / "site-packages"
+    _dist_info(site, "perlbal_example", {"Greeting": "perlbal_example:Greeting"})
+    _dist_info(site, "perlbal_failing", {"Failing": "tests.plugins.failing_plugin:Failing"})
+    root = tmp / "htdocs"
+    (root / "palimg").mkdir(parents=True)
+    (root / "a.txt").write_text("plain a\n")
+    anim = make_gif(PALETTE, [FRAME_A, FRAME_B])
+    (root / "palimg" / "anim.gif").write_bytes(anim)
+    (root / "palimg" / "broken.gif").write_bytes(anim[:40])  # cut inside the first image
+    ports = free_ports(5)
+    with Backend("b") as backend:
+        conf = CONF.format(p=ports, root=root, backend=backend.address)
+        with PyPerlbal(conf, extra_pythonpath=(str(site), str(EXAMPLE_SRC))) as srv:
+            yield ports, srv
+
+
+def test_example_plugin_hooks_and_command(server: Any) -> None:
+    ports, _ = server
+    resp = request(ports[0], "GET", "/a.txt", [("Host", "t")])
+    assert resp.status == 200 and resp.header("X-Greeting") == "hi there"
+    assert resp.body == b"plain a\n"
+    own = request(ports[0], "GET", "/__greeting", [("Host", "t")])
+    assert (own.status, own.body) == (200, b"greetings\n")
+    with console(LOOPBACK, ports[4]) as con:
+        lines = con.command("greetings")
+    assert lines[-1] == "." and lines[0].startswith("greeted ")
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_raising_plugin_gets_500_and_the_next_request_is_served(server: Any,
+                                                                   which: int) -> None:
+    ports, srv = server
+    boom = request(ports[which], "GET", "/boom", [("Host", "t")])
+    assert boom.status == 500 and b"Failing" in boom.body
+    after = request(ports[which], "GET", "/a.txt", [("Host", "t")])
+    assert after.status == 200
+    assert srv.proc.poll() is None
+    assert "boom in start_" in srv.output()[1]  # logged, with the traceback
+
+
+def test_cgilike_python_handlers(server: Any) -> None:
+    ports, _ = server
+    hello = request(ports[2], "GET", "/hello?name=py", [("Host", "t")])
+    assert hello.status == 200 and hello.body == b"<p>Hello, py</p>"
+    assert hello.header("X-Handler") == "hello" and hello.header("Content-type") == "text/html"
+    declined = request(ports[2], "GET", "/a.txt", [("Host", "t")])
+    assert declined.status == 404  # the handler's own 404, as Perl's send_response(404, 404)
+    passed = request(ports[2], "GET", "/declined", [("Host", "t")])
+    assert passed.status == 404 and b"404" in passed.body  # DECLINED: the web server answers
+    broke = request(ports[2], "GET", "/raise", [("Host", "t")])
+    assert broke.status == 500 and b"Error in handler: ValueError: handler broke" in broke.body
+    later = request(ports[3], "GET", "/x", [("Host", "t")])
+    assert later.status == 200 and later.body == b"done later"
+
+
+def test_palimg_still_gif(server: Any) -> None:
+    ports, _ = server
+    full = request(ports[0], "GET", "/palimg/anim.gif", [("Host", "t")])
+    assert len(decode_gif(full.body)) == 2
+    still = request(ports[0], "GET", "/palimg/anim.gif/still", [("Host", "t")])
+    frames = decode_gif(still.body)
+    assert still.status == 200 and len(frames) == 1
+    assert int(still.header("Content-Length") or 0) == len(still.body)
+    recoloured = request(ports[0], "GET", "/palimg/anim.gif/p0ff0000/still", [("Host", "t")])
+    assert decode_gif(recoloured.body)[0][0][0] == (255, 0, 0)
+    broken = request(ports[0], "GET", "/palimg/broken.gif/still", [("Host", "t")])
+    assert broken.status == 404
+    assert request(ports[0], "GET", "/a.txt", [("Host", "t")]).status == 200
+
+
+# --- the chain rules, in process ----------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    service: Service
+    response_started: bool = False
+    last_keep_alive: bool = True
+    sent: list[int] = field(default_factory=list)
+
+    async def send_simple(self, status: int, message: str | None = None,
+                          *, keep_alive: bool | None = None) -> bool:
+        self.sent.append(status)
+        self.response_started = True
+        return False
+
+
+def _plugin(name: str, result: bool, calls: list[str], boom: bool = False) -> Plugin:
+    def hook(self: Plugin, event: Any) -> bool:
+        calls.append(name)
+        if boom:
+            raise RuntimeError(name)
+        return result
+
+    cls = type(name, (Plugin,), {"name": name, "start_web_request": hook,
+                                 "end_proxy_request": hook})
+    return cls()  # type: ignore[no-any-return]
+
+
+def test_hook_runner_chain_rules() -> None:
+    calls: list[str] = []
+    registry = PluginRegistry()
+    for plugin in (_plugin("A", False, calls), _plugin("B", True, calls),
+                   _plugin("C", True, calls), _plugin("X", False, calls, boom=True)):
+        registry.add(plugin)
+    runner = HookRunner(registry)
+    svc = Service("s", plugin_order=["A", "B", "C"])
+    ctx = _Ctx(svc)
+    assert anyio.run(runner.run, svc, StartWebRequest(ctx))  # type: ignore[arg-type]
+    assert calls == ["A", "B"]  # B handled it: C never ran
+    calls.clear()
+    assert not anyio.run(runner.run, svc, EndProxyRequest(ctx))  # type: ignore[arg-type]
+    assert calls == ["A", "B", "C"]  # GENERAL: all run, returns ignored
+    calls.clear()
+    svc.plugin_order = ["X", "A"]
+    assert not anyio.run(runner.run, svc, EndProxyRequest(ctx))  # type: ignore[arg-type]
+    assert calls == ["X", "A"] and ctx.sent == []  # a GENERAL failure is only logged
+    calls.clear()
+    assert anyio.run(runner.run, svc, StartWebRequest(ctx))  # type: ignore[arg-type]
+    assert calls == ["X"] and ctx.sent == [500] and ctx.last_keep_alive is False
