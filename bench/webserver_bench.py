@@ -116,8 +116,9 @@ http {{
 
 
 def run_wrk(url: str, args: argparse.Namespace) -> Run:
-    subprocess.run(["wrk", "-t1", "-c10", f"-d{args.warmup}s", url],
-                   capture_output=True, check=False)
+    if args.warmup > 0:
+        subprocess.run(["wrk", "-t1", "-c10", f"-d{args.warmup}s", url],
+                       capture_output=True, check=False)
     out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
                           f"-d{args.duration}s", "--latency", url],
                          capture_output=True, text=True, check=False).stdout
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", default="1k,100k", help="comma list among 1k, 100k")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     args = parser.parse_args(argv)
-    for tool in ("wrk", "nginx"):
+    for tool in ("wrk", "nginx") if "nginx" in args.only else ("wrk",):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} not found: apt-get install -y wrk nginx-light", file=sys.stderr)
             return 2
