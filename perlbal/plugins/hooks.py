@@ -401,3 +401,12 @@ def role_owner(registry: "PluginRegistry", role: str | None) -> "Plugin | None":
         if role in plugin.roles and callable(getattr(plugin, "serve_connection", None)):
             return plugin
     return None
+
+
+def hooks_markdown() -> str:
+    """The hook table of docs/plugins.md (a test keeps the page equal to this)."""
+    lines = ["| hook | kind | roles | when it fires / what a true return does |",
+             "|---|---|---|---|"]
+    for name, kind, roles, doc in hook_table():
+        lines.append(f"| `{name}` | {kind} | {roles} | {doc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
