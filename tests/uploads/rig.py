@@ -53,6 +53,7 @@ class Mode:
     rate: int = 0
     size: int = 0
     extra: str = ""
+    path: str = "/up"
 
 
 @dataclass
@@ -87,13 +88,13 @@ def run_upload(start: Starter, mode: Mode) -> Outcome:
         with start(conf):
             with HTTPConnection(port, timeout=30) as conn:
                 if mode.chunked:
-                    head = (b"POST /up HTTP/1.1\r\nHost: example.com\r\n"
-                            b"Transfer-Encoding: chunked\r\n\r\n")
+                    head = (b"POST %s HTTP/1.1\r\nHost: example.com\r\n" % mode.path.encode()
+                            + b"Transfer-Encoding: chunked\r\n\r\n")
                     pieces = [body[i:i + 7000] for i in range(0, len(body), 7000)]
                     wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
                 else:
-                    head = (b"POST /up HTTP/1.1\r\nHost: example.com\r\n"
-                            b"Content-Length: %d\r\n\r\n" % len(body))
+                    head = (b"POST %s HTTP/1.1\r\nHost: example.com\r\n" % mode.path.encode()
+                            + b"Content-Length: %d\r\n\r\n" % len(body))
                     wire = body
                 if mode.piece:
                     conn.send(head)
