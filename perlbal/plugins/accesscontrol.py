@@ -12,7 +12,7 @@ State lives in ``svc.extra["access"]``: ``{"deny_default": bool, "rules":
 ("10.0.0.0/8"), which is also how Perl's Net::Netmask prints them in dumpconfig.
 
 Runtime: ``decide`` below is the start_http_request decision (explain calls it;
-the server will, through ``perlbal.routing.run_request_hooks``): rules are tried
+the server does, through ``perlbal.routing.run_request_hooks``): rules are tried
 in order and the first match decides: deny answers 403 "Access denied.", allow lets the request
 through, queue_low puts a proxied request in the low-priority queue and lets it
 through.  No match: 403 when the policy is deny, otherwise allowed.

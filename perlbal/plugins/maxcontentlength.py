@@ -4,7 +4,7 @@ Config: the ``max_content_length`` parameter (integer bytes, 0 = no limit,
 any role), settable once the plugin is LOADed.
 
 Runtime: ``decide`` is the start_http_request decision on services the plugin
-is registered on, the one place it is made (explain calls it; the server will,
+is registered on, the one place it is made (explain calls it; the server does,
 through ``perlbal.routing.run_request_hooks``): a request whose Content-Length exceeds the limit is answered
 413 "Content too long." before any of its body is read; requests without
 Content-Length pass.

@@ -5,7 +5,7 @@ Config, once registered on a service: ``SET <svc>.notmodified.host_pattern =
 setter prints nothing on success (no OK).
 
 Runtime: ``decide`` is the start_http_request decision, active once a pattern
-is set, the one place it is made (explain calls it; the server will, through
+is set, the one place it is made (explain calls it; the server does, through
 ``perlbal.routing.run_request_hooks``): a request whose Host matches the pattern (``re.search``) and that carries any
 If-Modified-Since header gets "304 Not Modified" without reaching a backend or
 the disk.

@@ -4,7 +4,7 @@ Both names are stored lower-cased in ``svc.extra["redirect_host"]``.  As in
 Perl, the command prints nothing on success, not even OK on a verbose console.
 
 Runtime: ``decide`` is the start_http_request decision, the one place it is
-made (explain calls it; the server will, through
+made (explain calls it; the server does, through
 ``perlbal.routing.run_request_hooks``): the Host (lower-cased, port
 stripped) is looked up as Vhosts does: ``foo.site.com``, ``*.foo.site.com``,
 ``*.site.com``, ``*.com``, ``*`` (only ``*`` without a Host).  A hit answers

@@ -5,7 +5,7 @@ Config: ``VPATH [<selector>] <path_regex> = <service>``.  The rules are kept in
 Perl, everything before ``=`` is lower-cased by the console, so the regex is
 lower-case.
 
-Runtime (to come, in the router): for a request on the selector, the first
+Runtime (in the router, perlbal.routing): for a request on the selector, the first
 rule whose regex matches the request URI (``re.search`` on the whole
 request-URI, query string included: Perl's ``$uri =~ /$regex/``) hands the
 client to the named service (404 "Not Found (<name> not a defined service)"
