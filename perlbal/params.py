@@ -87,7 +87,7 @@ class Kind(enum.Enum):
     REGEX = "regex"
     LOOSE_INT = "number"
     SNI_CERTS = "host=cert:key list"
-    ACCESS_LOG_FORMAT = "combined|json"
+    ACCESS_LOG_FORMAT = "log format"
 
 
 class Effect(enum.Enum):
@@ -463,7 +463,8 @@ _S(Param("enable_md5", Kind.BOOL, "Verify Content-MD5 on PUT uploads.", roles=WS
 _S(Param("enable_put", Kind.BOOL, "Allow PUT uploads under docroot.", roles=WS, default="0"))
 _S(Param("enable_reproxy", Kind.BOOL, "Obey X-REPROXY-URL / X-REPROXY-FILE from backends "
          "(only with backends you trust).", roles=RP, default="0"))
-_S(Param("enable_ssl", Kind.BOOL, "Speak TLS to clients on this listener.", default="0"))
+_S(Param("enable_ssl", Kind.BOOL, "Speak TLS to clients on this listener (the ssl_* "
+         "parameters are read at ENABLE).", default="0"))
 _S(Param("error_retry_schedule", Kind.RETRY_SCHEDULE, "Comma-separated delays (seconds) "
          "between error retries; its length bounds the number of retries.", roles=RP,
          default="0,.25,.50,1,1,1,1,1"))
@@ -502,14 +503,14 @@ _S(Param("server_process", Kind.EXECUTABLE, "Program speaking HTTP on stdin/stdo
          "the backend (experimental in Perl too).", roles=RP))
 _S(Param("server_tokens", Kind.BOOL, "Send a Server header.", default="1"))
 _S(Param("ssl_ca_path", Kind.DIRECTORY_OR_NONE, "Directory of CA certificates for client "
-         "verification."))
+         "verification (OpenSSL hashed names, or any *.pem / *.crt files)."))
 _S(Param("ssl_cert_file", Kind.FILE_OR_DEFAULT, "PEM certificate for TLS.",
          default="certs/server-cert.pem"))
 _S(Param("ssl_cipher_list", Kind.STRING, "OpenSSL cipher list.", default="ALL:!LOW:!EXP"))
 _S(Param("ssl_key_file", Kind.FILE_OR_DEFAULT, "PEM private key for TLS.",
          default="certs/server-key.pem"))
-_S(Param("ssl_verify_mode", Kind.INT, "Client certificate verification mode (0: none).",
-         default="0"))
+_S(Param("ssl_verify_mode", Kind.INT, "Client certificates, as IO::Socket::SSL's mask: 0 "
+         "none, 1 ask and verify one if sent, 3 require a valid one.", default="0"))
 _S(Param("ssl_sni_certs", Kind.SNI_CERTS, "Beyond Perl: more certificates chosen by the "
          "name the client asks for (TLS SNI), as comma-separated host=cert.pem:key.pem "
          "entries (host may be *.example.com; key may be omitted when the cert file holds "

@@ -66,6 +66,15 @@ async def _serve(runtime: Runtime, config_path: str | None,
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             if on_ready is not None:
                 on_ready()  # only now: a SIGTERM from here on is a graceful shutdown
+            early = list(_EARLY_SIGNALS)  # arrived between binding and this point
+            _EARLY_SIGNALS.clear()
+            for signum in early:
+                if signum == signal.SIGHUP:
+                    if config_path:
+                        _reload(runtime, config_path)
+                    continue
+                runtime.shutdown(True, 30)
+                return
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     if config_path:
@@ -82,7 +91,19 @@ async def _serve(runtime: Runtime, config_path: str | None,
         tg.cancel_scope.cancel()
 
 
+#: Signals received before the event loop handles them (kept, then acted on).
+_EARLY_SIGNALS: list[int] = []
+
+
+def _remember_signal(signum: int, _frame: object) -> None:
+    _EARLY_SIGNALS.append(signum)
+
+
 def run_server(config_path: str | None, *, daemon: bool = False) -> int:
+    # Listeners are bound while the config loads, well before the event loop
+    # installs its handlers: a SIGHUP or SIGTERM in between must not kill us.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _remember_signal)
     runtime = Runtime()
     # Relative paths in a config (docroot, nodefile, ...) are resolved against the
     # working directory, as Perl Perlbal does.

@@ -154,3 +154,15 @@ ENABLE secure
     with pytest.raises(RuntimeError) as info:
         server.start()
     assert f"Can't start service 'secure' on {LOOPBACK}:{port}: SSL certificate" in str(info.value)
+
+
+def test_example_ssl_conf_builds_its_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    from perlbal.runtime.tls import build_context
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)
+    it = Interpreter()
+    assert it.load_config_text((repo / "examples/ssl.conf").read_text(), file="ssl.conf",
+                               out=lambda line: None)
+    ctx = build_context(it.graph.services["site"])
+    assert ctx.verify_mode == ssl.CERT_NONE
