@@ -19,7 +19,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-import pytest
 
 from tests.plugins.imagecodec import decode_gif, decode_png, make_gif, make_png
 from tests.runtime.pyserver import PyPerlbal
@@ -295,8 +294,3 @@ def test_proxy_plugins_same_as_perl() -> None:
     for theirs, mine in zip(perl, ours):
         assert mine == theirs
     assert ("throttle", [(200, False), (200, True)]) in ours
-
-
-@pytest.fixture
-def _unused() -> None:  # keeps pytest from warning about an empty module on skip
-    return None
