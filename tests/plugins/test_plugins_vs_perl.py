@@ -19,7 +19,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-
 from tests.plugins.imagecodec import decode_gif, decode_png, make_gif, make_png
 from tests.runtime.pyserver import PyPerlbal
 from tests.support.backend import Backend
