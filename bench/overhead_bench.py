@@ -49,13 +49,17 @@ def config(port: int, mgmt: int, backend: int, workdir: Path, on: bool, fmt: str
                    f"  SET listen = {LOOPBACK}:{mgmt}\nENABLE mgmt\n")
 
 
-def scrape(mgmt: int) -> int:
-    with socket.create_connection((LOOPBACK, mgmt), timeout=5) as sock:
-        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return len(data)
+def scrape(mgmt: int) -> float:
+    """Seconds one /metrics scrape took (as Prometheus would, once per run)."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection((LOOPBACK, mgmt), timeout=30) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            while sock.recv(65536):
+                pass
+    except OSError as exc:
+        print(f"scrape failed: {exc}", file=sys.stderr)
+    return time.monotonic() - started
 
 
 def one_run(workdir: Path, backend: int, on: bool, args: argparse.Namespace) -> Result:
@@ -65,7 +69,9 @@ def one_run(workdir: Path, backend: int, on: bool, args: argparse.Namespace) -> 
                          config(port, mgmt, backend, workdir, on, args.format), port)
     try:
         result = run_wrk(name, port, args)
-        scrape(mgmt)
+        took = scrape(mgmt)
+        if took > 1:
+            print(f"  /metrics took {took:.1f} s", flush=True)
         return result
     finally:
         stop(proc)

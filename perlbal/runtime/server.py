@@ -11,6 +11,11 @@ Invariants:
   connections (in the runtime-wide connection group) finish on their own;
 - every accepted connection is one task (``clientconn.serve_client``); the
   role is looked up per request, so ``SET role``/``SET pool`` apply next time;
+- a listener of an ``enable_ssl`` service carries its ``SSLContext``
+  (``tls.py``, built at bind time so ENABLE reports a bad certificate); the
+  handshake is done before the connection loop sees a byte;
+- while ``limited_connections`` (open clients of non-management listeners)
+  is at SERVER max_connections, new clients get ``admission.refuse``;
 - ``shutdown`` may be called from inside the event loop (console) or before
   it runs; graceful shutdown stops accepting, lets persistent clients finish
   their current request, and gives up after ``timeout`` seconds.
@@ -34,6 +39,7 @@ from anyio.abc import TaskGroup
 from perlbal import queries
 from perlbal.graph import Graph, Service
 from perlbal.interp import CommandContext, Interpreter, Reply
+from perlbal.runtime import admission
 from perlbal.runtime.backends import BackendManager
 from perlbal.runtime.netstream import FastStream, wrap_accepted
 from perlbal.runtime.stats import RuntimeStats
@@ -92,7 +98,6 @@ class Runtime:
         self.worker_count = 1
         self._children: list[tuple[int, int]] = []  # (pid, command pipe write end)
         self._command_pipe: int | None = None  # a worker > 0 reads console commands here
-        self._refusing = 0  # max_connections refusals being sent now
 
     # --- wiring ---------------------------------------------------------------
 
@@ -405,10 +410,10 @@ class Runtime:
                 limit = self.max_connections
                 if limit and self.limited_connections >= limit and not lst.management:
                     live.refused_max_connections += 1
-                    if self._refusing >= _MAX_REFUSING:
+                    if admission.busy():
                         sock.close()
                         continue
-                    task = loop.create_task(self._refuse(sock, lst.tls, limit))
+                    task = loop.create_task(admission.refuse(sock, lst.tls, limit))
                 else:
                     task = loop.create_task(self._run_client(sock, lst.service, lst.tls,
                                                              not lst.management))
@@ -423,27 +428,6 @@ class Runtime:
             return max(0, int(raw)) if raw is not None else 0
         except ValueError:
             return 0
-
-    async def _refuse(self, sock: socket.socket, tls: ssl.SSLContext | None, limit: int) -> None:
-        """max_connections reached: a 503 page saying so, then close (not counted as open)."""
-        self._refusing += 1
-        stream: FastStream | None = None
-        try:
-            with anyio.move_on_after(5):
-                stream = await wrap_accepted(sock, tls, handshake_timeout=5)
-                await stream.send(refusal_page(limit))
-                await stream.send_eof()
-                with anyio.move_on_after(1):  # let the page arrive before the close
-                    while await stream.receive(65536):
-                        pass
-        except (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        finally:
-            self._refusing -= 1
-            if stream is not None:
-                stream.abort()
-            else:
-                sock.close()
 
     async def _run_client(self, sock: socket.socket, service_name: str,
                           tls: ssl.SSLContext | None = None, limited: bool = False) -> None:
@@ -482,21 +466,6 @@ class Runtime:
                 sock.close()
             if self._idle is not None and not self.active_connections:
                 self._idle.set()
-
-
-#: Refusal pages sent at once; past this a refused client is closed without one.
-_MAX_REFUSING = 256
-
-
-def refusal_page(limit: int) -> bytes:
-    body = ("<html><head><title>503 Service Unavailable</title></head><body>\n"
-            "<h1>503 - Service Unavailable</h1>\n"
-            f"<p>Too many connections: this server takes at most {limit} client "
-            "connections at once (SERVER max_connections). Please try again shortly.</p>\n"
-            "</body></html>\n").encode("ascii")
-    head = ("HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/html\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
-    return head.encode("ascii") + body
 
 
 def _die_with_parent() -> None:
