@@ -92,7 +92,7 @@ def run_scenario(start: Starter, primary_headers: Callable[[str], list[tuple[str
             conf = CONF.format(primary=backend.address, port=port, enable=enable, cache=cache,
                                extra=extra)
             with start(conf):
-                conn = HTTPConnection(port)
+                conn = HTTPConnection(port, timeout=20)
                 try:
                     for method, path, headers in requests:
                         try:
@@ -100,13 +100,13 @@ def run_scenario(start: Starter, primary_headers: Callable[[str], list[tuple[str
                         except (IncompleteResponse, OSError) as exc:
                             seen.responses.append(f"error: {type(exc).__name__}")
                             conn.close()
-                            conn = HTTPConnection(port)
+                            conn = HTTPConnection(port, timeout=20)
                             continue
                         seen.responses.append(normalise(resp))
                         if resp.header("Connection") != "keep-alive" or conn.is_closed_by_peer(0.05):
                             seen.responses.append("closed")
                             conn.close()
-                            conn = HTTPConnection(port)
+                            conn = HTTPConnection(port, timeout=20)
                         if between is not None:
                             between()
                 finally:

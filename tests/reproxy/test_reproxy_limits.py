@@ -34,7 +34,7 @@ def test_max_reproxy_connections_bounds_target_connections() -> None:
     port, mgmt = free_ports(2)
 
     def slow_target(req: ReceivedRequest) -> BackendReply:
-        time.sleep(0.4)
+        time.sleep(1.0)
         return target_handler(req)
 
     with Backend("target", handler=slow_target) as target:
@@ -47,19 +47,24 @@ def test_max_reproxy_connections_bounds_target_connections() -> None:
             results: list[int] = []
 
             def fetch(path: str) -> None:
-                resp = request(port, "GET", path, [("Host", "h")], timeout=10)
+                resp = request(port, "GET", path, [("Host", "h")], timeout=30)
                 results.append(resp.status if resp.body == TARGET_BODY else -1)
 
             threads = [threading.Thread(target=fetch, args=(f"/f{i}",)) for i in range(3)]
             for thread in threads:
                 thread.start()
-            time.sleep(0.2)
-            with console(LOOPBACK, mgmt) as con:
-                during = con.command("reproxy_state")
+            deadline = time.monotonic() + 8  # generous: the machine may be busy
+            with console(LOOPBACK, mgmt, timeout=10) as con:
+                while True:
+                    during = con.command("reproxy_state")
+                    queued = [line for line in during if line.startswith("clients_queued ")]
+                    if (queued and not queued[0].endswith(" 0")) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
             for thread in threads:
-                thread.join(10)
+                thread.join(30)
             fetch("/f0")  # cached: no primary request
-            with console(LOOPBACK, mgmt) as con:
+            with console(LOOPBACK, mgmt, timeout=10) as con:
                 after = con.command("reproxy_state")
                 show = con.command("show service proxy")
         assert results == [200, 200, 200, 200]
