@@ -64,6 +64,7 @@ from perlbal.http import (
 from perlbal.http.ranges import evaluate_range
 from perlbal.http.reproxy import REPROXY_RESPONSE_HEADERS
 from perlbal.http.responses import reason_phrase
+from perlbal.plugins.hooks import ReproxyFhFinished, StartFileReproxy, fire
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.netstream import FastStream
 from perlbal.runtime.relay import ByteBuffer
@@ -101,7 +102,12 @@ async def take_over(runtime: "Runtime", ctx: RequestContext, resp: ResponseHead)
     """
     file_value = resp.get("X-REPROXY-FILE")
     if file_value:
-        return await _reproxy_file(runtime, ctx, resp, file_value)
+        # plugin hook (perlbal.plugins.hooks): may change the file or take over;
+        # Stats counts files_reproxied here
+        reproxy_hook = StartFileReproxy(ctx, path=file_value)
+        if await fire(reproxy_hook):
+            return ctx.last_keep_alive
+        return await _reproxy_file(runtime, ctx, resp, reproxy_hook.path)
     urls = resp.get("X-REPROXY-URL") or ""
     _remember(runtime, ctx, resp, urls)
     return await _reproxy_urls(runtime, ctx, list(resp.headers), resp.status, resp.reason, urls,
@@ -372,6 +378,7 @@ async def _reproxy_file(runtime: "Runtime", ctx: RequestContext, resp: ResponseH
         await ctx.send(head_bytes)
         offset, count = (rng.start, rng.end - rng.start + 1) if rng.status == 206 else (0, size)
         await _sendfile(ctx, fh, offset, count)
+        await fire(ReproxyFhFinished(ctx))  # plugin hook: the file was sent completely
     except _BROKEN:
         return False
     finally:
