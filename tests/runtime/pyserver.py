@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class PyPerlbal:
-    def __init__(self, config_text: str, *, startup_timeout: float = 10.0,
+    def __init__(self, config_text: str, *, startup_timeout: float = 30.0,
                  extra_pythonpath: tuple[str, ...] = ()) -> None:
         self.config_text = config_text
         #: more sys.path entries for the server (third-party plugins' dist-info)

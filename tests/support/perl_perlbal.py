@@ -91,7 +91,7 @@ class PerlPerlbal:
         config_text: str,
         *,
         mgmt_port: int | None = None,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = 30.0,
         extra_wait_ports: tuple[int, ...] = (),
     ) -> None:
         if mgmt_port is not None:
