@@ -15,12 +15,13 @@ before the head went out) is logged with status 0.
 
 Cost on the hot path: with no ``access_log`` a dictionary look-up or two;
 with one, formatting the line (the time text is cached per second) and an
-append to an in-memory buffer.  Buffers reach the destination at most one
-second later, at once past 64 KiB, on SIGHUP (which also reopens files, for
-log rotation) and at shutdown.  ``time`` is when the request head was read.
+append to an in-memory buffer.  Buffers are handed to the destination's
+writer thread at most one second later, at once past 64 KiB, on SIGHUP
+(which also reopens files, for log rotation) and at shutdown; the event loop
+never waits for a disk or syslog.  ``time`` is when the request head was read.
 
-Invariant: a destination that cannot be written loses its lines (reported
-once on the error log), never the request.
+Invariant: a destination that cannot be written (or falls more than 64 MiB
+behind) loses lines, reported on the error log, never the request.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import syslog
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -46,36 +49,35 @@ log = logging.getLogger("perlbal.runtime")
 FLUSH_SIZE = 65536
 #: Seconds a line may wait in the buffer.
 FLUSH_DELAY = 1.0
+#: Bytes queued for a writer thread past which new lines are dropped (and counted).
+MAX_PENDING = 64 * 1024 * 1024
 
 
 class Destination:
-    """One log destination with its buffer; file destinations are appended to."""
+    """One log destination: lines buffered here, written by its own writer thread.
+
+    The event loop only joins lines into a block and queues it; the write
+    itself (which can stall for seconds when the disk is busy writing back,
+    or syslog is slow) happens in a daemon thread, one per destination.
+    """
 
     def __init__(self, target: str) -> None:
         self.target = target
         self._lines: list[str] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._queue: "queue.SimpleQueue[bytes | None]" = queue.SimpleQueue()
+        self._pending = 0  # bytes queued and not yet written (read racily: a bound only)
+        self._dropped = 0
         self._fd: int | None = None
         self._failed = False
+        self._reopen = threading.Event()
         self._open()
+        self._thread = threading.Thread(target=self._writer, name=f"access-log {target}",
+                                        daemon=True)
+        self._thread.start()
 
-    def _open(self) -> None:
-        if self.target == "stderr":
-            self._fd = 2
-        elif self.target == "syslog":
-            self._fd = None
-        else:
-            try:
-                self._fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            except OSError as exc:
-                self._fd = None
-                self._report(exc)
-
-    def _report(self, exc: OSError) -> None:
-        if not self._failed:
-            self._failed = True
-            log.error("access log %s: %s", self.target, exc.strerror or exc)
+    # --- the event loop's side ---
 
     def write(self, line: str) -> None:
         self._lines.append(line)
@@ -95,33 +97,75 @@ class Destination:
         lines, self._lines, self._size = self._lines, [], 0
         if not lines:
             return
+        if self._pending > MAX_PENDING:  # the destination is stuck: never grow without bound
+            self._dropped += len(lines)
+            return
+        data = "".join(lines).encode("utf-8", "replace")
+        self._pending += len(data)
+        self._queue.put(data)
+
+    def reopen(self) -> None:
+        self.flush()
+        self._reopen.set()
+        self._queue.put(b"")  # wakes the writer, which reopens before the next block
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # --- the writer thread's side ---
+
+    def _open(self) -> None:
+        if self.target in ("stderr", "syslog"):
+            self._fd = 2 if self.target == "stderr" else None
+            return
+        try:
+            self._fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self._fd = None
+            self._report(exc)
+
+    def _report(self, exc: OSError) -> None:
+        if not self._failed:
+            self._failed = True
+            log.error("access log %s: %s", self.target, exc.strerror or exc)
+
+    def _writer(self) -> None:
+        while True:
+            data = self._queue.get()
+            if self._reopen.is_set():
+                self._reopen.clear()
+                if self._fd is not None and self._fd > 2:
+                    os.close(self._fd)
+                self._failed = False
+                self._open()
+            if data is None:
+                break
+            self._pending -= len(data)
+            if self._dropped:
+                log.error("access log %s: %d line(s) dropped, the destination was too slow",
+                          self.target, self._dropped)
+                self._dropped = 0
+            if data:
+                self._write(data)
+        if self._fd is not None and self._fd > 2:
+            os.close(self._fd)
+        self._fd = None
+
+    def _write(self, data: bytes) -> None:
         if self.target == "syslog":
-            for line in lines:
-                syslog.syslog(syslog.LOG_INFO, line.rstrip("\n"))
+            for line in data.decode("utf-8", "replace").splitlines():
+                syslog.syslog(syslog.LOG_INFO, line)
             return
         if self._fd is None:
             return
-        data = "".join(lines).encode("utf-8", "replace")
         try:
             while data:
                 written = os.write(self._fd, data)
                 data = data[written:]
         except OSError as exc:
             self._report(exc)
-
-    def reopen(self) -> None:
-        self.flush()
-        if self._fd is not None and self._fd > 2:
-            os.close(self._fd)
-            self._fd = None
-        self._failed = False
-        self._open()
-
-    def close(self) -> None:
-        self.flush()
-        if self._fd is not None and self._fd > 2:
-            os.close(self._fd)
-        self._fd = None
 
 
 _DESTINATIONS: dict[str, Destination] = {}

@@ -165,3 +165,25 @@ ENABLE mgmt
         assert not any(k.startswith("perlbal_service_requests_total{") for k in samples)
         # Perl's own request counter is always kept (this /metrics request included)
         assert samples["perlbal_requests_total"] == 2
+
+
+def test_sighup_reopens_access_log_for_rotation(tmp_path: Path) -> None:
+    import signal
+
+    port, = free_ports(1)
+    (tmp_path / "f.txt").write_text("hi")
+    log = tmp_path / "access.log"
+    conf = (f"CREATE SERVICE web\n  SET role = web_server\n  SET listen = {LOOPBACK}:{port}\n"
+            f"  SET docroot = {tmp_path}\n  SET access_log = {log}\nENABLE web\n")
+    with PyPerlbal(conf) as server:
+        assert server.proc is not None
+        _request(port, b"GET /f.txt HTTP/1.0\r\n\r\n")
+        _wait_lines(log, 1)
+        log.rename(tmp_path / "access.log.1")  # what logrotate does
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _request(port, b"GET /again HTTP/1.0\r\n\r\n")
+        assert '"GET /again HTTP/1.0" 404' in _wait_lines(log, 1)[0]
+        assert len((tmp_path / "access.log.1").read_text().splitlines()) == 1
