@@ -198,6 +198,8 @@ def close_all() -> None:
 # --- formats --------------------------------------------------------------------
 
 _clf_time: tuple[int, str] = (0, "")
+_iso_time: tuple[int, str] = (0, "")
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _clf_now(when: float) -> str:
@@ -216,6 +218,14 @@ def _quote(text: str) -> str:
                    for c in text)
 
 
+def _iso_now(when: float) -> str:
+    global _iso_time
+    sec = int(when)
+    if _iso_time[0] != sec:
+        _iso_time = (sec, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(sec)))
+    return _iso_time[1]
+
+
 def combined_line(ctx: RequestContext, started: float, body_bytes: int) -> str:
     head = ctx.head
     request = f"{head.method} {head.target} HTTP/{head.version_string}"
@@ -227,7 +237,7 @@ def combined_line(ctx: RequestContext, started: float, body_bytes: int) -> str:
 def json_line(ctx: RequestContext, started: float, body_bytes: int, bytes_in: int) -> str:
     head = ctx.head
     record = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "time": _iso_now(started),
         "remote_addr": ctx.peer_ip, "remote_port": ctx.peer_port,
         "service": ctx.service.name, "method": head.method, "uri": head.target,
         "protocol": f"HTTP/{head.version_string}", "status": ctx.status,
@@ -236,7 +246,7 @@ def json_line(ctx: RequestContext, started: float, body_bytes: int, bytes_in: in
         "user_agent": head.get("User-Agent"),
         "duration_ms": round((time.time() - started) * 1000, 3),
     }
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return _json.encode(record) + "\n"
 
 
 # --- the call site: clientconn, after each request -------------------------------
