@@ -75,8 +75,11 @@ def write_docroot(workdir: Path) -> Path:
     return docroot
 
 
-def webserver_conf(port: int, docroot: Path, workers: int | None) -> str:
+def webserver_conf(port: int, docroot: Path, workers: int | None,
+                   aio_mode: str | None = None) -> str:
     server = f"SERVER workers = {workers}\n" if workers else ""
+    if aio_mode:
+        server += f"SERVER aio_mode = {aio_mode}\n"
     return f"""{server}
 CREATE SERVICE web
   SET role = web_server
@@ -139,6 +142,8 @@ def server_plan(args: argparse.Namespace) -> list[str]:
         plan.append("perl")
     if "ours" in only:
         plan += [f"ours-w{int(w)}" for w in args.workers.split(",") if w]
+        if args.aio_none:
+            plan += [f"ours-w{int(w)}-aio-none" for w in args.workers.split(",") if w]
     if "nginx" in only:
         plan.append("nginx")
     return plan
@@ -149,9 +154,11 @@ def start_server(name: str, workdir: Path, docroot: Path, port: int) -> subproce
         return start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
                              webserver_conf(port, docroot, None), port)
     if name.startswith("ours-w"):
-        workers = int(name.removeprefix("ours-w"))
+        workers = int(name.removeprefix("ours-w").split("-")[0])
+        aio = "none" if name.endswith("-aio-none") else None
         return start_perlbal(workdir, name, [sys.executable, "-m", "perlbal.runtime.main"],
-                             webserver_conf(port, docroot, workers if workers > 1 else None), port)
+                             webserver_conf(port, docroot, workers if workers > 1 else None,
+                                            aio), port)
     return start_nginx_static(workdir, port, docroot)
 
 
@@ -190,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", default="1,2", help="SERVER workers values to run ours with")
+    parser.add_argument("--aio-none", action="store_true",
+                        help="also run ours with SERVER aio_mode = none (disk calls inline)")
     parser.add_argument("--only", default="perl,ours,nginx", help="comma list among perl, ours, nginx")
     parser.add_argument("--files", default="1k,100k", help="comma list among 1k, 100k")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
