@@ -20,9 +20,11 @@ and ``kind == "file"`` names a regular file inside docroot.
 from __future__ import annotations
 
 import email.utils
+import functools
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -64,9 +66,47 @@ def durl(text: str) -> str:
     return raw.encode("latin-1", "replace").decode("utf-8", "surrogateescape")
 
 
+_ROOT_TTL = 1.0  # seconds a docroot's resolved path is trusted (deploys swap symlinks)
+_real_roots: dict[str, tuple[float, str]] = {}
+_O_PATH = getattr(os, "O_PATH", 0)
+
+
+def _real_root(root: str) -> str:
+    now = time.monotonic()
+    cached = _real_roots.get(root)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    real = os.path.realpath(root)
+    if len(_real_roots) > 1024:
+        _real_roots.clear()
+    _real_roots[root] = (now + _ROOT_TTL, real)
+    return real
+
+
+def _real_path(path: str) -> str:
+    """The path with every symlink resolved.  On Linux the kernel does it in
+    one open: /proc/self/fd names the file actually reached (os.path.realpath
+    would lstat every component from Python)."""
+    if _O_PATH:
+        try:
+            fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return os.path.realpath(path)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            real = ""
+        finally:
+            os.close(fd)
+        if real.startswith("/") and not real.endswith(" (deleted)"):
+            return real
+    return os.path.realpath(path)
+
+
 def inside(root: str, path: str) -> bool:
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
+    """Does ``path``, symlinks resolved, stay within ``root``?"""
+    real_root = _real_root(root)
+    real = _real_path(path)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
@@ -75,8 +115,14 @@ def mime_type(mime: dict[str, str], name: str) -> str | None:
     return mime.get(m.group(1)) if m else None
 
 
-def _http_date(when: float) -> str:
-    return email.utils.formatdate(when, usegmt=True)
+@functools.lru_cache(maxsize=4096)
+def _http_date_of(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
+
+
+def http_date(when: float) -> str:
+    """RFC 7231 date; formatted once per second of time (cached)."""
+    return _http_date_of(int(when))
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -195,7 +241,7 @@ def _file(head: RequestHead, path: str, st: os.stat_result,
                            notes=["not a regular file"])
     size = st.st_size
     ims, ims_len = _ims(head)
-    if ims == _http_date(st.st_mtime) and not (ims_len and ims_len != size):
+    if ims == http_date(st.st_mtime) and not (ims_len and ims_len != size):
         return FileVerdict("file", 304, path=path, size=size,
                            mime=mime_type(mime, path) or "text/plain", mtime=st.st_mtime,
                            notes=["If-Modified-Since equals the file's Last-Modified"])
@@ -243,7 +289,7 @@ def _concat(svc: Service, head: RequestHead, root: str | None, uri: str,
         stats.append(fst)
     ims, _ = _ims(head)
     newest = max(s.st_mtime for s in stats)
-    not_mod = ims == _http_date(newest)
+    not_mod = ims == http_date(newest)
     return FileVerdict("concat", 304 if not_mod else 200, path=dirbase, uri=base,
                        size=sum(s.st_size for s in stats), mime=kind or "text/plain",
                        files=[dirbase + f for f in files], mtime=newest)

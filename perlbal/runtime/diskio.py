@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import BinaryIO, Callable, TypeVar
 
 from perlbal.docroot import FileVerdict, resolve
 from perlbal.graph import Service
@@ -53,29 +53,30 @@ async def run_disk(inline: bool, fn: Callable[..., T], *args: object) -> T:
     return await loop.run_in_executor(_executor(), fn, *args)
 
 
-def resolve_and_read(svc: Service, head: RequestHead, mime: dict[str, str],
-                     uri: str | None, read_small: bool) -> tuple[FileVerdict, bytes | None]:
-    """``docroot.resolve``, plus the bytes to send when the answer is a small
-    file (GET, 200 or 206).  None when the file must be streamed instead (or it
-    changed size since it was looked at)."""
+def resolve_and_read(svc: Service, head: RequestHead, mime: dict[str, str], uri: str | None,
+                     read_small: bool) -> tuple[FileVerdict, bytes | None, BinaryIO | None]:
+    """``docroot.resolve``, plus what sending the answer needs, in the same hop:
+    for a GET answered by a file (200 or 206), its bytes when it is small and
+    ``read_small``, else the open file.  (None, None) when neither applies or
+    the file changed under us (the caller then opens it itself)."""
     verdict = resolve(svc, head, mime, uri)
-    if (not read_small or verdict.kind != "file" or verdict.status not in (200, 206)
+    if (verdict.kind != "file" or verdict.status not in (200, 206)
             or head.method != "GET" or verdict.path is None or verdict.size is None):
-        return verdict, None
+        return verdict, None, None
     rng = verdict.range
     offset, count = (rng[0], rng[1] - rng[0] + 1) if rng else (0, verdict.size)
-    if count > SMALL_FILE:
-        return verdict, None
     try:
-        fd = os.open(verdict.path, os.O_RDONLY)
+        fh = open(verdict.path, "rb")
     except OSError:
-        return verdict, None
+        return verdict, None, None
+    if not read_small or count > SMALL_FILE:
+        return verdict, None, fh
     try:
-        data = os.pread(fd, count, offset) if count else b""
-        if os.fstat(fd).st_size != verdict.size or len(data) != count:
-            return verdict, None
-        return verdict, data
+        data = os.pread(fh.fileno(), count, offset) if count else b""
+        if os.fstat(fh.fileno()).st_size != verdict.size or len(data) != count:
+            return verdict, None, None
+        return verdict, data, None
     except OSError:
-        return verdict, None
+        return verdict, None, None
     finally:
-        os.close(fd)
+        fh.close()

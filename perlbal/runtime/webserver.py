@@ -51,7 +51,7 @@ from typing import BinaryIO
 
 import anyio
 
-from perlbal.docroot import FileVerdict, durl
+from perlbal.docroot import FileVerdict, durl, http_date
 from perlbal.http import HttpError, munge_headers
 from perlbal.http.responses import (SERVER_TOKEN, file_response_headers, keep_alive_headers,
                                     render_head)
@@ -79,7 +79,7 @@ class _Refuse(Exception):
 
 
 def _http_date(when: float) -> str:
-    return email.utils.formatdate(when, usegmt=True)
+    return http_date(when)
 
 
 def _docroot(ctx: RequestContext) -> str | None:
@@ -125,9 +125,18 @@ async def _serve(ctx: RequestContext) -> bool:
         return ctx.last_keep_alive
     # one hop to the disk pool: which file answers, and for a small file on a
     # service without plugins (none can want the open file), its bytes too
-    verdict, small = await run_disk(
+    verdict, small, opened = await run_disk(
         _inline(ctx), resolve_and_read, ctx.service, ctx.head, ctx.server.graph.mime,
         serve.uri if serve.uri != uri else None, not ctx.service.plugin_order)
+    try:
+        return await _answer(ctx, serve, verdict, small, opened)
+    finally:
+        if opened is not None:
+            opened.close()  # whatever path the answer took (closing twice is harmless)
+
+
+async def _answer(ctx: RequestContext, serve: StartServeRequest, verdict: FileVerdict,
+                  small: bytes | None, opened: BinaryIO | None) -> bool:
     if verdict.kind == "refuse":
         if verdict.missing:
             missing: Hook = (ConcatGetPoststatFileMissing(ctx) if "??" in serve.uri
@@ -143,10 +152,11 @@ async def _serve(ctx: RequestContext) -> bool:
         return await _serve_multiple(ctx, verdict)
     if verdict.status == 200 and await fire(StaticGetPoststatPreSend(ctx, mtime=verdict.mtime or 0)):
         return ctx.last_keep_alive
-    return await _file(ctx, verdict, small)
+    return await _file(ctx, verdict, small, opened)
 
 
-async def _file(ctx: RequestContext, verdict: FileVerdict, small: bytes | None = None) -> bool:
+async def _file(ctx: RequestContext, verdict: FileVerdict, small: bytes | None = None,
+                opened: BinaryIO | None = None) -> bool:
     head = ctx.head
     path, size, status = verdict.path, verdict.size, verdict.status
     assert path is not None and size is not None
@@ -169,7 +179,8 @@ async def _file(ctx: RequestContext, verdict: FileVerdict, small: bytes | None =
         return keep
     offset, count = (rng[0], rng[1] - rng[0] + 1) if rng else (0, size)
     try:
-        fh: BinaryIO = await run_disk(_inline(ctx), open, path, "rb")
+        fh: BinaryIO = (opened if opened is not None
+                        else await run_disk(_inline(ctx), open, path, "rb"))
     except OSError:
         return False  # Perl closes when a stat'ed file cannot be opened
     try:
