@@ -56,6 +56,11 @@ OPEN_PROTOCOLS: "weakref.WeakSet[_Protocol]" = weakref.WeakSet()
 
 
 class _Protocol(asyncio.Protocol):
+    # slots: 10,000 idle keep-alive clients each hold one (bench/idle_rss.py)
+    __slots__ = ("transport", "chunks", "size", "eof", "lost", "exc", "reading_paused",
+                 "writing_paused", "waiter", "drain_waiter", "watchers", "on_wake",
+                 "__weakref__")
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.chunks: list[bytes] = []
@@ -68,6 +73,8 @@ class _Protocol(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
         self.watchers: list[asyncio.Future[None]] = []
+        #: a parked (task-less) idle connection's wake-up: called once on data or EOF
+        self.on_wake: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport but behave as one
@@ -84,6 +91,13 @@ class _Protocol(asyncio.Protocol):
         if self.size > READ_HIGH_WATER and not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
+        self._wake_parked()
+
+    def _wake_parked(self) -> None:
+        wake = self.on_wake
+        if wake is not None:
+            self.on_wake = None
+            wake()
 
     def _wake_all(self) -> None:
         waiter = self.waiter
@@ -97,6 +111,7 @@ class _Protocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_all()
+        self._wake_parked()
         return True  # keep the transport open: we may still answer a half-closed peer
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -107,6 +122,7 @@ class _Protocol(asyncio.Protocol):
         drain = self.drain_waiter
         if drain is not None and not drain.done():
             drain.set_result(None)
+        self._wake_parked()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -236,6 +252,25 @@ class FastStream(ByteStream):
         """Close now, dropping unsent data (a broken exchange; sends RST)."""
         self._closed = True
         self._transport.abort()
+
+    def park(self, wake: Callable[[], None]) -> bool:
+        """Call ``wake`` once when data, EOF or an error arrives, with no task
+        waiting meanwhile.  False (and nothing registered) when something has
+        arrived already."""
+        proto = self._protocol
+        if proto.chunks or proto.eof or proto.lost or self._closed:
+            return False
+        proto.on_wake = wake
+        return True
+
+    def unpark(self) -> None:
+        self._protocol.on_wake = None
+
+    def abort_quietly(self) -> None:
+        """Close a parked idle connection (idle timeout, shutdown): FIN, no data lost."""
+        self._closed = True
+        if not self._transport.is_closing():
+            self._transport.close()
 
     async def aclose(self) -> None:
         if self._closed:

@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import math
 import errno
 import logging
 import os
@@ -88,6 +89,9 @@ class Runtime:
         self.active_connections = 0
         self.limited_connections = 0  # open clients of non-management listeners
         self._idle: anyio.Event | None = None
+        # idle keep-alive clients waiting without a task: stream -> (service, limited, deadline)
+        self._parked: dict[FastStream, tuple[str, bool, float]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         #: one plain asyncio task per client connection (see _accept_loop)
         self._client_tasks: set[asyncio.Task[None]] = set()
         self._spawn_later: list[Service] = []
@@ -370,6 +374,7 @@ class Runtime:
                 self._close_listener(lst)
             self.listeners.clear()
             graceful, timeout = self.shutdown_requested or (False, None)
+            self._close_all_parked()  # idle keep-alive clients: nothing in flight
             if graceful and self.active_connections:
                 with anyio.move_on_after(timeout if timeout else None):
                     while self.active_connections:
@@ -382,6 +387,9 @@ class Runtime:
         self._tg = None
         if clients:
             await asyncio.wait(clients, timeout=5)
+        self._close_all_parked()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.backends.close_all()
 
     async def _accept_loop(self, lst: _Listener) -> None:
@@ -436,6 +444,7 @@ class Runtime:
         self.active_connections += 1
         self.limited_connections += limited
         stream: FastStream | None = None
+        park = False
         try:
             svc = self.graph.services.get(service_name)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -452,20 +461,97 @@ class Runtime:
                     return
             else:
                 stream = await wrap_accepted(sock)
-            await serve_client(self, stream, service_name)
+            park = await serve_client(self, stream, service_name)
         except OSError:
             pass
         except Exception:  # isolation: one connection never takes the server down
             log.exception("client connection on %s failed", service_name)
         finally:
-            self.active_connections -= 1
-            self.limited_connections -= limited
-            if stream is not None:
-                await stream.aclose()
-            else:
-                sock.close()
-            if self._idle is not None and not self.active_connections:
-                self._idle.set()
+            if not (park and stream is not None and self._park(stream, service_name, limited)):
+                await self._client_closed(stream, sock, limited)
+
+    async def _resume_client(self, stream: FastStream, service_name: str, limited: bool) -> None:
+        """A parked keep-alive client sent something: serve it again."""
+        from perlbal.runtime.clientconn import serve_client
+
+        park = False
+        try:
+            park = await serve_client(self, stream, service_name, resumed=True)
+        except OSError:
+            pass
+        except Exception:
+            log.exception("client connection on %s failed", service_name)
+        finally:
+            if not (park and self._park(stream, service_name, limited)):
+                await self._client_closed(stream, None, limited)
+
+    async def _client_closed(self, stream: FastStream | None, sock: socket.socket | None,
+                             limited: bool) -> None:
+        self.active_connections -= 1
+        self.limited_connections -= limited
+        if stream is not None:
+            await stream.aclose()
+        elif sock is not None:
+            sock.close()
+        if self._idle is not None and not self.active_connections:
+            self._idle.set()
+
+    # --- parked keep-alive clients ----------------------------------------------
+    # Between requests an idle keep-alive client holds no task, coroutine frames
+    # or timer: its protocol calls _wake when bytes (or EOF) arrive, and one
+    # sweeper closes those idle past persist_client_idle_timeout.  Perl's
+    # event loop holds idle clients the same way (bench/idle_rss.py).
+
+    def _park(self, stream: FastStream, service_name: str, limited: bool) -> bool:
+        if self.draining:
+            return False
+        svc = self.graph.services.get(service_name)
+        raw = svc.get("persist_client_idle_timeout", 30) if svc is not None else 30
+        timeout = raw if isinstance(raw, int) and not isinstance(raw, bool) else 30
+        deadline = asyncio.get_running_loop().time() + timeout if timeout > 0 else math.inf
+        if not stream.park(lambda: self._wake(stream)):
+            # something arrived already: serve it rather than park
+            self._start_resume(stream, service_name, limited)
+            return True
+        self._parked[stream] = (service_name, limited, deadline)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_parked())
+        return True
+
+    def _wake(self, stream: FastStream) -> None:
+        entry = self._parked.pop(stream, None)
+        if entry is not None:
+            self._start_resume(stream, entry[0], entry[1])
+
+    def _start_resume(self, stream: FastStream, service_name: str, limited: bool) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._resume_client(stream, service_name, limited))
+        self._client_tasks.add(task)
+        task.add_done_callback(self._client_tasks.discard)
+
+    def _close_parked(self, stream: FastStream) -> None:
+        entry = self._parked.pop(stream, None)
+        if entry is None:
+            return
+        stream.unpark()
+        self.active_connections -= 1
+        self.limited_connections -= entry[1]
+        stream.abort_quietly()
+        if self._idle is not None and not self.active_connections:
+            self._idle.set()
+
+    async def _sweep_parked(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._parked:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for stream, (_name, _limited, deadline) in list(self._parked.items()):
+                if deadline <= now:
+                    self._close_parked(stream)
+
+    def _close_all_parked(self) -> None:
+        for stream in list(self._parked):
+            self._close_parked(stream)
 
 
 def _die_with_parent() -> None:
