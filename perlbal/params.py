@@ -423,6 +423,10 @@ _S(Param("pool", Kind.POOL_REF, "The pool (created beforehand) whose nodes recei
          "reverse proxy's requests.", roles=RP, effect=Effect.POOL_REF))
 _S(Param("always_trusted", Kind.BOOL, "Trust X-Forwarded-For and friends from every client "
          "(only when every client is your own proxy).", default="0"))
+_S(Param("backend_response_timeout", Kind.INT, "Beyond Perl (which waits forever): seconds "
+         "a backend may take to start its reply, and may stay silent within it; then the "
+         "client gets 504 (or is closed, if its reply had started). 0: no limit.", roles=RP,
+         default="60"))
 _S(Param("backend_persist_cache", Kind.INT, "Idle keep-alive backend connections kept in "
          "reserve while no client waits.", roles=RP, default="2"))
 _S(Param("blind_proxy", Kind.BOOL, "Leave X-Forwarded-For, X-Host and X-Forwarded-Host "

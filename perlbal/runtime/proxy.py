@@ -66,10 +66,17 @@ from perlbal.runtime import reproxy, uploads
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
-#: Seconds a backend may take to start answering (Perl had no limit; we answer 504).
+#: Default seconds a backend may take to start answering, or stay silent in a reply
+#: body (Perl had no limit); the service's backend_response_timeout overrides it.
 BACKEND_RESPONSE_TIMEOUT = 60.0
-#: Seconds of silence tolerated in the middle of a backend's reply body.
-BACKEND_IDLE_TIMEOUT = 60.0
+
+
+def backend_timeout(svc: Service) -> float | None:
+    """backend_response_timeout of the service (None: no limit)."""
+    raw = svc.params.get("backend_response_timeout", BACKEND_RESPONSE_TIMEOUT)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return BACKEND_RESPONSE_TIMEOUT
+    return float(raw) if raw > 0 else None
 
 _BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 _netcache: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
@@ -307,13 +314,15 @@ async def _read_prefix(ctx: RequestContext, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def _read_response_head(conn: BackendConn, client: FastStream | None) -> tuple[ResponseHead, bytes]:
+async def _read_response_head(conn: BackendConn, client: FastStream | None,
+                              timeout: float | None = BACKEND_RESPONSE_TIMEOUT
+                              ) -> tuple[ResponseHead, bytes]:
     reader = ResponseHeadReader()
     got_any = False
     stream = conn.stream
     while True:
         try:
-            data = await stream.receive(RECV_SIZE, timeout=BACKEND_RESPONSE_TIMEOUT, watch=client)
+            data = await stream.receive(RECV_SIZE, timeout=timeout, watch=client)
         except anyio.EndOfStream:
             data = b""
         if not data:
@@ -376,7 +385,7 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     # --- read the reply head ---
     try:
-        resp, leftover = await _read_response_head(conn, client)
+        resp, leftover = await _read_response_head(conn, client, backend_timeout(svc))
     except _Retry:
         raise
     except PeerGone:
@@ -478,7 +487,7 @@ async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, res
                     else:
                         await buf.put(data)
                 try:
-                    data = await conn.stream.receive(RECV_SIZE, timeout=BACKEND_IDLE_TIMEOUT)
+                    data = await conn.stream.receive(RECV_SIZE, timeout=backend_timeout(svc))
                 except anyio.EndOfStream:
                     data = b""
                 if not data:
