@@ -82,6 +82,15 @@ _BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStre
 _netcache: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
 
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+#: what the client reads when the backend fails it (Perl sends no page: it hangs or closes)
+_FAIL_REASONS = {
+    502: "Bad gateway: the backend's reply was malformed, cut short or reset",
+    504: "Gateway timeout: the backend did not answer in time",
+}
+
+
 class _Retry(Exception):
     """A reused backend connection died before answering; try a fresh one."""
 
@@ -271,9 +280,13 @@ async def _proxy(ctx: RequestContext) -> bool:
             return await _exchange(runtime, ctx, conn, request_head, replay_body, may_retry,
                                    spool=spool)
         except _Retry:
+            # a pooled connection the backend closed as we reused it: an idempotent
+            # request is sent once more on a fresh connection; anything else (a
+            # POST) never twice (RFC 9110 section 9.2.2)
             runtime.backends.discard(conn)
             stale_retries += 1
-            if (replay_body is None and spool is None) or stale_retries > 4:
+            if ((replay_body is None and spool is None) or stale_retries > 1
+                    or ctx.head.method not in _IDEMPOTENT):
                 return await _fail(ctx, 502)
         except _ErrorRetry:
             runtime.backends.discard(conn)
@@ -325,6 +338,10 @@ async def _read_response_head(conn: BackendConn, client: FastStream | None,
             data = await stream.receive(RECV_SIZE, timeout=timeout, watch=client)
         except anyio.EndOfStream:
             data = b""
+        except (anyio.BrokenResourceError, OSError):
+            if not got_any and conn.reused:
+                raise _Retry from None  # a kept-alive connection the backend reset
+            raise
         if not data:
             if not got_any and conn.reused:
                 raise _Retry
@@ -448,7 +465,7 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
 
 async def _fail(ctx: RequestContext, status: int) -> bool:
     if not ctx.response_started:
-        await ctx.send_simple(status, keep_alive=False)
+        await ctx.send_simple(status, _FAIL_REASONS.get(status), keep_alive=False)
     return False
 
 
