@@ -31,6 +31,7 @@ any error is closed, never parked; nothing here writes to clients.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import deque
@@ -46,6 +47,8 @@ from perlbal.runtime.netstream import FastStream, PeerGone, open_connection
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
+
+log = logging.getLogger("perlbal.runtime")
 
 CONNECT_TIMEOUT = 5.0
 DEAD_NODE_SECONDS = 1.0
@@ -104,6 +107,7 @@ class BackendManager:
         self.runtime = runtime
         self.services: dict[str, ServiceBackends] = {}
         self.noverify: dict[str, float] = {}
+        self.down_logged: set[str] = set()  # nodes whose outage was logged
 
     def state(self, name: str) -> ServiceBackends:
         st = self.services.get(name)
@@ -302,18 +306,29 @@ class BackendManager:
             with anyio.fail_after(CONNECT_TIMEOUT):
                 stream = await open_connection(node.ip, node.port, sndbuf=sndbuf)
             live.node_connected(ipport)
+            if ipport in self.down_logged:
+                self.down_logged.discard(ipport)
+                log.warning("backend %s answers again", ipport)
             conn = BackendConn(stream, ipport, svc.name)
             conn.sock_id = live.open_sock("Perlbal::BackendHTTP", ipport, svc.name, "connecting")
             if svc.get("verify_backend", False) and not self._noverify(ipport):
                 st.pending[ipport] = ("verifying_backend", time.time())
                 if not await self._verify(svc, conn):
+                    log.warning("backend %s failed verify_backend (OPTIONS %s) for service %s",
+                                ipport, svc.get("verify_backend_path", "*"), svc.name)
                     self.noverify[ipport] = time.monotonic() + NOVERIFY_SECONDS
                     self._forget(conn)
                     conn.stream.abort()
                     conn = None
                 else:
                     live.node_verified(ipport)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as exc:
+            if ipport not in self.down_logged:  # once per outage, not per retry
+                self.down_logged.add(ipport)
+                log.warning("backend %s (pool of service %s) is unreachable: %s; requests "
+                            "go to other nodes until it answers again", ipport, svc.name,
+                            exc.strerror if isinstance(exc, OSError) and exc.strerror
+                            else "connect timed out")
             st.no_spawn[ipport] = time.monotonic() + DEAD_NODE_SECONDS
             live.node_failures[ipport] = live.node_failures.get(ipport, 0) + 1
             if conn is not None:

@@ -134,6 +134,8 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         except TimeoutError:
             return False
         except HttpError as exc:
+            log.info("client %s on %s refused: %d %s", peer_ip, service_name, exc.status,
+                     exc.reason)
             if not exc.perl_closes_silently or first:
                 try:
                     await stream.send(simple_response(exc.status, exc.reason,

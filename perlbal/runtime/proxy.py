@@ -37,6 +37,7 @@ from urllib.parse import unquote_plus
 from typing import TYPE_CHECKING, cast
 
 import anyio
+import logging
 
 from perlbal.http import (
     BackendProtocolError,
@@ -81,6 +82,8 @@ def backend_timeout(svc: Service) -> float | None:
 _BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 _netcache: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
 
+
+log = logging.getLogger("perlbal.runtime")
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -287,6 +290,7 @@ async def _proxy(ctx: RequestContext) -> bool:
             stale_retries += 1
             if ((replay_body is None and spool is None) or stale_retries > 1
                     or ctx.head.method not in _IDEMPOTENT):
+                _log_fault(ctx, None, "the backend connection broke again on the retry", 502)
                 return await _fail(ctx, 502)
         except _ErrorRetry:
             runtime.backends.discard(conn)
@@ -393,10 +397,11 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
                     anyio.ClosedResourceError):
                 backends.discard(conn)  # client went away mid-upload
                 return False
-    except _BROKEN:
+    except _BROKEN as exc:
         if conn.reused:
             raise _Retry
         backends.discard(conn)
+        _log_fault(ctx, conn.ipport, f"sending the request failed: {exc!r}", 502)
         return await _fail(ctx, 502)
     live.set_state(conn.sock_id, "wait_res")
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
@@ -410,9 +415,11 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         return False
     except TimeoutError:
         backends.discard(conn)
+        _log_fault(ctx, conn.ipport, "no reply within backend_response_timeout", 504)
         return await _fail(ctx, 504)
-    except (BackendProtocolError, *_BROKEN):
+    except (BackendProtocolError, *_BROKEN) as exc:
         backends.discard(conn)
+        _log_fault(ctx, conn.ipport, str(exc) or repr(exc), 502)
         return await _fail(ctx, 502)
     live.node_last_response[ipport] = time.time()
     # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
@@ -461,6 +468,13 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         await ctx.send(head_bytes + body if body else head_bytes)
         return keep
     return await _relay(runtime, ctx, conn, resp, leftover, head_bytes, keep, backend_reusable)
+
+
+def _log_fault(ctx: RequestContext, ipport: str | None, what: str, status: int) -> None:
+    """One line per backend fault, with what an operator needs to find it."""
+    log.warning("service %s: backend %s: %s; client %s %s %s gets %d", ctx.service.name,
+                ipport or "-", what, ctx.peer_ip, ctx.head.method, ctx.head.target[:200],
+                status)
 
 
 async def _fail(ctx: RequestContext, status: int) -> bool:

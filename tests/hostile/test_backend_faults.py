@@ -194,3 +194,42 @@ def test_malformed_replies_give_502(proxy_for: Callable[[Script], int], reply: b
     port = proxy_for(script)
     assert request(port, "GET", "/m", [("Host", "x")]).status == 502
     assert request(port, "GET", "/next", [("Host", "x")]).status == 200
+
+
+def test_each_fault_is_logged_once_with_enough_to_find_it() -> None:
+    dead = free_ports(1)[0]  # nothing listens: the node is down for the whole test
+    script = Script([_send(b"NOT HTTP AT ALL\r\n\r\n", close=True)])
+    port, port2 = free_ports(2)
+    server = PyPerlbal(f"""
+CREATE POOL broken
+POOL broken ADD 127.0.0.1:{script.port}
+CREATE POOL down
+POOL down ADD 127.0.0.1:{dead}
+CREATE SERVICE garbage
+SET role = reverse_proxy
+SET listen = 127.0.0.1:{port}
+SET pool = broken
+ENABLE garbage
+CREATE SERVICE gone
+SET role = reverse_proxy
+SET listen = 127.0.0.1:{port2}
+SET pool = down
+SET idle_timeout = 2
+ENABLE gone
+""")
+    try:
+        with server:
+            assert request(port, "GET", "/bad?x=1", [("Host", "x")]).status == 502
+            for _ in range(3):
+                assert request(port2, "GET", "/d", [("Host", "x")], timeout=10).status == 503
+            time.sleep(0.3)
+            _out, err = server.output()
+    finally:
+        script.close()
+    faults = [ln for ln in err.splitlines() if "gets 502" in ln]
+    assert len(faults) == 1, err
+    assert f"127.0.0.1:{script.port}" in faults[0] and "service garbage" in faults[0]
+    assert "GET /bad?x=1" in faults[0]
+    outages = [ln for ln in err.splitlines() if "unreachable" in ln]
+    assert len(outages) == 1, err  # one line per outage, not one per retry
+    assert f"127.0.0.1:{dead}" in outages[0]
