@@ -166,3 +166,20 @@ def test_example_ssl_conf_builds_its_context(monkeypatch: pytest.MonkeyPatch) ->
                                out=lambda line: None)
     ctx = build_context(it.graph.services["site"])
     assert ctx.verify_mode == ssl.CERT_NONE
+
+
+def _conf_xff(port: int, backend: int, pki: dict[str, Path]) -> str:
+    return "LOAD XFFExtras\n" + _conf(port, backend, pki, "  SET plugins = XFFExtras\n"
+                                      "  SET send_backend_proto = on\n"
+                                      "  SET send_backend_port = on")
+
+
+def test_backend_learns_the_client_came_over_tls(pki: dict[str, Path]) -> None:
+    """XFFExtras' X-Forwarded-Proto says https on a TLS listener (Perl's is_ssl)."""
+    port, = free_ports(1)
+    with Backend() as be, PyPerlbal(_conf_xff(port, be.port, pki)):
+        _cn, data = _get(port, _client_context(pki), "localhost", "/proto")
+        assert data.startswith(b"HTTP/1.0 200 OK")
+        seen = be.requests()[-1]
+        assert seen.header("X-Forwarded-Proto") == "https"
+        assert seen.header("X-Forwarded-Port") == str(port)
