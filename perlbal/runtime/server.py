@@ -269,9 +269,14 @@ class Runtime:
 
         def run_and_forward(raw: str, ctx: CommandContext, *, file: str = "<console>",
                             line: int = 1) -> Reply:
+            implied = ctx.last_created  # what an implicit SET / VHOST refers to
             reply = run(raw, ctx, file=file, line=line)
-            if reply.ok and file == "<console>" and raw.strip():
+            # console commands and SIGHUP reload steps reach every worker
+            if reply.ok and (file == "<console>" or file.startswith("<reload")) and raw.strip():
                 data = raw.strip().encode("utf-8", "replace") + b"\n"
+                if implied is not None:
+                    # the worker runs everything in one context: name the target
+                    data = f"USE {implied}\n".encode("utf-8", "replace") + data
                 for _pid, fd in children:
                     try:
                         os.write(fd, data)

@@ -54,3 +54,33 @@ ENABLE proxy
             assert names == {"b2"}
         assert all(not os.path.exists(f"/proc/{pid}") or
                    open(f"/proc/{pid}/stat").read().split()[2] == "Z" for pid in workers)
+
+
+def test_sighup_reload_reaches_every_worker(tmp_path: "os.PathLike[str]") -> None:
+    import signal
+    from pathlib import Path
+
+    proxy, = free_ports(1)
+    with Backend("b1") as b1, Backend("b2") as b2:
+        def conf(node: str) -> str:
+            return f"""
+SERVER workers = 2
+CREATE POOL p
+POOL p ADD {node}
+CREATE SERVICE proxy
+SET role = reverse_proxy
+SET listen = {LOOPBACK}:{proxy}
+SET pool = p
+SET persist_client = off
+ENABLE proxy
+"""
+        with PyPerlbal(conf(b1.address)) as server:
+            assert server.proc is not None
+            for _ in range(10):
+                assert request(proxy, "GET", "/").header("X-Backend-Name") == "b1"
+            config_file = Path(server.workdir) / "perlbal.conf"
+            config_file.write_text(conf(b2.address))
+            server.proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)  # worker 0 applies, then the steps travel down the pipe
+            names = {request(proxy, "GET", "/").header("X-Backend-Name") for _ in range(40)}
+            assert names == {"b2"}
