@@ -136,12 +136,13 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         except HttpError as exc:
             log.info("client %s on %s refused: %d %s", peer_ip, service_name, exc.status,
                      exc.reason)
-            if not exc.perl_closes_silently or first:
-                try:
-                    await stream.send(simple_response(exc.status, exc.reason,
-                                                      server_tokens=bool(svc.get("server_tokens", True))))
-                except Exception:
-                    pass
+            # Perl closes some of these without a word (exc.perl_closes_silently);
+            # every refusal here says why, on the first request or a later one
+            try:
+                await stream.send(simple_response(exc.status, exc.reason,
+                                                  server_tokens=bool(svc.get("server_tokens", True))))
+            except Exception:
+                pass
             return False
         first = False
         runtime.live.total_requests += 1

@@ -74,3 +74,11 @@ def test_valid_chunked_request_still_works(hostile: Hostile) -> None:
     last = hostile.backend.log[-1]
     assert last.target == "/chunked" and last.body == b"abc"
     assert last.header("Content-Length") == "3"
+
+
+def test_a_bad_request_after_a_good_one_is_refused_with_a_reason(hostile: Hostile) -> None:
+    reply = raw_exchange(hostile.web, b"GET /ok.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+                         b"GET /ok.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  folded\r\n\r\n")
+    responses = re.findall(rb"(?:^|\n)HTTP/1\.[01] (\d{3})", reply)
+    assert responses == [b"200", b"400"], reply[-300:]
+    assert reply.rstrip().endswith(b"obsolete line folding in header")
