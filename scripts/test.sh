@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-# Debian packages the tests use: perlbal (the reference), chromium (web UI test)
+# Debian packages the tests use: perlbal (the reference), chromium (web UI
+# test), openssl (test certificates), strace (what Perl's upload tracker sends)
 need=""
 [ -x /usr/bin/perlbal ] || need="$need perlbal"
 [ -x /usr/bin/chromium ] || need="$need chromium"
+command -v openssl >/dev/null || need="$need openssl"
+command -v strace >/dev/null || need="$need strace"
 if [ -n "$need" ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null

@@ -95,9 +95,12 @@ def test_upload_progress_packets_like_perl(need_perl_perlbal: None, monkeypatch:
         return popen(args, **kwargs)  # type: ignore[call-overload]
 
     monkeypatch.setattr(subprocess, "Popen", traced)
-    (perl, _lost), (ours, our_packets) = _both(
-        lambda: _run(lambda c: PerlPerlbal(c, startup_timeout=30), "perlsess1"),
-        lambda: _run(lambda c: PyPerlbal(c), "oursess1"))
+    try:
+        (perl, _lost), (ours, our_packets) = _both(
+            lambda: _run(lambda c: PerlPerlbal(c, startup_timeout=30), "perlsess1"),
+            lambda: _run(lambda c: PyPerlbal(c), "oursess1"))
+    finally:
+        _kill_traced_perlbal(trace)
     assert _lost == []  # Perl's bug: nothing arrives
     perl_packets = [(0.0, m.group(1).encode()) for m in
                     re.finditer(r'sendto\(\d+, "(UPLOAD:[^"]*)"', trace.read_text())]
@@ -105,6 +108,26 @@ def test_upload_progress_packets_like_perl(need_perl_perlbal: None, monkeypatch:
     perl_count = _check(perl_packets, "perlsess1")
     our_count = _check(our_packets, "oursess1")
     assert abs(perl_count - our_count) <= 2, (perl_packets, our_packets)  # timing
+
+
+def _kill_traced_perlbal(trace: Path) -> None:
+    """Killing strace (what PerlPerlbal.stop does here) detaches its tracee, which
+    would outlive the test: kill every traced perlbal process ourselves."""
+    import os
+    import signal
+
+    try:
+        text = trace.read_text(errors="replace")
+    except OSError:
+        return
+    for pid in {int(m.group(1)) for m in re.finditer(r"^(\d+) ", text, re.M)}:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"perlbal" not in fh.read():
+                    continue
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def test_no_packets_without_a_session(need_perl_perlbal: None) -> None:
