@@ -41,7 +41,6 @@ import logging
 
 from perlbal.http import (
     BackendProtocolError,
-    ChunkedDecoder,
     HttpError,
     ResponseHead,
     ResponseHeadReader,
@@ -61,7 +60,7 @@ from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceive
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.runtime.context import RECV_SIZE, RequestContext
-from perlbal.runtime.relay import ByteBuffer
+from perlbal.runtime.relay import ByteBuffer, pump_body
 from perlbal.runtime import reproxy, uploads
 
 if TYPE_CHECKING:
@@ -493,38 +492,9 @@ async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, res
 
     async def read_backend() -> None:
         nonlocal conn_done
-        remaining = resp.content_length
-        decoder = ChunkedDecoder(max_body_size=0) if resp.chunked else None
-        data = leftover
-        clean = False
         try:
-            while True:
-                if data:
-                    if decoder is not None:
-                        pieces = decoder.feed(data)
-                        for piece in pieces:
-                            await buf.put(piece)
-                        if decoder.done:
-                            clean = not decoder.unused_data
-                            break
-                    elif remaining is not None:
-                        if len(data) > remaining:
-                            raise BackendProtocolError("backend sent more than Content-Length")
-                        remaining -= len(data)
-                        await buf.put(data)
-                        if remaining == 0:
-                            clean = True
-                            break
-                    else:
-                        await buf.put(data)
-                try:
-                    data = await conn.stream.receive(RECV_SIZE, timeout=backend_timeout(svc))
-                except anyio.EndOfStream:
-                    data = b""
-                if not data:
-                    if remaining is None and decoder is None:
-                        break  # body delimited by the backend closing
-                    raise BackendProtocolError("backend closed mid-body")
+            clean = await pump_body(conn.stream, buf, leftover, resp.content_length,
+                                    resp.chunked, backend_timeout(svc))
         except (BackendProtocolError, HttpError, TimeoutError, *_BROKEN) as exc:
             conn_done = True
             buf.fail(str(exc) or type(exc).__name__)

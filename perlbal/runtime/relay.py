@@ -17,7 +17,12 @@ from __future__ import annotations
 import weakref
 from collections import deque
 
+from typing import TYPE_CHECKING
+
 import anyio
+
+if TYPE_CHECKING:
+    from perlbal.runtime.netstream import FastStream
 
 #: Buffers of responses being relayed now (the buffer-memory gauge in metrics.py).
 LIVE_BUFFERS: "weakref.WeakSet[ByteBuffer]" = weakref.WeakSet()
@@ -64,3 +69,44 @@ class ByteBuffer:
         self.size = 0
         self._writable.set()
         return data
+
+
+async def pump_body(stream: "FastStream", buf: ByteBuffer, leftover: bytes,
+                    content_length: int | None, chunked: bool, timeout: float | None,
+                    peer: str = "backend") -> bool:
+    """Read one reply body from ``stream`` into ``buf``, framed by chunking, by
+    Content-Length, or (neither) by the peer closing.  Returns True when it
+    ended exactly where it should (the connection may carry another reply).
+    Raises BackendProtocolError (named after ``peer``) on a body that is cut
+    short or overlong, TimeoutError after ``timeout`` seconds of silence, and
+    the stream's own errors."""
+    from perlbal.http import BackendProtocolError, ChunkedDecoder
+    from perlbal.runtime.context import RECV_SIZE
+
+    remaining = content_length
+    decoder = ChunkedDecoder(max_body_size=0) if chunked else None
+    data = leftover
+    while True:
+        if data:
+            if decoder is not None:
+                for piece in decoder.feed(data):
+                    await buf.put(piece)
+                if decoder.done:
+                    return not decoder.unused_data
+            elif remaining is not None:
+                if len(data) > remaining:
+                    raise BackendProtocolError(f"{peer} sent more than Content-Length")
+                remaining -= len(data)
+                await buf.put(data)
+                if remaining == 0:
+                    return True
+            else:
+                await buf.put(data)
+        try:
+            data = await stream.receive(RECV_SIZE, timeout=timeout)
+        except anyio.EndOfStream:
+            data = b""
+        if not data:
+            if remaining is None and decoder is None:
+                return False  # delimited by the close: not reusable
+            raise BackendProtocolError(f"{peer} closed mid-body")

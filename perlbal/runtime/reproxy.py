@@ -46,7 +46,6 @@ from anyio import to_thread
 
 from perlbal.http import (
     BackendProtocolError,
-    ChunkedDecoder,
     HttpError,
     ResponseHead,
     ResponseHeadReader,
@@ -67,7 +66,7 @@ from perlbal.http.responses import reason_phrase
 from perlbal.plugins.hooks import ReproxyFhFinished, StartFileReproxy, fire
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.netstream import FastStream
-from perlbal.runtime.relay import ByteBuffer
+from perlbal.runtime.relay import ByteBuffer, pump_body
 from perlbal.runtime.reproxy_manager import CacheEntry, ReproxyConn, ReproxyManager
 
 if TYPE_CHECKING:
@@ -280,36 +279,9 @@ async def _relay_target(ctx: RequestContext, mgr: ReproxyManager, conn: ReproxyC
 
     async def read_target() -> None:
         nonlocal done
-        remaining = tresp.content_length
-        decoder = ChunkedDecoder(max_body_size=0) if tresp.chunked else None
-        data, clean = leftover, False
         try:
-            while True:
-                if data:
-                    if decoder is not None:
-                        for piece in decoder.feed(data):
-                            await buf.put(piece)
-                        if decoder.done:
-                            clean = not decoder.unused_data
-                            break
-                    elif remaining is not None:
-                        if len(data) > remaining:
-                            raise BackendProtocolError("reproxy target sent more than Content-Length")
-                        remaining -= len(data)
-                        await buf.put(data)
-                        if remaining == 0:
-                            clean = True
-                            break
-                    else:
-                        await buf.put(data)
-                try:
-                    data = await conn.stream.receive(RECV_SIZE, timeout=TARGET_TIMEOUT)
-                except anyio.EndOfStream:
-                    data = b""
-                if not data:
-                    if remaining is None and decoder is None:
-                        break
-                    raise BackendProtocolError("reproxy target closed mid-body")
+            clean = await pump_body(conn.stream, buf, leftover, tresp.content_length,
+                                    tresp.chunked, TARGET_TIMEOUT, "reproxy target")
         except (BackendProtocolError, HttpError, TimeoutError, *_BROKEN) as exc:
             done = True
             buf.fail(str(exc) or type(exc).__name__)
