@@ -26,6 +26,7 @@ DEFAULT_CONFIG = "/etc/perlbal/perlbal.conf"
 USAGE = """Usage: perlbal [OPTS]
        perlbal check [--strict] [--format text|json] FILE...
        perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex]
+       perlbal explain -c FILE [--header 'K: V']... URL   (or --expect ROUTES)
   --help           This usage info
   --version        Print perlbal release version
   --config=[file]  Specify Perlbal config file
