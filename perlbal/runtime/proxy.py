@@ -60,7 +60,7 @@ from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceive
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.runtime.context import RECV_SIZE, RequestContext
-from perlbal.runtime.relay import ByteBuffer, pump_body
+from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
 from perlbal.runtime import reproxy, uploads
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def backend_timeout(svc: Service) -> float | None:
         return BACKEND_RESPONSE_TIMEOUT
     return float(raw) if raw > 0 else None
 
-_BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+_BROKEN = BROKEN
 _netcache: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
 
 
@@ -488,34 +488,9 @@ async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, res
     limit = svc.params.get("buffer_size", 262144)
     buf = ByteBuffer(limit if isinstance(limit, int) else 262144)
     backends = runtime.backends
-    conn_done = False  # the reader released or discarded the backend
-
-    async def read_backend() -> None:
-        nonlocal conn_done
-        try:
-            clean = await pump_body(conn.stream, buf, leftover, resp.content_length,
-                                    resp.chunked, backend_timeout(svc))
-        except (BackendProtocolError, HttpError, TimeoutError, *_BROKEN) as exc:
-            conn_done = True
-            buf.fail(str(exc) or type(exc).__name__)
-            backends.discard(conn)
-            return
-        conn_done = True
-        buf.finish()
-        backends.release(svc, conn, reusable and clean)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(read_backend)
-        try:
-            await ctx.send(head_bytes)
-            while True:
-                data = await buf.take()
-                if not data:
-                    break
-                await ctx.send(data)
-        except _BROKEN:
-            tg.cancel_scope.cancel()
-            if not conn_done:
-                backends.discard(conn)
-            return False
-    return keep and buf.error is None
+    whole = await relay_body(
+        ctx, head_bytes, buf, conn.stream, leftover, resp.content_length, resp.chunked,
+        backend_timeout(svc), "backend",
+        release=lambda clean: backends.release(svc, conn, reusable and clean),
+        drop=lambda: backends.discard(conn))
+    return keep and whole

@@ -17,12 +17,16 @@ from __future__ import annotations
 import weakref
 from collections import deque
 
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import anyio
 
-if TYPE_CHECKING:
-    from perlbal.runtime.netstream import FastStream
+from perlbal.http import BackendProtocolError, ChunkedDecoder, HttpError
+from perlbal.runtime.context import RECV_SIZE, RequestContext
+from perlbal.runtime.netstream import FastStream
+
+#: what a broken or vanished peer raises on our streams
+BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 #: Buffers of responses being relayed now (the buffer-memory gauge in metrics.py).
 LIVE_BUFFERS: "weakref.WeakSet[ByteBuffer]" = weakref.WeakSet()
@@ -71,7 +75,7 @@ class ByteBuffer:
         return data
 
 
-async def pump_body(stream: "FastStream", buf: ByteBuffer, leftover: bytes,
+async def pump_body(stream: FastStream, buf: ByteBuffer, leftover: bytes,
                     content_length: int | None, chunked: bool, timeout: float | None,
                     peer: str = "backend") -> bool:
     """Read one reply body from ``stream`` into ``buf``, framed by chunking, by
@@ -80,9 +84,6 @@ async def pump_body(stream: "FastStream", buf: ByteBuffer, leftover: bytes,
     Raises BackendProtocolError (named after ``peer``) on a body that is cut
     short or overlong, TimeoutError after ``timeout`` seconds of silence, and
     the stream's own errors."""
-    from perlbal.http import BackendProtocolError, ChunkedDecoder
-    from perlbal.runtime.context import RECV_SIZE
-
     remaining = content_length
     decoder = ChunkedDecoder(max_body_size=0) if chunked else None
     data = leftover
@@ -110,3 +111,44 @@ async def pump_body(stream: "FastStream", buf: ByteBuffer, leftover: bytes,
             if remaining is None and decoder is None:
                 return False  # delimited by the close: not reusable
             raise BackendProtocolError(f"{peer} closed mid-body")
+
+
+async def relay_body(ctx: RequestContext, head_bytes: bytes, buf: ByteBuffer,
+                     stream: FastStream, leftover: bytes, content_length: int | None,
+                     chunked: bool, timeout: float | None, peer: str,
+                     release: Callable[[bool], None], drop: Callable[[], None]) -> bool:
+    """Send ``head_bytes`` and then the reply body to the client, while a reader
+    task reads the body ahead into ``buf`` (``pump_body``).  Once the body has
+    ended, ``release(clean)`` hands the peer connection back; if the body breaks,
+    or the client goes away first, ``drop()`` closes it.  True when the client
+    got the whole body."""
+    settled = False  # the reader released or dropped the connection
+
+    async def read() -> None:
+        nonlocal settled
+        try:
+            clean = await pump_body(stream, buf, leftover, content_length, chunked, timeout, peer)
+        except (BackendProtocolError, HttpError, TimeoutError, *BROKEN) as exc:
+            settled = True
+            buf.fail(str(exc) or type(exc).__name__)
+            drop()
+            return
+        settled = True
+        buf.finish()
+        release(clean)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        try:
+            await ctx.send(head_bytes)
+            while True:
+                data = await buf.take()
+                if not data:
+                    break
+                await ctx.send(data)
+        except BROKEN:
+            tg.cancel_scope.cancel()
+            if not settled:
+                drop()
+            return False
+    return buf.error is None

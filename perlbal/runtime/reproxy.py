@@ -66,7 +66,7 @@ from perlbal.http.responses import reason_phrase
 from perlbal.plugins.hooks import ReproxyFhFinished, StartFileReproxy, fire
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.netstream import FastStream
-from perlbal.runtime.relay import ByteBuffer, pump_body
+from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
 from perlbal.runtime.reproxy_manager import CacheEntry, ReproxyConn, ReproxyManager
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ __all__ = ["wants_reproxy", "take_over", "serve_from_cache", "manager"]
 TARGET_TIMEOUT = 60.0
 
 Header = tuple[str, str]
-_BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+_BROKEN = BROKEN
 
 
 def manager(runtime: "Runtime") -> ReproxyManager:
@@ -275,37 +275,13 @@ async def _relay_target(ctx: RequestContext, mgr: ReproxyManager, conn: ReproxyC
                         reusable: bool) -> bool:
     limit = ctx.service.get("buffer_size_reproxy_url", 51200)
     buf = ByteBuffer(limit if isinstance(limit, int) and limit > 0 else 51200)
-    done = False
-
-    async def read_target() -> None:
-        nonlocal done
-        try:
-            clean = await pump_body(conn.stream, buf, leftover, tresp.content_length,
-                                    tresp.chunked, TARGET_TIMEOUT, "reproxy target")
-        except (BackendProtocolError, HttpError, TimeoutError, *_BROKEN) as exc:
-            done = True
-            buf.fail(str(exc) or type(exc).__name__)
-            mgr.close(conn)
-            return
-        done = True
-        buf.finish()
-        mgr.release(conn, reusable and clean and tresp.content_length is not None)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(read_target)
-        try:
-            await ctx.send(head_bytes)
-            while True:
-                data = await buf.take()
-                if not data:
-                    break
-                await ctx.send(data)
-        except _BROKEN:
-            tg.cancel_scope.cancel()
-            if not done:
-                mgr.close(conn)
-            return False
-    return keep and buf.error is None and tresp.content_length is not None
+    framed = tresp.content_length is not None  # else the close ends it: never reusable
+    whole = await relay_body(
+        ctx, head_bytes, buf, conn.stream, leftover, tresp.content_length, tresp.chunked,
+        TARGET_TIMEOUT, "reproxy target",
+        release=lambda clean: mgr.release(conn, reusable and clean and framed),
+        drop=lambda: mgr.close(conn))
+    return keep and whole and framed
 
 
 # --- X-REPROXY-FILE -----------------------------------------------------------------------
