@@ -90,6 +90,11 @@ def nginx_conf(workdir: Path, port: int, upstream_port: int | None) -> Path:
         server = """
         location / { proxy_pass http://be; proxy_http_version 1.1;
                      proxy_set_header Connection ""; }"""
+    return write_nginx_conf(workdir, port, upstream, server)
+
+
+def write_nginx_conf(workdir: Path, port: int, http_extra: str, server_body: str) -> Path:
+    """One single-worker nginx config on LOOPBACK:port (shared by the benches)."""
     conf = workdir / f"nginx-{port}.conf"
     conf.write_text(f"""
 daemon off;
@@ -104,23 +109,26 @@ http {{
     keepalive_requests 1000000;
     client_body_temp_path {workdir}/tmp-{port};
     proxy_temp_path {workdir}/ptmp-{port};
-    {upstream}
+    {http_extra}
     server {{
         listen {LOOPBACK}:{port};
-        {server}
+        {server_body}
     }}
 }}
 """)
     return conf
 
 
-def start_nginx(workdir: Path, port: int, upstream_port: int | None) -> subprocess.Popen[bytes]:
-    conf = nginx_conf(workdir, port, upstream_port)
+def launch_nginx(workdir: Path, port: int, conf: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
     return proc
+
+
+def start_nginx(workdir: Path, port: int, upstream_port: int | None) -> subprocess.Popen[bytes]:
+    return launch_nginx(workdir, port, nginx_conf(workdir, port, upstream_port))
 
 
 def perlbal_conf(port: int, backend_port: int, workers: int | None) -> str:

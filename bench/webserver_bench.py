@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy_bench import LOOPBACK, _ms, free_port, start_perlbal, stop, wait_port  # noqa: E402
+from proxy_bench import (LOOPBACK, _ms, free_port, launch_nginx, start_perlbal,  # noqa: E402
+                         stop, wait_port, write_nginx_conf)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -91,31 +92,8 @@ ENABLE web
 
 
 def start_nginx_static(workdir: Path, port: int, docroot: Path) -> subprocess.Popen[bytes]:
-    conf = workdir / f"nginx-{port}.conf"
-    conf.write_text(f"""
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {workdir}/nginx-{port}.pid;
-error_log {workdir}/nginx-{port}.err warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    client_body_temp_path {workdir}/tmp-{port};
-    server {{
-        listen {LOOPBACK}:{port};
-        root {docroot};
-    }}
-}}
-""")
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, proc)
-    return proc
+    conf = write_nginx_conf(workdir, port, "sendfile on;", f"root {docroot};")
+    return launch_nginx(workdir, port, conf)
 
 
 def run_wrk(url: str, args: argparse.Namespace) -> Run:
