@@ -35,7 +35,6 @@ Connections to targets are kept by ``reproxy_manager.ReproxyManager``
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import os
 import stat
 import time
@@ -60,6 +59,7 @@ from perlbal.http import (
     reproxy_request_head,
     set_header,
 )
+from perlbal.docroot import http_date
 from perlbal.http.ranges import evaluate_range
 from perlbal.http.reproxy import REPROXY_RESPONSE_HEADERS
 from perlbal.http.responses import reason_phrase
@@ -161,7 +161,7 @@ async def serve_from_cache(runtime: "Runtime", ctx: RequestContext) -> bool | No
                                               idle_timeout=ctx.idle_timeout)
             await ctx.send(render_head(304, head304))
             return keep
-    headers: list[Header] = [("Date", email.utils.formatdate(usegmt=True))]
+    headers: list[Header] = [("Date", http_date(time.time()))]
     for name, value in entry.headers:
         headers = set_header(headers, name, value)
     return await _reproxy_urls(runtime, ctx, headers, 200, "OK", entry.urls, None)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import errno
 import hashlib
 import html
@@ -76,10 +75,6 @@ class _Refuse(Exception):
         super().__init__(status)
         self.status = status
         self.message = message
-
-
-def _http_date(when: float) -> str:
-    return http_date(when)
 
 
 def _docroot(ctx: RequestContext) -> str | None:
@@ -163,7 +158,7 @@ async def _file(ctx: RequestContext, verdict: FileVerdict, small: bytes | None =
     rng = verdict.range
     keep = ctx.keep_alive
     headers = file_response_headers(
-        status, date=_http_date(time.time()), last_modified=_http_date(verdict.mtime or 0),
+        status, date=http_date(time.time()), last_modified=http_date(verdict.mtime or 0),
         content_type=verdict.mime or "text/plain", size=size,
         range_start=rng[0] if rng else None, range_end=rng[1] if rng else None,
         keep_alive=keep, idle_timeout=ctx.idle_timeout, server_tokens=ctx.server_tokens)
@@ -277,11 +272,11 @@ async def _directory(ctx: RequestContext, verdict: FileVerdict) -> bool:
             body += f"<a href='{href}'>{shown}</a><br />\n"
     body += "</body></html>"
     payload = body.encode("utf-8", "surrogateescape")
-    headers = [("Date", _http_date(time.time()))]
+    headers = [("Date", http_date(time.time()))]
     if ctx.server_tokens:
         headers.append(("Server", SERVER_TOKEN))
     keep = ctx.keep_alive
-    headers += [("Last-Modified", _http_date(verdict.mtime or 0)), ("Content-Type", "text/html"),
+    headers += [("Last-Modified", http_date(verdict.mtime or 0)), ("Content-Type", "text/html"),
                 ("Content-Length", str(len(payload)))]
     headers += keep_alive_headers(keep, ctx.idle_timeout)
     await ctx.send(render_head(200, headers) + (b"" if ctx.head.method == "HEAD" else payload))
@@ -300,11 +295,11 @@ async def _serve_multiple(ctx: RequestContext, verdict: FileVerdict) -> bool:
     headers: list[tuple[str, str]] = []
     if not not_mod:
         headers.append(("Content-Length", str(verdict.size or 0)))
-    headers.append(("Date", _http_date(time.time())))
+    headers.append(("Date", http_date(time.time())))
     if ctx.server_tokens:
         headers.append(("Server", SERVER_TOKEN))
     keep = ctx.keep_alive
-    headers += [("Last-Modified", _http_date(verdict.mtime or 0)),
+    headers += [("Last-Modified", http_date(verdict.mtime or 0)),
                 ("Content-Type", verdict.mime or "text/plain")]
     headers += keep_alive_headers(keep, ctx.idle_timeout)
     modify = ModifyResponseHeaders(ctx, status=verdict.status, headers=headers)
