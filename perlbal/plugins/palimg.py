@@ -261,7 +261,7 @@ class Palimg(Plugin):
         from anyio import to_thread
 
         from perlbal.http.responses import render_head
-        from perlbal.runtime.webserver import send_file
+        from perlbal.runtime.diskio import send_file
 
         ctx = hook.ctx
         plan = ctx.scratch.get("palimg")

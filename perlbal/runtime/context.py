@@ -200,8 +200,9 @@ class RequestContext:
 
     # --- sending ----------------------------------------------------------------
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, *, more: bool = False) -> None:
         """Write bytes to the client; a vanished client raises anyio.BrokenResourceError.
+        ``more``: the caller sends more at once (see FastStream.send).
 
         A client that accepts nothing for ``idle_timeout`` seconds while we
         wait to write is cut off (BrokenResourceError as well): a slow or
@@ -214,7 +215,7 @@ class RequestContext:
         if isinstance(stream, FastStream):
             timeout = self.service.params.get("idle_timeout", 30)
             await stream.send(data, timeout=timeout if isinstance(timeout, int) and timeout > 0
-                              else None)
+                              else None, more=more)
         else:
             await stream.send(data)
 

@@ -12,25 +12,40 @@ the event loop, like Perl without IO::AIO.  ``none`` is about twice as fast
 for files in the page cache (a hop to a Python thread costs more than the
 stat and read themselves), but one slow disk read then stalls every client.
 
-The pool is a plain ``ThreadPoolExecutor`` used through
-``loop.run_in_executor``: measured here at about 70 us a hop against 125 us
-for ``anyio.to_thread`` (which adds cancellation scopes and a capacity
-limiter we do not need for short, non-blocking-in-practice calls).
+The pool is a plain ``ThreadPoolExecutor`` (measured here at about 70 us a
+hop through ``loop.run_in_executor`` against 125 us for ``anyio.to_thread``,
+which adds cancellation scopes and a capacity limiter we do not need).  Even
+so, a hop per request costs more than the work: queueing the job, waking a
+thread, waking the loop back through its self-pipe, and the two threads
+passing the GIL.  So calls are *batched*: every call made during one turn of
+the event loop joins one batch, handed to the pool as one job (split into
+jobs of at most ``_BATCH`` calls, so that one slow file delays few others);
+the thread runs them in order and hands all the results back to the loop in
+one wake-up.  Under load, when many clients ask at once, that is one hop for
+many requests; a lone request still makes exactly one hop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, TypeVar
+
+import anyio
 
 from perlbal.docroot import FileVerdict, resolve
 from perlbal.graph import Service
 from perlbal.http.head import RequestHead
+from perlbal.runtime.context import RequestContext
+from perlbal.runtime.netstream import FastStream
 
 T = TypeVar("T")
 
+#: read size when a file cannot go out by sendfile (TLS)
+_CHUNK = 256 * 1024
 #: files at most this big are read in the resolving hop and sent in one write
 SMALL_FILE = 64 * 1024
 _THREADS = 4
@@ -44,13 +59,73 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
+#: calls in one pool job at most: a batch bigger than this is split
+_BATCH = 8
+
+_Call = tuple[Callable[..., Any], tuple[object, ...], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", bool, Any]
+
+
+class _Batcher:
+    """Collects one event-loop turn's disk calls and runs them as pool jobs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: list[_Call] = []
+
+    def call(self, fn: Callable[..., T], args: tuple[object, ...]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        if not self._pending:
+            self._loop.call_soon(self._flush)  # after every task ready this turn
+        self._pending.append((fn, args, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        pool = _executor()
+        for start in range(0, len(batch), _BATCH):
+            pool.submit(self._run, batch[start:start + _BATCH])
+
+    def _run(self, batch: list[_Call]) -> None:  # on a pool thread
+        outcomes: list[_Outcome] = []
+        for fn, args, future in batch:
+            try:
+                outcomes.append((future, True, fn(*args)))
+            except BaseException as exc:  # delivered to the awaiting task
+                outcomes.append((future, False, exc))
+        try:
+            self._loop.call_soon_threadsafe(_deliver, outcomes)
+        except RuntimeError:
+            pass  # the loop closed meanwhile: nobody is waiting any more
+
+
+def _deliver(outcomes: list[_Outcome]) -> None:
+    for future, ok, value in outcomes:
+        if future.cancelled():
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, io.IOBase):
+                    item.close()  # an opened file nobody will read
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = \
+    weakref.WeakKeyDictionary()
+
+
 async def run_disk(inline: bool, fn: Callable[..., T], *args: object) -> T:
-    """Run ``fn(*args)`` on the disk pool, or right here when ``inline``
-    (``SERVER aio_mode = none``)."""
+    """Run ``fn(*args)`` on the disk pool (batched with the calls of this
+    loop turn), or right here when ``inline`` (``SERVER aio_mode = none``)."""
     if inline:
         return fn(*args)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor(), fn, *args)
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = _Batcher(loop)
+    return await batcher.call(fn, args)
 
 
 def resolve_and_read(svc: Service, head: RequestHead, mime: dict[str, str], uri: str | None,
@@ -80,3 +155,71 @@ def resolve_and_read(svc: Service, head: RequestHead, mime: dict[str, str], uri:
         return verdict, None, None
     finally:
         fh.close()
+
+
+# --- sending a file to a client -------------------------------------------------
+
+
+async def send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int) -> None:
+    """``count`` bytes of ``fh`` from ``offset``: zero-copy when the stream allows it."""
+    if count <= 0:
+        return
+    transport = getattr(ctx.stream, "_transport", None)
+    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        sent = _sendfile_now(transport, fh, offset, count)
+        offset, count = offset + sent, count - sent
+        if isinstance(ctx.stream, FastStream):
+            ctx.stream.bytes_out += sent
+        if count == 0:
+            return
+        try:
+            # flushes what the transport buffers first, then os.sendfile (or a
+            # read/write fallback for TLS transports)
+            await asyncio.get_running_loop().sendfile(transport, fh, offset, count)
+            if isinstance(ctx.stream, FastStream):
+                ctx.stream.bytes_out += count  # sendfile bypasses send(): count it (metrics)
+            return
+        except (ConnectionError, OSError) as exc:
+            raise anyio.BrokenResourceError from exc
+        except (RuntimeError, NotImplementedError):
+            pass  # fall through to plain reads
+    await run_disk(inline_disk(ctx), fh.seek, offset)
+    remaining = count
+    while remaining > 0:
+        block: bytes = await run_disk(inline_disk(ctx), fh.read, min(_CHUNK, remaining))
+        if not block:
+            raise anyio.BrokenResourceError  # the file shrank: the length is now a lie
+        await ctx.send(block)
+        remaining -= len(block)
+
+
+def inline_disk(ctx: RequestContext) -> bool:
+    """``SERVER aio_mode = none``: disk calls on the event loop (see diskio)."""
+    return ctx.server.graph.server.get("aio_mode") == "none"
+
+
+def _sendfile_now(transport: asyncio.WriteTransport, fh: BinaryIO, offset: int,
+                  count: int) -> int:
+    """As much of the file as the socket takes right now, by ``os.sendfile``
+    straight from the event loop, as Perl Perlbal does; asyncio's
+    ``loop.sendfile`` (used for the rest) registers and unregisters the socket
+    on every call, which costs more than a small file's whole send.  Only when
+    the transport has nothing buffered (so bytes stay in order) and the socket
+    is plain TCP (not TLS)."""
+    sock = transport.get_extra_info("socket")
+    if (sock is None or transport.get_write_buffer_size() or
+            transport.get_extra_info("sslcontext") is not None):
+        return 0
+    sent_total = 0
+    try:
+        while sent_total < count:
+            sent = os.sendfile(sock.fileno(), fh.fileno(), offset + sent_total,
+                               count - sent_total)
+            if sent == 0:
+                break
+            sent_total += sent
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError:
+        pass  # let loop.sendfile meet (and report) the error
+    return sent_total

@@ -45,6 +45,8 @@ __all__ = ["FastStream", "PeerGone", "open_connection", "wrap_accepted", "READ_H
 READ_HIGH_WATER = 262144
 #: Unsent bytes the transport buffers before ``send`` waits for the peer.
 WRITE_HIGH_WATER = 262144
+#: "more data follows" for send(2); Linux only (0 elsewhere: the flag is skipped)
+_MSG_MORE: int = getattr(socket, "MSG_MORE", 0)
 
 
 class PeerGone(Exception):
@@ -218,12 +220,29 @@ class FastStream(ByteStream):
 
     # --- writing -------------------------------------------------------------
 
-    async def send(self, item: bytes, timeout: float | None = None) -> None:
+    async def send(self, item: bytes, timeout: float | None = None, *,
+                   more: bool = False) -> None:
+        """Write ``item``; with ``more``, the caller sends more right after
+        (a response head before its sendfile body): the kernel is told so
+        (MSG_MORE) and puts head and body in the same segments, instead of
+        pushing the head alone and waking the client for it."""
         proto = self._protocol
         if self._closed:
             raise anyio.ClosedResourceError
         if proto.lost or self._transport.is_closing():
             raise anyio.BrokenResourceError
+        if more and _MSG_MORE and not self._transport.get_write_buffer_size():
+            sock = getattr(self._transport, "_sock", None)  # plain TCP only, not TLS
+            if isinstance(sock, socket.socket):
+                try:
+                    sent = sock.send(item, _MSG_MORE)
+                except OSError:
+                    sent = 0  # full, or failing: the transport's write meets it
+                self.bytes_out += sent
+                item = item[sent:]
+                if not item:
+                    self.last_activity = self._loop.time()
+                    return
         self._transport.write(item)
         self.bytes_out += len(item)
         if proto.writing_paused:

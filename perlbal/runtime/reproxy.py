@@ -34,14 +34,12 @@ Connections to targets are kept by ``reproxy_manager.ReproxyManager``
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 import time
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 import anyio
-from anyio import to_thread
 
 from perlbal.http import (
     BackendProtocolError,
@@ -65,6 +63,7 @@ from perlbal.http.reproxy import REPROXY_RESPONSE_HEADERS
 from perlbal.http.responses import reason_phrase
 from perlbal.plugins.hooks import ReproxyFhFinished, StartFileReproxy, fire
 from perlbal.runtime.context import RECV_SIZE, RequestContext
+from perlbal.runtime.diskio import inline_disk, run_disk, send_file
 from perlbal.runtime.netstream import FastStream
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
 from perlbal.runtime.reproxy_manager import CacheEntry, ReproxyConn, ReproxyManager
@@ -292,7 +291,7 @@ async def _reproxy_file(runtime: "Runtime", ctx: RequestContext, resp: ResponseH
     try:
         path = parse_reproxy_file(value)
         expected = parse_reproxy_expected_size(resp.get("X-REPROXY-EXPECTED-SIZE"))
-        st = await to_thread.run_sync(os.stat, path)
+        st = await run_disk(inline_disk(ctx), os.stat, path)
     except (BackendProtocolError, OSError):
         return await ctx.send_simple(404)
     size = st.st_size
@@ -319,36 +318,16 @@ async def _reproxy_file(runtime: "Runtime", ctx: RequestContext, resp: ResponseH
         await ctx.send(head_bytes)
         return keep
     try:
-        fh = cast(BinaryIO, await to_thread.run_sync(open, path, "rb"))
+        fh = cast(BinaryIO, await run_disk(inline_disk(ctx), open, path, "rb"))
     except OSError:
         return await ctx.send_simple(500, keep_alive=False)
     try:
-        await ctx.send(head_bytes)
         offset, count = (rng.start, rng.end - rng.start + 1) if rng.status == 206 else (0, size)
-        await _sendfile(ctx, fh, offset, count)
+        await ctx.send(head_bytes, more=True)
+        await send_file(ctx, fh, offset, count)
         await fire(ReproxyFhFinished(ctx))  # plugin hook: the file was sent completely
     except _BROKEN:
         return False
     finally:
-        await to_thread.run_sync(fh.close)
+        fh.close()  # closing a regular file does not wait on the disk
     return keep
-
-
-async def _sendfile(ctx: RequestContext, fh: BinaryIO, offset: int, count: int) -> None:
-    """``count`` bytes of ``fh`` from ``offset`` to the client, zero-copy when possible."""
-    transport = getattr(ctx.stream, "_transport", None)
-    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-        try:
-            await asyncio.get_running_loop().sendfile(transport, fh, offset, count)
-            return
-        except (ConnectionError, OSError) as exc:
-            raise anyio.BrokenResourceError from exc
-        except (RuntimeError, NotImplementedError):
-            pass
-    await to_thread.run_sync(fh.seek, offset)
-    while count > 0:
-        block: bytes = await to_thread.run_sync(fh.read, min(RECV_SIZE, count))
-        if not block:
-            raise anyio.BrokenResourceError  # the file shrank under us
-        await ctx.send(block)
-        count -= len(block)

@@ -35,7 +35,6 @@ when the client stream is a plain asyncio socket, else by chunked reads.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import errno
 import hashlib
@@ -60,12 +59,10 @@ from perlbal.plugins.hooks import (ConcatGetPoststatFileMissing, ConcatGetPostst
                                    StaticGetPoststatFileMissing, StaticGetPoststatPreSend,
                                    file_size, fire)
 from perlbal.runtime.context import RequestContext
-from perlbal.runtime.diskio import resolve_and_read, run_disk
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime.diskio import inline_disk, resolve_and_read, run_disk, send_file
 
 __all__ = ["handle"]
 
-_CHUNK = 256 * 1024
 _PUT_PATH = re.compile(r"((?:/[\w\-.]+)*)/([\w\-.]+)", re.ASCII)
 _DELETE_PATH = re.compile(r"(?:/[\w\-.]+)+", re.ASCII)
 
@@ -121,7 +118,7 @@ async def _serve(ctx: RequestContext) -> bool:
     # one hop to the disk pool: which file answers, and for a small file on a
     # service without plugins (none can want the open file), its bytes too
     verdict, small, opened = await run_disk(
-        _inline(ctx), resolve_and_read, ctx.service, ctx.head, ctx.server.graph.mime,
+        inline_disk(ctx), resolve_and_read, ctx.service, ctx.head, ctx.server.graph.mime,
         serve.uri if serve.uri != uri else None, not ctx.service.plugin_order)
     try:
         return await _answer(ctx, serve, verdict, small, opened)
@@ -175,7 +172,7 @@ async def _file(ctx: RequestContext, verdict: FileVerdict, small: bytes | None =
     offset, count = (rng[0], rng[1] - rng[0] + 1) if rng else (0, size)
     try:
         fh: BinaryIO = (opened if opened is not None
-                        else await run_disk(_inline(ctx), open, path, "rb"))
+                        else await run_disk(inline_disk(ctx), open, path, "rb"))
     except OSError:
         return False  # Perl closes when a stat'ed file cannot be opened
     try:
@@ -183,83 +180,18 @@ async def _file(ctx: RequestContext, verdict: FileVerdict, small: bytes | None =
                              offset=offset, count=count)
         if await fire(send):  # Palimg sends its own bytes (Stats counts files_sent)
             return ctx.last_keep_alive
-        await ctx.send(render_head(send.status, send.headers))
+        await ctx.send(render_head(send.status, send.headers), more=send.count > 0)
         await send_file(ctx, fh, send.offset, send.count)
     finally:
         fh.close()  # closing a regular file does not wait on the disk
     return keep
 
 
-async def send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int) -> None:
-    """``count`` bytes of ``fh`` from ``offset``: zero-copy when the stream allows it."""
-    if count <= 0:
-        return
-    transport = getattr(ctx.stream, "_transport", None)
-    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-        sent = _sendfile_now(transport, fh, offset, count)
-        offset, count = offset + sent, count - sent
-        if isinstance(ctx.stream, FastStream):
-            ctx.stream.bytes_out += sent
-        if count == 0:
-            return
-        try:
-            # flushes what the transport buffers first, then os.sendfile (or a
-            # read/write fallback for TLS transports)
-            await asyncio.get_running_loop().sendfile(transport, fh, offset, count)
-            if isinstance(ctx.stream, FastStream):
-                ctx.stream.bytes_out += count  # sendfile bypasses send(): count it (metrics)
-            return
-        except (ConnectionError, OSError) as exc:
-            raise anyio.BrokenResourceError from exc
-        except (RuntimeError, NotImplementedError):
-            pass  # fall through to plain reads
-    await run_disk(_inline(ctx), fh.seek, offset)
-    remaining = count
-    while remaining > 0:
-        block: bytes = await run_disk(_inline(ctx), fh.read, min(_CHUNK, remaining))
-        if not block:
-            raise anyio.BrokenResourceError  # the file shrank: the length is now a lie
-        await ctx.send(block)
-        remaining -= len(block)
-
-
-def _inline(ctx: RequestContext) -> bool:
-    """``SERVER aio_mode = none``: disk calls on the event loop (see diskio)."""
-    return ctx.server.graph.server.get("aio_mode") == "none"
-
-
-def _sendfile_now(transport: asyncio.WriteTransport, fh: BinaryIO, offset: int,
-                  count: int) -> int:
-    """As much of the file as the socket takes right now, by ``os.sendfile``
-    straight from the event loop, as Perl Perlbal does; asyncio's
-    ``loop.sendfile`` (used for the rest) registers and unregisters the socket
-    on every call, which costs more than a small file's whole send.  Only when
-    the transport has nothing buffered (so bytes stay in order) and the socket
-    is plain TCP (not TLS)."""
-    sock = transport.get_extra_info("socket")
-    if (sock is None or transport.get_write_buffer_size() or
-            transport.get_extra_info("sslcontext") is not None):
-        return 0
-    sent_total = 0
-    try:
-        while sent_total < count:
-            sent = os.sendfile(sock.fileno(), fh.fileno(), offset + sent_total,
-                               count - sent_total)
-            if sent == 0:
-                break
-            sent_total += sent
-    except (BlockingIOError, InterruptedError):
-        pass
-    except OSError:
-        pass  # let loop.sendfile meet (and report) the error
-    return sent_total
-
-
 async def _directory(ctx: RequestContext, verdict: FileVerdict) -> bool:
     uri = (verdict.uri or "/").rstrip("/") + "/"
     path = (verdict.path or "").rstrip("/") + "/"
     try:
-        entries = await run_disk(_inline(ctx), _listing, path)
+        entries = await run_disk(inline_disk(ctx), _listing, path)
     except OSError:
         entries = []
     body = "<html><body>"
@@ -310,13 +242,13 @@ async def _serve_multiple(ctx: RequestContext, verdict: FileVerdict) -> bool:
         return keep
     for name in verdict.files:
         try:
-            fh: BinaryIO = await run_disk(_inline(ctx), open, name, "rb")
+            fh: BinaryIO = await run_disk(inline_disk(ctx), open, name, "rb")
         except OSError:
             return False
         try:
-            await send_file(ctx, fh, 0, await run_disk(_inline(ctx), file_size, fh))
+            await send_file(ctx, fh, 0, await run_disk(inline_disk(ctx), file_size, fh))
         finally:
-            await run_disk(_inline(ctx), fh.close)
+            await run_disk(inline_disk(ctx), fh.close)
     return keep
 
 
@@ -361,11 +293,11 @@ async def _put(ctx: RequestContext) -> bool:
         if len(elems) < min_dirs:
             raise _Refuse(400, "Does not meet minimum directory requirement")
         required = docroot + "/" + "/".join(elems[:min_dirs])
-        if not await run_disk(_inline(ctx), os.path.isdir, required):
+        if not await run_disk(inline_disk(ctx), os.path.isdir, required):
             raise _Refuse(404, "Base directory does not exist")
     directory = docroot + "/" + path
     try:
-        await run_disk(_inline(ctx), lambda: os.makedirs(directory, 0o755, exist_ok=True))
+        await run_disk(inline_disk(ctx), lambda: os.makedirs(directory, 0o755, exist_ok=True))
     except OSError:
         raise _Refuse(500, "Unable to create directory") from None
     if not _inside(docroot, directory):
@@ -373,7 +305,7 @@ async def _put(ctx: RequestContext) -> bool:
     if head.chunked and re.search(r"\b100-continue\b", head.get("Expect") or ""):
         await ctx.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
     fd, temp = await run_disk(
-        _inline(ctx), lambda: tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=directory))
+        inline_disk(ctx), lambda: tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=directory))
     done = False
     try:
         digest = hashlib.md5()
@@ -381,10 +313,10 @@ async def _put(ctx: RequestContext) -> bool:
             try:
                 async for piece in ctx.body_chunks():
                     digest.update(piece)
-                    await run_disk(_inline(ctx), out.write, piece)
+                    await run_disk(inline_disk(ctx), out.write, piece)
             except HttpError as exc:  # chunking error or max_chunked_request_size
                 out.close()
-                await run_disk(_inline(ctx), _unlink_quietly, temp)  # gone before we answer
+                await run_disk(inline_disk(ctx), _unlink_quietly, temp)  # gone before we answer
                 done = True
                 await ctx.send_simple(exc.status, keep_alive=False)
                 return False
@@ -394,16 +326,16 @@ async def _put(ctx: RequestContext) -> bool:
             actual = base64.b64encode(digest.digest()).decode().rstrip("=")
             expect = re.sub(r"=+\s*\Z", "", expected_md5)
             if actual != expect:
-                await run_disk(_inline(ctx), _unlink_quietly, temp)  # gone before we answer
+                await run_disk(inline_disk(ctx), _unlink_quietly, temp)  # gone before we answer
                 done = True
                 return await ctx.send_simple(
                     400, f"Content-MD5 mismatch, expected: {expect} actual: {actual}")
-        await run_disk(_inline(ctx), os.replace, temp, os.path.join(directory, filename))
+        await run_disk(inline_disk(ctx), os.replace, temp, os.path.join(directory, filename))
         done = True
         return await ctx.send_simple(201 if expected_md5 is not None else 200)
     finally:
         if not done:
-            await run_disk(_inline(ctx), _unlink_quietly, temp)
+            await run_disk(inline_disk(ctx), _unlink_quietly, temp)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -426,7 +358,7 @@ async def _delete(ctx: RequestContext) -> bool:
     if not _inside(docroot, os.path.dirname(path)):
         raise _Refuse(403, "Forbidden")
     try:
-        await run_disk(_inline(ctx), os.unlink, path)
+        await run_disk(inline_disk(ctx), os.unlink, path)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return await ctx.send_simple(404)
