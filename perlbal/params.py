@@ -429,6 +429,10 @@ _S(Param("backend_response_timeout", Kind.INT, "Beyond Perl (which waits forever
          default="60"))
 _S(Param("backend_persist_cache", Kind.INT, "Idle keep-alive backend connections kept in "
          "reserve while no client waits.", roles=RP, default="2"))
+_S(Param("backend_persist_linger", Kind.INT, "Beyond Perl: seconds a used backend "
+         "connection beyond backend_persist_cache may stay idle before it is closed, so that "
+         "a busy service does not close and reopen connections in the gaps between requests. "
+         "0: close it at once, as Perl does.", roles=RP, default="1"))
 _S(Param("blind_proxy", Kind.BOOL, "Leave X-Forwarded-For, X-Host and X-Forwarded-Host "
          "exactly as the client sent them.", roles=RP, default="0"))
 _S(Param("buffer_backend_connect", Kind.SIZE, "Request body bytes read from the client before "

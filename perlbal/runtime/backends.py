@@ -16,7 +16,9 @@ register_boredom / get_client):
   that allows reuse) goes to ``get_client``: high-priority first (unless
   queue relief picks the normal queue: ``queue_relief_size`` waiting and a
   ``queue_relief_chance`` percent draw), then normal, then low; with nobody
-  waiting it is kept bored, but at most ``backend_persist_cache`` used ones;
+  waiting it is kept bored, but at most ``backend_persist_cache`` used ones
+  (beyond Perl, the extra ones are closed only after ``backend_persist_linger``
+  idle seconds, not between two requests of a busy service);
 - ``verify_backend``: a new connection first gets ``OPTIONS <path> HTTP/1.0``;
   a reply that will not keep the connection open fails it, and that node is
   then not verified for 60 s (Perl's %NoVerify);
@@ -72,6 +74,7 @@ class BackendConn:
     reused: bool = False
     counted_in: int = 0  # stream bytes already added to the node's byte counters
     counted_out: int = 0
+    bored_since: float = 0.0  # monotonic time it last became idle
 
     async def close(self) -> None:
         self.stream.abort()
@@ -96,10 +99,15 @@ class ServiceBackends:
     pending: dict[str, tuple[str, float]] = field(default_factory=dict)  # ipport -> (state, since)
     no_spawn: dict[str, float] = field(default_factory=dict)  # ipport -> monotonic retry time
     retry_timer: asyncio.TimerHandle | None = None
+    trim_timer: asyncio.TimerHandle | None = None  # closes bored connections beyond the cache
 
     @property
     def waiting(self) -> int:
         return sum(len(q) for q in self.queues)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 class BackendManager:
@@ -243,13 +251,43 @@ class BackendManager:
             if st.waiting or svc.get("connect_ahead", 0):
                 self.spawn_backends(svc)
             return
-        cache = svc.get("backend_persist_cache", 2)
-        if conn.uses and (not isinstance(cache, int) or len(st.bored) >= cache):
-            self._forget(conn)
-            conn.stream.abort()
-            return
+        cache = _int(svc.get("backend_persist_cache", 2))
+        if conn.uses and len(st.bored) >= cache:
+            linger = _int(svc.get("backend_persist_linger", 1))
+            if linger <= 0:  # Perl: closed at once ("too_many_bored")
+                self._forget(conn)
+                conn.stream.abort()
+                return
+            self._trim_later(svc, st, linger)
+        conn.bored_since = time.monotonic()
         live.set_state(conn.sock_id, "bored")
         st.bored.append(conn)
+
+    def _trim_later(self, svc: Service, st: ServiceBackends, linger: float) -> None:
+        """Close the used bored connections beyond backend_persist_cache once
+        they have been idle ``linger`` seconds.  Perl closes them at once, so a
+        busy service whose queue runs empty for a moment closes connections it
+        reopens the next moment (a connect per request or two, and a TIME_WAIT
+        socket each); here they go only when traffic has really dropped."""
+        if st.trim_timer is not None:
+            return
+
+        def trim() -> None:
+            st.trim_timer = None
+            cache = _int(svc.get("backend_persist_cache", 2))
+            now = time.monotonic()
+            # the oldest idle first: take_bored reuses the newest used ones
+            for conn in [c for c in st.bored if c.uses]:
+                if len(st.bored) <= cache:
+                    return
+                if now - conn.bored_since >= linger:
+                    st.bored.remove(conn)
+                    self._forget(conn)
+                    conn.stream.abort()
+            if len(st.bored) > cache and any(c.uses for c in st.bored):
+                self._trim_later(svc, st, linger)
+
+        st.trim_timer = asyncio.get_running_loop().call_later(linger, trim)
 
     # --- spawning -----------------------------------------------------------------
 
