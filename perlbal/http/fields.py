@@ -17,7 +17,7 @@ BackendProtocolError.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 __all__ = ["Header", "ErrorFactory", "TOKEN_CHARS", "header_get", "header_get_all", "parse_field_lines"]
 
@@ -27,8 +27,9 @@ ErrorFactory = Callable[[str], Exception]
 
 TOKEN_CHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(rb"[" + TOKEN_CHARS + rb"]+")
-# Field values: HTAB, SP, VCHAR and obs-text are fine; other CTLs and DEL are not.
-_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A whole valid field line in one match: token, colon, value of allowed bytes
+# (the per-line checks below only run to name what is wrong with a bad one).
+_FIELD_LINE = re.compile(rb"[" + TOKEN_CHARS + rb"]+:[\t\x20-\x7e\x80-\xff]*")
 
 
 def header_get_all(headers: Sequence[Header], name: str) -> list[str]:
@@ -43,6 +44,22 @@ def header_get(headers: Sequence[Header], name: str) -> str | None:
     return ", ".join(values) if values else None
 
 
+def _refuse_field_line(line: bytes, error: ErrorFactory) -> NoReturn:
+    """Say precisely what is wrong with a field line ``_FIELD_LINE`` refused."""
+    if line[:1] in (b" ", b"\t"):
+        # RFC 9112 section 5.2: obs-fold must be rejected (or rewritten); we reject.
+        raise error("obsolete line folding in header")
+    name, colon, value = line.partition(b":")
+    if not colon:
+        raise error("header line without a colon")
+    if not _TOKEN.fullmatch(name):
+        if name.rstrip(b" \t") != name and _TOKEN.fullmatch(name.rstrip(b" \t")):
+            # RFC 9112 section 5.1: no whitespace between field name and colon.
+            raise error("whitespace between header name and colon")
+        raise error("invalid header name")
+    raise error("control character in header value")
+
+
 def parse_field_lines(
     lines: list[bytes],
     error: ErrorFactory,
@@ -54,19 +71,8 @@ def parse_field_lines(
         raise (too_many or error)("too many header fields")
     headers: list[Header] = []
     for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            # RFC 9112 section 5.2: obs-fold must be rejected (or rewritten); we reject.
-            raise error("obsolete line folding in header")
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise error("header line without a colon")
-        if not _TOKEN.fullmatch(name):
-            if name.rstrip(b" \t") != name and _TOKEN.fullmatch(name.rstrip(b" \t")):
-                # RFC 9112 section 5.1: no whitespace between field name and colon.
-                raise error("whitespace between header name and colon")
-            raise error("invalid header name")
-        value = value.strip(b" \t")
-        if _BAD_VALUE_BYTE.search(value):
-            raise error("control character in header value")
-        headers.append((name.decode("ascii"), value.decode("latin-1")))
+        if _FIELD_LINE.fullmatch(line) is None:
+            _refuse_field_line(line, error)
+        name, _colon, value = line.partition(b":")
+        headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return headers
