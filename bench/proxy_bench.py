@@ -4,8 +4,11 @@ One run starts an nginx backend serving a 1 KiB body on 127.0.0.1, then, one
 at a time, each proxy in front of it with the same Perlbal config
 (reverse_proxy, persist_client on, persist_backend on) -- plus a plain nginx
 proxy (keepalive upstream) for reference -- and drives each with
-``wrk -t2 -c50 -d10s``.  It prints req/s, p50/p99 latency and the ratio
-ours/Perl, and writes the table as JSON to ``bench/results/`` (gitignored).
+``wrk -t2 -c50 -d10s``.  The machine is shared and its speed drifts, so this
+is done ``--repeat`` times (default 3) in rounds that visit every target in
+turn; it prints the median req/s with the min..max spread, median p50/p99
+latency and the ratio ours/Perl of the medians, and writes every run as JSON
+to ``bench/results/`` (gitignored).
 
 Needs Debian's ``wrk``, ``nginx-light`` (or any nginx) and ``perlbal``; it
 installs nothing itself (see bench/README.md).  Run::
@@ -25,11 +28,12 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,71 +192,107 @@ def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
                   _ms(p99.group(1)) if p99 else float("nan"), errors, out)
 
 
+@dataclass
+class Cell:
+    """Every run of one target; the table shows medians (the machine is shared)."""
+
+    name: str
+    runs: list[Result] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        values = [getattr(r, attr) for r in self.runs]
+        return statistics.median(values) if values else float("nan")
+
+    def spread(self) -> str:
+        values = [r.requests_per_sec for r in self.runs]
+        return f"{min(values):.0f}..{max(values):.0f}" if values else "-"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds; each round runs every target once; medians shown")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", default="1,2",
                         help="comma list of SERVER workers values to run ours with")
     parser.add_argument("--only", default="perl,ours,nginx",
                         help="comma list among perl, ours, nginx")
+    parser.add_argument("--no-json", action="store_true",
+                        help="do not write bench/results/*.json")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} not found: apt-get install -y wrk nginx-light", file=sys.stderr)
             return 2
     only = set(args.only.split(","))
-    results: list[Result] = []
+    plan: list[str] = []
+    if "perl" in only:
+        plan.append("perl")
+    if "ours" in only:
+        plan += [f"ours (workers={int(w)})" for w in args.workers.split(",") if w]
+    if "nginx" in only:
+        plan.append("nginx proxy")
+    plan.append("backend direct")
+    cells = {name: Cell(name) for name in plan}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="perlbal-bench-") as tmp:
         workdir = Path(tmp)
         backend_port = free_port()
         backend = start_nginx(workdir, backend_port, None)
         try:
-            if "perl" in only:
-                port = free_port()
-                proc = start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
-                                     perlbal_conf(port, backend_port, None), port)
-                try:
-                    results.append(run_wrk("perl", port, args))
-                finally:
-                    stop(proc)
-            if "ours" in only:
-                for workers in [int(w) for w in args.workers.split(",") if w]:
-                    port = free_port()
-                    proc = start_perlbal(
-                        workdir, f"ours-w{workers}",
-                        [sys.executable, "-m", "perlbal.runtime.main"],
-                        perlbal_conf(port, backend_port, workers if workers > 1 else None), port)
-                    try:
-                        results.append(run_wrk(f"ours (workers={workers})", port, args))
-                    finally:
-                        stop(proc)
-            if "nginx" in only:
-                port = free_port()
-                proc = start_nginx(workdir, port, backend_port)
-                try:
-                    results.append(run_wrk("nginx proxy", port, args))
-                finally:
-                    stop(proc)
-            results.append(run_wrk("backend direct", backend_port, args))
+            for _ in range(args.repeat):
+                for name in plan:  # a round visits every target: noise spreads over all
+                    cells[name].runs.append(_measure(name, workdir, backend_port, args))
         finally:
             stop(backend)
-    perl = next((r for r in results if r.name == "perl"), None)
+    perl = cells.get("perl")
+    perl_rps = perl.median("requests_per_sec") if perl else 0.0
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, 1 KiB responses, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs perl':>8}  errors")
-    for r in results:
-        ratio = f"{r.requests_per_sec / perl.requests_per_sec:.2f}x" if perl and perl.requests_per_sec else "-"
-        print(f"{r.name:<22} {r.requests_per_sec:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-              f"{ratio:>8}  {r.errors}")
+          f"{args.repeat} run(s) per target, medians; {os.cpu_count()} CPUs; "
+          f"load before: {load_before:.2f}")
+    print(f"{'target':<20} {'req/s':>8} {'min..max':>13} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'vs perl':>8}  errors")
+    for cell in cells.values():
+        rps = cell.median("requests_per_sec")
+        ratio = f"{rps / perl_rps:.2f}x" if perl_rps else "-"
+        errors = "; ".join(sorted({r.errors for r in cell.runs if r.errors}))
+        print(f"{cell.name:<20} {rps:>8.0f} {cell.spread():>13} {cell.median('p50_ms'):>7.2f} "
+              f"{cell.median('p99_ms'):>7.2f} {ratio:>8}  {errors}")
+    if args.no_json:
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"proxy-{stamp}.json"
     out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(),
-                               "results": [asdict(r) for r in results]}, indent=1))
+                               "load_before": load_before,
+                               "results": {c.name: [asdict(r) for r in c.runs]
+                                           for c in cells.values()}}, indent=1))
     print(f"written {out.relative_to(ROOT)}")
     return 0
+
+
+def _measure(name: str, workdir: Path, backend_port: int, args: argparse.Namespace) -> Result:
+    """Start target ``name`` in front of the backend, drive it once, stop it."""
+    if name == "backend direct":
+        return run_wrk(name, backend_port, args)
+    port = free_port()
+    if name == "perl":
+        proc = start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
+                             perlbal_conf(port, backend_port, None), port)
+    elif name.startswith("ours"):
+        workers = int(re.sub(r"\D", "", name))
+        proc = start_perlbal(workdir, f"ours-w{workers}",
+                             [sys.executable, "-m", "perlbal.runtime.main"],
+                             perlbal_conf(port, backend_port, workers if workers > 1 else None),
+                             port)
+    else:
+        proc = start_nginx(workdir, port, backend_port)
+    try:
+        return run_wrk(name, port, args)
+    finally:
+        stop(proc)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 # Debian packages the tests use: perlbal (the reference), chromium (web UI
-# test), openssl (test certificates), strace (what Perl's upload tracker sends)
+# test), openssl (test certificates), strace (what Perl's upload tracker sends),
+# wrk and nginx (the bench/ scripts' smoke tests)
 need=""
 [ -x /usr/bin/perlbal ] || need="$need perlbal"
 [ -x /usr/bin/chromium ] || need="$need chromium"
 command -v openssl >/dev/null || need="$need openssl"
 command -v strace >/dev/null || need="$need strace"
+command -v wrk >/dev/null || need="$need wrk"
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need="$need nginx-light"
 if [ -n "$need" ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null

@@ -41,6 +41,16 @@ def test_webserver_bench_smoke() -> None:
     assert float(line.split()[2]) > 0, out  # some requests per second were measured
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None or not Path("/usr/sbin/nginx").exists(),
+                    reason="wrk or nginx not installed (apt-get install -y wrk nginx-light)")
+def test_proxy_bench_smoke() -> None:
+    out = run_script("proxy_bench.py", "--duration", "1", "--repeat", "2", "--connections", "4",
+                     "--threads", "1", "--workers", "1", "--only", servers(), "--no-json")
+    line = next(line for line in out.splitlines() if line.startswith("ours (workers=1)"))
+    assert float(line.split()[2]) > 0, out  # some requests per second were measured
+    assert "2 run(s) per target" in out, out
+
+
 def test_idle_rss_smoke() -> None:
     out = run_script("idle_rss.py", "--connections", "100", "--settle", "0.2",
                      "--only", servers(), "--no-json")
