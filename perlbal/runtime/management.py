@@ -169,6 +169,9 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
                         "by_class": by_class},
         "services": services, "pools": pools,
         "nodes": node_table,
+        # SERVER workers > 1: these numbers are worker 0's; /metrics adds up all
+        "worker": {"id": getattr(runtime, "worker_id", 0),
+                   "count": getattr(runtime, "worker_count", 1)},
     }
 
 

@@ -14,7 +14,9 @@ format requires (backslash, double quote, newline).
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from perlbal import PERL_COMPAT_VERSION
@@ -24,7 +26,7 @@ from perlbal.runtime.relay import LIVE_BUFFERS
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
-__all__ = ["render", "CONTENT_TYPE"]
+__all__ = ["render", "collect", "snapshot", "parse_snapshot", "merge", "Family", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -42,22 +44,91 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+@dataclass
+class Family:
+    name: str
+    kind: str
+    doc: str
+    samples: list[Sample]
+
+
 class _Page:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.families: list[Family] = []
 
     def family(self, name: str, kind: str, doc: str, samples: Iterable[Sample]) -> None:
-        self.lines.append(f"# HELP {name} {doc}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
+        self.families.append(Family(name, kind, doc, list(samples)))
+
+
+def _text(families: list[Family]) -> str:
+    lines: list[str] = []
+    for fam in families:
+        lines.append(f"# HELP {fam.name} {fam.doc}")
+        lines.append(f"# TYPE {fam.name} {fam.kind}")
+        for labels, value in fam.samples:
             if labels:
                 text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                self.lines.append(f"{name}{{{text}}} {_number(value)}")
+                lines.append(f"{fam.name}{{{text}}} {_number(value)}")
             else:
-                self.lines.append(f"{name} {_number(value)}")
+                lines.append(f"{fam.name} {_number(value)}")
+    return "\n".join(lines) + "\n"
 
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+
+# --- SERVER workers > 1: one page for every worker ----------------------------
+
+#: the same in every worker: worker 0's value is shown, not a sum
+_SHARED = frozenset({"perlbal_info", "perlbal_uptime_seconds", "perlbal_metrics_enabled",
+                     "perlbal_max_connections"})
+#: the largest over the workers
+_LARGEST = frozenset({"perlbal_queue_oldest_seconds"})
+
+
+def snapshot(runtime: "Runtime") -> bytes:
+    """One line of JSON: this worker's families, for worker 0 to add up."""
+    data = [[f.name, f.kind, f.doc, [[list(map(list, labels)), value] for labels, value
+                                     in f.samples]] for f in collect(runtime)]
+    return json.dumps(data, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def parse_snapshot(line: bytes) -> list[Family]:
+    """The inverse of ``snapshot``; ValueError for anything malformed."""
+    try:
+        data = json.loads(line)
+        return [Family(str(name), str(kind), str(doc),
+                       [(tuple((str(k), str(v)) for k, v in labels), float(value))
+                        for labels, value in samples])
+                for name, kind, doc, samples in data]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad metrics snapshot: {exc}") from None
+
+
+def merge(own: list[Family], others: Iterable[list[Family]]) -> list[Family]:
+    """Worker 0's families with the other workers' added in: counters and
+    gauges summed per label set, except the shared ones (worker 0's) and the
+    oldest queue age (the largest).  Families or label sets only another
+    worker has are added after worker 0's."""
+    merged = {f.name: Family(f.name, f.kind, f.doc, list(f.samples)) for f in own}
+    order = [f.name for f in own]
+    for families in others:
+        for fam in families:
+            into = merged.get(fam.name)
+            if into is None:
+                merged[fam.name] = Family(fam.name, fam.kind, fam.doc, list(fam.samples))
+                order.append(fam.name)
+                continue
+            if fam.name in _SHARED:
+                continue
+            index = {labels: i for i, (labels, _value) in enumerate(into.samples)}
+            for labels, value in fam.samples:
+                i = index.get(labels)
+                if i is None:
+                    index[labels] = len(into.samples)
+                    into.samples.append((labels, value))
+                elif fam.name in _LARGEST:
+                    into.samples[i] = (labels, max(into.samples[i][1], value))
+                else:
+                    into.samples[i] = (labels, into.samples[i][1] + value)
+    return [merged[name] for name in order]
 
 
 def _by(key: str, table: dict[str, int]) -> list[Sample]:
@@ -99,6 +170,20 @@ def _buffers() -> list[Sample]:
 
 
 def render(runtime: "Runtime") -> str:
+    """The /metrics page; with SERVER workers > 1, every worker's numbers
+    (the others report theirs to worker 0 every second: see Runtime)."""
+    families = collect(runtime)
+    reports = runtime.worker_reports
+    if runtime.worker_count > 1:
+        families = merge(families, reports.values())
+        families.insert(1, Family("perlbal_workers", "gauge", "Worker processes whose numbers "
+                                  "this page adds up (SERVER workers; the others report to "
+                                  "worker 0 every second).", [((), 1 + len(reports))]))
+    return _text(families)
+
+
+def collect(runtime: "Runtime") -> list[Family]:
+    """This process's families."""
     live = runtime.live
     graph = runtime.graph
     page = _Page()
@@ -180,4 +265,4 @@ def render(runtime: "Runtime") -> str:
         _by("class", by_class))
     fam("perlbal_buffer_bytes", "gauge", "Bytes held in buffers: responses read ahead of "
         "clients (relay), received and not yet read, written and not yet sent.", _buffers())
-    return page.text()
+    return page.families

@@ -40,10 +40,13 @@ from anyio.abc import TaskGroup
 from perlbal import queries
 from perlbal.graph import Graph, Service
 from perlbal.interp import CommandContext, Interpreter, Reply
-from perlbal.runtime import admission
+from perlbal.runtime import admission, metrics
 from perlbal.runtime.backends import BackendManager
 from perlbal.runtime.netstream import FastStream, wrap_accepted
 from perlbal.runtime.stats import RuntimeStats
+
+#: seconds between a worker's metrics reports to worker 0 (SERVER workers > 1)
+REPORT_INTERVAL = 1.0
 
 log = logging.getLogger("perlbal.runtime")
 
@@ -102,6 +105,10 @@ class Runtime:
         self.worker_count = 1
         self._children: list[tuple[int, int]] = []  # (pid, command pipe write end)
         self._command_pipe: int | None = None  # a worker > 0 reads console commands here
+        self._report_pipe: int | None = None  # a worker > 0 writes its metrics here
+        self._report_fds: dict[int, int] = {}  # worker 0: worker id -> read end of its reports
+        #: worker 0: each other worker's latest metrics (metrics.render adds them up)
+        self.worker_reports: dict[int, list[metrics.Family]] = {}
 
     # --- wiring ---------------------------------------------------------------
 
@@ -224,14 +231,20 @@ class Runtime:
             self._rebind(lst)
         for worker in range(1, count):
             read_end, write_end = os.pipe()
+            report_read, report_write = os.pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(write_end)
+                os.close(report_read)
                 for _pid, fd in self._children:
                     os.close(fd)
+                for fd in self._report_fds.values():
+                    os.close(fd)
                 self._children = []
+                self._report_fds = {}
                 self.worker_id = worker
                 self._command_pipe = read_end
+                self._report_pipe = report_write
                 _die_with_parent()
                 for name, lst in list(self.listeners.items()):
                     if self._is_management(lst):
@@ -241,7 +254,9 @@ class Runtime:
                         self._rebind(lst)
                 return worker
             os.close(read_end)
+            os.close(report_write)
             self._children.append((pid, write_end))
+            self._report_fds[worker] = report_read
         self._forward_console_commands()
         return 0
 
@@ -309,6 +324,46 @@ class Runtime:
                 except Exception:
                     log.exception("worker %d: forwarded command failed", self.worker_id)
 
+    async def _send_reports(self, fd: int) -> None:
+        """Worker > 0: this worker's metrics to worker 0, every REPORT_INTERVAL."""
+        while True:
+            data = metrics.snapshot(self)
+            while data:
+                await anyio.wait_writable(fd)
+                try:
+                    data = data[os.write(fd, data):]
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return  # worker 0 is gone; _follow_commands ends this worker
+            await anyio.sleep(REPORT_INTERVAL)
+
+    async def _read_reports(self, worker: int, fd: int) -> None:
+        """Worker 0: keep the latest metrics line worker ``worker`` sent."""
+        buf = b""
+        try:
+            while True:
+                await anyio.wait_readable(fd)
+                try:
+                    data = os.read(fd, 1 << 20)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    return  # that worker ended
+                buf += data
+                if b"\n" in buf:
+                    *lines, buf = buf.split(b"\n")
+                    try:
+                        self.worker_reports[worker] = metrics.parse_snapshot(lines[-1])
+                    except ValueError:
+                        log.warning("worker %d sent unreadable metrics", worker)
+        finally:
+            self.worker_reports.pop(worker, None)
+            self._report_fds.pop(worker, None)
+            os.close(fd)
+
     def _stop_workers(self) -> None:
         for pid, fd in self._children:
             try:
@@ -366,6 +421,12 @@ class Runtime:
             if self._command_pipe is not None:
                 os.set_blocking(self._command_pipe, False)
                 tg.start_soon(self._follow_commands, self._command_pipe)
+            if self._report_pipe is not None:
+                os.set_blocking(self._report_pipe, False)
+                tg.start_soon(self._send_reports, self._report_pipe)
+            for worker, fd in list(self._report_fds.items()):
+                os.set_blocking(fd, False)
+                tg.start_soon(self._read_reports, worker, fd)
             for svc in self._spawn_later:
                 self.backends.spawn_backends(svc)
             self._spawn_later.clear()

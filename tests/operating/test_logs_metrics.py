@@ -8,6 +8,9 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
+from perlbal.runtime.metrics import Family, merge, parse_snapshot
 from tests.runtime.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
@@ -187,3 +190,27 @@ def test_sighup_reopens_access_log_for_rotation(tmp_path: Path) -> None:
         _request(port, b"GET /again HTTP/1.0\r\n\r\n")
         assert '"GET /again HTTP/1.0" 404' in _wait_lines(log, 1)[0]
         assert len((tmp_path / "access.log.1").read_text().splitlines()) == 1
+
+
+def test_worker_metrics_merge_rules() -> None:
+    """SERVER workers > 1: counters and gauges add up, shared values are worker
+    0's, the oldest queue age is the largest, and a worker's snapshot survives
+    the trip through its pipe (metrics.snapshot / parse_snapshot)."""
+    svc = (("service", "web"),)
+    own = [Family("perlbal_info", "gauge", "v", [((("version", "1.80"),), 1)]),
+           Family("perlbal_requests_total", "counter", "r", [((), 10)]),
+           Family("perlbal_queue_oldest_seconds", "gauge", "q", [(svc, 2)]),
+           Family("perlbal_node_requests_total", "counter", "n", [((("node", "a"),), 4)])]
+    other = [Family("perlbal_info", "gauge", "v", [((("version", "1.80"),), 1)]),
+             Family("perlbal_requests_total", "counter", "r", [((), 5)]),
+             Family("perlbal_queue_oldest_seconds", "gauge", "q", [(svc, 7)]),
+             Family("perlbal_node_requests_total", "counter", "n", [((("node", "b"),), 3)])]
+    wire = json.dumps([[f.name, f.kind, f.doc, [[list(map(list, lb)), v] for lb, v in f.samples]]
+                       for f in other]).encode()
+    merged = {f.name: dict(f.samples) for f in merge(own, [parse_snapshot(wire)])}
+    assert merged["perlbal_info"] == {(("version", "1.80"),): 1}
+    assert merged["perlbal_requests_total"] == {(): 15}
+    assert merged["perlbal_queue_oldest_seconds"] == {svc: 7}
+    assert merged["perlbal_node_requests_total"] == {(("node", "a"),): 4, (("node", "b"),): 3}
+    with pytest.raises(ValueError):
+        parse_snapshot(b"[[1, 2]]")

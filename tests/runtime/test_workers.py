@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -84,3 +85,48 @@ ENABLE proxy
             time.sleep(1.0)  # worker 0 applies, then the steps travel down the pipe
             names = {request(proxy, "GET", "/").header("X-Backend-Name") for _ in range(40)}
             assert names == {"b2"}
+
+
+def _metric(page: str, line_start: str) -> float:
+    for line in page.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line_start} not in /metrics:\n{page}")
+
+
+def test_metrics_add_up_every_worker() -> None:
+    """/metrics on worker 0 counts the requests the other worker served too."""
+    mgmt, proxy = free_ports(2)
+    with Backend("b1") as b1:
+        conf = f"""
+SERVER workers = 2
+CREATE POOL p
+POOL p ADD {b1.address}
+CREATE SERVICE mgmt
+SET role = management
+SET listen = {LOOPBACK}:{mgmt}
+ENABLE mgmt
+CREATE SERVICE proxy
+SET role = reverse_proxy
+SET listen = {LOOPBACK}:{proxy}
+SET pool = p
+ENABLE proxy
+"""
+        with PyPerlbal(conf) as server:
+            assert server.proc is not None
+            deadline = time.monotonic() + 5
+            while len(_children(server.proc.pid)) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for _ in range(60):  # one connection each: the kernel spreads them over both
+                assert request(proxy, "GET", "/").status == 200
+            time.sleep(2.5)  # a report a second from the other worker
+            page = request(mgmt, "GET", "/metrics").body.decode()
+            assert _metric(page, "perlbal_workers") == 2
+            # worker 0 alone would count about half (all 60: a 2**-60 chance)
+            assert _metric(page, 'perlbal_service_requests_total{service="proxy"}') == 60
+            assert _metric(page, f'perlbal_node_requests_total{{node="{b1.address}"}}') == 60
+            assert _metric(page, "perlbal_info{version=\"1.80\"}") == 1  # not summed
+            assert page.count("# TYPE perlbal_requests_total ") == 1
+            # the web UI's numbers are worker 0's, and it says so
+            status = json.loads(request(mgmt, "GET", "/json").body)
+            assert status["worker"] == {"id": 0, "count": 2}

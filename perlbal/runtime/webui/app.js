@@ -88,6 +88,10 @@
     document.getElementById("uptime").textContent = duration(data.uptime);
     document.getElementById("requests").textContent = data.requests;
     document.getElementById("clients").textContent = data.connections.clients;
+    document.getElementById("workers").textContent = data.worker && data.worker.count > 1
+      ? " \u00b7 numbers of worker " + data.worker.id + " of " + data.worker.count +
+        " (/metrics adds up every worker)"
+      : "";
     renderServices(data.services);
     renderPools(data.pools);
     renderConnections(data.connections);
