@@ -8,9 +8,10 @@ and, for a small file, reads the bytes to send in the same hop.
 
 ``SERVER aio_mode`` chooses, as in Perl Perlbal: ``ioaio`` (the default, as
 Perl's when IO::AIO is installed) uses the pool; ``none`` makes the calls on
-the event loop, like Perl without IO::AIO.  ``none`` is about twice as fast
-for files in the page cache (a hop to a Python thread costs more than the
-stat and read themselves), but one slow disk read then stalls every client.
+the event loop, like Perl without IO::AIO.  ``none`` is about 1.4 times as
+fast with one worker for files in the page cache (a hop to a Python thread
+costs more than the stat and read themselves), but one slow disk read then
+stalls every client.
 
 The pool is a plain ``ThreadPoolExecutor`` (measured here at about 70 us a
 hop through ``loop.run_in_executor`` against 125 us for ``anyio.to_thread``,
