@@ -108,6 +108,10 @@ def _content_length(headers: list[Header], error: ErrorFactory, negative: ErrorF
     values = header_get_all(headers, "Content-Length")
     if not values:
         return None
+    if len(values) == 1:  # the usual case, without the splitting below
+        value = values[0]
+        if value.isascii() and value.isdigit() and len(value.lstrip("0")) <= _MAX_CONTENT_LENGTH_DIGITS:
+            return int(value)
     members = [member.strip(" \t") for value in values for member in value.split(",")]
     for member in members:
         if member.startswith("-") and _DECIMAL.fullmatch(member[1:]):

@@ -223,9 +223,34 @@ def client_response_headers(
     does (recorded: a backend's ``Keep-Alive: timeout=5`` became
     ``Keep-Alive: timeout=30, max=100`` at the same position).
     """
-    result = list(headers)
-    if strip_hop_by_hop:
-        result = _strip_hop_by_hop(result, keep=("connection", "keep-alive"))
+    # one pass (this runs for every proxied reply): the same result as
+    # strip_hop_by_hop(keep=Connection, Keep-Alive) then set_header twice
     wanted = dict(keep_alive_headers(keep_alive, idle_timeout))
-    result = set_header(result, "Connection", wanted["Connection"])
-    return set_header(result, "Keep-Alive", wanted.get("Keep-Alive"))
+    connection, keep = wanted["Connection"], wanted.get("Keep-Alive")
+    lowered = [key.lower() for key, _value in headers]
+    doomed: frozenset[str] | set[str] = frozenset()
+    if strip_hop_by_hop:
+        named: set[str] = set()
+        for lower, (_key, value) in zip(lowered, headers):
+            if lower == "connection":
+                named.update(token.strip(" \t").lower() for token in value.split(","))
+        named.discard("")
+        doomed = (HOP_BY_HOP | named) - {"connection", "keep-alive"}
+    result: list[Header] = []
+    connection_placed = keep_placed = False
+    for lower, (key, value) in zip(lowered, headers):
+        if lower == "connection":
+            if not connection_placed:
+                result.append((key, connection))
+                connection_placed = True
+        elif lower == "keep-alive":
+            if keep is not None and not keep_placed:
+                result.append((key, keep))
+                keep_placed = True
+        elif lower not in doomed:
+            result.append((key, value))
+    if not connection_placed:
+        result.append(("Connection", connection))
+    if keep is not None and not keep_placed:
+        result.append(("Keep-Alive", keep))
+    return result

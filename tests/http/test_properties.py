@@ -14,7 +14,13 @@ from perlbal.http.head import (
     parse_request_head,
     parse_response_head,
 )
+from perlbal.http.proxyheaders import (
+    client_response_headers,
+    set_header,
+    strip_hop_by_hop,
+)
 from perlbal.http.ranges import evaluate_range, evaluate_ranges
+from perlbal.http.responses import keep_alive_headers
 
 # Bytes biased toward the interesting alphabet of HTTP heads.
 head_bytes = st.lists(
@@ -133,3 +139,26 @@ def test_ranges_total(header: str, size: int) -> None:
         for start, end in multi.ranges:
             assert previous_end + 1 < start <= end < size
             previous_end = end
+
+
+_FIELD_NAMES = st.sampled_from(["Connection", "connection", "Keep-Alive", "KEEP-ALIVE",
+                                "Content-Length", "X-Foo", "x-foo", "TE", "Upgrade",
+                                "Transfer-Encoding", "Proxy-Authenticate", "Server"])
+_FIELD_VALUES = st.sampled_from(["close", "keep-alive", "X-Foo", "x-foo, close", "",
+                                 "timeout=5", "Upgrade, TE", "1024", ", ,"])
+
+
+@given(st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=8), st.booleans(),
+       st.integers(min_value=0, max_value=100), st.booleans())
+def test_client_response_headers_is_strip_then_set(
+        headers: list[tuple[str, str]], keep_alive: bool, idle_timeout: int,
+        strip: bool) -> None:
+    """The one-pass rewrite equals what it replaced: strip_hop_by_hop (keeping
+    Connection and Keep-Alive in place), then set_header for each."""
+    wanted = dict(keep_alive_headers(keep_alive, idle_timeout))
+    expected = (strip_hop_by_hop(headers, keep=("connection", "keep-alive"))
+                if strip else list(headers))
+    expected = set_header(expected, "Connection", wanted["Connection"])
+    expected = set_header(expected, "Keep-Alive", wanted.get("Keep-Alive"))
+    assert client_response_headers(headers, keep_alive=keep_alive, idle_timeout=idle_timeout,
+                                   strip_hop_by_hop=strip) == expected
