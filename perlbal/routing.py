@@ -338,7 +338,8 @@ def dispatch(graph: Graph, service: Service, request: Request, *, trace: Trace |
     svc, head, visited, queue_low = service, request.head, [service.name], False
     for _hop in range(MAX_SELECTOR_HOPS):
         if run_hooks and svc.role != "management":
-            verdict = run_request_hooks(svc, replace(request, head=head), trace)
+            verdict = run_request_hooks(
+                svc, request if head is request.head else replace(request, head=head), trace)
             if verdict is not None and verdict.respond:
                 return Respond(verdict.status or 500, verdict.message, verdict.headers,
                                verdict.plugin, svc.name)

@@ -40,8 +40,8 @@ Client faults raise :class:`HttpError` (400, 431 or 505); backend faults raise
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, Sequence, TypeVar
 
 from perlbal.http.errors import BackendProtocolError, HttpError
 from perlbal.http.fields import (
@@ -94,6 +94,19 @@ def _backend_error(reason: str) -> Exception:
     return BackendProtocolError(reason)
 
 
+def _index_headers(headers: Sequence[Header]) -> dict[str, list[str]]:
+    """Lower-cased field name -> its values in arrival order."""
+    index: dict[str, list[str]] = {}
+    for key, value in headers:
+        lower = key.lower()
+        found = index.get(lower)
+        if found is None:
+            index[lower] = [value]
+        else:
+            found.append(value)
+    return index
+
+
 def _check_line_endings(block: bytes, error: ErrorFactory) -> None:
     pairs = block.count(_CRLF)
     if block.count(b"\r") == pairs and block.count(b"\n") == pairs:
@@ -104,8 +117,7 @@ def _check_line_endings(block: bytes, error: ErrorFactory) -> None:
         raise error(f"{kind} line ending in message head")
 
 
-def _content_length(headers: list[Header], error: ErrorFactory, negative: ErrorFactory) -> int | None:
-    values = header_get_all(headers, "Content-Length")
+def _content_length(values: list[str], error: ErrorFactory, negative: ErrorFactory) -> int | None:
     if not values:
         return None
     if len(values) == 1:  # the usual case, without the splitting below
@@ -154,11 +166,25 @@ class RequestHead:
     content_length: int | None
     chunked: bool
 
+    #: lower-cased name -> values, built at parse time or on the first lookup
+    #: (not an __init__ argument, so dataclasses.replace never copies a stale one)
+    by_name: dict[str, list[str]] | None = field(default=None, init=False, compare=False,
+                                                 repr=False)
+
+    def _names(self) -> dict[str, list[str]]:
+        index = self.by_name
+        if index is None:
+            index = _index_headers(self.headers)
+            object.__setattr__(self, "by_name", index)
+        return index
+
     def get(self, name: str) -> str | None:
-        return header_get(self.headers, name)
+        """The value of ``name``, duplicates joined with ", " as Perl's HTTPHeaders merges them."""
+        values = self._names().get(name.lower())
+        return (values[0] if len(values) == 1 else ", ".join(values)) if values else None
 
     def get_all(self, name: str) -> list[str]:
-        return header_get_all(self.headers, name)
+        return list(self._names().get(name.lower(), ()))
 
     @property
     def version_string(self) -> str:
@@ -189,11 +215,25 @@ class ResponseHead:
     content_length: int | None
     chunked: bool
 
+    #: lower-cased name -> values, built at parse time or on the first lookup
+    #: (not an __init__ argument, so dataclasses.replace never copies a stale one)
+    by_name: dict[str, list[str]] | None = field(default=None, init=False, compare=False,
+                                                 repr=False)
+
+    def _names(self) -> dict[str, list[str]]:
+        index = self.by_name
+        if index is None:
+            index = _index_headers(self.headers)
+            object.__setattr__(self, "by_name", index)
+        return index
+
     def get(self, name: str) -> str | None:
-        return header_get(self.headers, name)
+        """The value of ``name``, duplicates joined with ", " as Perl's HTTPHeaders merges them."""
+        values = self._names().get(name.lower())
+        return (values[0] if len(values) == 1 else ", ".join(values)) if values else None
 
     def get_all(self, name: str) -> list[str]:
-        return header_get_all(self.headers, name)
+        return list(self._names().get(name.lower(), ()))
 
     def has_body(self, request_method: str) -> bool:
         """Whether a body follows (RFC 9112 section 6.3; Perl's ``content_length``)."""
@@ -232,9 +272,11 @@ def parse_request_head(
     method = match.group(1).decode("ascii")
     target = match.group(2).decode("ascii")
     headers = parse_field_lines(lines[1:], _client_error, max_header_count, _too_many_fields)
+    index = _index_headers(headers)
 
-    content_length = _content_length(headers, _client_error, _negative_length)
-    transfer_encodings = header_get_all(headers, "Transfer-Encoding")
+    content_length = _content_length(index.get("content-length", []), _client_error,
+                                     _negative_length)
+    transfer_encodings = index.get("transfer-encoding", [])
     chunked = False
     if transfer_encodings:
         if version < (1, 1):
@@ -247,7 +289,7 @@ def parse_request_head(
             raise _client_error("unsupported Transfer-Encoding")
         chunked = True
 
-    hosts = header_get_all(headers, "Host")
+    hosts = index.get("host", [])
     if len(hosts) > 1:
         raise _client_error("duplicate Host header")
     absolute = _ABSOLUTE_HTTP_URI.fullmatch(target)
@@ -255,6 +297,7 @@ def parse_request_head(
         target = absolute.group(2) or "/"
         headers = _set_host(headers, absolute.group(1).lower())
         hosts = [absolute.group(1).lower()]
+        index = _index_headers(headers)
     if method == "CONNECT":
         raise HttpError(405, "CONNECT is not supported: this is a reverse proxy")
     if not (target.startswith("/") or (target == "*" and method == "OPTIONS")):
@@ -263,7 +306,9 @@ def parse_request_head(
         raise _client_error("malformed Host header")
     if version >= (1, 1) and not (hosts and hosts[0]):
         raise _client_error("HTTP 1.1 requires host header")
-    return RequestHead(method, target, version, tuple(headers), content_length, chunked)
+    head = RequestHead(method, target, version, tuple(headers), content_length, chunked)
+    object.__setattr__(head, "by_name", index)
+    return head
 
 
 def _set_host(headers: list[Header], host: str) -> list[Header]:
@@ -293,10 +338,12 @@ def parse_response_head(
         raise _backend_error("status code out of range")
     reason = match.group(4).decode("latin-1").strip(" \t")
     headers = parse_field_lines(lines[1:], _backend_error, max_header_count)
-    content_length = _content_length(headers, _backend_error, _backend_error)
+    index = _index_headers(headers)
+    content_length = _content_length(index.get("content-length", []), _backend_error,
+                                     _backend_error)
     codings = [
         coding.strip(" \t").lower()
-        for value in header_get_all(headers, "Transfer-Encoding")
+        for value in index.get("transfer-encoding", ())
         for coding in value.split(",")
     ]
     chunked = False
@@ -308,7 +355,9 @@ def parse_response_head(
         if codings[-1] != "chunked" or codings.count("chunked") != 1:
             raise _backend_error("response transfer-coding does not end in chunked")
         chunked = True
-    return ResponseHead(status, reason, version, tuple(headers), content_length, chunked)
+    response = ResponseHead(status, reason, version, tuple(headers), content_length, chunked)
+    object.__setattr__(response, "by_name", index)
+    return response
 
 
 HeadT = TypeVar("HeadT", RequestHead, ResponseHead)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perlbal.http.chunked import ChunkedDecoder, encode_chunk, encode_last_chunk
 from perlbal.http.errors import BackendProtocolError, HttpError
+from perlbal.http.fields import header_get, header_get_all
 from perlbal.http.head import (
     HeadReader,
     RequestHead,
+    ResponseHead,
     ResponseHeadReader,
     parse_request_head,
     parse_response_head,
@@ -162,3 +166,18 @@ def test_client_response_headers_is_strip_then_set(
     expected = set_header(expected, "Keep-Alive", wanted.get("Keep-Alive"))
     assert client_response_headers(headers, keep_alive=keep_alive, idle_timeout=idle_timeout,
                                    strip_hop_by_hop=strip) == expected
+
+
+@given(st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=8), _FIELD_NAMES)
+def test_head_lookups_match_a_scan_of_the_fields(headers: list[tuple[str, str]],
+                                                 name: str) -> None:
+    """RequestHead/ResponseHead answer get/get_all from a name index: it must
+    say what a scan of the fields says, also after dataclasses.replace."""
+    response = ResponseHead(200, "OK", (1, 1), tuple(headers), None, False)
+    assert response.get(name) == header_get(headers, name)
+    assert response.get_all(name) == header_get_all(headers, name)
+    request = RequestHead("GET", "/", (1, 1), (("Host", "a"),), None, False)
+    assert request.get("Host") == "a"
+    changed = replace(request, headers=tuple(headers))
+    assert changed.get(name) == header_get(headers, name)
+    assert changed.get_all(name) == header_get_all(headers, name)
