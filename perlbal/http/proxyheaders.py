@@ -167,15 +167,47 @@ def backend_request_headers(
     insert: Iterable[Header] = (),
     strip_hop_by_hop: bool = True,
 ) -> list[Header]:
-    """The header list Perlbal sends to a backend for a client's request."""
-    result = list(headers)
-    if strip_hop_by_hop:
-        result = _strip_hop_by_hop(result, keep=("connection",))
-    result = set_header(result, "Connection", "keep-alive" if persist_backend else "close")
+    """The header list Perlbal sends to a backend for a client's request.
+
+    The same as ``strip_hop_by_hop`` (keeping Connection), then setting
+    Connection, X-Proxy-Capabilities and the forwarding headers, then
+    ``munge_headers`` -- but the settings are made in one pass (this runs for
+    every proxied request)."""
+    result = _strip_hop_by_hop(headers, keep=("connection",)) if strip_hop_by_hop else list(headers)
+    updates: dict[str, tuple[str, str | None]] = {
+        "connection": ("Connection", "keep-alive" if persist_backend else "close")}
     if enable_reproxy:
-        result = set_header(result, "X-Proxy-Capabilities", "reproxy-file")
-    result = forwarding_headers(result, client_ip, trusted=trusted, blind_proxy=blind_proxy)
-    return munge_headers(result, remove, insert)
+        updates["x-proxy-capabilities"] = ("X-Proxy-Capabilities", "reproxy-file")
+    if not trusted:
+        updates["x-forwarded-for"] = ("X-Forwarded-For", client_ip)
+        updates["x-host"] = ("X-Host", None)
+        updates["x-forwarded-host"] = ("X-Forwarded-Host", None)
+    elif not blind_proxy:
+        existing = header_get(result, "X-Forwarded-For") or ""
+        # Perl splits on /,\s*/ and re-joins with ", "; empty members are dropped.
+        hops = [hop for hop in re.split(r",\s*", existing) if hop]
+        updates["x-forwarded-for"] = ("X-Forwarded-For", ", ".join([*hops, client_ip]))
+    result = _set_many(result, updates)
+    return munge_headers(result, remove, insert) if remove or insert else result
+
+
+def _set_many(headers: Headers, updates: dict[str, tuple[str, str | None]]) -> list[Header]:
+    """``set_header`` for each of ``updates`` (lower-cased name -> (name, value))
+    in turn, in one pass: the names differ, so one setting never sees another."""
+    result: list[Header] = []
+    placed: set[str] = set()
+    for key, value in headers:
+        lower = key.lower()
+        update = updates.get(lower)
+        if update is None:
+            result.append((key, value))
+        elif update[1] is not None and lower not in placed:
+            result.append((key, update[1]))
+            placed.add(lower)
+    for lower, (name, new_value) in updates.items():
+        if new_value is not None and lower not in placed:
+            result.append((name, new_value))
+    return result
 
 
 def backend_request_line(method: str, target: str) -> bytes:

@@ -19,7 +19,10 @@ from perlbal.http.head import (
     parse_response_head,
 )
 from perlbal.http.proxyheaders import (
+    backend_request_headers,
     client_response_headers,
+    forwarding_headers,
+    munge_headers,
     set_header,
     strip_hop_by_hop,
 )
@@ -181,3 +184,31 @@ def test_head_lookups_match_a_scan_of_the_fields(headers: list[tuple[str, str]],
     changed = replace(request, headers=tuple(headers))
     assert changed.get(name) == header_get(headers, name)
     assert changed.get_all(name) == header_get_all(headers, name)
+
+
+_REQUEST_FIELDS = st.sampled_from(["Connection", "X-Forwarded-For", "x-forwarded-for", "X-Host",
+                                   "X-Forwarded-Host", "X-Proxy-Capabilities", "Keep-Alive",
+                                   "Host", "X-Foo"])
+_REQUEST_VALUES = st.sampled_from(["close", "keep-alive", "1.2.3.4", "1.2.3.4, 5.6.7.8", "",
+                                   "X-Forwarded-For", "X-Host, X-Foo", "a"])
+
+
+@given(st.lists(st.tuples(_REQUEST_FIELDS, _REQUEST_VALUES), max_size=8), st.booleans(),
+       st.booleans(), st.booleans(), st.booleans(),
+       st.lists(st.sampled_from(["x-foo", "host", "x-host"]), max_size=2),
+       st.lists(st.tuples(st.sampled_from(["x-added", "X-Foo", "Connection"]),
+                          st.sampled_from(["1", "v"])), max_size=2))
+def test_backend_request_headers_is_the_step_by_step_rewrite(
+        headers: list[tuple[str, str]], trusted: bool, blind: bool, persist: bool,
+        reproxy: bool, remove: list[str], insert: list[tuple[str, str]]) -> None:
+    """The one-pass rewrite equals the steps it replaced, each a public function."""
+    expected = strip_hop_by_hop(headers, keep=("connection",))
+    expected = set_header(expected, "Connection", "keep-alive" if persist else "close")
+    if reproxy:
+        expected = set_header(expected, "X-Proxy-Capabilities", "reproxy-file")
+    expected = forwarding_headers(expected, "9.9.9.9", trusted=trusted, blind_proxy=blind)
+    expected = munge_headers(expected, remove, insert)
+    assert backend_request_headers(
+        headers, client_ip="9.9.9.9", trusted=trusted, blind_proxy=blind,
+        persist_backend=persist, enable_reproxy=reproxy, remove=remove,
+        insert=insert) == expected
