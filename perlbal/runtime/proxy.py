@@ -174,7 +174,9 @@ async def handle(ctx: RequestContext) -> bool:
     ClientProxy runs start_proxy_request then start_http_request before asking
     for a backend, and end_proxy_request when the request is over."""
     try:
-        if await fire(StartProxyRequest(ctx)) or await fire(StartHttpRequest(ctx)):
+        # (no hook objects built for a service without plugins: fire would answer False)
+        if ctx.service.plugin_order and (await fire(StartProxyRequest(ctx))
+                                         or await fire(StartHttpRequest(ctx))):
             return ctx.last_keep_alive
         return await _proxy(ctx)
     finally:
@@ -186,10 +188,11 @@ async def handle(ctx: RequestContext) -> bool:
 async def _priority(svc: Service, ctx: RequestContext) -> int:
     """Perl's request_backend_connection: the cookie, else make_high_priority
     (Highpri); then AccessControl's queue_low, else make_low_priority."""
-    if _high_priority(svc, ctx) or await fire(MakeHighPriority(ctx)):
+    hooked = bool(svc.plugin_order)
+    if _high_priority(svc, ctx) or (hooked and await fire(MakeHighPriority(ctx))):
         ctx.high_priority = True
         return HIGH
-    if ctx.queue_low or await fire(MakeLowPriority(ctx)):
+    if ctx.queue_low or (hooked and await fire(MakeLowPriority(ctx))):
         return LOW
     return NORMAL
 
@@ -432,7 +435,8 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         return await reproxy.take_over(runtime, ctx, resp)
     if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
         raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
-    if await fire(BackendResponseReceived(ctx, status=resp.status, headers=list(resp.headers))):
+    if svc.plugin_order and await fire(BackendResponseReceived(ctx, status=resp.status,
+                                                               headers=list(resp.headers))):
         backends.discard(conn)  # a plugin answered the client itself
         return ctx.last_keep_alive
     live.set_state(conn.sock_id, "xfer_res")

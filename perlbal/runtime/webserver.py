@@ -92,7 +92,9 @@ async def handle(ctx: RequestContext) -> bool:
         ctx.head = replace(ctx.head, headers=tuple(
             munge_headers(list(ctx.head.headers), rules.remove, rules.insert)))
     # plugin hooks, in Perl's ClientHTTP order (Stats counts web_requests here)
-    if await fire(StartWebRequest(ctx)) or await fire(StartHttpRequest(ctx)):
+    # (no hook objects built for a service without plugins: fire would answer False)
+    if ctx.service.plugin_order and (await fire(StartWebRequest(ctx))
+                                     or await fire(StartHttpRequest(ctx))):
         return ctx.last_keep_alive
     method = ctx.head.method
     try:
@@ -142,7 +144,8 @@ async def _answer(ctx: RequestContext, serve: StartServeRequest, verdict: FileVe
         return await _directory(ctx, verdict)
     if verdict.kind == "concat":
         return await _serve_multiple(ctx, verdict)
-    if verdict.status == 200 and await fire(StaticGetPoststatPreSend(ctx, mtime=verdict.mtime or 0)):
+    if (verdict.status == 200 and ctx.service.plugin_order
+            and await fire(StaticGetPoststatPreSend(ctx, mtime=verdict.mtime or 0))):
         return ctx.last_keep_alive
     return await _file(ctx, verdict, small, opened)
 
