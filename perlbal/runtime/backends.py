@@ -453,9 +453,10 @@ class BackendManager:
         for st in self.services.values():
             while st.bored:
                 self.discard(st.bored.pop())
-            if st.retry_timer is not None:
-                st.retry_timer.cancel()
-                st.retry_timer = None
+            for timer in (st.retry_timer, st.trim_timer):
+                if timer is not None:
+                    timer.cancel()
+            st.retry_timer = st.trim_timer = None
 
 
 def _expire(fut: "asyncio.Future[BackendConn]") -> None:
