@@ -81,6 +81,9 @@ _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3}) ([\t\x20-\x7e\x80-
 _ABSOLUTE_HTTP_URI = re.compile(r"http://([^/:]+?)(?::\d+)?(/.*)?")
 _HOST_VALUE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+(?::[0-9]{0,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{0,5})?")
 _DECIMAL = re.compile(r"[0-9]+")
+# Perl's req_keep_alive / res_keep_alive match these words anywhere in Connection
+KEEP_ALIVE_TOKEN = re.compile(r"\bkeep-alive\b")
+CLOSE_TOKEN = re.compile(r"\bclose\b")
 _MAX_CONTENT_LENGTH_DIGITS = 18  # 10**18 bytes is an exabyte; longer is an overflow attempt
 _CRLF = b"\r\n"
 _TERMINATOR = b"\r\n\r\n"
@@ -199,9 +202,9 @@ class RequestHead:
         whole Connection value, and so do we.
         """
         connection = (self.get("Connection") or "").lower()
-        if self.http_version < (1, 1) and not re.search(r"\bkeep-alive\b", connection):
+        if self.http_version < (1, 1) and not KEEP_ALIVE_TOKEN.search(connection):
             return False
-        return not re.search(r"\bclose\b", connection)
+        return not CLOSE_TOKEN.search(connection)
 
 
 @dataclass(frozen=True, slots=True)

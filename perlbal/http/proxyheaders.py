@@ -53,7 +53,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from perlbal.http.head import Header, RequestHead, ResponseHead, header_get
+from perlbal.http.head import CLOSE_TOKEN, KEEP_ALIVE_TOKEN, Header, RequestHead, ResponseHead, header_get
 from perlbal.http.responses import keep_alive_headers
 
 __all__ = [
@@ -237,10 +237,10 @@ def client_keep_alive(
 def backend_keep_alive(response: ResponseHead, request_method: str) -> bool:
     """Perl's ``res_keep_alive``: may the backend connection be reused after this reply?"""
     connection = (response.get("Connection") or "").lower()
-    if re.search(r"\bclose\b", connection):
+    if CLOSE_TOKEN.search(connection):
         return False
     if response.http_version < (1, 1):
-        return bool(re.search(r"\bkeep-alive\b", connection)) and _length_known(
+        return bool(KEEP_ALIVE_TOKEN.search(connection)) and _length_known(
             response.headers, response.status, request_method
         )
     return True
