@@ -295,7 +295,7 @@ def parse_request_head(
     hosts = index.get("host", [])
     if len(hosts) > 1:
         raise _client_error("duplicate Host header")
-    absolute = _ABSOLUTE_HTTP_URI.fullmatch(target)
+    absolute = None if target[:1] == "/" else _ABSOLUTE_HTTP_URI.fullmatch(target)
     if absolute is not None:
         target = absolute.group(2) or "/"
         headers = _set_host(headers, absolute.group(1).lower())
@@ -406,6 +406,14 @@ class _Reader(Generic[HeadT]):
         """Add bytes; return the parsed head once complete, else None."""
         if self._done:
             raise RuntimeError("head already complete; use .leftover and a new reader")
+        if not self._buffer and not self._skipped and type(data) is bytes:
+            # the usual case: the whole head in the first read; no copying
+            end = data.find(_TERMINATOR)
+            if 0 < end and end + len(_TERMINATOR) <= self.max_head_size and data[:2] != _CRLF:
+                head_end = end + len(_TERMINATOR)
+                self._leftover = data[head_end:]
+                self._done = True
+                return self._parse(data[:head_end])
         self._buffer += data
         if self._skip_leading_crlf:
             # RFC 9112 section 2.2; also Perl's ditch_leading_rn after a POST body.
