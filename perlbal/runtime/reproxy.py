@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -63,7 +63,7 @@ from perlbal.http.reproxy import REPROXY_RESPONSE_HEADERS
 from perlbal.http.responses import reason_phrase
 from perlbal.plugins.hooks import ReproxyFhFinished, StartFileReproxy, fire
 from perlbal.runtime.context import RECV_SIZE, RequestContext
-from perlbal.runtime.diskio import inline_disk, run_disk, send_file
+from perlbal.runtime.diskio import inline_disk, open_file, run_disk, send_file
 from perlbal.runtime.netstream import FastStream
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
 from perlbal.runtime.reproxy_manager import CacheEntry, ReproxyConn, ReproxyManager
@@ -318,7 +318,7 @@ async def _reproxy_file(runtime: "Runtime", ctx: RequestContext, resp: ResponseH
         await ctx.send(head_bytes)
         return keep
     try:
-        fh = cast(BinaryIO, await run_disk(inline_disk(ctx), open, path, "rb"))
+        fh = await run_disk(inline_disk(ctx), open_file, path)
     except OSError:
         return await ctx.send_simple(500, keep_alive=False)
     try:

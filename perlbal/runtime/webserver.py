@@ -59,7 +59,7 @@ from perlbal.plugins.hooks import (ConcatGetPoststatFileMissing, ConcatGetPostst
                                    StaticGetPoststatFileMissing, StaticGetPoststatPreSend,
                                    file_size, fire)
 from perlbal.runtime.context import RequestContext
-from perlbal.runtime.diskio import inline_disk, resolve_and_read, run_disk, send_file
+from perlbal.runtime.diskio import inline_disk, open_file, resolve_and_read, run_disk, send_file
 
 __all__ = ["handle"]
 
@@ -175,7 +175,7 @@ async def _file(ctx: RequestContext, verdict: FileVerdict, small: bytes | None =
     offset, count = (rng[0], rng[1] - rng[0] + 1) if rng else (0, size)
     try:
         fh: BinaryIO = (opened if opened is not None
-                        else await run_disk(inline_disk(ctx), open, path, "rb"))
+                        else await run_disk(inline_disk(ctx), open_file, path))
     except OSError:
         return False  # Perl closes when a stat'ed file cannot be opened
     try:
@@ -245,7 +245,7 @@ async def _serve_multiple(ctx: RequestContext, verdict: FileVerdict) -> bool:
         return keep
     for name in verdict.files:
         try:
-            fh: BinaryIO = await run_disk(inline_disk(ctx), open, name, "rb")
+            fh: BinaryIO = await run_disk(inline_disk(ctx), open_file, name)
         except OSError:
             return False
         try:
