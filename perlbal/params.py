@@ -556,7 +556,8 @@ _SV(Param("max_connections", Kind.INT, "Open file descriptor limit (RLIMIT_NOFIL
 _SV(Param("nice_level", Kind.INT, "Renice the process by this much."))
 _SV(Param("aio_mode", Kind.STRING, "Disk I/O mode: none, linux or ioaio (ours always uses a "
           "thread pool; the setting is accepted as Perl accepts it).", choices=("none", "ioaio")))
-_SV(Param("aio_threads", Kind.INT, "Threads for disk I/O."))
+_SV(Param("aio_threads", Kind.INT, "Threads the web server's disk calls run on (aio_mode "
+          "ioaio), in each worker; may be changed live. Unset or 0: 4."))
 _SV(Param("track_obj", Kind.STRING, "Object tracking (1 or 0), a Perl debugging aid."))
 _SV(Param("pidfile", Kind.STRING, "Where to write the process id (startup only).", live=False))
 _SV(Param("crash_backtrace", Kind.STRING, "Print a backtrace on crashes (1 or 0)."))

@@ -49,15 +49,35 @@ T = TypeVar("T")
 _CHUNK = 256 * 1024
 #: files at most this big are read in the resolving hop and sent in one write
 SMALL_FILE = 64 * 1024
-_THREADS = 4
+#: pool threads when SERVER aio_threads is not set
+DEFAULT_THREADS = 4
+_threads = DEFAULT_THREADS
+_threads_setting: object = None  # the SERVER aio_threads value _threads was taken from
 _pool: ThreadPoolExecutor | None = None
 
 
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="perlbal-disk")
+        _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="perlbal-disk")
     return _pool
+
+
+def _follow_threads_setting(value: object) -> None:
+    """SERVER aio_threads (Perl: IO::AIO::min_parallel), also when SET live:
+    the pool is replaced; the old one finishes its jobs and goes."""
+    global _threads, _threads_setting, _pool
+    _threads_setting = value
+    try:
+        wanted = int(str(value)) if value is not None else DEFAULT_THREADS
+    except ValueError:
+        wanted = DEFAULT_THREADS
+    wanted = wanted if wanted > 0 else DEFAULT_THREADS
+    if wanted != _threads:
+        _threads = wanted
+        old, _pool = _pool, None
+        if old is not None:
+            old.shutdown(wait=False)
 
 
 #: calls in one pool job at most: a batch bigger than this is split
@@ -203,8 +223,14 @@ async def send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int) 
 
 
 def inline_disk(ctx: RequestContext) -> bool:
-    """``SERVER aio_mode = none``: disk calls on the event loop (see diskio)."""
-    return ctx.server.graph.server.get("aio_mode") == "none"
+    """``SERVER aio_mode = none``: disk calls on the event loop (see diskio).
+    Also keeps the pool at ``SERVER aio_threads`` threads (a dictionary read
+    per call; the pool is replaced only when the setting changed)."""
+    server = ctx.server.graph.server
+    threads = server.get("aio_threads")
+    if threads != _threads_setting:
+        _follow_threads_setting(threads)
+    return server.get("aio_mode") == "none"
 
 
 def _sendfile_now(transport: asyncio.WriteTransport, fh: BinaryIO, offset: int,

@@ -39,3 +39,50 @@ ENABLE web
         head = request(port, "HEAD", "/small.txt")
         assert head.status == 200 and head.body == b""
         assert head.header("Content-Length") == "10"
+
+
+def _disk_threads(pid: int) -> int:
+    """Threads besides the main one (Python 3.11 does not give pool threads
+    an OS-level name; a web server starts no other threads)."""
+    return len(list(Path(f"/proc/{pid}/task").iterdir())) - 1
+
+
+def _burst(port: int, n: int) -> None:
+    import threading
+
+    threads = [threading.Thread(target=request, args=(port, "GET", "/f.txt")) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_aio_threads_sizes_the_pool_and_follows_a_live_set(tmp_path: Path) -> None:
+    """SERVER aio_threads (Perl's IO::AIO::min_parallel) sets how many disk
+    threads serve files, at start and when SET from the console."""
+    from tests.support.perl_perlbal import console
+
+    (tmp_path / "f.txt").write_bytes(b"x" * 100)
+    port, mgmt = free_port(), free_port()
+    config = f"""
+SERVER aio_threads = 1
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:{mgmt}
+ENABLE mgmt
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = 127.0.0.1:{port}
+  SET docroot = {tmp_path}
+ENABLE web
+"""
+    with PyPerlbal(config) as server:
+        assert server.proc is not None
+        for _ in range(5):
+            _burst(port, 30)
+        assert _disk_threads(server.proc.pid) == 1
+        with console("127.0.0.1", mgmt) as con:
+            assert con.command("SERVER aio_threads = 3") == ["OK"]
+        for _ in range(10):  # enough concurrent calls to need more than one thread
+            _burst(port, 30)
+        assert 1 < _disk_threads(server.proc.pid) <= 3
