@@ -83,6 +83,18 @@ class LiveStats:
     def reproxy_state(self) -> list[str]:
         return []
 
+    def worker_note(self) -> str | None:
+        """With SERVER workers > 1: a line saying whose numbers a reply shows."""
+        return None
+
+
+def _whose_numbers(it: "Interpreter", call: "Call") -> None:
+    """Replies made of live numbers start by naming the worker that answered
+    when there are several (Perl has one process, so its replies never do)."""
+    note = it.effects.stats().worker_note()
+    if note:
+        call.out(note)
+
 
 # --- show ----------------------------------------------------------------------
 
@@ -93,6 +105,7 @@ def show(it: "Interpreter", node: ast.Show, call: "Call") -> bool:
         svc = graph.services.get(node.name)
         if svc is None:
             return call.err("Unknown service")
+        _whose_numbers(it, call)
         call.out(*service_info(it, svc))
         return call.end()
     if node.what == "pool":
@@ -100,6 +113,7 @@ def show(it: "Interpreter", node: ast.Show, call: "Call") -> bool:
             pool = graph.pools.get(node.name)
             if pool is None:
                 return call.err(f"pool '{node.name}' does not exist")
+            _whose_numbers(it, call)  # node_used: requests this worker sent
             for n in pool.nodes:
                 call.out(f"{n.ipport} {pool.node_used.get(n.ipport, '')}")
         else:
@@ -310,8 +324,13 @@ def dumpconfig(it: "Interpreter", call: "Call") -> bool:
 # --- other queries --------------------------------------------------------------------
 
 
+_LIVE_QUERIES = frozenset({"proc", "fd", "obj", "backends", "noverify", "pending", "queues"})
+
+
 def query(it: "Interpreter", keyword: str, call: "Call") -> bool:
     stats = it.effects.stats()
+    if keyword in _LIVE_QUERIES:
+        _whose_numbers(it, call)
     if keyword in ("uptime", "version"):
         call.out(f"starttime {it.start_time}", f"uptime {int(time.time()) - it.start_time}",
                  f"version {PERL_COMPAT_VERSION}")
@@ -363,6 +382,7 @@ def query(it: "Interpreter", keyword: str, call: "Call") -> bool:
 
 
 def nodes(it: "Interpreter", node: ast.Nodes, call: "Call") -> bool:
+    _whose_numbers(it, call)
     table = it.effects.stats().node_stats()
     wanted = f"{node.ip}:{node.port or 80}" if node.ip else None
     for ipport in ([wanted] if wanted else list(table)):
@@ -379,6 +399,7 @@ def nodes(it: "Interpreter", node: ast.Nodes, call: "Call") -> bool:
 
 
 def socks(it: "Interpreter", mode: str, call: "Call") -> bool:
+    _whose_numbers(it, call)
     rows = it.effects.stats().sockets()
     if mode == "summary":
         counts: dict[str, int] = {}
@@ -399,6 +420,7 @@ def socks(it: "Interpreter", mode: str, call: "Call") -> bool:
 def states(it: "Interpreter", service: str | None, call: "Call") -> bool:
     if service is not None and service not in it.graph.services:
         return call.err("Service not found.")
+    _whose_numbers(it, call)
     table = it.effects.stats().states(service)
     for cls in sorted(table):
         for state in sorted(table[cls]):
@@ -413,6 +435,7 @@ def reproxy_state(it: "Interpreter", call: "Call") -> bool:
     a successful match that resets ``$1``, so ``max_reproxy_connections(host)``
     sets the global limit.  The last one set is therefore the global value.
     """
+    _whose_numbers(it, call)
     call.out(*it.effects.stats().reproxy_state())
     limit = "0"
     for key, value in it.graph.server.items():

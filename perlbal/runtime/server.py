@@ -223,7 +223,7 @@ class Runtime:
             count = 1
         if count <= 1:
             return 0
-        self.worker_count = count
+        self.worker_count = self.live.worker_count = count
         self.reuse_port = True
         for lst in list(self.listeners.values()):
             if self._is_management(lst):
@@ -242,7 +242,7 @@ class Runtime:
                     os.close(fd)
                 self._children = []
                 self._report_fds = {}
-                self.worker_id = worker
+                self.worker_id = self.live.worker_id = worker
                 self._command_pipe = read_end
                 self._report_pipe = report_write
                 _die_with_parent()

@@ -33,6 +33,9 @@ class RuntimeStats(queries.LiveStats):
     """Counters and registries kept by the runtime."""
 
     def __init__(self) -> None:
+        #: SERVER workers: which one this process is, of how many (Runtime.start_workers)
+        self.worker_id = 0
+        self.worker_count = 1
         self.total_requests = 0
         self.node_requests: dict[str, int] = {}
         self.node_last_response: dict[str, float] = {}
@@ -77,6 +80,12 @@ class RuntimeStats(queries.LiveStats):
             info.state = state
 
     # --- LiveStats ------------------------------------------------------------
+
+    def worker_note(self) -> str | None:
+        if self.worker_count <= 1:
+            return None
+        return (f"# worker {self.worker_id} of {self.worker_count} answered: these are its "
+                f"own numbers (/metrics adds up every worker)")
 
     def requests(self) -> int:
         return self.total_requests

@@ -130,3 +130,11 @@ ENABLE proxy
             # the web UI's numbers are worker 0's, and it says so
             status = json.loads(request(mgmt, "GET", "/json").body)
             assert status["worker"] == {"id": 0, "count": 2}
+            # so do the console's replies made of live numbers (Perl's config
+            # replies are untouched)
+            note = ("# worker 0 of 2 answered: these are its own numbers "
+                    "(/metrics adds up every worker)")
+            with console(LOOPBACK, mgmt) as con:
+                for command in ("nodes", "show service proxy", "queues", "socks summary"):
+                    assert con.command(command)[0] == note, command
+                assert con.command("show service")[0].startswith("mgmt ")
