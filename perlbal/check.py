@@ -107,7 +107,10 @@ class _CheckEnv(DiskEnv):
 
 
 class Checker:
-    def __init__(self) -> None:
+    def __init__(self, perl: bool = False) -> None:
+        #: --perl: also an error for each line Perl Perlbal 1.80 itself would refuse
+        #: because it uses one of our extensions (Param.beyond_perl)
+        self.perl = perl
         self.interp = Interpreter(Graph(), effects=DryEffects())
         self.env = _CheckEnv(self.interp)
         self.interp.env = self.env
@@ -154,6 +157,8 @@ class Checker:
             self.add(node, "warning", warning)
         if isinstance(node, ast.Create | ast.Use | ast.Enable | ast.Set):
             self._remember(node)
+        if self.perl and reply.ok:
+            self._perl_refuses(node)
         if isinstance(node, ast.Set | ast.Default | ast.Server):
             for quote in ('"', "'"):
                 if node.value.count(quote) % 2:
@@ -170,6 +175,19 @@ class Checker:
         for message in errors:
             self.add(node, severity, message.replace("\n", " ") + self._hint(node, message),
                      column)
+
+    def _perl_refuses(self, node: ast.Node) -> None:
+        if isinstance(node, ast.Set | ast.Default):
+            param = REGISTRY.service.get(node.key.lower())
+            if param is not None and param.beyond_perl:
+                self.add(node, "error", f"Perl Perlbal 1.80 has no service parameter "
+                         f"'{param.name}' (ours only: it answers \"Unknown service "
+                         f"parameter\")")
+        elif isinstance(node, ast.Server):
+            param = REGISTRY.server.get(node.key.lower())
+            if param is not None and param.beyond_perl:
+                self.add(node, "error", f"Perl Perlbal 1.80 has no SERVER setting "
+                         f"'{param.name}' (ours only: it answers \"unknown server option\")")
 
     def _remember(self, node: ast.Node) -> None:
         name = getattr(node, "name", None) or getattr(node, "service", None)
@@ -302,8 +320,8 @@ class Checker:
         return self.result
 
 
-def check_paths(paths: list[str]) -> CheckResult:
-    checker = Checker()
+def check_paths(paths: list[str], *, perl: bool = False) -> CheckResult:
+    checker = Checker(perl=perl)
     for path in paths:
         checker.check_file(path)
     return checker.finish()

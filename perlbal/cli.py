@@ -2,7 +2,7 @@
 
     perlbal [--config=FILE | -c FILE] [--daemon]   run the server (Perl's flags)
     perlbal --version | --help
-    perlbal check [--strict] [--format text|json] FILE...
+    perlbal check [--strict] [--perl] [--format text|json] FILE...
     perlbal explain -c FILE [options] URL | --expect ROUTES [--fail-under PCT]
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "/etc/perlbal/perlbal.conf"
 
 USAGE = """Usage: perlbal [OPTS]
-       perlbal check [--strict] [--format text|json] FILE...
+       perlbal check [--strict] [--perl] [--format text|json] FILE...
        perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex]
        perlbal explain -c FILE [--header 'K: V']... URL   (or --expect ROUTES)
   --help           This usage info
@@ -50,11 +50,14 @@ def _check_main(argv: Sequence[str]) -> int:
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--perl", action="store_true",
+                        help="also an error for each of our extensions Perl Perlbal 1.80 "
+                             "would refuse (for a config that must run under both)")
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
-    result = check_paths(args.files)
+    result = check_paths(args.files, perl=args.perl)
     if args.format == "json":
         print(result.to_json())
         return result.exit_code(args.strict)

@@ -117,6 +117,8 @@ class Param:
     effect: Effect = Effect.NONE
     plugin: str | None = None
     choices: tuple[str, ...] = ()
+    #: ours only: Perl Perlbal 1.80 refuses the line (``perlbal check --perl`` says so)
+    beyond_perl: bool = False
 
     def applies_to(self, role: str | None) -> bool:
         if self.roles == ALL_ROLES:
@@ -426,13 +428,13 @@ _S(Param("always_trusted", Kind.BOOL, "Trust X-Forwarded-For and friends from ev
 _S(Param("backend_response_timeout", Kind.INT, "Beyond Perl (which waits forever): seconds "
          "a backend may take to start its reply, and may stay silent within it; then the "
          "client gets 504 (or is closed, if its reply had started). 0: no limit.", roles=RP,
-         default="60"))
+         default="60", beyond_perl=True))
 _S(Param("backend_persist_cache", Kind.INT, "Idle keep-alive backend connections kept in "
          "reserve while no client waits.", roles=RP, default="2"))
 _S(Param("backend_persist_linger", Kind.INT, "Beyond Perl: seconds a used backend "
          "connection beyond backend_persist_cache may stay idle before it is closed, so that "
          "a busy service does not close and reopen connections in the gaps between requests. "
-         "0: close it at once, as Perl does.", roles=RP, default="1"))
+         "0: close it at once, as Perl does.", roles=RP, default="1", beyond_perl=True))
 _S(Param("blind_proxy", Kind.BOOL, "Leave X-Forwarded-For, X-Host and X-Forwarded-Host "
          "exactly as the client sent them.", roles=RP, default="0"))
 _S(Param("buffer_backend_connect", Kind.SIZE, "Request body bytes read from the client before "
@@ -522,14 +524,14 @@ _S(Param("ssl_verify_mode", Kind.INT, "Client certificates, as IO::Socket::SSL's
 _S(Param("ssl_sni_certs", Kind.SNI_CERTS, "Beyond Perl: more certificates chosen by the "
          "name the client asks for (TLS SNI), as comma-separated host=cert.pem:key.pem "
          "entries (host may be *.example.com; key may be omitted when the cert file holds "
-         "it). Clients naming no listed host get ssl_cert_file. Read at ENABLE.", default=""))
+         "it). Clients naming no listed host get ssl_cert_file. Read at ENABLE.", default="", beyond_perl=True))
 _S(Param("access_log", Kind.STRING, "Beyond Perl: where this service logs each request: "
          "a file path (appended, buffered, reopened on SIGHUP), stderr, or syslog "
          "(empty: no access log). A selector's requests are logged by the service that "
-         "answers them, or by the selector when that service has none.", default=""))
+         "answers them, or by the selector when that service has none.", default="", beyond_perl=True))
 _S(Param("access_log_format", Kind.ACCESS_LOG_FORMAT, "Beyond Perl: combined (Apache/NCSA "
          "Combined Log Format) or json (one object a line).", default="combined",
-         choices=("combined", "json")))
+         choices=("combined", "json"), beyond_perl=True))
 _S(Param("trusted_upstream_proxies", Kind.NETMASK_LIST, "Comma-separated networks whose "
          "X-Forwarded-For headers are kept."))
 _S(Param("upload_status_listeners", Kind.UDP_ENDPOINTS, "Comma-separated ip:port UDP "
@@ -563,20 +565,20 @@ _SV(Param("pidfile", Kind.STRING, "Where to write the process id (startup only).
 _SV(Param("crash_backtrace", Kind.STRING, "Print a backtrace on crashes (1 or 0)."))
 _SV(Param("workers", Kind.INT, "Beyond Perl: worker processes sharing each listener "
           "(SO_REUSEPORT). Worker 0 alone serves management; console commands are run "
-          "in every worker. Startup only.", live=False))
+          "in every worker. Startup only.", live=False, beyond_perl=True))
 
 _SV(Param("user", Kind.STRING, "Beyond Perl: drop root to this user (name or name:group) "
-          "once the listeners are bound. Startup only.", live=False))
+          "once the listeners are bound. Startup only.", live=False, beyond_perl=True))
 _SV(Param("error_log", Kind.STRING, "Beyond Perl: where error and event messages go: "
           "stderr, syslog (facility daemon; syslog:local0 for another) or a file path. "
           "Default: stderr, or syslog with --daemon (Perl's choice). Startup only.",
-          live=False))
+          live=False, beyond_perl=True))
 _SV(Param("log_level", Kind.STRING, "Beyond Perl: least severe message logged: debug, "
           "info (startup, reloads, shutdown), warning (default), error or critical.",
-          choices=("debug", "info", "warning", "error", "critical")))
+          choices=("debug", "info", "warning", "error", "critical"), beyond_perl=True))
 _SV(Param("metrics", Kind.STRING, "Beyond Perl: keep per-service, per-pool and per-node "
           "counters for the management /metrics page (on, the default, or off).",
-          choices=("on", "off")))
+          choices=("on", "off"), beyond_perl=True))
 
 
 def service_param(name: str) -> Param | None:
