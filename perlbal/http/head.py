@@ -153,8 +153,33 @@ def _split_head(raw: bytes, max_head_size: int, error: ErrorFactory, too_big: Er
     return block.split(_CRLF)
 
 
+class _FieldLookups:
+    """``get``/``get_all`` for both heads, answered from their ``by_name``
+    index (built while parsing, or at the first lookup after a
+    ``dataclasses.replace``)."""
+
+    __slots__ = ()
+    headers: tuple[Header, ...]
+    by_name: dict[str, list[str]] | None
+
+    def _names(self) -> dict[str, list[str]]:
+        index = self.by_name
+        if index is None:
+            index = _index_headers(self.headers)
+            object.__setattr__(self, "by_name", index)
+        return index
+
+    def get(self, name: str) -> str | None:
+        """The value of ``name``, duplicates joined with ", " as Perl's HTTPHeaders merges them."""
+        values = self._names().get(name.lower())
+        return ", ".join(values) if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._names().get(name.lower(), ()))
+
+
 @dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(_FieldLookups):
     """A validated client request head.
 
     ``target`` is the request target as Perl sees it: an absolute
@@ -173,21 +198,6 @@ class RequestHead:
     #: (not an __init__ argument, so dataclasses.replace never copies a stale one)
     by_name: dict[str, list[str]] | None = field(default=None, init=False, compare=False,
                                                  repr=False)
-
-    def _names(self) -> dict[str, list[str]]:
-        index = self.by_name
-        if index is None:
-            index = _index_headers(self.headers)
-            object.__setattr__(self, "by_name", index)
-        return index
-
-    def get(self, name: str) -> str | None:
-        """The value of ``name``, duplicates joined with ", " as Perl's HTTPHeaders merges them."""
-        values = self._names().get(name.lower())
-        return (values[0] if len(values) == 1 else ", ".join(values)) if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        return list(self._names().get(name.lower(), ()))
 
     @property
     def version_string(self) -> str:
@@ -208,7 +218,7 @@ class RequestHead:
 
 
 @dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(_FieldLookups):
     """A validated backend response head.  ``reason`` may be empty."""
 
     status: int
@@ -222,21 +232,6 @@ class ResponseHead:
     #: (not an __init__ argument, so dataclasses.replace never copies a stale one)
     by_name: dict[str, list[str]] | None = field(default=None, init=False, compare=False,
                                                  repr=False)
-
-    def _names(self) -> dict[str, list[str]]:
-        index = self.by_name
-        if index is None:
-            index = _index_headers(self.headers)
-            object.__setattr__(self, "by_name", index)
-        return index
-
-    def get(self, name: str) -> str | None:
-        """The value of ``name``, duplicates joined with ", " as Perl's HTTPHeaders merges them."""
-        values = self._names().get(name.lower())
-        return (values[0] if len(values) == 1 else ", ".join(values)) if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        return list(self._names().get(name.lower(), ()))
 
     def has_body(self, request_method: str) -> bool:
         """Whether a body follows (RFC 9112 section 6.3; Perl's ``content_length``)."""
