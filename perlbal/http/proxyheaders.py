@@ -173,7 +173,7 @@ def backend_request_headers(
     Connection, X-Proxy-Capabilities and the forwarding headers, then
     ``munge_headers`` -- but the settings are made in one pass (this runs for
     every proxied request)."""
-    result = _strip_hop_by_hop(headers, keep=("connection",)) if strip_hop_by_hop else list(headers)
+    result = _strip_hop_by_hop(headers, keep=("connection",)) if strip_hop_by_hop else headers
     updates: dict[str, tuple[str, str | None]] = {
         "connection": ("Connection", "keep-alive" if persist_backend else "close")}
     if enable_reproxy:
@@ -255,34 +255,8 @@ def client_response_headers(
     does (recorded: a backend's ``Keep-Alive: timeout=5`` became
     ``Keep-Alive: timeout=30, max=100`` at the same position).
     """
-    # one pass (this runs for every proxied reply): the same result as
-    # strip_hop_by_hop(keep=Connection, Keep-Alive) then set_header twice
     wanted = dict(keep_alive_headers(keep_alive, idle_timeout))
-    connection, keep = wanted["Connection"], wanted.get("Keep-Alive")
-    lowered = [key.lower() for key, _value in headers]
-    doomed: frozenset[str] | set[str] = frozenset()
-    if strip_hop_by_hop:
-        named: set[str] = set()
-        for lower, (_key, value) in zip(lowered, headers):
-            if lower == "connection":
-                named.update(token.strip(" \t").lower() for token in value.split(","))
-        named.discard("")
-        doomed = (HOP_BY_HOP | named) - {"connection", "keep-alive"}
-    result: list[Header] = []
-    connection_placed = keep_placed = False
-    for lower, (key, value) in zip(lowered, headers):
-        if lower == "connection":
-            if not connection_placed:
-                result.append((key, connection))
-                connection_placed = True
-        elif lower == "keep-alive":
-            if keep is not None and not keep_placed:
-                result.append((key, keep))
-                keep_placed = True
-        elif lower not in doomed:
-            result.append((key, value))
-    if not connection_placed:
-        result.append(("Connection", connection))
-    if keep is not None and not keep_placed:
-        result.append(("Keep-Alive", keep))
-    return result
+    result = (_strip_hop_by_hop(headers, keep=("connection", "keep-alive"))
+              if strip_hop_by_hop else headers)
+    return _set_many(result, {"connection": ("Connection", wanted["Connection"]),
+                              "keep-alive": ("Keep-Alive", wanted.get("Keep-Alive"))})
