@@ -177,10 +177,16 @@ def _ms(text: str) -> float:
 
 def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
     # warm-up: connections opened, backend connections cached, code paths hot
-    subprocess.run(["wrk", "-t1", "-c10", "-d1s", f"http://{LOOPBACK}:{port}/"],
-                   capture_output=True, check=False)
+    return drive(name, f"http://{LOOPBACK}:{port}/", args, warmup=1.0)
+
+
+def drive(name: str, url: str, args: argparse.Namespace, warmup: float) -> Result:
+    """``warmup`` seconds of light load, then one measured wrk run (shared by the benches)."""
+    if warmup > 0:
+        subprocess.run(["wrk", "-t1", "-c10", f"-d{warmup:g}s", url],
+                       capture_output=True, check=False)
     out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
-                          f"-d{args.duration}s", "--latency", f"http://{LOOPBACK}:{port}/"],
+                          f"-d{args.duration}s", "--latency", url],
                          capture_output=True, text=True, check=False).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
@@ -192,12 +198,10 @@ def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
                   _ms(p99.group(1)) if p99 else float("nan"), errors, out)
 
 
-@dataclass
-class Cell:
-    """Every run of one target; the table shows medians (the machine is shared)."""
+class RunStats:
+    """Medians over ``self.runs`` (the machine is shared: one run proves little)."""
 
-    name: str
-    runs: list[Result] = field(default_factory=list)
+    runs: list[Result]
 
     def median(self, attr: str) -> float:
         values = [getattr(r, attr) for r in self.runs]
@@ -206,6 +210,14 @@ class Cell:
     def spread(self) -> str:
         values = [r.requests_per_sec for r in self.runs]
         return f"{min(values):.0f}..{max(values):.0f}" if values else "-"
+
+
+@dataclass
+class Cell(RunStats):
+    """Every run of one target."""
+
+    name: str
+    runs: list[Result] = field(default_factory=list)
 
 
 def main() -> int:

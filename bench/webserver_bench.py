@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy_bench import (LOOPBACK, _ms, free_port, launch_nginx, start_perlbal,  # noqa: E402
-                         stop, wait_port, write_nginx_conf)
+from proxy_bench import (LOOPBACK, Result, RunStats, drive, free_port,  # noqa: E402
+                         launch_nginx, start_perlbal, stop, wait_port, write_nginx_conf)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -45,27 +43,10 @@ FILES = {"1k": 1024, "100k": 100 * 1024}
 
 
 @dataclass
-class Run:
-    requests_per_sec: float
-    p50_ms: float
-    p99_ms: float
-    errors: str
-    raw: str = field(repr=False)
-
-
-@dataclass
-class Cell:
+class Cell(RunStats):
     server: str
     file: str
-    runs: list[Run] = field(default_factory=list)
-
-    def median(self, attr: str) -> float:
-        values = [getattr(r, attr) for r in self.runs]
-        return statistics.median(values) if values else float("nan")
-
-    def spread(self) -> str:
-        values = [r.requests_per_sec for r in self.runs]
-        return f"{min(values):.0f}..{max(values):.0f}" if values else "-"
+    runs: list[Result] = field(default_factory=list)
 
 
 def write_docroot(workdir: Path) -> Path:
@@ -96,21 +77,8 @@ def start_nginx_static(workdir: Path, port: int, docroot: Path) -> subprocess.Po
     return launch_nginx(workdir, port, conf)
 
 
-def run_wrk(url: str, args: argparse.Namespace) -> Run:
-    if args.warmup > 0:
-        subprocess.run(["wrk", "-t1", "-c10", f"-d{args.warmup}s", url],
-                       capture_output=True, check=False)
-    out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
-                          f"-d{args.duration}s", "--latency", url],
-                         capture_output=True, text=True, check=False).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
-    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
-    errors = " ".join(line.strip() for line in out.splitlines()
-                      if "Socket errors" in line or "Non-2xx" in line)
-    return Run(float(rps.group(1)) if rps else 0.0,
-               _ms(p50.group(1)) if p50 else float("nan"),
-               _ms(p99.group(1)) if p99 else float("nan"), errors, out)
+def run_wrk(url: str, args: argparse.Namespace) -> Result:
+    return drive(url, url, args, warmup=args.warmup)
 
 
 def server_plan(args: argparse.Namespace) -> list[str]:
