@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tests.runtime.pyserver import PyPerlbal
 from tests.support.backend import Backend
@@ -21,13 +23,14 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def test_two_workers_share_listener_and_follow_console() -> None:
-    mgmt, proxy = free_ports(2)
-    with Backend("b1") as b1, Backend("b2") as b2:
-        conf = f"""
+@contextmanager
+def _two_workers(backend: Backend, mgmt: int, proxy: int) -> Iterator[PyPerlbal]:
+    """A reverse proxy to ``backend`` on ``proxy`` with SERVER workers = 2 and
+    a console on ``mgmt``; yields once the second worker is running."""
+    conf = f"""
 SERVER workers = 2
 CREATE POOL p
-POOL p ADD {b1.address}
+POOL p ADD {backend.address}
 CREATE SERVICE mgmt
 SET role = management
 SET listen = {LOOPBACK}:{mgmt}
@@ -38,11 +41,19 @@ SET listen = {LOOPBACK}:{proxy}
 SET pool = p
 ENABLE proxy
 """
-        with PyPerlbal(conf) as server:
+    with PyPerlbal(conf) as server:
+        assert server.proc is not None
+        deadline = time.monotonic() + 5
+        while len(_children(server.proc.pid)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield server
+
+
+def test_two_workers_share_listener_and_follow_console() -> None:
+    mgmt, proxy = free_ports(2)
+    with Backend("b1") as b1, Backend("b2") as b2:
+        with _two_workers(b1, mgmt, proxy) as server:
             assert server.proc is not None
-            deadline = time.monotonic() + 5
-            while len(_children(server.proc.pid)) < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
             workers = _children(server.proc.pid)
             assert len(workers) == 1
             for _ in range(20):
@@ -98,25 +109,8 @@ def test_metrics_add_up_every_worker() -> None:
     """/metrics on worker 0 counts the requests the other worker served too."""
     mgmt, proxy = free_ports(2)
     with Backend("b1") as b1:
-        conf = f"""
-SERVER workers = 2
-CREATE POOL p
-POOL p ADD {b1.address}
-CREATE SERVICE mgmt
-SET role = management
-SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{proxy}
-SET pool = p
-ENABLE proxy
-"""
-        with PyPerlbal(conf) as server:
+        with _two_workers(b1, mgmt, proxy) as server:
             assert server.proc is not None
-            deadline = time.monotonic() + 5
-            while len(_children(server.proc.pid)) < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
             for _ in range(60):  # one connection each: the kernel spreads them over both
                 assert request(proxy, "GET", "/").status == 200
             time.sleep(2.5)  # a report a second from the other worker
