@@ -127,15 +127,20 @@ def strip_hop_by_hop(headers: Headers, keep: Iterable[str] = ()) -> list[Header]
 _strip_hop_by_hop = strip_hop_by_hop
 
 
+def _forwarded_for(headers: Headers, client_ip: str) -> str:
+    """A trusted peer's X-Forwarded-For with ``client_ip`` appended."""
+    existing = header_get(headers, "X-Forwarded-For") or ""
+    # Perl splits on /,\s*/ and re-joins with ", "; empty members are dropped.
+    hops = [hop for hop in re.split(r",\s*", existing) if hop]
+    return ", ".join([*hops, client_ip])
+
+
 def forwarding_headers(headers: Headers, client_ip: str, *, trusted: bool, blind_proxy: bool) -> list[Header]:
     """X-Forwarded-For / X-Host / X-Forwarded-Host as BackendHTTP::assign_client sets them."""
     if trusted:
         if blind_proxy:
             return list(headers)
-        existing = header_get(headers, "X-Forwarded-For") or ""
-        # Perl splits on /,\s*/ and re-joins with ", "; empty members are dropped.
-        hops = [hop for hop in re.split(r",\s*", existing) if hop]
-        return set_header(headers, "X-Forwarded-For", ", ".join([*hops, client_ip]))
+        return set_header(headers, "X-Forwarded-For", _forwarded_for(headers, client_ip))
     result = set_header(headers, "X-Forwarded-For", client_ip)
     result = set_header(result, "X-Host", None)
     return set_header(result, "X-Forwarded-Host", None)
@@ -183,10 +188,7 @@ def backend_request_headers(
         updates["x-host"] = ("X-Host", None)
         updates["x-forwarded-host"] = ("X-Forwarded-Host", None)
     elif not blind_proxy:
-        existing = header_get(result, "X-Forwarded-For") or ""
-        # Perl splits on /,\s*/ and re-joins with ", "; empty members are dropped.
-        hops = [hop for hop in re.split(r",\s*", existing) if hop]
-        updates["x-forwarded-for"] = ("X-Forwarded-For", ", ".join([*hops, client_ip]))
+        updates["x-forwarded-for"] = ("X-Forwarded-For", _forwarded_for(result, client_ip))
     result = _set_many(result, updates)
     return munge_headers(result, remove, insert) if remove or insert else result
 
