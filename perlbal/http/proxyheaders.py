@@ -31,6 +31,14 @@ directions; with ``strip_hop_by_hop=True`` (the default) we drop them
 (RFC 9110 section 7.6.1).  Transfer-Encoding is among them: the runtime
 decodes chunked bodies and must send a Content-Length instead.
 
+A sender may nominate further fields as hop-by-hop by naming them in
+Connection, but not every field: ``Connection: close, Host, Authorization``
+must not strip the request's Host or credentials (security issue #19).  The
+names in ``CONNECTION_PROTECTED`` -- fields with end-to-end meaning that the
+backend or the proxy itself relies on (target, credentials, framing and
+representation, conditional and range requests, the forwarding chain) -- are
+never removed because Connection names them; any other nominated field is.
+
 Public API::
 
     set_header(headers, name, value) -> list[Header]
@@ -58,6 +66,8 @@ from perlbal.http.responses import keep_alive_headers
 
 __all__ = [
     "HOP_BY_HOP",
+    "CONNECTION_PROTECTED",
+    "connection_nominated",
     "set_header",
     "remove_headers",
     "strip_hop_by_hop",
@@ -86,6 +96,50 @@ HOP_BY_HOP = frozenset(
 )
 
 
+#: Fields a Connection header may NOT nominate for removal (see the module docstring):
+#: RFC 9110's end-to-end request/representation fields plus the forwarding
+#: headers Perlbal itself reads and writes.
+CONNECTION_PROTECTED = frozenset(
+    {
+        "host",
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "content-range",
+        "content-md5",
+        "transfer-encoding",
+        "range",
+        "if-range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "expect",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-host",
+        "x-real-ip",
+        "forwarded",
+        "x-proxy-capabilities",
+    }
+)
+
+
+def connection_nominated(headers: Headers) -> set[str]:
+    """Lower-cased field names the Connection header(s) nominate as hop-by-hop,
+    less the ``CONNECTION_PROTECTED`` ones (which always travel end to end)."""
+    named: set[str] = set()
+    for key, value in headers:
+        if key.lower() == "connection":
+            named.update(token.strip(" \t").lower() for token in value.split(","))
+    named.discard("")
+    return named - CONNECTION_PROTECTED
+
+
 def set_header(headers: Headers, name: str, value: str | None) -> list[Header]:
     """Perl's ``header($name, $value)`` on an ordered list (see module docstring)."""
     wanted = name.lower()
@@ -109,17 +163,12 @@ def remove_headers(headers: Headers, names: Iterable[str]) -> list[Header]:
 
 
 def strip_hop_by_hop(headers: Headers, keep: Iterable[str] = ()) -> list[Header]:
-    """Remove hop-by-hop fields and every field named in Connection.
+    """Remove hop-by-hop fields and every unprotected field named in Connection.
 
     ``keep`` names fields to leave in place (used to keep Connection's
     position so that it can be overwritten where Perl would have put it).
     """
-    named: set[str] = set()
-    for key, value in headers:
-        if key.lower() == "connection":
-            named.update(token.strip(" \t").lower() for token in value.split(","))
-    named.discard("")
-    doomed = (HOP_BY_HOP | named) - {name.lower() for name in keep}
+    doomed = (HOP_BY_HOP | connection_nominated(headers)) - {name.lower() for name in keep}
     return [(key, value) for key, value in headers if key.lower() not in doomed]
 
 
