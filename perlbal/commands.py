@@ -257,7 +257,7 @@ def _h_xs(it: Interpreter, node: ast.Node, call: Call) -> bool:
             it.xs_enabled[node.module] = False
             return call.out("Module disabled.")
         return call.err("Usage: xs [ <enable|disable> <module> ]")
-    call.out("XS module status:", "")
+    call.out("XS module status:")  # Perl: no blank line before the modules, one after
     for name in sorted(it.xs_enabled):
         state = "installed, enabled" if it.xs_enabled[name] else "installed, disabled"
         call.out(f"   {name}: {state}")
