@@ -88,6 +88,8 @@ class Kind(enum.Enum):
     LOOSE_INT = "number"
     SNI_CERTS = "host=cert:key list"
     ACCESS_LOG_FORMAT = "log format"
+    DIRECTORY_LIST = "directory list"
+    REPROXY_HOSTS = "any | pool | host[:port] list"
 
 
 class Effect(enum.Enum):
@@ -345,6 +347,46 @@ def _c_access_log_format(p: Param, raw: str, env: CheckEnv, owner: str) -> Param
     return raw.lower()
 
 
+def _c_directory_list(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    items = [item for item in re.split(r"[\s,]+", raw) if item]
+    for item in items:
+        if not os.path.isabs(item):
+            raise ParamError(f"Directory '{item}' for '{p.name}' must be an absolute path")
+        if not env.is_dir(item):
+            raise ParamError(f"Directory '{item}' not found for '{p.name}'")
+    return items
+
+
+ANY_HOST = "any"
+POOL_HOSTS = "pool"
+_HOST_ENTRY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def parse_host_entry(entry: str) -> tuple[str, int | None] | None:
+    """``host`` or ``host:port`` of reproxy_url_hosts -> (lower-cased host, port or None)."""
+    host, port = entry, None
+    match = re.fullmatch(r"(.+):(\d{1,5})", entry)
+    if match:
+        host, port = match.group(1), int(match.group(2))
+        if not 1 <= port <= 65535:
+            return None
+    if not _HOST_ENTRY.fullmatch(host):
+        return None
+    return host.lower(), port
+
+
+def _c_reproxy_hosts(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    items = [item for item in re.split(r"[\s,]+", raw) if item]
+    lowered = [item.lower() for item in items]
+    if not items or (ANY_HOST in lowered and len(items) > 1):
+        raise ParamError(f"Expecting 'any', 'pool' or host[:port] names for '{p.name}' "
+                         "('any' stands alone)")
+    for item in items:
+        if item.lower() not in (ANY_HOST, POOL_HOSTS) and parse_host_entry(item) is None:
+            raise ParamError(f"Expecting host or host:port in '{p.name}', got '{item}'")
+    return [item.lower() if item.lower() in (ANY_HOST, POOL_HOSTS) else item for item in items]
+
+
 _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.BOOL: _c_bool,
     Kind.INT: _c_int,
@@ -369,6 +411,8 @@ _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.LOOSE_INT: _c_loose_int,
     Kind.SNI_CERTS: _c_sni_certs,
     Kind.ACCESS_LOG_FORMAT: _c_access_log_format,
+    Kind.DIRECTORY_LIST: _c_directory_list,
+    Kind.REPROXY_HOSTS: _c_reproxy_hosts,
 }
 
 
@@ -509,6 +553,14 @@ _S(Param("queue_relief_size", Kind.INT, "Queue length past which queue relief ap
          "(0: never).", roles=RP, default="0"))
 _S(Param("reproxy_cache_maxsize", Kind.INT, "Entries kept in the X-REPROXY-CACHE-FOR cache "
          "(0: no cache).", roles=RP, default="0", effect=Effect.NOT_STORED))
+_S(Param("reproxy_file_roots", Kind.DIRECTORY_LIST, "Beyond Perl (which serves any path): "
+         "absolute directories an X-REPROXY-FILE must lie under once every symlink is "
+         "resolved; another file gets a 502 and a log line. Empty: any file.", roles=RP,
+         default="", beyond_perl=True))
+_S(Param("reproxy_url_hosts", Kind.REPROXY_HOSTS, "Beyond Perl: hosts an X-REPROXY-URL may "
+         "name: any (Perl's behaviour), pool (only the ip:port nodes of this service's "
+         "pool) and/or host or host:port names; a reply naming any other gets a 502 and a "
+         "log line.", roles=RP, default="any", beyond_perl=True))
 _S(Param("server_process", Kind.EXECUTABLE, "Program speaking HTTP on stdin/stdout used as "
          "the backend (experimental in Perl too).", roles=RP))
 _S(Param("server_tokens", Kind.BOOL, "Send a Server header.", default="1"))

@@ -66,6 +66,7 @@ from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.diskio import inline_disk, open_file, run_disk, send_file
 from perlbal.runtime.netstream import FastStream
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
+from perlbal.runtime.reproxy_guard import guard_file, guard_urls
 from perlbal.runtime.reproxy_manager import CacheEntry, ReproxyConn, ReproxyManager
 
 if TYPE_CHECKING:
@@ -105,7 +106,10 @@ async def take_over(runtime: "Runtime", ctx: RequestContext, resp: ResponseHead)
         reproxy_hook = StartFileReproxy(ctx, path=file_value)
         if await fire(reproxy_hook):
             return ctx.last_keep_alive
-        return await _reproxy_file(runtime, ctx, resp, reproxy_hook.path)
+        allowed_path = await guard_file(ctx, reproxy_hook.path)  # reproxy_file_roots
+        if allowed_path is None:
+            return False
+        return await _reproxy_file(runtime, ctx, resp, allowed_path)
     urls = resp.get("X-REPROXY-URL") or ""
     _remember(runtime, ctx, resp, urls)
     return await _reproxy_urls(runtime, ctx, list(resp.headers), resp.status, resp.reason, urls,
@@ -172,6 +176,8 @@ async def serve_from_cache(runtime: "Runtime", ctx: RequestContext) -> bool | No
 async def _reproxy_urls(runtime: "Runtime", ctx: RequestContext, primary: list[Header],
                         status: int, reason: str, urls: str, expected_text: str | None) -> bool:
     targets = parse_reproxy_urls(urls)
+    if await guard_urls(runtime, ctx, targets):  # reproxy_url_hosts
+        return False
     try:
         expected = parse_reproxy_expected_size(expected_text)
     except BackendProtocolError:
