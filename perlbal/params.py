@@ -568,7 +568,20 @@ _S(Param("ssl_ca_path", Kind.DIRECTORY_OR_NONE, "Directory of CA certificates fo
          "verification (OpenSSL hashed names, or any *.pem / *.crt files)."))
 _S(Param("ssl_cert_file", Kind.FILE_OR_DEFAULT, "PEM certificate for TLS.",
          default="certs/server-cert.pem"))
-_S(Param("ssl_cipher_list", Kind.STRING, "OpenSSL cipher list.", default="ALL:!LOW:!EXP"))
+#: Mozilla's "intermediate" TLS 1.2 suites (ssl-config.mozilla.org, version 5.7):
+#: ECDHE/DHE key exchange (forward secrecy) with AEAD ciphers only.  Perl's default
+#: ``ALL:!LOW:!EXP`` also allows RSA key exchange and CBC-SHA1 suites (#19 item 12).
+INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+PERL_CIPHERS = "ALL:!LOW:!EXP"
+_S(Param("ssl_cipher_list", Kind.STRING, "OpenSSL cipher list for TLS 1.2 and older. "
+         "Beyond Perl, the default is Mozilla's intermediate list (forward-secret AEAD "
+         f"suites only); Perl's default is {PERL_CIPHERS}, which also allows RSA key "
+         "exchange and CBC-SHA1 suites: set it to that for very old clients.",
+         default=INTERMEDIATE_CIPHERS))
 _S(Param("ssl_key_file", Kind.FILE_OR_DEFAULT, "PEM private key for TLS.",
          default="certs/server-key.pem"))
 _S(Param("ssl_verify_mode", Kind.INT, "Client certificates, as IO::Socket::SSL's mask: 0 "

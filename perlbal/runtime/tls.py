@@ -9,7 +9,9 @@ Parameters, as Perl reads them:
 
 - ``ssl_cert_file`` / ``ssl_key_file``: the PEM certificate (chain) and key;
 - ``ssl_cipher_list``: an OpenSSL cipher string (TLS 1.2 and older; TLS 1.3
-  suites are OpenSSL's own);
+  suites are OpenSSL's own).  Beyond Perl, its default is Mozilla's
+  "intermediate" list (``params.INTERMEDIATE_CIPHERS``), not Perl's
+  ``ALL:!LOW:!EXP`` (RSA key exchange, CBC-SHA1), which remains settable;
 - ``ssl_ca_path``: a directory of CA certificates trusted for client
   certificates (OpenSSL's hashed names, and, beyond Perl, any ``*.pem`` /
   ``*.crt`` in it, so ``c_rehash`` is not needed);

@@ -1,0 +1,87 @@
+"""Security #19 item 12: the default TLS 1.2 cipher list is Mozilla's "intermediate" one.
+
+A client offering only an RSA-key-exchange suite (AES128-GCM-SHA256) or only a
+CBC-SHA1 suite (ECDHE-RSA-AES128-SHA) is refused by default, and accepted when
+the config asks for Perl's ``ALL:!LOW:!EXP``; a forward-secret AEAD suite works
+with both.  The server key is RSA so that every one of these suites could be used.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from perlbal.params import INTERMEDIATE_CIPHERS, PERL_CIPHERS, REGISTRY
+from tests.operating.certs import OPENSSL
+from tests.runtime.pyserver import PyPerlbal
+from tests.support.backend import Backend
+from tests.support.ports import LOOPBACK, free_ports
+
+RSA_KX = "AES128-GCM-SHA256"
+CBC_SHA1 = "ECDHE-RSA-AES128-SHA"
+MODERN = "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+@pytest.fixture(scope="module")
+def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    if OPENSSL is None:
+        pytest.skip("the openssl command is not installed")
+    where = tmp_path_factory.mktemp("rsa")
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "key.pem", "-out", "cert.pem", "-subj", "/CN=localhost", "-days", "2"],
+                   cwd=where, check=True, capture_output=True, timeout=60)
+    default_port, perl_port = free_ports(2)
+    services = ""
+    for name, port, extra in (("modern", default_port, ""),
+                              ("legacy", perl_port, f"SET ssl_cipher_list = {PERL_CIPHERS}")):
+        services += (f"CREATE SERVICE {name}\nSET role = reverse_proxy\n"
+                     f"SET listen = {LOOPBACK}:{port}\nSET pool = p\nSET enable_ssl = on\n"
+                     f"SET ssl_cert_file = {where / 'cert.pem'}\n"
+                     f"SET ssl_key_file = {where / 'key.pem'}\n{extra}\nENABLE {name}\n")
+    with Backend("b") as backend:
+        with PyPerlbal(f"CREATE POOL p\nPOOL p ADD {backend.address}\n{services}"):
+            yield default_port, perl_port
+
+
+def _handshake(port: int, cipher: str) -> str | None:
+    """The suite negotiated when the client offers only ``cipher`` (TLS 1.2), or None."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(f"{cipher}:@SECLEVEL=0")
+    with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                info = tls.cipher()
+                return info[0] if info else None
+        except (ssl.SSLError, ConnectionResetError):
+            return None
+
+
+def test_default_refuses_rsa_key_exchange_and_cbc_sha1(ports: tuple[int, int]) -> None:
+    default_port, _ = ports
+    assert _handshake(default_port, RSA_KX) is None
+    assert _handshake(default_port, CBC_SHA1) is None
+    assert _handshake(default_port, MODERN) == MODERN
+
+
+def test_perls_cipher_string_is_reachable_by_config(ports: tuple[int, int]) -> None:
+    _, perl_port = ports
+    assert _handshake(perl_port, RSA_KX) == RSA_KX
+    assert _handshake(perl_port, CBC_SHA1) == CBC_SHA1
+    assert _handshake(perl_port, MODERN) == MODERN
+
+
+def test_registry_default_is_the_intermediate_list() -> None:
+    assert REGISTRY.service["ssl_cipher_list"].default == INTERMEDIATE_CIPHERS
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers(INTERMEDIATE_CIPHERS)
+    names = {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert names and all(("ECDHE" in n or "DHE" in n) and ("GCM" in n or "CHACHA" in n)
+                         for n in names), names
