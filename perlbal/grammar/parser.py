@@ -156,6 +156,41 @@ class _Usage(Exception):
     """Raised inside the transformer when tokens parse but break Perl's regex."""
 
 
+class _BadArgument(Exception):
+    """Raised inside the transformer for an argument we refuse although Perl takes it;
+    ``offset`` is where in the normalised line the offending text starts."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+# RFC 9110 section 5.1 (field-name = token) and 5.5 (field values hold no CTL
+# but HTAB).  Beyond Perl, which inserts whatever the line holds: a CR, LF or
+# NUL in an inserted header would corrupt or split every backend request.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with control bytes spelled out, fit for an ERROR line."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def _check_inserted_header(m: "re.Match[str]", offset: int) -> None:
+    name, value = m.group(1), m.group(2)
+    if not _FIELD_NAME.fullmatch(name):
+        bad = next((i for i, c in enumerate(name) if not _FIELD_NAME.fullmatch(c)), 0)
+        raise _BadArgument(f"invalid header name '{_visible(name)}': a header name is an "
+                           "RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)", offset + bad)
+    bad_char = _FIELD_VALUE_BAD.search(value or "")
+    if bad_char is not None and value is not None:
+        raise _BadArgument(f"invalid header value '{_visible(value)}': control character "
+                           f"\\x{ord(bad_char.group()):02x} (only HTAB is allowed)",
+                           offset + m.start(2) + bad_char.start())
+
+
 def _s(tok: Any) -> str | None:
     return None if tok is None else str(tok)
 
@@ -198,6 +233,8 @@ class _ToAst(Transformer[Token, ast.Node]):
     def header_cmd(self, t: list[Token]) -> ast.Node:
         m = re.fullmatch(r"(.+?)(?:\s*:\s*(.+))?", str(t[2]))
         assert m is not None
+        if str(t[1]).lower() == "insert":
+            _check_inserted_header(m, t[2].start_pos or 0)
         return ast.Header(service=str(t[0]), action=str(t[1]).lower(),  # type: ignore[arg-type]
                           header=m.group(1), value=m.group(2), **self.base)
 
@@ -359,6 +396,10 @@ class Parser:
             return ast.SyntaxFailure(usage=usage, error_column=col,
                                      hint=typical_mistake(basecmd, norm.text), **base)
         except Exception as exc:  # _Usage, or a transformer wrapped by lark
+            bad = exc if isinstance(exc, _BadArgument) else getattr(exc, "orig_exc", None)
+            if isinstance(bad, _BadArgument):
+                return ast.SyntaxFailure(usage=bad.message,
+                                         error_column=norm.source_column(bad.offset), **base)
             if isinstance(exc, _Usage) or isinstance(getattr(exc, "orig_exc", None), _Usage):
                 return ast.SyntaxFailure(usage=usage, error_column=norm.source_column(0),
                                          hint=typical_mistake(basecmd, norm.text), **base)
