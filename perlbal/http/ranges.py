@@ -54,6 +54,14 @@ __all__ = [
 _PERL_SINGLE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 _RANGE_SPEC = re.compile(r"(\d*)-(\d*)", re.ASCII)
 _MAX_DIGITS = 19  # beyond any real file size; keeps int() cheap
+_BEYOND_ANY_FILE = 10**_MAX_DIGITS
+
+
+def _position(text: str) -> int:
+    """A byte position; a longer number than any file can reach reads as "past the
+    end", which RFC 9110 section 14.1.2 clamps for a last-byte-pos (Perl compares
+    such numbers as floats and clamps too: ``bytes=0-99999999999999999999`` -> 206)."""
+    return int(text) if len(text) <= _MAX_DIGITS else _BEYOND_ANY_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +91,8 @@ def evaluate_range(range_header: str | None, size: int | None, *, perl_suffix_qu
     first_text, last_text = match.groups()
     if not first_text and not last_text:
         return RangeResult(200)
-    if len(first_text) > _MAX_DIGITS or len(last_text) > _MAX_DIGITS:
-        return RangeResult(200)
-    first = int(first_text) if first_text else None
-    last = int(last_text) if last_text else None
+    first = _position(first_text) if first_text else None
+    last = _position(last_text) if last_text else None
 
     if first is not None and last is not None and first > last:
         return RangeResult(416)
@@ -154,18 +160,16 @@ def evaluate_ranges(
         if match is None or (not match.group(1) and not match.group(2)):
             return MultiRangeResult(200)
         first_text, last_text = match.groups()
-        if len(first_text) > _MAX_DIGITS or len(last_text) > _MAX_DIGITS:
-            return MultiRangeResult(200)
         if first_text:
-            first = int(first_text)
-            if last_text and int(last_text) < first:
+            first = _position(first_text)
+            if last_text and _position(last_text) < first:
                 return MultiRangeResult(200)  # syntactically invalid member
             if first >= size:
                 continue
-            last = int(last_text) if last_text else size - 1
+            last = _position(last_text) if last_text else size - 1
             ranges.append((first, min(last, size - 1)))
         else:
-            suffix = int(last_text)
+            suffix = _position(last_text)
             if suffix == 0 or size == 0:
                 continue
             ranges.append((max(0, size - suffix), size - 1))

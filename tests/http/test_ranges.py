@@ -55,8 +55,18 @@ def test_rfc_suffix_mode() -> None:
     assert evaluate_range("bytes=-5", 0, perl_suffix_quirk=False).status == 416
 
 
-def test_huge_numbers_ignored() -> None:
-    assert evaluate_range("bytes=" + "9" * 50 + "-", 10).status == 200
+def test_huge_numbers_clamp_or_are_unsatisfiable_as_in_perl() -> None:
+    # recorded from Perl 1.80 on a 6-byte file (#15 defect 9; RFC 9110 14.1.2)
+    huge = "9" * 50
+    assert evaluate_range(f"bytes={huge}-", 10) == RangeResult(416)
+    assert evaluate_range(f"bytes={huge}-{huge}", 10) == RangeResult(416)
+    assert evaluate_range("bytes=0-99999999999999999999", 10) == RangeResult(206, 0, 9)
+    assert evaluate_range(f"bytes=2-{huge}", 6) == RangeResult(206, 2, 5)
+    assert evaluate_range(f"bytes=-{huge}", 6) == RangeResult(206, 0, 5)
+    assert evaluate_range(f"bytes=-{huge}", 6, perl_suffix_quirk=False) == RangeResult(206, 0, 5)
+    assert evaluate_ranges(f"bytes=0-1, 4-{huge}", 6, allow_multiple=True).ranges == (
+        (0, 1), (4, 5))
+    assert evaluate_ranges(f"bytes=0-1, {huge}-", 6, allow_multiple=True).ranges == ((0, 1),)
 
 
 def test_content_range_strings() -> None:

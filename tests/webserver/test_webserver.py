@@ -121,6 +121,11 @@ CASES: dict[str, tuple[str, str, str, list[tuple[str, str]], int]] = {
     "range": ("files", "GET", "/data.bin", [("Range", "bytes=10-19")], 206),
     "range_open_end": ("files", "GET", "/data.bin", [("Range", "bytes=1000-")], 206),
     "range_416": ("files", "GET", "/hello.txt", [("Range", "bytes=500-600")], 416),
+    # RFC 9110 14.1.2: a last-byte-pos past the end is clamped, however long (#15 defect 9)
+    "range_huge_last": ("files", "GET", "/data.bin",
+                        [("Range", "bytes=0-99999999999999999999")], 206),
+    "range_huge_first": ("files", "GET", "/data.bin",
+                         [("Range", "bytes=99999999999999999999-")], 416),
     "ims_304": ("files", "GET", "/hello.txt", [("If-Modified-Since", LMOD)], 304),
     "ims_ie_length_mismatch": ("files", "GET", "/hello.txt",
                                [("If-Modified-Since", LMOD + "; length=3")], 200),
