@@ -202,11 +202,35 @@ _LISTEN_RE = re.compile(r"(\d+\.\d+\.\d+\.\d+:)?\d+")
 _LISTEN6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]:\d+")
 
 
+def listen_address_error(raw: str) -> str | None:
+    """Why an ``ip:port`` / ``port`` / ``[ip6]:port`` that has the right shape cannot
+    be bound, or None.  Perl takes any digits at SET: ``127.0.0.300:8080`` fails at
+    ENABLE ("IO::Socket::INET: Bad hostname '127.0.0.300:8080'", the wording kept
+    here) and a port past 65535 is silently wrapped.  We refuse both at SET, so
+    check, config loading and the console all name the line."""
+    import ipaddress
+
+    host, _, port_text = raw.rpartition(":")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"Bad hostname '{raw}'"
+    elif host and any(int(part) > 255 for part in host.split(".")):
+        return f"Bad hostname '{raw}' (each part of an IPv4 address is 0-255)"
+    if int(port_text) > 65535:
+        return f"Bad port '{port_text}' in '{raw}' (a port is 0-65535)"
+    return None
+
+
 def _c_listen(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     if not (_LISTEN_RE.fullmatch(raw) or _LISTEN6_RE.fullmatch(raw)):
         raise ParamError(
             "Listen argument must be ip:port or port. e.g. 192.168.0.1:80 or 81"
         )
+    reason = listen_address_error(raw)
+    if reason is not None:
+        raise ParamError(reason)
     return raw
 
 

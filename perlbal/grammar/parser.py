@@ -233,7 +233,8 @@ class _ToAst(Transformer[Token, ast.Node]):
     def header_cmd(self, t: list[Token]) -> ast.Node:
         m = re.fullmatch(r"(.+?)(?:\s*:\s*(.+))?", str(t[2]))
         assert m is not None
-        if str(t[1]).lower() == "insert":
+        if str(t[1]).lower() == "insert" and m.group(2) is not None:
+            # (without a value the handler answers Perl's "no value provided")
             _check_inserted_header(m, t[2].start_pos or 0)
         return ast.Header(service=str(t[0]), action=str(t[1]).lower(),  # type: ignore[arg-type]
                           header=m.group(1), value=m.group(2), **self.base)

@@ -19,7 +19,8 @@ OURS_SERVER = sorted(n for n, p in REGISTRY.server.items() if p.beyond_perl)
 
 
 #: values our interpreter accepts for the ones without a usable default
-_VALUES = {"workers": "2", "metrics": "on", "log_level": "info", "access_log_format": "combined"}
+_VALUES = {"workers": "2", "metrics": "on", "log_level": "info", "access_log_format": "combined",
+           "reproxy_file_roots": "/tmp"}
 
 
 def _value(name: str, server: bool) -> str:
