@@ -78,15 +78,23 @@ class CheckResult:
 
 
 class _CheckEnv(DiskEnv):
-    """Disk facts for a dry run: missing content directories become warnings."""
+    """Disk facts for a dry run: missing content directories become warnings.
 
-    def __init__(self, interp: Interpreter) -> None:
+    With ``live_rules`` (a SIGHUP reload: the file is about to be applied on
+    this very host) the disk is judged exactly as the live interpreter judges
+    it: a missing directory is an error and node files are not looked for
+    beside the config."""
+
+    def __init__(self, interp: Interpreter, live_rules: bool = False) -> None:
         super().__init__(interp)
+        self.live_rules = live_rules
         self.missing_dirs: list[str] = []
         self.config_dir: str | None = None
         self.relocated: list[tuple[str, str]] = []
 
     def content_dir(self, path: str) -> bool:
+        if self.live_rules:
+            return super().content_dir(path)
         if not self.is_dir(path):
             self.missing_dirs.append(path)
         return True
@@ -96,6 +104,8 @@ class _CheckEnv(DiskEnv):
         directory.  A file missing there but shipped beside the config (as
         Debian flattens the CPAN tarball's conf/ into examples/) is accepted
         with a warning."""
+        if self.live_rules:
+            return super().exists(path)
         if os.path.exists(path) or os.path.isabs(path) or self.config_dir is None:
             return os.path.exists(path)
         for candidate in (os.path.join(self.config_dir, path),
@@ -107,12 +117,13 @@ class _CheckEnv(DiskEnv):
 
 
 class Checker:
-    def __init__(self, perl: bool = False) -> None:
+    def __init__(self, perl: bool = False, live_rules: bool = False) -> None:
         #: --perl: also an error for each line Perl Perlbal 1.80 itself would refuse
         #: because it uses one of our extensions (Param.beyond_perl)
         self.perl = perl
         self.interp = Interpreter(Graph(), effects=DryEffects())
-        self.env = _CheckEnv(self.interp)
+        #: live_rules: judge the disk as the running server will (SIGHUP reload)
+        self.env = _CheckEnv(self.interp, live_rules)
         self.interp.env = self.env
         self.interp.keep_going = True
         self.interp.observer = self._observe

@@ -1,8 +1,10 @@
 """SIGHUP: re-read the config file and apply only what changed, through the live interpreter.
 
 1. The file runs through ``perlbal.check.Checker`` (the real interpreter on a
-   dry graph, no sockets).  Any error rejects the whole file: nothing is
-   applied and the running graph stays as it was.
+   dry graph, no sockets) with the live server's rules (``live_rules``: a
+   missing docroot is an error, as the live SET would refuse it).  Any error
+   rejects the whole file: nothing is applied and the running graph stays as
+   it was.
 2. ``plan(live, dry)`` compares the two graphs and returns console command
    lines (``CREATE POOL``, ``POOL ADD/REMOVE``, ``SET``, ``ENABLE`` ...) that
    turn the live graph into the new one, each with the service or pool it is
@@ -43,25 +45,42 @@ class ReloadReport:
     errors: list[str] = field(default_factory=list)
     applied: list[tuple[str, list[str]]] = field(default_factory=list)  # line, reply
     not_applied: list[str] = field(default_factory=list)
+    #: steps the live interpreter still refused after a clean dry run, with its reply
+    refused: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         if not self.ok:
             return ["reload rejected, running configuration kept:", *self.errors]
-        if not self.applied and not self.not_applied:
+        if not self.applied and not self.not_applied and not self.refused:
             return ["reload: no changes"]
         out = [f"reload: {len(self.applied)} change(s)"]
+        if self.refused:
+            out = [f"reload INCOMPLETE: {len(self.applied)} change(s) applied, "
+                   f"{len(self.refused)} refused by the running server"]
         for line, reply in self.applied:
             out.append(f"  {line}" + (f"  -> {' / '.join(reply)}" if reply else ""))
+        for line, reply in self.refused:
+            out.append(f"  refused: {line}" + (f"  -> {' / '.join(reply)}" if reply else ""))
         out.extend(f"  not applied: {note}" for note in self.not_applied)
         return out
 
 
+#: Dump lines that set one entry of a mapping: a new value for the same left side
+#: replaces the old one (``VHOST x = a`` then ``VHOST x = b`` leaves only b), so
+#: such a change is applied, not reported as something that cannot be undone.
+#: (VPATH rules are an ordered list where a repeated regex appends: not here.)
+_MAPPING_KEYWORDS = ("VHOST ",)
+
+
 def _set_lines(lines: list[str]) -> dict[str, str]:
-    """``SET key = value`` lines of a service dump -> {key: line}; other lines keyed by text."""
+    """``SET key = value`` lines of a service dump -> {key: line}; ``VHOST host = svc``
+    lines keyed by ``VHOST host``; other lines keyed by their text."""
     out: dict[str, str] = {}
     for line in lines:
         if line.startswith("SET ") and " = " in line:
             out[line[4:].split(" = ", 1)[0]] = line
+        elif line.startswith(_MAPPING_KEYWORDS) and " = " in line:
+            out[line.split(" = ", 1)[0]] = line
         else:
             out[line] = line
     return out
@@ -152,8 +171,16 @@ def plan(live: Interpreter, new: Interpreter) -> tuple[list[Step], list[str]]:
 
 
 def reload_file(live: Interpreter, path: str) -> ReloadReport:
-    """Check ``path`` as a whole; if clean, apply the difference to ``live``."""
-    checker = Checker()
+    """Check ``path`` as a whole; if clean, apply the difference to ``live``.
+
+    The dry run uses the rules the live server applies (``live_rules``: a
+    missing docroot is an error here, not the warning ``perlbal check`` gives
+    for content deployed elsewhere), so a file is taken whole or not at all.
+    What only the live server can find out (a port already in use at ENABLE)
+    may still refuse a step; such a step is listed as refused and the report
+    no longer says the reload succeeded.
+    """
+    checker = Checker(live_rules=True)
     checker.check_file(path)
     result = checker.finish()
     if result.errors:
@@ -167,5 +194,8 @@ def reload_file(live: Interpreter, path: str) -> ReloadReport:
         reply = live.run(step.line, ctx, file=f"<reload {path}>")
         shown = step.line if step.context is None or not step.line.startswith("SET ") \
             else f"SET {step.context}.{step.line[4:]}"
-        report.applied.append((shown, list(reply.lines)))
+        if reply.ok:
+            report.applied.append((shown, list(reply.lines)))
+        else:
+            report.refused.append((shown, list(reply.lines)))
     return report
