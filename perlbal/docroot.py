@@ -30,6 +30,7 @@ from typing import Literal
 
 from perlbal.graph import Service
 from perlbal.http import RequestHead, evaluate_range, munge_headers
+from perlbal.http.digits import decimal_value
 
 __all__ = ["FileVerdict", "durl", "inside", "mime_type", "request_as_served", "resolve"]
 
@@ -226,12 +227,14 @@ def _get(svc: Service, head: RequestHead, root: str | None,
 
 
 def _ims(head: RequestHead) -> tuple[str, int | None]:
-    """If-Modified-Since, with IE's ``; length=N`` taken apart."""
+    """If-Modified-Since, with IE's ``; length=N`` taken apart.  A length of
+    more digits than any file size (http/digits.py) matches no file: -1."""
     ims = head.get("If-Modified-Since") or ""
-    m = re.search(r"; length=(\d+)", ims)
+    m = re.search(r"; length=([0-9]+)", ims)
     if m is None:
         return ims, None
-    return ims[: m.start()] + ims[m.end():], int(m.group(1))
+    length = decimal_value(m.group(1))
+    return ims[: m.start()] + ims[m.end():], -1 if length is None else length
 
 
 def _file(head: RequestHead, path: str, st: os.stat_result,

@@ -42,6 +42,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from perlbal.http.digits import decimal_value
 from perlbal.http.errors import BackendProtocolError
 
 __all__ = [
@@ -104,8 +105,8 @@ def parse_reproxy_urls(value: str | None) -> list[ReproxyTarget]:
         if match is None:
             continue
         host, port_text, path = match.groups()
-        port = int(port_text) if port_text else 80
-        if not _valid_host(host) or not 1 <= port <= 65535:
+        port = decimal_value(port_text, 5) if port_text else 80  # bounded: http/digits.py
+        if not _valid_host(host) or port is None or not 1 <= port <= 65535:
             continue
         if any(ord(char) > 0x7E for char in path or ""):
             continue

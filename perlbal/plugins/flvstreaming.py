@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
 from perlbal.http import set_header
+from perlbal.http.digits import decimal_value
 from perlbal.plugins import Plugin, PluginError
 
 if TYPE_CHECKING:
@@ -66,8 +67,9 @@ class FlvStreaming(Plugin):
                    if k.lower() not in ("accept-ranges", "content-range")]
         headers = set_header(headers, "Content-Type", "video/x-flv")
         length = next((v for k, v in headers if k.lower() == "content-length"), None)
-        if length is not None and length.isdigit():
-            headers = set_header(headers, "Content-Length", str(int(length) + len(FLV_HEADER)))
+        size = decimal_value(length) if length is not None else None
+        if size is not None:
+            headers = set_header(headers, "Content-Length", str(size + len(FLV_HEADER)))
         hook.status = 200
         hook.headers[:] = headers
         return False

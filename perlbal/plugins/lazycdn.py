@@ -17,6 +17,7 @@ import re
 import socket
 from typing import TYPE_CHECKING
 
+from perlbal.http.digits import decimal_value
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
 from perlbal.plugins._common import PatternParam
@@ -38,8 +39,10 @@ async def _fall_back(hook: "Hook", last_modified: float | None) -> bool:
         return False
     uri = ctx.head.target
     if last_modified is not None:
-        m = re.search(r"\bv=(\d+)\b", uri)
-        if m is None or int(m.group(1)) <= last_modified:
+        m = re.search(r"\bv=([0-9]+)\b", uri)
+        version = decimal_value(m.group(1)) if m is not None else None
+        # a version of more digits than any timestamp is newer than the file
+        if m is None or (version is not None and version <= last_modified):
             return False
     ping = ctx.service.get("fallback_udp_ping_addr")
     if isinstance(ping, str) and ping:
