@@ -19,6 +19,11 @@ Path safety policy (ours is stricter than Perl's in every case):
   conservative ``/[\\w.-]+`` components (400 "Invalid filename"), and the
   directory written into must resolve inside docroot (403 otherwise).
 
+The PUT directory is checked to resolve inside docroot *before* any missing
+parent is created (then created one level at a time, each parent checked).
+The file is created with mode 0666 less the umask (0644 under umask 022), as
+Perl creates it.
+
 Uploads are atomic: the body goes to a hidden temp file beside the target,
 which is renamed over the target only when the whole body arrived, fitted
 ``max_put_size`` / ``max_chunked_request_size`` and matched Content-MD5 (when
@@ -41,7 +46,7 @@ import hashlib
 import html
 import os
 import re
-import tempfile
+import secrets
 import time
 import urllib.parse
 from dataclasses import replace
@@ -299,16 +304,18 @@ async def _put(ctx: RequestContext) -> bool:
         if not await run_disk(inline_disk(ctx), os.path.isdir, required):
             raise _Refuse(404, "Base directory does not exist")
     directory = docroot + "/" + path
+    # checked before anything is created: through a symlink that leads out of
+    # docroot, not even the missing parent directories may be made
+    if not await run_disk(inline_disk(ctx), _inside, docroot, directory):
+        raise _Refuse(403, "Forbidden")
     try:
-        await run_disk(inline_disk(ctx), lambda: os.makedirs(directory, 0o755, exist_ok=True))
+        await run_disk(inline_disk(ctx), _make_directories, docroot, directory)
+    except PermissionError:
+        raise _Refuse(403, "Forbidden") from None
     except OSError:
         raise _Refuse(500, "Unable to create directory") from None
-    if not _inside(docroot, directory):
-        raise _Refuse(403, "Forbidden")
-    if head.chunked and re.search(r"\b100-continue\b", head.get("Expect") or ""):
-        await ctx.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-    fd, temp = await run_disk(
-        inline_disk(ctx), lambda: tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=directory))
+    # (Expect: 100-continue is answered by ctx.body_chunks when the body is first wanted)
+    fd, temp = await run_disk(inline_disk(ctx), _create_temp, directory, filename)
     done = False
     try:
         digest = hashlib.md5()
@@ -339,6 +346,42 @@ async def _put(ctx: RequestContext) -> bool:
     finally:
         if not done:
             await run_disk(inline_disk(ctx), _unlink_quietly, temp)
+
+
+def _make_directories(docroot: str, directory: str) -> None:
+    """``os.makedirs`` one level at a time, each parent checked to lie inside
+    docroot before a child is made in it (a symlink swapped in meanwhile is
+    caught: PermissionError, answered 403)."""
+    parent, missing = directory, []
+    while not os.path.isdir(parent):
+        parent, name = os.path.split(parent.rstrip("/"))
+        if not name:
+            break
+        missing.append(name)
+    for name in reversed(missing):
+        if not _inside(docroot, parent):
+            raise PermissionError(errno.EACCES, "outside docroot", parent)
+        parent = os.path.join(parent, name)
+        try:
+            os.mkdir(parent, 0o755)
+        except FileExistsError:
+            pass
+    if not _inside(docroot, directory):
+        raise PermissionError(errno.EACCES, "outside docroot", directory)
+
+
+def _create_temp(directory: str, filename: str) -> tuple[int, str]:
+    """A new hidden temp file beside the target, created as Perl creates the
+    file itself: mode 0666 less the umask (tempfile.mkstemp would make 0600,
+    and the renamed upload would keep it), O_EXCL and O_NOFOLLOW."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _attempt in range(100):
+        temp = os.path.join(directory, f".{filename}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", directory)
 
 
 def _unlink_quietly(path: str) -> None:
