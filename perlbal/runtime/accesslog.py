@@ -20,8 +20,13 @@ writer thread at most one second later, at once past 64 KiB, on SIGHUP
 (which also reopens files, for log rotation) and at shutdown; the event loop
 never waits for a disk or syslog.  ``time`` is when the request head was read.
 
-Invariant: a destination that cannot be written (or falls more than 64 MiB
-behind) loses lines, reported on the error log, never the request.
+Invariants: a destination that cannot be written (or falls more than 64 MiB
+behind) loses lines, reported on the error log, never the request.  One
+request is one line in every format: every character that some reader takes
+for a line break (``\n \r \v \f``, ``\x1c``-``\x1e``, NEL ``\x85``, U+2028,
+U+2029; Python's ``str.splitlines`` splits on all of them) is escaped in what
+the client sent, so no header can forge a second record, and syslog gets
+each line whole.
 """
 
 from __future__ import annotations
@@ -155,8 +160,10 @@ class Destination:
 
     def _write(self, data: bytes) -> None:
         if self.target == "syslog":
-            for line in data.decode("utf-8", "replace").splitlines():
-                syslog.syslog(syslog.LOG_INFO, line)
+            # only "\n" ends a record: the formats escape every other line separator
+            for line in data.decode("utf-8", "replace").split("\n"):
+                if line:
+                    syslog.syslog(syslog.LOG_INFO, line)
             return
         if self._fd is None:
             return
@@ -200,6 +207,9 @@ def close_all() -> None:
 _clf_time: tuple[int, str] = (0, "")
 _iso_time: tuple[int, str] = (0, "")
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: what json leaves raw with ensure_ascii=False although readers split lines on it
+_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028",
+                                   "\u2029": "\\u2029"})
 
 
 def _clf_now(when: float) -> str:
@@ -246,7 +256,8 @@ def json_line(ctx: RequestContext, started: float, body_bytes: int, bytes_in: in
         "user_agent": head.get("User-Agent"),
         "duration_ms": round((time.time() - started) * 1000, 3),
     }
-    return _json.encode(record) + "\n"
+    # json escapes every control character below 0x20 itself (\n \r \v \f \x1c-\x1e)
+    return _json.encode(record).translate(_JSON_LINE_BREAKS) + "\n"
 
 
 # --- the call site: clientconn, after each request -------------------------------
