@@ -16,6 +16,10 @@ updates without a reload; ``/json`` is the same data; ``/socks``, ``/obj`` and
 Invariants:
 - the unread buffer never exceeds ``MAX_CONSOLE_LINE`` bytes: a client that
   sends more without a newline gets one ``ERROR`` line and is closed;
+- a console connection silent for the management service's ``idle_timeout``
+  (between lines as before the first) is closed; 0 means no limit.  Console
+  connections are also capped (``Runtime``: at most ``max_connections`` open
+  on management listeners), so idle consoles cannot exhaust descriptors;
 - a command or page that raises is answered with an error and logged; the
   connection, the port and serving traffic carry on;
 - the HTTP side only reads the graph and live stats; no request method, POST
@@ -62,12 +66,37 @@ async def console(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> No
     sock_id = runtime.live.open_sock("Perlbal::ClientManage",
                                      f"Perlbal::ClientManage(R): open to {where}")
     try:
-        await _console_loop(runtime, stream, buffered)
+        await _console_loop(runtime, stream, buffered, _idle_timeout(runtime, stream))
     finally:
         runtime.live.close_sock(sock_id)
 
 
-async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> None:
+def _idle_timeout(runtime: "Runtime", stream: ByteStream) -> float | None:
+    """``idle_timeout`` of the management service whose listener accepted ``stream``
+    (30 s when it cannot be told, as the parameter's default); None: no limit."""
+    value: object = 30
+    try:
+        local = stream.extra(anyio.abc.SocketAttribute.local_address)
+    except Exception:
+        local = None
+    for name, listener in runtime.listeners.items():
+        try:
+            bound = listener.sock.getsockname()
+        except OSError:
+            continue
+        if isinstance(local, tuple) and isinstance(bound, tuple) and bound[1] == local[1] \
+                and bound[0] in (local[0], "0.0.0.0", "::"):
+            svc = runtime.graph.services.get(name)
+            if svc is not None and svc.role == "management":
+                value = svc.get("idle_timeout", 30)
+                break
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 30.0
+    return float(value) if value > 0 else None
+
+
+async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes,
+                        idle_timeout: float | None = None) -> None:
     ctx = CommandContext(verbose=True)
     buf = buffered
     while True:
@@ -96,9 +125,14 @@ async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes)
         if len(buf) > MAX_CONSOLE_LINE:
             await _refuse(stream)
             return
-        try:
-            data = await stream.receive(65536)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        data = b""
+        with anyio.move_on_after(idle_timeout):  # silent too long: close (None: no limit)
+            try:
+                data = await stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                    OSError):
+                return
+        if not data:
             return
         buf += data
 
@@ -119,9 +153,24 @@ async def _refuse(stream: ByteStream) -> None:
 # --- HTTP: the web UI, its JSON, and Perl's three pages ---------------------------
 
 _WEBUI = importlib.resources.files("perlbal.runtime") / "webui"
+#: the web UI's files, read once (``cache_webui``, before a privilege drop)
+_WEBUI_FILES: dict[str, bytes] = {}
 _STATIC = {"/webui/app.js": ("app.js", "application/javascript; charset=utf-8"),
            "/webui/style.css": ("style.css", "text/css; charset=utf-8")}
 _QUEUES = ("normal", "highpri", "lowpri")
+
+
+def cache_webui() -> None:
+    """Read every web UI file now (preload.py calls this before ``SERVER user``)."""
+    for name in ("index.html", *(name for name, _ctype in _STATIC.values())):
+        _webui_file(name)
+
+
+def _webui_file(name: str) -> bytes:
+    data = _WEBUI_FILES.get(name)
+    if data is None:
+        data = _WEBUI_FILES[name] = (_WEBUI / name).read_bytes()
+    return data
 
 
 def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
@@ -177,7 +226,7 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
 
 def _index_html(runtime: ServerHandle) -> str:
     state = json.dumps(status_snapshot(runtime)).replace("<", "\\u003c")
-    return (_WEBUI / "index.html").read_text(encoding="utf-8").replace("__INITIAL_STATE__", state)
+    return _webui_file("index.html").decode("utf-8").replace("__INITIAL_STATE__", state)
 
 
 def _perl_page(runtime: ServerHandle, commands: list[str]) -> str:
@@ -208,7 +257,7 @@ def _route(runtime: ServerHandle, target: str) -> tuple[int, str, bytes]:
         return 200, "text/html; charset=utf-8", _index_html(runtime).encode("utf-8")
     if path in _STATIC:
         name, ctype = _STATIC[path]
-        return 200, ctype, (_WEBUI / name).read_bytes()
+        return 200, ctype, _webui_file(name)
     if path == "/socks":
         return 200, "text/html", _perl_page(runtime, ["socks summary", "socks"]).encode()
     if path == "/obj":

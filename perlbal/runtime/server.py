@@ -16,6 +16,9 @@ Invariants:
   handshake is done before the connection loop sees a byte;
 - while ``limited_connections`` (open clients of non-management listeners)
   is at SERVER max_connections, new clients get ``admission.refuse``;
+  management connections have a budget of their own of the same size
+  (``management_connections``), so the console stays reachable when clients
+  fill the server, and idle consoles cannot exhaust descriptors either;
 - ``shutdown`` may be called from inside the event loop (console) or before
   it runs; graceful shutdown stops accepting, lets persistent clients finish
   their current request, and gives up after ``timeout`` seconds.
@@ -72,7 +75,7 @@ class _Listener:
     scope: anyio.CancelScope | None = None  # created inside the event loop
     closed: bool = False
     tls: ssl.SSLContext | None = None  # enable_ssl: accepted sockets are wrapped (tls.py)
-    management: bool = False  # exempt from max_connections
+    management: bool = False  # counted on its own max_connections budget
 
 
 class Runtime:
@@ -91,6 +94,7 @@ class Runtime:
         self.draining = False  # graceful shutdown: no more keep-alive
         self.active_connections = 0
         self.limited_connections = 0  # open clients of non-management listeners
+        self.management_connections = 0  # open connections of management listeners
         self._idle: anyio.Event | None = None
         # idle keep-alive clients waiting without a task: stream -> (service, limited, deadline)
         self._parked: dict[FastStream, tuple[str, bool, float]] = {}
@@ -482,7 +486,9 @@ class Runtime:
                 live = self.live
                 live.accepted[lst.service] = live.accepted.get(lst.service, 0) + 1
                 limit = self.max_connections
-                if limit and self.limited_connections >= limit and not lst.management:
+                opened = self.management_connections if lst.management \
+                    else self.limited_connections
+                if limit and opened >= limit:
                     live.refused_max_connections += 1
                     if admission.busy():
                         sock.close()
@@ -491,8 +497,14 @@ class Runtime:
                 else:
                     task = loop.create_task(self._run_client(sock, lst.service, lst.tls,
                                                              not lst.management))
+                    if lst.management:  # never parked: done when the task is
+                        self.management_connections += 1
+                        task.add_done_callback(self._management_closed)
                 clients.add(task)
                 task.add_done_callback(clients.discard)
+
+    def _management_closed(self, _task: "asyncio.Task[None]") -> None:
+        self.management_connections -= 1
 
     @property
     def max_connections(self) -> int:
