@@ -8,6 +8,11 @@ Runtime: a listener of role ``echo`` hands each connection to
 ``serve_connection``: every complete non-empty line a client sends (``\\n`` or
 ``\\r\\n``) is written back to it followed by ``\\r\\n``, after echo_delay
 seconds when set (other lines keep being read meanwhile, as Perl's timers).
+
+Bounds (Perl had none): a line longer than ``MAX_ECHO_LINE`` (8 KiB) without
+a newline closes the connection, and at most ``MAX_PENDING_ECHOES`` (64)
+delayed echoes wait at once per connection (reading pauses until one is
+sent), so one connection holds at most about 512 KiB.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
 
 _LINE = re.compile(rb"^(.+?)\r?\n", re.S)
+#: longest line (bytes, without its newline) a client may send
+MAX_ECHO_LINE = 8192
+#: delayed echoes waiting at once, per connection
+MAX_PENDING_ECHOES = 64
 
 
 class EchoService(Plugin):
@@ -35,12 +44,20 @@ class EchoService(Plugin):
     async def serve_connection(self, runtime: Any, stream: Any, svc: Service) -> None:
         buf = b""
 
+        pending = anyio.Semaphore(MAX_PENDING_ECHOES)
+
         async def echo(line: bytes, delay: int) -> None:
             await anyio.sleep(delay)
             try:
                 await stream.send(line + b"\r\n")
             except Exception:  # the client left: nothing to do
                 pass
+
+        async def echo_later(line: bytes, delay: int) -> None:
+            try:
+                await echo(line, delay)
+            finally:
+                pending.release()
 
         async with anyio.create_task_group() as tg:
             while True:
@@ -54,11 +71,23 @@ class EchoService(Plugin):
                 buf += data
                 while (m := _LINE.match(buf)) is not None:
                     buf = buf[m.end():]
+                    if len(m.group(1)) > MAX_ECHO_LINE:
+                        break  # over-long line: handled below
                     delay = svc.get("echo_delay")
                     if isinstance(delay, int) and delay > 0:
-                        tg.start_soon(echo, m.group(1), delay)
+                        await pending.acquire()  # waits while MAX_PENDING_ECHOES are queued
+                        tg.start_soon(echo_later, m.group(1), delay)
                     else:
                         await echo(m.group(1), 0)
+                else:
+                    if len(buf) <= MAX_ECHO_LINE + 1:  # room for the "\r" of a "\r\n"
+                        continue
+                try:
+                    await stream.send(b"ERROR: line too long\r\n")
+                except Exception:
+                    pass
+                tg.cancel_scope.cancel()
+                return
 
 
 PLUGIN = EchoService()

@@ -28,20 +28,28 @@ start_serve_request runs ``plan_request`` on the decoded path and serves the
 plain file instead (the plan is kept in ``ctx.scratch``); start_send_file
 reads the file's first 2048 bytes, sends the head and ``rewrite_prefix``'s
 bytes, then the rest of the file from disk.  The answer is always a whole 200
-(a Range is ignored).  A still GIF is read whole (at most ``STILL_MAX_BYTES``)
-and sent with its own Content-Length.  A refusal is sent as Perl's simple
+(a Range is ignored).  A still GIF is built from the file's first
+``STILL_MAX_BYTES`` (1 MiB) only: a first frame that does not end within them
+answers 404, and at most ``STILL_CONCURRENCY`` (4) stills are built at once
+(others wait their turn), so still requests hold at most 4 MiB of memory
+whatever the files' size or the number of clients.  A still is sent with its
+own Content-Length.  A refusal is sent as Perl's simple
 page; a corrupt image is refused (404), never sent broken, never a crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import struct
+import weakref
 import zlib
 from dataclasses import dataclass, field
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
+
+import anyio
 
 from perlbal.http import set_header
 from perlbal.plugins import Plugin
@@ -50,7 +58,21 @@ if TYPE_CHECKING:
     from perlbal.plugins.hooks import StartSendFile, StartServeRequest
 
 PREFIX_READ = 2048
-STILL_MAX_BYTES = 16 * 1024 * 1024  # bytes Perl reads for the palette; ours too
+#: bytes of a GIF read to find its first frame (the frame must end within them)
+STILL_MAX_BYTES = 1024 * 1024
+#: still GIFs built at once per process (each holds up to STILL_MAX_BYTES)
+STILL_CONCURRENCY = 4
+_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Semaphore]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _still_slots() -> anyio.Semaphore:
+    """This event loop's semaphore of STILL_CONCURRENCY slots."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = anyio.Semaphore(STILL_CONCURRENCY)
+    return slots
 _URI_RE = re.compile(r"^/palimg/(.+)\.(\w+)(.*)$")
 _HEX = "[0-9a-f]"
 _GRADIENT = re.compile(f"^g({_HEX}{{2}})({_HEX}{{6}})({_HEX}{{2}})({_HEX}{{6}})$")
@@ -258,8 +280,6 @@ class Palimg(Plugin):
         return False
 
     async def start_send_file(self, hook: "StartSendFile") -> bool:
-        from anyio import to_thread
-
         from perlbal.http.responses import render_head
         from perlbal.runtime.diskio import send_file
 
@@ -269,20 +289,14 @@ class Palimg(Plugin):
             return False
         fh = hook.fh
         size = os.fstat(fh.fileno()).st_size
-        if plan.still and size > STILL_MAX_BYTES:
-            return await _refuse(hook, 404)
-        try:
-            await to_thread.run_sync(fh.seek, 0)
-            data: bytes = await to_thread.run_sync(fh.read, size if plan.still else PREFIX_READ)
-        except OSError:
-            return await _refuse(hook, 500)
-        if not data:
-            return await _refuse(hook, 500)
-        try:
-            prefix = rewrite_prefix(data, plan.ext, plan.palette) if plan.palette else b""
-            body = first_frame(prefix + data[len(prefix):]) if plan.still else prefix
-        except PalimgRefused as refusal:
-            return await _refuse(hook, refusal.status)
+        if plan.still:
+            async with _still_slots():  # bounds the memory of concurrent stills
+                body = await _build(hook, fh, plan, min(size, STILL_MAX_BYTES))
+        else:
+            body = await _build(hook, fh, plan, PREFIX_READ)
+        if body is None:
+            return True  # refused
+        prefix = b"" if plan.still else body
         total = len(body) if plan.still else size
         headers = [(k, v) for k, v in hook.headers if k.lower() != "content-range"]
         headers = set_header(headers, "Content-Length", str(total))
@@ -291,6 +305,29 @@ class Palimg(Plugin):
             await send_file(ctx, fh, len(prefix), size - len(prefix))
         ctx.last_keep_alive = ctx.keep_alive
         return True
+
+
+async def _build(hook: "StartSendFile", fh: BinaryIO, plan: PalimgRequest,
+                 count: int) -> bytes | None:
+    """The bytes to send first (the still image, or the rewritten prefix) from
+    the file's first ``count`` bytes; None when a refusal was sent instead."""
+    from anyio import to_thread
+
+    try:
+        await to_thread.run_sync(fh.seek, 0)
+        data: bytes = await to_thread.run_sync(fh.read, count)
+    except OSError:
+        await _refuse(hook, 500)
+        return None
+    if not data:
+        await _refuse(hook, 500)
+        return None
+    try:
+        prefix = rewrite_prefix(data, plan.ext, plan.palette) if plan.palette else b""
+        return first_frame(prefix + data[len(prefix):]) if plan.still else prefix
+    except PalimgRefused as refusal:
+        await _refuse(hook, refusal.status)
+        return None
 
 
 async def _refuse(hook: "StartSendFile", status: int) -> bool:
