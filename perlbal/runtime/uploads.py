@@ -23,7 +23,10 @@ slow uploader never holds a backend connection.  Perl's decision, kept here:
 With the environment variable PERLBAL_DEBUG_BUFFERED_UPLOADS set, the reason
 is told to the backend in ``X-PERLBAL-BUFFERED-UPLOAD-REASON`` as Perl does.
 
-Spool files are named as Perl names them (``<service>-<listen>-client-<n>-<random>``).
+Spool files are named as Perl names them (``<service>-<listen>-client-<n>-<random>``),
+but created mode 0600 with O_EXCL|O_NOFOLLOW, and, when ``buffer_uploads_path``
+is unset, in a private 0700 directory of the process's own (``mkdtemp`` under
+$TMPDIR, made on first use) instead of Perl's shared /tmp.
 The name is removed as soon as the body is complete -- or at once when the
 client aborts or anything fails -- and the open descriptor carries the data to
 the backend (sendfile), so no outcome can leave a file behind.
@@ -38,11 +41,14 @@ bytes remain, as ``UPLOAD:<session>:<done>:<content-length>:<start>:<now>``
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
+import errno
 import os
-import random
 import re
+import secrets
 import socket
+import tempfile
 import time
 from typing import Awaitable, BinaryIO, Callable
 
@@ -169,17 +175,53 @@ def _unread(ctx: RequestContext, data: bytes) -> None:
     body.done = False
 
 
+#: this process's private spool directory (pid, path), made on first use
+_private_dir: tuple[int, str] | None = None
+
+
+def _private_spool_dir() -> str:
+    """A 0700 directory of this process's own (made after any privilege drop,
+    so it belongs to the user the server runs as; one per worker process)."""
+    global _private_dir
+    if _private_dir is None or _private_dir[0] != os.getpid() \
+            or not os.path.isdir(_private_dir[1]):
+        path = tempfile.mkdtemp(prefix="perlbal-uploads-")
+        _private_dir = (os.getpid(), path)
+        atexit.register(_remove_private_dir, os.getpid(), path)
+    return _private_dir[1]
+
+
+def _remove_private_dir(pid: int, path: str) -> None:
+    if os.getpid() == pid:
+        try:
+            os.rmdir(path)  # spool files are unlinked as soon as they are complete
+        except OSError:
+            pass
+
+
 def _spool_name(ctx: RequestContext) -> str:
     svc = ctx.service
-    directory = str(svc.get("buffer_uploads_path") or "").rstrip("/") or "/tmp"
+    directory = str(svc.get("buffer_uploads_path") or "").rstrip("/") or _private_spool_dir()
     name = "-".join([svc.name, str(svc.listen or ""), "client", str(ctx.peer_port),
-                     str(random.randrange(0xFFFFFFFF))])
+                     str(secrets.randbelow(0xFFFFFFFF))])
     return os.path.join(directory, name.replace("/", "_"))
 
 
+def _create_spool(ctx: RequestContext) -> tuple[int, str]:
+    """A new spool file, readable by us only, never an existing file or a
+    symlink planted under a predicted name (O_EXCL, O_NOFOLLOW)."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _attempt in range(100):
+        path = _spool_name(ctx)
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused spool file name")
+
+
 async def _write_spool(ctx: RequestContext, sample: bytes, reason: str) -> Spool:
-    path = _spool_name(ctx)
-    fd = await to_thread.run_sync(lambda: os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644))
+    fd, path = await to_thread.run_sync(_create_spool, ctx)
     fh = os.fdopen(fd, "w+b")
     complete = False
     try:
