@@ -140,7 +140,10 @@ class _Protocol(asyncio.BufferedProtocol):
         self.eof = True
         self._wake_all()
         self._wake_parked()
-        return True  # keep the transport open: we may still answer a half-closed peer
+        # keep the transport open: we may still answer a half-closed peer.  asyncio's
+        # TLS transport cannot stay half-open and logs a warning on True (#15 defect 7)
+        transport = self.transport
+        return transport is None or transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

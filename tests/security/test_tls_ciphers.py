@@ -28,7 +28,7 @@ MODERN = "ECDHE-RSA-AES128-GCM-SHA256"
 
 
 @pytest.fixture(scope="module")
-def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PyPerlbal, int, int]]:
     if OPENSSL is None:
         pytest.skip("the openssl command is not installed")
     where = tmp_path_factory.mktemp("rsa")
@@ -44,8 +44,13 @@ def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]
                      f"SET ssl_cert_file = {where / 'cert.pem'}\n"
                      f"SET ssl_key_file = {where / 'key.pem'}\n{extra}\nENABLE {name}\n")
     with Backend("b") as backend:
-        with PyPerlbal(f"CREATE POOL p\nPOOL p ADD {backend.address}\n{services}"):
-            yield default_port, perl_port
+        with PyPerlbal(f"CREATE POOL p\nPOOL p ADD {backend.address}\n{services}") as running:
+            yield running, default_port, perl_port
+
+
+@pytest.fixture(scope="module")
+def ports(server: tuple[PyPerlbal, int, int]) -> tuple[int, int]:
+    return server[1], server[2]
 
 
 def _handshake(port: int, cipher: str) -> str | None:
@@ -85,3 +90,22 @@ def test_registry_default_is_the_intermediate_list() -> None:
     names = {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"}
     assert names and all(("ECDHE" in n or "DHE" in n) and ("GCM" in n or "CHACHA" in n)
                          for n in names), names
+
+
+def test_tls_connections_log_nothing_to_stderr(server: tuple[PyPerlbal, int, int]) -> None:
+    """#15 defect 7: asyncio warned "returning true from eof_received() has no effect
+    when using ssl" for every TLS connection the client closed."""
+    running, default_port, _ = server
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for _ in range(3):
+        with socket.create_connection((LOOPBACK, default_port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as tls:
+                tls.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                assert tls.recv(65536).startswith(b"HTTP/1.0 200")
+                tls.unwrap()  # close_notify, then the server sees EOF
+    import time
+    time.sleep(0.3)
+    _out, err = running.output()
+    assert "eof_received" not in err, err
