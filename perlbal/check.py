@@ -38,6 +38,9 @@ class Diagnostic:
     severity: Severity
     message: str
     source: str = ""
+    #: a warning about something missing on this host that the server needs to
+    #: start (a docroot, a TLS key): the file passes, but will not start here as is
+    blocks_start: bool = False
 
     def render(self) -> str:
         head = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
@@ -62,6 +65,10 @@ class CheckResult:
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
+    @property
+    def start_blockers(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.blocks_start]
+
     def exit_code(self, strict: bool) -> int:
         if self.errors or (strict and self.warnings):
             return 1
@@ -73,6 +80,7 @@ class CheckResult:
             "files": self.files,
             "services": self.services,
             "pools": self.pools,
+            "starts_here": not self.errors and not self.start_blockers,
             "diagnostics": [asdict(d) for d in self.diagnostics],
         }, indent=2)
 
@@ -147,10 +155,10 @@ class Checker:
         return lines[line - 1] if 0 < line <= len(lines) else ""
 
     def add(self, node: ast.Node, severity: Severity, message: str,
-            column: int | None = None) -> None:
+            column: int | None = None, blocks_start: bool = False) -> None:
         self.result.diagnostics.append(Diagnostic(
             node.file, node.line, column or node.column, severity, message,
-            self._source(node.file, node.line)))
+            self._source(node.file, node.line), blocks_start))
 
     def _observe(self, node: ast.Node, reply: Reply) -> None:
         if node.file not in self.result.files:
@@ -158,14 +166,16 @@ class Checker:
         self.last_line[node.file] = max(self.last_line.get(node.file, 0), node.line)
         for path in self.env.missing_dirs:
             self.add(node, "warning", f"directory '{path}' does not exist here; Perl Perlbal "
-                     "refuses to start unless it exists on the host that runs it")
+                     "refuses to start unless it exists on the host that runs it",
+                     blocks_start=True)
         self.env.missing_dirs.clear()
         for path, found in self.env.relocated:
             self.add(node, "warning", f"'{path}' is not in the working directory; found "
                      f"{found}. Perl Perlbal resolves it against the directory it starts in")
         self.env.relocated.clear()
         for warning in reply.warnings:
-            self.add(node, "warning", warning)
+            self.add(node, "warning", warning,
+                     blocks_start="the server would refuse ENABLE" in warning)
         if isinstance(node, ast.Create | ast.Use | ast.Enable | ast.Set):
             self._remember(node)
         if self.perl and reply.ok:

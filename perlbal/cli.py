@@ -65,8 +65,12 @@ def _check_main(argv: Sequence[str]) -> int:
         print(diag.render(), file=sys.stderr)
     errors, warnings = len(result.errors), len(result.warnings)
     if result.exit_code(args.strict) == 0:
+        blockers = len(result.start_blockers)
+        verdict = "" if not blockers else (
+            f". It will NOT start on this host as it is: {blockers} of the warnings name "
+            "a directory or file it needs that is missing here")
         print(f"OK: checked {len(result.files)} file(s): {result.services} service(s), "
-              f"{result.pools} pool(s); {warnings} warning(s)")
+              f"{result.pools} pool(s); {warnings} warning(s){verdict}")
     else:
         print(f"FAILED: {errors} error(s), {warnings} warning(s) in "
               f"{len(result.files)} file(s)", file=sys.stderr)
