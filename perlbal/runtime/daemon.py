@@ -5,7 +5,12 @@
   ready (listeners bound, pidfile written) and exits 0 only then, or 1 when
   startup failed after the fork, so ``perlbal --daemon && next-step`` is safe.
   Unlike Perl it keeps the working directory, so relative paths in a config
-  (docroot, nodefile) keep meaning what ``perlbal check`` saw.
+  (docroot, nodefile) keep meaning what ``perlbal check`` saw.  A failure after
+  the fork (``failed(why)``) is printed by that parent on its stderr, since the
+  daemon's own stderr is /dev/null by then.
+- ``write_pidfile``: the pidfile is written as root, so it is opened with
+  O_NOFOLLOW and must be a regular file with one link: a symlink or hard link
+  planted by a local user cannot make root overwrite another file.
 - ``drop_privileges``: ``SERVER user = name[:group]`` -- after every listener
   is bound (ports below 1024 need root), switch group list, gid and uid.
 - ``setup_logging``: error and event messages (logger ``perlbal``) to stderr,
@@ -18,29 +23,30 @@
 
 from __future__ import annotations
 
+import errno
 import grp
 import logging
 import logging.handlers
 import os
 import pwd
 import socket
+import stat
 import sys
 
-__all__ = ["Daemon", "drop_privileges", "setup_logging", "sd_notify"]
+__all__ = ["Daemon", "drop_privileges", "setup_logging", "sd_notify", "write_pidfile"]
 
 _FORMAT_STDERR = "perlbal: %(message)s"
 _FORMAT_LEVEL = "%(levelname)s %(message)s"
 
 
 class Daemon:
-    """Detach now; ``ready()`` or ``failed()`` later releases the waiting parent."""
+    """Detach now; ``ready()`` or ``failed(why)`` later releases the waiting parent."""
 
     def __init__(self) -> None:
         read_end, write_end = os.pipe()
         if os.fork() > 0:
             os.close(write_end)
-            status = os.read(read_end, 1)
-            os._exit(0 if status == b"1" else 1)
+            os._exit(_wait_for_daemon(read_end))
         os.close(read_end)
         self._pipe: int | None = write_end
         os.setsid()
@@ -63,8 +69,58 @@ class Daemon:
     def ready(self) -> None:
         self._tell(b"1")
 
-    def failed(self) -> None:
-        self._tell(b"0")
+    def failed(self, why: str = "") -> None:
+        """Startup failed after the fork: the waiting parent prints ``why`` and exits 1."""
+        self._tell(b"0" + why.encode("utf-8", "replace")[:4000])
+
+
+def _wait_for_daemon(read_end: int) -> int:
+    """The first parent: 0 once the daemon says it is ready, else 1 (its reason on stderr)."""
+    message = b""
+    while chunk := os.read(read_end, 4096):
+        message += chunk
+        if message[:1] == b"1":
+            return 0
+    why = message[1:].decode("utf-8", "replace")
+    if why:
+        sys.stderr.write(f"perlbal: {why}\nError starting up.\n")
+    else:
+        sys.stderr.write("perlbal: the daemon exited before it was ready\n")
+    sys.stderr.flush()
+    return 1
+
+
+def write_pidfile(path: str) -> str | None:
+    """Write this process's id to ``path``; None when done, else why not.
+
+    Runs as root (before ``SERVER user`` drops it), often in a directory others
+    can write to: the last component is never followed if it is a symlink
+    (O_NOFOLLOW), a FIFO cannot block us (O_NONBLOCK), and only a regular file
+    with a single link is truncated and written.  A new file is mode 0644."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"can't write pidfile {path}: it is a symbolic link, refusing to follow it"
+        return f"can't write pidfile {path}: {exc.strerror}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return f"can't write pidfile {path}: not a regular file"
+        if info.st_nlink > 1:
+            return f"can't write pidfile {path}: it has other hard links, refusing to write it"
+        if info.st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)  # whatever the umask: tools read it as other users
+        os.ftruncate(fd, 0)
+        data = f"{os.getpid()}\n".encode("ascii")
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as exc:
+        return f"can't write pidfile {path}: {exc.strerror}"
+    finally:
+        os.close(fd)
+    return None
 
 
 def drop_privileges(spec: str, *, dry_run: bool = False) -> str | None:

@@ -7,8 +7,9 @@
    ``Error starting up.`` to stderr and returns 1;
 2. nothing listening -> ``No services or management port configured.  Nothing
    to do.  Stopping.`` on stderr, return 1 (Perl's wording);
-3. ``Running.`` on stdout (not when daemonised), the SERVER pidfile written,
-   then serve until the console's ``shutdown`` or SIGTERM/SIGINT (both graceful:
+3. ``Running.`` on stdout (not when daemonised), the SERVER pidfile written
+   (``daemon.write_pidfile``: never through a symlink; with ``--daemon`` a
+   pidfile that cannot be written fails startup, exit 1), then serve until the console's ``shutdown`` or SIGTERM/SIGINT (both graceful:
    stop accepting, finish in-flight requests, exit); the pidfile is removed on
    the way out;
 4. SIGHUP re-reads the config file: checked as a whole, and if clean only the
@@ -18,8 +19,9 @@
 
 Operating (``daemon.py``): ``--daemon`` detaches once the listeners are bound
 and returns when the server is ready; ``SERVER user`` drops root after
-binding (in every worker); ``SERVER error_log``/``log_level`` route the
-``perlbal`` logger; systemd is told ``READY=1`` (Type=notify units).
+binding (in every worker), once every module the server can need is imported
+(``preload.py``: the new user may not be allowed to read the installation);
+``SERVER error_log``/``log_level`` route the ``perlbal`` logger; systemd is told ``READY=1`` (Type=notify units).
 
 ``python -m perlbal.runtime.main --config=FILE`` runs the same thing (tests use it).
 """
@@ -36,7 +38,9 @@ import anyio
 
 from perlbal.interp import Interpreter
 from perlbal.runtime import accesslog
-from perlbal.runtime.daemon import Daemon, drop_privileges, sd_notify, setup_logging
+from perlbal.runtime.daemon import (Daemon, drop_privileges, sd_notify, setup_logging,
+                                    write_pidfile)
+from perlbal.runtime.preload import preload_modules
 from perlbal.runtime.reload import reload_file
 from perlbal.runtime.server import Runtime
 
@@ -143,22 +147,27 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
     detached = Daemon() if daemon else None
     if detached is None:
         print("Running.", flush=True)
+    # written before the workers fork, by worker 0 (the process that stays)
+    pidfile = server.get("pidfile")
+    if pidfile:
+        why = write_pidfile(pidfile)
+        if why is not None:
+            log.error("%s", why)
+            pidfile = None
+            if detached is not None:  # --daemon promises: exit 0 = serving, pidfile written
+                detached.failed(why)
+                return 1
     # SERVER workers = N: fork the other workers (runtime/server.py); only worker 0 keeps the pidfile
     worker = runtime.start_workers()
-    pidfile = server.get("pidfile") if worker == 0 else None
-    if pidfile:
-        try:
-            with open(pidfile, "w", encoding="ascii") as fh:
-                fh.write(f"{os.getpid()}\n")
-        except OSError as exc:
-            log.error("can't write pidfile %s: %s", pidfile, exc.strerror)
-            pidfile = None
+    if worker != 0:
+        pidfile = None
     if user:  # every listener is bound (workers too): now give root up
+        preload_modules()  # the new user may not be able to read our files
         why = drop_privileges(user)
         if why is not None:  # checked above; only a failing setuid gets here
             log.critical("SERVER user: %s", why)
             if detached is not None:
-                detached.failed()
+                detached.failed(f"SERVER user: {why}")
             if pidfile:
                 _unlink(pidfile)
             os._exit(1)  # never serve as root when told not to (workers die with us)
