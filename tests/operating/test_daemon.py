@@ -95,9 +95,15 @@ def test_server_user_drops_root_after_binding(tmp_path: Path) -> None:
     with PyPerlbal(f"SERVER user = nobody\nCREATE SERVICE mgmt\n  SET role = management\n"
                    f"  SET listen = {LOOPBACK}:{port}\nENABLE mgmt\n") as server:
         assert server.proc is not None
-        status = Path(f"/proc/{server.proc.pid}/status").read_text()
-        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+        pid = server.proc.pid
+
+        def uids() -> list[str]:
+            status = Path(f"/proc/{pid}/status").read_text()
+            return next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+
+        # listening comes first (ports below 1024), the drop right after (preload.py first)
+        _wait(lambda: uids() == [str(nobody.pw_uid)] * 4)
+        assert uids() == [str(nobody.pw_uid)] * 4
 
 
 def test_server_user_unknown_refuses_to_start(tmp_path: Path) -> None:
