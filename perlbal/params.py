@@ -643,10 +643,13 @@ _SV(Param("max_reproxy_connections", Kind.INT, "Reproxy connections open at once
 _SV(Param("max_connections", Kind.INT, "Open file descriptor limit (RLIMIT_NOFILE), as "
           "in Perl; beyond Perl, also the most client connections open at once: a client "
           "beyond it gets a 503 page and is closed (management connections are exempt; "
-          "counted as perlbal_refused_connections_total)."))
+          "counted in perlbal_connections_refused_total{reason=\"max_connections\"})."))
 _SV(Param("nice_level", Kind.INT, "Renice the process by this much."))
-_SV(Param("aio_mode", Kind.STRING, "Disk I/O mode: none, linux or ioaio (ours always uses a "
-          "thread pool; the setting is accepted as Perl accepts it).", choices=("none", "ioaio")))
+_SV(Param("aio_mode", Kind.STRING, "Where the web server's file system calls run: ioaio "
+          "(the default when unset) in a thread pool of aio_threads, so a slow disk never "
+          "stalls other clients; none on the event loop (faster for cached files, but every "
+          "client waits on a slow read). linux is accepted, as Perl accepts it, and acts as "
+          "ioaio.", choices=("none", "ioaio")))
 _SV(Param("aio_threads", Kind.INT, "Threads the web server's disk calls run on (aio_mode "
           "ioaio), in each worker; may be changed live. Unset or 0: 4."))
 _SV(Param("track_obj", Kind.STRING, "Object tracking (1 or 0), a Perl debugging aid."))

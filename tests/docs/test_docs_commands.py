@@ -1,0 +1,112 @@
+"""Every ``perlbal check`` / ``perlbal explain`` command shown in docs/ and README.md runs.
+
+Commands in fenced or indented code blocks are collected.  Synopsis lines
+(``[--opt]``, ``...``, ``a|b``) are skipped; a command naming a file that is not
+in the repository must use one of the documented placeholder names, so a doc
+cannot point at an example that does not exist.  The rest run from the
+repository root and must not fail unexpectedly: exit 0 (or 1 when the doc's
+own output shows a failure), no traceback, and every ``=> ...`` outcome line the
+doc prints must be what the command prints.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PAGES = sorted((REPO / "docs").glob("**/*.md")) + [REPO / "README.md"]
+#: file names the docs use for "your own file", never meant to exist here
+PLACEHOLDERS = {"perlbal.conf", "routes.txt", "site.conf", "bad.routes"}
+_COMMAND = re.compile(r"^\s*(?:\$ )?(?:\.venv/bin/)?perlbal (check|explain)\b(.*)$")
+
+
+@dataclass
+class Shown:
+    page: str
+    line: int
+    args: list[str]
+    output: list[str]
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def _blocks(text: str) -> list[tuple[int, list[str]]]:
+    """(first line number, lines) of each fenced or 4-space indented code block."""
+    blocks: list[tuple[int, list[str]]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            start, i = i + 2, i + 1
+            body: list[str] = []
+            while i < len(lines) and not lines[i].startswith("```"):
+                body.append(lines[i])
+                i += 1
+            blocks.append((start, body))
+        elif lines[i].startswith("    ") and (i == 0 or not lines[i - 1].strip()):
+            start = i + 1
+            body = []
+            while i < len(lines) and (lines[i].startswith("    ") or not lines[i].strip()):
+                body.append(lines[i][4:])
+                i += 1
+            blocks.append((start, body))
+            continue
+        i += 1
+    return blocks
+
+
+def _shown() -> list[Shown]:
+    found: list[Shown] = []
+    for page in PAGES:
+        for start, body in _blocks(page.read_text()):
+            for offset, line in enumerate(body):
+                match = _COMMAND.match(line)
+                if match is None:
+                    continue
+                output: list[str] = []
+                for after in body[offset + 1:]:
+                    if _COMMAND.match(after) or not after.strip():
+                        break
+                    output.append(after)
+                args = [match.group(1), *shlex.split(match.group(2))]
+                found.append(Shown(str(page.relative_to(REPO)), start + offset, args, output))
+    return found
+
+
+SHOWN = _shown()
+
+
+def test_the_docs_show_commands() -> None:
+    assert len([s for s in SHOWN if s.args[0] == "check"]) >= 2
+    assert len([s for s in SHOWN if s.args[0] == "explain"]) >= 4
+
+
+@pytest.mark.parametrize("shown", SHOWN, ids=[s.id for s in SHOWN])
+def test_shown_command_runs(shown: Shown) -> None:
+    if any(re.search(r"[\[\]|]|\.\.\.", arg) for arg in shown.args):
+        pytest.skip("a synopsis, not a command")
+    files = [arg for arg in shown.args if re.search(r"\.(conf|routes|txt)$", arg)]
+    missing = [name for name in files if not (REPO / name).exists()]
+    assert all(name in PLACEHOLDERS for name in missing), (
+        f"{shown.id} names {missing}, which is neither in the repository nor a placeholder")
+    if missing:
+        pytest.skip(f"placeholder file {missing}")
+    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", *shown.args],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    everything = proc.stdout + proc.stderr
+    assert "Traceback" not in everything, everything
+    shows_failure = any(re.search(r"FAILED|error:|MISMATCH", line) for line in shown.output)
+    assert proc.returncode == (1 if shows_failure else 0), (shown.id, everything)
+    for line in shown.output:
+        if line.lstrip().startswith("=> "):
+            assert line.strip() in [out.strip() for out in proc.stdout.splitlines()], (
+                shown.id, line, proc.stdout)
