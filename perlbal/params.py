@@ -642,8 +642,10 @@ _SV(Param("max_reproxy_connections", Kind.INT, "Reproxy connections open at once
           "or per host with max_reproxy_connections(ip:port)."))
 _SV(Param("max_connections", Kind.INT, "Open file descriptor limit (RLIMIT_NOFILE), as "
           "in Perl; beyond Perl, also the most client connections open at once: a client "
-          "beyond it gets a 503 page and is closed (management connections are exempt; "
-          "counted in perlbal_connections_refused_total{reason=\"max_connections\"})."))
+          "beyond it gets a 503 page and is closed (counted in "
+          "perlbal_connections_refused_total{reason=\"max_connections\"}); management "
+          "connections have a budget of their own of the same size, so the console stays "
+          "reachable when clients fill the server."))
 _SV(Param("nice_level", Kind.INT, "Renice the process by this much."))
 _SV(Param("aio_mode", Kind.STRING, "Where the web server's file system calls run: ioaio "
           "(the default when unset) in a thread pool of aio_threads, so a slow disk never "
