@@ -491,6 +491,11 @@ _S(Param("listen", Kind.LISTEN, "Address to accept connections on: ip:port or a 
          effect=Effect.REBIND))
 _S(Param("pool", Kind.POOL_REF, "The pool (created beforehand) whose nodes receive this "
          "reverse proxy's requests.", roles=RP, effect=Effect.POOL_REF))
+_S(Param("allowed_hosts", Kind.LIST, "Beyond Perl: host names (besides the listener's own "
+         "address) that a browser may use to reach the management web UI; an HTTP request "
+         "naming another Host gets 403, so a web page that rebinds its name to this "
+         "address (DNS rebinding) cannot read or drive the console.",
+         roles=("management",), beyond_perl=True))
 _S(Param("always_trusted", Kind.BOOL, "Trust X-Forwarded-For and friends from every client "
          "(only when every client is your own proxy).", default="0"))
 _S(Param("backend_response_timeout", Kind.INT, "Beyond Perl (which waits forever): seconds "
@@ -559,6 +564,16 @@ _S(Param("max_backend_uses", Kind.LOOSE_INT, "Requests per backend connection be
          "retired (0: no limit).", roles=RP, default="0"))
 _S(Param("max_chunked_request_size", Kind.SIZE, "Largest chunked request body accepted "
          "(0: no limit).", default="209715200"))
+_S(Param("max_request_head_size", Kind.SIZE, "Beyond Perl: largest request head (request "
+         "line and fields) a client may send; past it the client gets 414 (the request line "
+         "alone is too long) or 431, as soon as the limit is crossed. The default is what "
+         "Node and HAProxy use; Perl's fixed limit is 100k.", default="16k", beyond_perl=True))
+_S(Param("client_body_min_rate", Kind.INT, "Beyond Perl: bytes per second a request body "
+         "must keep up on average. The body gets idle_timeout seconds, plus one second for "
+         "every this many bytes received, so a client trickling a byte at a time is cut "
+         "(408) instead of holding the connection for ever (Perl restarts its idle timer "
+         "at every byte). 0: only idle_timeout between reads, as Perl.", default="500",
+         beyond_perl=True))
 _S(Param("max_put_size", Kind.SIZE, "Largest PUT body accepted (0: no limit).", roles=WS,
          default="0"))
 _S(Param("min_put_directory", Kind.INT, "Directory levels that must already exist for a PUT.",

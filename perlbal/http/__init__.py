@@ -1,4 +1,4 @@
-"""Sans-IO HTTP pieces for Perlbal: strict heads, chunking, ranges, proxy headers, reproxy.
+"""Sans-IO HTTP pieces for Perlbal on h11: connections, policy, ranges, proxy headers, reproxy.
 
 Nothing here touches a socket, a clock or another perlbal module: bytes and
 header lists go in, parsed values, header lists and bytes come out.  The
@@ -9,18 +9,10 @@ Failures: :class:`HttpError` (a client request to refuse, with status) and
 :class:`BackendProtocolError` (a backend reply not to trust).
 """
 
-from perlbal.http.chunked import ChunkedDecoder, encode_chunk, encode_last_chunk
+from perlbal.http.connection import BackendSide, ClientSide, parse_request_head
 from perlbal.http.errors import BackendProtocolError, HttpError
-from perlbal.http.head import (
-    DEFAULT_MAX_HEAD_SIZE,
-    Header,
-    HeadReader,
-    RequestHead,
-    ResponseHead,
-    ResponseHeadReader,
-    parse_request_head,
-    parse_response_head,
-)
+from perlbal.http.head import Header, RequestHead, ResponseHead
+from perlbal.http.policy import DEFAULT_MAX_HEAD_SIZE, PERL_MAX_HEAD_SIZE, Limits
 from perlbal.http.proxyheaders import (
     backend_keep_alive,
     backend_request_headers,
@@ -52,10 +44,12 @@ from perlbal.http.responses import (
 )
 
 __all__ = [
+    "BackendSide",
+    "ClientSide",
+    "Limits",
+    "PERL_MAX_HEAD_SIZE",
     "BackendProtocolError",
-    "ChunkedDecoder",
     "DEFAULT_MAX_HEAD_SIZE",
-    "HeadReader",
     "Header",
     "HttpError",
     "RangeResult",
@@ -63,15 +57,12 @@ __all__ = [
     "ReproxyTarget",
     "RequestHead",
     "ResponseHead",
-    "ResponseHeadReader",
     "SERVER_TOKEN",
     "backend_keep_alive",
     "backend_request_headers",
     "backend_request_line",
     "client_keep_alive",
     "client_response_headers",
-    "encode_chunk",
-    "encode_last_chunk",
     "evaluate_range",
     "evaluate_ranges",
     "file_response_head",
@@ -82,7 +73,6 @@ __all__ = [
     "parse_reproxy_file",
     "parse_reproxy_urls",
     "parse_request_head",
-    "parse_response_head",
     "reason_phrase",
     "render_head",
     "reproxy_request_head",

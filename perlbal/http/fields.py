@@ -1,35 +1,42 @@
-"""Header field lines: validation shared by request heads, response heads and trailers.
+"""Header fields: lookups, and the check every field passes before it is written.
 
 Public API::
 
     Header                                   # (name, value) pair of str
     header_get(headers, name) -> str | None  # duplicates joined with ", " (Perl's merge)
     header_get_all(headers, name) -> list[str]
-    parse_field_lines(lines, error, max_header_count, too_many=None) -> list[Header]
+    is_token(name) -> bool                   # RFC 9110 section 5.6.2
+    is_field_value(value) -> bool            # RFC 9110 section 5.5, no CTL but HTAB
+    check_fields(headers)                    # raises UnsafeField naming the first bad one
+    render_fields(headers) -> bytes          # "Name: value\r\n" each, checked
 
-Invariants of parsed fields: names are RFC 9110 tokens (ASCII), values are
-latin-1 decoded (so every byte round-trips), trimmed of surrounding SP/HTAB
-and free of control characters other than HTAB.  ``error`` builds the
-exception to raise, so callers decide between HttpError and
-BackendProtocolError.
+Parsing is h11's (``perlbal.http.connection``).  The checks here guard the other
+direction: whatever produced a field -- a client, a backend, a plugin, a
+``HEADER`` command, a reproxy rewrite -- it is checked when a head is rendered,
+so no CR, LF, NUL or other control byte can split a head we send
+(header injection / response splitting, RFC 9110 section 5.5).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable, NoReturn, Sequence
+from typing import Sequence
 
-__all__ = ["Header", "ErrorFactory", "TOKEN_CHARS", "header_get", "header_get_all", "parse_field_lines"]
+__all__ = ["Header", "UnsafeField", "header_get", "header_get_all", "is_token",
+           "is_field_value", "check_fields", "render_fields", "TOKEN_CHARS"]
 
 Header = tuple[str, str]
 
-ErrorFactory = Callable[[str], Exception]
+TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TOKEN = re.compile("[" + TOKEN_CHARS + "]+")
+# latin-1 text: HTAB, SP, VCHAR and obs-text (0x80-0xFF) only
+_FIELD_VALUE = re.compile("[\t\x20-\x7e\x80-\xff]*")
+# one rendered field line, checked in one match on the way out
+_FIELD_LINE = re.compile("[" + TOKEN_CHARS + "]+: [\t\x20-\x7e\x80-\xff]*")
 
-TOKEN_CHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_TOKEN = re.compile(rb"[" + TOKEN_CHARS + rb"]+")
-# A whole valid field line in one match: token, colon, value of allowed bytes
-# (the per-line checks below only run to name what is wrong with a bad one).
-_FIELD_LINE = re.compile(rb"[" + TOKEN_CHARS + rb"]+:[\t\x20-\x7e\x80-\xff]*")
+
+class UnsafeField(ValueError):
+    """A field that must not be written: its name is no token or its value holds a control."""
 
 
 def header_get_all(headers: Sequence[Header], name: str) -> list[str]:
@@ -44,35 +51,31 @@ def header_get(headers: Sequence[Header], name: str) -> str | None:
     return ", ".join(values) if values else None
 
 
-def _refuse_field_line(line: bytes, error: ErrorFactory) -> NoReturn:
-    """Say precisely what is wrong with a field line ``_FIELD_LINE`` refused."""
-    if line[:1] in (b" ", b"\t"):
-        # RFC 9112 section 5.2: obs-fold must be rejected (or rewritten); we reject.
-        raise error("obsolete line folding in header")
-    name, colon, value = line.partition(b":")
-    if not colon:
-        raise error("header line without a colon")
-    if not _TOKEN.fullmatch(name):
-        if name.rstrip(b" \t") != name and _TOKEN.fullmatch(name.rstrip(b" \t")):
-            # RFC 9112 section 5.1: no whitespace between field name and colon.
-            raise error("whitespace between header name and colon")
-        raise error("invalid header name")
-    raise error("control character in header value")
+def is_token(name: str) -> bool:
+    return _TOKEN.fullmatch(name) is not None
 
 
-def parse_field_lines(
-    lines: list[bytes],
-    error: ErrorFactory,
-    max_header_count: int,
-    too_many: ErrorFactory | None = None,
-) -> list[Header]:
-    """Validate and decode CRLF-stripped field lines (shared with chunked trailers)."""
-    if len(lines) > max_header_count:
-        raise (too_many or error)("too many header fields")
-    headers: list[Header] = []
+def is_field_value(value: str) -> bool:
+    return _FIELD_VALUE.fullmatch(value) is not None
+
+
+def check_fields(headers: Sequence[Header]) -> None:
+    """Raise :class:`UnsafeField` for the first field that may not be written."""
+    for name, value in headers:
+        if _TOKEN.fullmatch(name) is None:
+            raise UnsafeField(f"header name {name[:40]!r} is not a token")
+        if _FIELD_VALUE.fullmatch(value) is None:
+            raise UnsafeField(f"header {name!r} has a control character in its value")
+
+
+def render_fields(headers: Sequence[Header]) -> bytes:
+    """The field lines of a head, each ending in CRLF; raises :class:`UnsafeField`
+    rather than write a field that could split the head."""
+    lines = [f"{name}: {value}" for name, value in headers]
     for line in lines:
         if _FIELD_LINE.fullmatch(line) is None:
-            _refuse_field_line(line, error)
-        name, _colon, value = line.partition(b":")
-        headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
-    return headers
+            check_fields(headers)  # names the culprit
+            raise UnsafeField("header field cannot be written")  # pragma: no cover
+    if not lines:
+        return b""
+    return ("\r\n".join(lines) + "\r\n").encode("latin-1")

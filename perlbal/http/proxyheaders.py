@@ -61,6 +61,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from perlbal.http.fields import UnsafeField, is_token
 from perlbal.http.head import CLOSE_TOKEN, KEEP_ALIVE_TOKEN, Header, RequestHead, ResponseHead, header_get
 from perlbal.http.responses import keep_alive_headers
 
@@ -261,8 +262,15 @@ def _set_many(headers: Headers, updates: dict[str, tuple[str, str | None]]) -> l
     return result
 
 
+# a request target as h11 accepts it: visible ASCII, no space
+_TARGET = re.compile("[\x21-\x7e]+")
+
+
 def backend_request_line(method: str, target: str) -> bytes:
-    """Perl always talks HTTP/1.0 to backends ("FIXME: use 1.1")."""
+    """Perl always talks HTTP/1.0 to backends ("FIXME: use 1.1").  Raises
+    UnsafeField when a rewritten method or target could split the line."""
+    if not is_token(method) or not _TARGET.fullmatch(target):
+        raise UnsafeField("request line cannot be written")
     return f"{method} {target} HTTP/1.0\r\n".encode("latin-1")
 
 

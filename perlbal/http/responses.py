@@ -33,9 +33,11 @@ order; ``Server: Perlbal`` appears only when ``server_tokens`` is on; 204 and
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from typing import Mapping
 
+from perlbal.http.fields import UnsafeField, render_fields
 from perlbal.http.head import Header
 
 __all__ = [
@@ -73,6 +75,9 @@ HTTP_CODE_ENGLISH: Mapping[int, str] = MappingProxyType(
 )
 
 
+_REASON = re.compile("[\t\x20-\x7e\x80-\xff]*")
+
+
 def reason_phrase(status: int) -> str:
     """Perl's phrase for ``status``; "" for codes outside its table."""
     return HTTP_CODE_ENGLISH.get(status, "")
@@ -85,15 +90,15 @@ def status_line(status: int, reason: str | None = None) -> bytes:
     ``_codetext``), which is why ``reason`` can be given.
     """
     phrase = reason if reason else reason_phrase(status)
+    if not 100 <= status <= 999 or not _REASON.fullmatch(phrase):
+        raise UnsafeField("status line cannot be written")
     return b"HTTP/1.0 %d %s\r\n" % (status, phrase.encode("latin-1"))
 
 
 def render_head(status: int, headers: list[Header] | tuple[Header, ...], reason: str | None = None) -> bytes:
-    """A whole response head: status line, fields in order, empty line."""
-    fields = b"".join(
-        name.encode("ascii") + b": " + value.encode("latin-1") + b"\r\n" for name, value in headers
-    )
-    return status_line(status, reason) + fields + b"\r\n"
+    """A whole response head: status line, fields in order, empty line.
+    Raises :class:`UnsafeField` for a field that could split the head."""
+    return status_line(status, reason) + render_fields(headers) + b"\r\n"
 
 
 def keep_alive_headers(keep_alive: bool, idle_timeout: int) -> list[Header]:

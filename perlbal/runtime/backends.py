@@ -44,7 +44,7 @@ import anyio
 
 from perlbal import queries
 from perlbal.graph import Node, Pool, Service
-from perlbal.http import BackendProtocolError, ResponseHeadReader, backend_keep_alive
+from perlbal.http import BackendProtocolError, BackendSide, backend_keep_alive
 from perlbal.runtime.netstream import FastStream, PeerGone, open_connection
 
 if TYPE_CHECKING:
@@ -151,7 +151,10 @@ class BackendManager:
         now = time.monotonic()
         while bored:
             conn = bored.pop() if bored[-1].uses else bored.popleft()
-            if conn.stream.closed or conn.stream.at_eof:
+            if conn.stream.closed or conn.stream.at_eof or conn.stream.buffered:
+                # Perl closes an idle backend that says anything: bytes from a
+                # backend nobody asked (a late reply to a smuggled request) must
+                # never reach the next client
                 self._forget(conn)
                 conn.stream.abort()
                 continue
@@ -395,19 +398,20 @@ class BackendManager:
         path = svc.get("verify_backend_path", "*")
         self.runtime.live.set_state(conn.sock_id, "verifying_backend")
         request = f"OPTIONS {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode("latin-1")
-        reader = ResponseHeadReader()
+        side = BackendSide("OPTIONS")
         try:
             await conn.stream.send(request)
             head = None
             while head is None:
-                head = reader.feed(await conn.stream.receive(timeout=VERIFY_TIMEOUT))
+                side.receive_data(await conn.stream.receive(timeout=VERIFY_TIMEOUT))
+                head = side.next_head()
             if not backend_keep_alive(head, "OPTIONS"):
                 return False
             # the reply body (if any) is read and thrown away, as Perl does
-            remaining = (head.content_length or 0) - len(reader.leftover)
-            while remaining > 0:
-                remaining -= len(await conn.stream.receive(timeout=VERIFY_TIMEOUT))
-            return remaining == 0
+            while (piece := side.next_body()) != b"":
+                if piece is None:
+                    side.receive_data(await conn.stream.receive(timeout=VERIFY_TIMEOUT))
+            return side.ended_cleanly
         except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError,
                 anyio.ClosedResourceError, BackendProtocolError):
             return False

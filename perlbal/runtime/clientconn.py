@@ -4,9 +4,14 @@ Perl's ClientHTTPBase/ClientProxy/ClientManage read loop, as one coroutine:
 
 - the role is read from the service at every request (``SET role`` and a
   selector's map apply to the next request);
-- a management connection whose first bytes are not ``GET ``/``HEAD ``/``POST ``
-  becomes a line console (``management.console``), as ClientManage.pm decides;
-- the first head must arrive within ``idle_timeout``, later ones (kept-alive)
+- a management connection whose first line is not an HTTP request line becomes
+  a line console (``management.console``); Perl's ClientManage.pm looks only
+  for ``GET ``/``HEAD ``/``POST ``, so a browser's ``PUT`` with console lines as
+  its body ran them (DNS rebinding): here every request line goes to the HTTP
+  side, which answers 405 to other methods and 403 to a Host that is neither
+  the listener's address nor in ``allowed_hosts``;
+- each request is framed by the connection's ``perlbal.http.ClientSide`` (h11);
+  the first head must arrive within ``idle_timeout``, later ones (kept-alive)
   within ``persist_client_idle_timeout``; silence closes the connection;
 - a malformed head is answered with Perl's simple page carrying the reason,
   then the connection is closed (the byte stream cannot be trusted any more);
@@ -20,14 +25,16 @@ logged once and the connection is closed.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, cast
 
 import anyio
 
 from perlbal.graph import Service
-from perlbal.http import HeadReader, HttpError, simple_response
+from perlbal.http import ClientSide, HttpError, Limits, simple_response
 from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch
 from perlbal.runtime.accesslog import finish as finish_request
 from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
@@ -38,7 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perlbal.runtime")
 
-_HTTP_STARTS = (b"GET ", b"HEAD ", b"POST ")
+# an HTTP/1.x request line (RFC 9112 section 3), bare LF allowed
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?\n")
+_MANAGEMENT_METHODS = ("GET", "HEAD", "POST")
 _CORE_ROLES = (None, "reverse_proxy", "web_server", "management", "selector")
 
 
@@ -90,7 +99,6 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         return False
     peer = stream._transport.get_extra_info("peername")
     peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
-    leftover = b""
     first = not resumed
     counted_in, counted_out = stream.bytes_in, stream.bytes_out
     if listener_svc.role not in _CORE_ROLES:
@@ -101,27 +109,26 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         if owner is not None:
             await getattr(owner, "serve_connection")(runtime, stream, listener_svc)
             return False
+    http = ClientSide(_limits(listener_svc))
     while True:
         svc = listener_svc
         if first and svc.role == "management":
+            leftover = b""
             with anyio.move_on_after(_int_param(svc, "idle_timeout", 30) or None):
-                while len(leftover) < 5 and b"\n" not in leftover:
+                while b"\n" not in leftover and len(leftover) < 8192:
                     data = await _receive(stream)
                     if not data:
                         return False
                     leftover += data
-            if not leftover.startswith(_HTTP_STARTS):
+            if not _REQUEST_LINE.match(leftover):
                 from perlbal.runtime.management import console
 
                 await console(runtime, stream, leftover)
                 return False
+            http.receive_data(leftover)
         timeout = _int_param(svc, "idle_timeout" if first else "persist_client_idle_timeout", 30)
-        reader = HeadReader()
-        head = None
         try:
-            if leftover:
-                data, leftover = leftover, b""
-                head = reader.feed(data)
+            head = http.next_head()
             deadline = time.monotonic() + timeout if timeout > 0 else None
             while head is None:
                 left = deadline - time.monotonic() if deadline is not None else None
@@ -130,7 +137,8 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
                 data = await _receive(stream, left)
                 if not data:
                     return False
-                head = reader.feed(data)
+                http.receive_data(data)
+                head = http.next_head()
         except TimeoutError:
             return False
         except HttpError as exc:
@@ -148,24 +156,56 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         runtime.live.total_requests += 1
         started = time.time()
         ctx = RequestContext(service=svc, head=head, stream=stream, peer_ip=peer_ip,
-                             server=runtime, leftover=reader.leftover, peer_port=peer_port,
+                             server=runtime, http=http, peer_port=peer_port,
                              listener_service=listener_svc)
         keep = await _dispatch(runtime, ctx)
         # metrics and the access log (accesslog.py); bytes counted since the last request
         finish_request(runtime, ctx, started, stream.bytes_in - counted_in,
                        stream.bytes_out - counted_out)
         counted_in, counted_out = stream.bytes_in, stream.bytes_out
-        if not keep or runtime.draining:
+        if not keep or runtime.draining or http.must_close:
             return False
-        if not ctx.body.done and not await ctx.skip_body():
+        if not ctx.body_done and not await ctx.skip_body():
             return False
-        leftover = ctx.leftover
-        if not leftover and not stream.buffered:
+        http.start_next()
+        if not http.has_buffered and not stream.buffered:
             # idle between requests: park without a task (about 3 KB less per
             # idle keep-alive client than awaiting here; bench/idle_rss.py)
             return True
         # pipelined: the next request is already here
         del ctx, head
+
+
+def _limits(svc: Service) -> Limits:
+    size = svc.params.get("max_request_head_size", 16384)
+    return Limits(max_head_size=size if isinstance(size, int) and size > 0 else 16384)
+
+
+def _management_refusal(ctx: RequestContext) -> tuple[int, str] | None:
+    """Why the management HTTP side will not answer this request, if it won't.
+
+    A browser can be made to send anything to 127.0.0.1 by a page whose name
+    rebinds there; what it cannot forge is the Host it names.  So only a Host
+    that is the listener's own address (or localhost), or one listed in
+    ``allowed_hosts``, is answered, and only GET/HEAD/POST (the web UI's).
+    """
+    if ctx.head.method not in _MANAGEMENT_METHODS:
+        return 405, "the management web UI answers GET, HEAD and POST only"
+    host = (ctx.head.get("Host") or "").strip().lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    if not name:
+        return None  # HTTP/1.0 without Host: no browser sends that
+    allowed = ctx.service.params.get("allowed_hosts")
+    if isinstance(allowed, list) and name in (entry.lower() for entry in allowed):
+        return None
+    if name == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return 403, "Host not allowed: add it to this service's allowed_hosts"
+    return None  # an address literal: the page's origin is that address, not a name
 
 
 def observed_ip(ctx: RequestContext) -> str | None:
@@ -198,6 +238,11 @@ async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
         ctx.head = result.head
         ctx.queue_low = result.queue_low
         svc = ctx.service = result.service
+        if svc.role == "management":
+            refusal = _management_refusal(ctx)
+            if refusal is not None:
+                await ctx.send_simple(refusal[0], refusal[1], keep_alive=False)
+                return False
         handler = handler_for(svc.role)
         if handler is None:
             await ctx.send_simple(500, f"Can't map to service type {svc.role}")

@@ -1,23 +1,26 @@
 """The contract between the connection loop and the role handlers (one request each).
 
-A client connection is served by ``perlbal.runtime.clientconn``: it reads one
-request head with ``perlbal.http.HeadReader``, builds a :class:`RequestContext`
-and awaits the role handler chosen from the service's *current* role::
+A client connection is served by ``perlbal.runtime.clientconn``: its
+``perlbal.http.ClientSide`` (h11) frames one request head, the loop builds a
+:class:`RequestContext` and awaits the role handler chosen from the service's
+*current* role::
 
     async def handle(ctx: RequestContext) -> bool   # may the client connection persist?
 
 Handlers: ``reverse_proxy`` (perlbal.runtime.proxy), ``web_server``
-(perlbal.runtime.webserver, written separately), ``management`` HTTP pages
+(perlbal.runtime.webserver), ``management`` HTTP pages
 (perlbal.runtime.management); ``selector`` routes to one of those.
 
 Invariants a handler relies on / must keep:
 
-* ``ctx.leftover`` holds the bytes already read past the head.  The body must be
-  read with :meth:`RequestContext.body_chunks` or :meth:`RequestContext.read_body`
-  (they honour Content-Length / chunked framing and consume ``leftover``);
-  whatever lies past the body stays in ``ctx.leftover`` for the next pipelined
-  request.  If a handler returns True without reading the body, the loop skips
-  the rest of it (up to a limit) before reading the next head, or closes.
+* ``ctx.http`` holds the framing of this request: the body is read only with
+  :meth:`RequestContext.body_chunks` / :meth:`RequestContext.read_body`, which
+  answer ``Expect: 100-continue`` when the body is first wanted, and bound the
+  body's arrival by ``idle_timeout`` plus ``client_body_min_rate`` (so a client
+  trickling a byte at a time cannot hold the connection); whatever lies past
+  the body stays in ``ctx.http`` for the next pipelined request.  If a
+  handler returns True without reading the body, the loop skips the rest of it
+  (up to a limit) before reading the next head, or closes.
 * A handler that returns True must have sent a whole response whose length the
   client can find (so the connection can carry the next request); it should
   return ``ctx.keep_alive`` or something stricter.  Returning False closes.
@@ -30,6 +33,7 @@ Invariants a handler relies on / must keep:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
 
@@ -37,20 +41,27 @@ import anyio
 from anyio.abc import ByteStream
 
 from perlbal.graph import Graph, Service
-from perlbal.http import ChunkedDecoder, HttpError, RequestHead, simple_response
+from perlbal.http import ClientSide, HttpError, RequestHead, simple_response
+from perlbal.http.connection import BODY
 from perlbal.runtime.netstream import FastStream
 
 if TYPE_CHECKING:
     from perlbal.interp import Interpreter
     from perlbal.runtime.stats import RuntimeStats
 
-__all__ = ["RequestContext", "ServerHandle", "Handler", "RECV_SIZE", "BodyState"]
+__all__ = ["RequestContext", "ServerHandle", "Handler", "RECV_SIZE", "CONTINUE"]
 
 #: One recv() asks for this much; large reads keep the per-byte cost low.
 RECV_SIZE = 262144
 
 #: Default cap on a body read into memory with read_body() (10 MiB).
 DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
+
+#: The interim reply Perl writes for ``Expect: 100-continue`` (ClientProxy, ClientHTTP).
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+#: Default client_body_min_rate (bytes/s): Apache mod_reqtimeout's MinRate.
+DEFAULT_BODY_MIN_RATE = 500
 
 
 class ServerHandle(Protocol):
@@ -67,16 +78,6 @@ class ServerHandle(Protocol):
 
 
 @dataclass
-class BodyState:
-    """Where the request body stands: exactly one of the framings applies."""
-
-    remaining: int = 0  # Content-Length bytes still to read
-    decoder: ChunkedDecoder | None = None
-    done: bool = True
-    size: int = 0  # decoded bytes handed out so far
-
-
-@dataclass
 class RequestContext:
     """One request on one client connection, handed to a role handler."""
 
@@ -85,14 +86,14 @@ class RequestContext:
     stream: ByteStream
     peer_ip: str
     server: ServerHandle
-    leftover: bytes = b""
+    #: the framing of this request and of what follows it on the connection (h11)
+    http: ClientSide
     peer_port: int = 0
     #: the service whose listener accepted the connection (differs from
     #: ``service`` after a selector routed the request)
     listener_service: Service | None = None
     #: set by send()/send_simple(): something of the response reached the client
     response_started: bool = False
-    body: BodyState = field(default_factory=BodyState)
     #: the response status sent (0: none yet), and its head's length, noted by
     #: send() from the first bytes of the response (access log and metrics)
     status: int = 0
@@ -107,15 +108,8 @@ class RequestContext:
     #: the keep-alive decision of the last response sent with send_simple /
     #: send_full_response; what a call site returns after a plugin answered
     last_keep_alive: bool = False
-
-    def __post_init__(self) -> None:
-        head = self.head
-        if head.chunked:
-            limit = self.service.get("max_chunked_request_size", 209715200)
-            max_size = limit if isinstance(limit, int) else 209715200
-            self.body = BodyState(decoder=ChunkedDecoder(max_body_size=max_size), done=False)
-        elif head.content_length:
-            self.body = BodyState(remaining=head.content_length, done=False)
+    #: when the body was first waited for (the min-rate deadline starts there)
+    _body_started: float | None = field(default=None, repr=False)
 
     # --- keep-alive -----------------------------------------------------------
 
@@ -126,7 +120,13 @@ class RequestContext:
         A response whose length is unknown must still close: see
         ``perlbal.http.client_keep_alive`` for the full rule.
         """
-        return bool(self.service.get("persist_client", False)) and self.head.wants_keep_alive
+        return self.persist_client and self.head.wants_keep_alive
+
+    @property
+    def persist_client(self) -> bool:
+        """The service's persist_client, unless this request's framing forbids
+        another on the connection (an HTTP/1.0 chunked body: RFC 9112 section 6.1)."""
+        return bool(self.service.get("persist_client", False)) and not self.http.must_close
 
     @property
     def idle_timeout(self) -> int:
@@ -140,49 +140,73 @@ class RequestContext:
 
     # --- body -------------------------------------------------------------------
 
-    async def _recv(self) -> bytes:
+    async def _recv(self, timeout: float | None = None) -> bytes:
         try:
-            return await self.stream.receive(RECV_SIZE)
+            stream = self.stream
+            if isinstance(stream, FastStream):
+                return await stream.receive(RECV_SIZE, timeout=timeout)
+            with anyio.fail_after(timeout):
+                return await stream.receive(RECV_SIZE)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return b""
 
-    async def body_chunks(self, max_size: int | None = None) -> AsyncIterator[bytes]:
-        """Yield the decoded request body piece by piece (back-pressure: one recv each).
+    @property
+    def body_done(self) -> bool:
+        """The whole request body has been read (or there was none)."""
+        return self.http.state != BODY
 
-        Raises ``HttpError`` (400 bad chunking, 413 over ``max_size``) and
-        ``anyio.EndOfStream`` if the client disconnects mid-body.
+    def _body_deadline(self) -> float | None:
+        """When the body must have arrived: ``idle_timeout`` from the first wait,
+        pushed back one second per ``client_body_min_rate`` bytes received (Apache's
+        mod_reqtimeout MinRate, HAProxy's timeout http-request): a byte now and
+        then cannot keep the connection, unlike Perl, where any byte restarted
+        the idle timer."""
+        if self._body_started is None:
+            self._body_started = time.monotonic()
+        idle = self.service.params.get("idle_timeout", 30)
+        if not isinstance(idle, int) or idle <= 0:
+            return None
+        rate = self.service.params.get("client_body_min_rate", DEFAULT_BODY_MIN_RATE)
+        grace = self.http.body_size / rate if isinstance(rate, int) and rate > 0 else float("inf")
+        if grace == float("inf"):
+            return time.monotonic() + idle  # per-read timeout, as Perl
+        return self._body_started + idle + grace
+
+    async def body_chunks(self, max_size: int | None = None,
+                          stop_after: int | None = None) -> AsyncIterator[bytes]:
+        """Yield the decoded request body piece by piece (back-pressure: one recv each).
+        ``stop_after``: stop once that many bytes were yielded (a Content-Length
+        body exactly there; a chunked one may overshoot by one piece).
+
+        Raises ``HttpError`` (400 bad chunking, 413 over ``max_size``, 408 when
+        the body is too slow: see ``_body_deadline``) and ``anyio.EndOfStream``
+        if the client disconnects mid-body.
         """
-        body = self.body
-        while not body.done:
-            if self.leftover:
-                data, self.leftover = self.leftover, b""
-            else:
-                data = await self._recv()
+        http = self.http
+        given = 0
+        while stop_after is None or given < stop_after:
+            piece = http.next_body(None if stop_after is None else stop_after - given)
+            if piece is None:
+                if http.take_continue():
+                    await self._send_continue()
+                deadline = self._body_deadline()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise HttpError(408, "request body too slow")
+                try:
+                    data = await self._recv(left)
+                except TimeoutError:
+                    raise HttpError(408, "request body too slow") from None
                 if not data:
                     raise anyio.EndOfStream
-            if body.decoder is not None:
-                pieces = body.decoder.feed(data)
-                if body.decoder.done:
-                    body.done = True
-                    self.leftover = body.decoder.unused_data
-                for piece in pieces:
-                    body.size += len(piece)
-                    if max_size is not None and body.size > max_size:
-                        raise HttpError(413, "request body too large")
-                    if piece:
-                        yield piece
-            else:
-                if len(data) > body.remaining:
-                    self.leftover = data[body.remaining:]
-                    data = data[: body.remaining]
-                body.remaining -= len(data)
-                body.size += len(data)
-                if body.remaining == 0:
-                    body.done = True
-                if max_size is not None and body.size > max_size:
-                    raise HttpError(413, "request body too large")
-                if data:
-                    yield data
+                http.receive_data(data)
+                continue
+            if not piece:
+                return
+            if max_size is not None and http.body_size > max_size:
+                raise HttpError(413, "request body too large")
+            given += len(piece)
+            yield piece
 
     async def read_body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
         """The whole (decoded) body in memory; HttpError(413) past ``limit`` bytes."""
@@ -219,8 +243,20 @@ class RequestContext:
         else:
             await stream.send(data)
 
+    async def _send_continue(self) -> None:
+        """The interim ``100 Continue``: not the response (``response_started``
+        stays False, so a handler may still answer, e.g. 503 for no backend)."""
+        stream = self.stream
+        if isinstance(stream, FastStream):
+            timeout = self.service.params.get("idle_timeout", 30)
+            await stream.send(CONTINUE, timeout=timeout if isinstance(timeout, int)
+                              and timeout > 0 else None)
+        else:
+            await stream.send(CONTINUE)
+
     def _note_head(self, data: bytes) -> None:
-        if data[:5] == b"HTTP/" and data[12:13] in (b" ", b"\r") and data[9:12].isdigit():
+        if (data[:5] == b"HTTP/" and data[12:13] in (b" ", b"\r") and data[9:12].isdigit()
+                and data[9:10] != b"1"):  # an interim 1xx is not the response
             self.status = int(data[9:12])
             end = data.find(b"\r\n\r\n")
             self.head_length = end + 4 if end >= 0 else len(data)

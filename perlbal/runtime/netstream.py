@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 import threading
 import weakref
 from typing import Any, Callable, Mapping, cast
@@ -300,6 +301,19 @@ class FastStream(ByteStream):
         """Close now, dropping unsent data (a broken exchange; sends RST)."""
         self._closed = True
         self._transport.abort()
+
+    def reset(self) -> None:
+        """Close with a TCP RST (SO_LINGER 0), dropping unsent data: the peer
+        sees an error, never a clean end.  For a reply cut short whose length
+        the client could not otherwise check (close-delimited): it must not
+        look complete (RFC 9112 section 8)."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.abort()
 
     def park(self, wake: Callable[[], None]) -> bool:
         """Call ``wake`` once when data, EOF or an error arrives, with no task

@@ -5,16 +5,19 @@ Perl's ClientProxy + BackendHTTP, per request:
 1. headers for the backend are rewritten by ``perlbal.http.backend_request_headers``
    (HTTP/1.0 request line, Connection per persist_backend, X-Forwarded-For and
    friends per trusted_upstream_proxies / always_trusted / blind_proxy, HEADER
-   rules); a chunked upload is read whole (max_chunked_request_size) and sent
-   with a Content-Length, since backends are spoken to in HTTP/1.0;
+   rules); a chunked upload is read (max_chunked_request_size) and sent with
+   a Content-Length, since backends are spoken to in HTTP/1.0: up to
+   ``CHUNKED_IN_MEMORY`` bytes in memory, beyond that spooled to disk as
+   buffered uploads are, so a client cannot pin 200 MB of RAM per connection;
 2. a request body up to ``buffer_backend_connect`` bytes is read before a
    backend is asked for; then a connection comes from
    ``backends.BackendManager.acquire``: a bored one, or after waiting in the
    service's high-priority (high_priority_cookie[_contents]) or normal queue,
    in order, for ``idle_timeout`` seconds at most (then 503); a client that
    disconnects while waiting, or while its backend thinks, frees it at once;
-3. the reply head goes to the client as HTTP/1.0 with Perl's keep-alive
-   decision; the body is relayed through ``relay.ByteBuffer``: a reader task
+3. the reply is framed by ``perlbal.http.BackendSide`` (h11); its head goes to
+   the client as HTTP/1.0 with Perl's keep-alive decision; the body is
+   relayed through ``relay.ByteBuffer``: a reader task
    runs up to ``buffer_size`` ahead of the client, so the backend is released
    (parked or closed) as soon as the whole reply is read.
 
@@ -41,9 +44,9 @@ import logging
 
 from perlbal.http import (
     BackendProtocolError,
+    BackendSide,
     HttpError,
     ResponseHead,
-    ResponseHeadReader,
     backend_keep_alive,
     backend_request_headers,
     backend_request_line,
@@ -59,6 +62,7 @@ from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceive
                                    StartProxyRequest, fire)
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
+from perlbal.http.fields import UnsafeField, render_fields
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
 from perlbal.runtime import reproxy, uploads
@@ -67,16 +71,28 @@ if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
 #: Default seconds a backend may take to start answering, or stay silent in a reply
-#: body (Perl had no limit); the service's backend_response_timeout overrides it.
+#: body; the service's backend_response_timeout overrides it.
 BACKEND_RESPONSE_TIMEOUT = 60.0
+
+#: A chunked upload larger than this is spooled to disk before it goes to a backend.
+CHUNKED_IN_MEMORY = 1024 * 1024
 
 
 def backend_timeout(svc: Service) -> float | None:
-    """backend_response_timeout of the service (None: no limit)."""
-    raw = svc.params.get("backend_response_timeout", BACKEND_RESPONSE_TIMEOUT)
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return BACKEND_RESPONSE_TIMEOUT
-    return float(raw) if raw > 0 else None
+    """How long a backend may stay silent, before or within its reply (None: no
+    limit): the smaller of backend_response_timeout and idle_timeout.  In Perl
+    the client's idle_timeout ends the wait (its socket sees no traffic while the
+    backend thinks) and the client is closed without a word; here it gets 504
+    before the reply head, and a cut connection after."""
+    limits = []
+    for name, default in (("backend_response_timeout", BACKEND_RESPONSE_TIMEOUT),
+                          ("idle_timeout", 30)):
+        raw = svc.params.get(name, default)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raw = default
+        if raw > 0:
+            limits.append(float(raw))
+    return min(limits) if limits else None
 
 _BROKEN = BROKEN
 _netcache: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
@@ -152,10 +168,8 @@ def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
         headers = set_header(headers, "Content-Length", str(body_length or 0))
     if head.get("Expect") is not None:
         headers = set_header(headers, "Expect", None)
-    out = [backend_request_line(head.method, head.target)]
-    out.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
-    out.append(b"\r\n")
-    return b"".join(out)
+    # checked on the way out (UnsafeField): no plugin or rule may split the head
+    return backend_request_line(head.method, head.target) + render_fields(headers) + b"\r\n"
 
 
 def _retry_schedule(svc: Service) -> list[float]:
@@ -209,8 +223,7 @@ async def _backend_client_assigned(ctx: RequestContext, conn: BackendConn,
     hook = BackendClientAssigned(ctx, headers=[(k, v) for k, v in fields],
                                  high_priority=ctx.high_priority, ipport=conn.ipport)
     await fire(hook)
-    out = [lines[0]] + [f"{k}: {v}" for k, v in hook.headers]
-    return "\r\n".join(out).encode("latin-1") + request_head[end:]
+    return (lines[0] + "\r\n").encode("latin-1") + render_fields(hook.headers) + b"\r\n"
 
 
 async def _proxy(ctx: RequestContext) -> bool:
@@ -230,32 +243,34 @@ async def _proxy(ctx: RequestContext) -> bool:
     # UDP, and a slow, large or chunked upload is spooled to disk before a backend is asked for
     uploads.track_upload(ctx)
     spool = (await uploads.spool_upload(ctx)
-             if svc.params.get("buffer_uploads") and not ctx.body.done else None)
+             if svc.params.get("buffer_uploads") and not ctx.body_done else None)
     if spool is not None:
         pass  # the whole body waits on disk
     elif head.chunked:
-        if "100-continue" in (head.get("Expect") or "").lower() and not ctx.leftover:
-            await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        limit = svc.params.get("max_chunked_request_size", 209715200)
-        replay_body = await ctx.read_body(limit if isinstance(limit, int) and limit > 0 else 1 << 62)
-    elif not ctx.body.done:
+        # a chunked upload needs its length for an HTTP/1.0 backend: a small one is
+        # read into memory, a large one spooled (security: no 200 MB per client)
+        replay_body = await _read_prefix(ctx, CHUNKED_IN_MEMORY + 1)
+        if not ctx.body_done:
+            spool = await uploads.spool_rest(ctx, replay_body, "chunked")
+            replay_body = None
+    elif not ctx.body_done:
         early = svc.params.get("buffer_backend_connect", 0)
         early = early if isinstance(early, int) else 0
-        if len(ctx.leftover) >= ctx.body.remaining or ctx.body.remaining <= early:
-            if (head.http_version >= (1, 1) and len(ctx.leftover) < ctx.body.remaining
-                    and "100-continue" in (head.get("Expect") or "").lower()):
-                await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        remaining = ctx.http.remaining or 0
+        if len(ctx.http.buffered) >= remaining or remaining <= early:
             replay_body = await ctx.read_body()
-        else:
-            if (head.http_version >= (1, 1) and not ctx.leftover
-                    and "100-continue" in (head.get("Expect") or "").lower()):
-                await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if early > 0:
-                prefix = await _read_prefix(ctx, early)
+        elif early > 0:
+            prefix = await _read_prefix(ctx, early)
     else:
         replay_body = b""
-    request_head = _backend_head(ctx, len(replay_body) if replay_body is not None
-                                 else spool.size if spool is not None else None)
+    try:
+        request_head = _backend_head(ctx, len(replay_body) if replay_body is not None
+                                     else spool.size if spool is not None else None)
+    except UnsafeField as exc:
+        # a plugin or rule put a control byte (a client's %0d%0a, decoded) in a field
+        log.info("client %s on %s: request not forwarded: %s", ctx.peer_ip, svc.name, exc)
+        return await ctx.send_simple(400, "request cannot be forwarded: a header field holds "
+                                     "a control character", keep_alive=False)
     if prefix:
         request_head += prefix
     # reproxy cache (perlbal.runtime.reproxy): a cached X-REPROXY-URL answer needs no backend
@@ -310,33 +325,17 @@ def _queue_timeout(svc: Service) -> float | None:
 
 
 async def _read_prefix(ctx: RequestContext, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the request body (all of it if shorter)."""
     parts: list[bytes] = []
     size = 0
-    body = ctx.body
-    while not body.done and size < limit:
-        if ctx.leftover:
-            data, ctx.leftover = ctx.leftover, b""
-        else:
-            data = await ctx._recv()
-            if not data:
-                raise anyio.EndOfStream
-        take = min(len(data), body.remaining)
-        if size + take > limit:
-            take = limit - size
-        parts.append(data[:take])
-        ctx.leftover = data[take:] + ctx.leftover if take < len(data) else ctx.leftover
-        body.remaining -= take
-        body.size += take
-        size += take
-        if body.remaining == 0:
-            body.done = True
+    async for piece in ctx.body_chunks(stop_after=limit):
+        parts.append(piece)
+        size += len(piece)
     return b"".join(parts)
 
 
-async def _read_response_head(conn: BackendConn, client: FastStream | None,
-                              timeout: float | None = BACKEND_RESPONSE_TIMEOUT
-                              ) -> tuple[ResponseHead, bytes]:
-    reader = ResponseHeadReader()
+async def _read_response_head(conn: BackendConn, side: BackendSide, client: FastStream | None,
+                              timeout: float | None = BACKEND_RESPONSE_TIMEOUT) -> ResponseHead:
     got_any = False
     stream = conn.stream
     while True:
@@ -348,21 +347,13 @@ async def _read_response_head(conn: BackendConn, client: FastStream | None,
             if not got_any and conn.reused:
                 raise _Retry from None  # a kept-alive connection the backend reset
             raise
-        if not data:
-            if not got_any and conn.reused:
-                raise _Retry
-            raise BackendProtocolError("backend closed before a complete reply head")
+        if not data and not got_any and conn.reused:
+            raise _Retry
         got_any = True
-        head = reader.feed(data)
-        if head is None:
-            continue
-        if head.status == 100:  # an interim reply: drop it and read on
-            rest = reader.leftover
-            reader = ResponseHeadReader()
-            head = reader.feed(rest) if rest else None
-            if head is None:
-                continue
-        return head, reader.leftover
+        side.receive_data(data)
+        head = side.next_head()
+        if head is not None:
+            return head
 
 
 async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
@@ -378,7 +369,13 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     conn.uses += 1
     method = ctx.head.method
     backends = runtime.backends
-    request_head = await _backend_client_assigned(ctx, conn, request_head)
+    try:
+        request_head = await _backend_client_assigned(ctx, conn, request_head)
+    except UnsafeField as exc:
+        backends.discard(conn)
+        _log_fault(ctx, conn.ipport, f"a plugin made the request head unsafe: {exc}", 500)
+        await ctx.send_simple(500, keep_alive=False)
+        return False
     if ctx.response_started:  # a plugin failed in the hook and answered 500
         backends.discard(conn)
         return False
@@ -408,8 +405,10 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     live.set_state(conn.sock_id, "wait_res")
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     # --- read the reply head ---
+    side = BackendSide(method)
     try:
-        resp, leftover = await _read_response_head(conn, client, backend_timeout(svc))
+        resp = await _read_response_head(conn, side, client, backend_timeout(svc))
+        first = side.next_body() or b""  # what of the body came with the head
     except _Retry:
         raise
     except PeerGone:
@@ -430,8 +429,7 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     # reproxy (perlbal.runtime.reproxy): X-REPROXY-FILE / -URL hand the reply back to us;
     # the primary backend is freed first, as Perl's next_request does
     if svc.params.get("enable_reproxy") and reproxy.wants_reproxy(resp):
-        complete = len(leftover) == (resp.content_length if resp.has_body(method) else 0)
-        backends.release(svc, conn, complete and backend_keep_alive(resp, method))
+        backends.release(svc, conn, side.ended_cleanly and backend_keep_alive(resp, method))
         return await reproxy.take_over(runtime, ctx, resp)
     if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
         raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
@@ -441,7 +439,7 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         return ctx.last_keep_alive
     live.set_state(conn.sock_id, "xfer_res")
     keep = (client_keep_alive(ctx.head, resp.headers, resp.status,
-                              persist_client=bool(svc.params.get("persist_client", False)))
+                              persist_client=ctx.persist_client)
             and not runtime.draining)
     out_headers = client_response_headers(resp.headers, keep_alive=keep,
                                           idle_timeout=ctx.idle_timeout)
@@ -456,21 +454,24 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     if await fire(modify) and ctx.response_started:  # the plugin failed: 500 sent
         backends.discard(conn)
         return False
-    head_bytes = render_head(modify.status, modify.headers,
-                             resp.reason if modify.status == resp.status else None)
+    try:
+        head_bytes = render_head(modify.status, modify.headers,
+                                 resp.reason if modify.status == resp.status else None)
+    except UnsafeField as exc:
+        backends.discard(conn)
+        _log_fault(ctx, conn.ipport, f"reply head cannot be sent: {exc}", 502)
+        return await _fail(ctx, 502)
     if ctx.service.plugin_order:
         prepend = PrependBody(ctx)
         await fire(prepend)
         head_bytes += bytes(prepend.data)
     backend_reusable = backend_keep_alive(resp, method)
     # --- fast path: the whole body is already here ---
-    if not has_body or (resp.content_length is not None and len(leftover) >= resp.content_length):
-        body = leftover[: resp.content_length] if has_body else b""
-        backends.release(svc, conn, backend_reusable and (
-            len(leftover) == (resp.content_length if has_body else 0)))
-        await ctx.send(head_bytes + body if body else head_bytes)
+    if side.done:
+        backends.release(svc, conn, backend_reusable and side.ended_cleanly)
+        await ctx.send(head_bytes + first if first else head_bytes)
         return keep
-    return await _relay(runtime, ctx, conn, resp, leftover, head_bytes, keep, backend_reusable)
+    return await _relay(runtime, ctx, conn, side, first, head_bytes, keep, backend_reusable)
 
 
 def _log_fault(ctx: RequestContext, ipport: str | None, what: str, status: int) -> None:
@@ -486,15 +487,15 @@ async def _fail(ctx: RequestContext, status: int) -> bool:
     return False
 
 
-async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, resp: ResponseHead,
-                 leftover: bytes, head_bytes: bytes, keep: bool, reusable: bool) -> bool:
+async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, side: BackendSide,
+                 first: bytes, head_bytes: bytes, keep: bool, reusable: bool) -> bool:
     svc = ctx.service
     limit = svc.params.get("buffer_size", 262144)
     buf = ByteBuffer(limit if isinstance(limit, int) else 262144)
     backends = runtime.backends
     whole = await relay_body(
-        ctx, head_bytes, buf, conn.stream, leftover, resp.content_length, resp.chunked,
-        backend_timeout(svc), "backend",
+        ctx, head_bytes, buf, conn.stream, side, first, backend_timeout(svc),
         release=lambda clean: backends.release(svc, conn, reusable and clean),
-        drop=lambda: backends.discard(conn))
+        drop=lambda: backends.discard(conn),
+        length_known=side.head is not None and side.head.content_length is not None)
     return keep and whole

@@ -21,7 +21,7 @@ from typing import Callable
 
 import anyio
 
-from perlbal.http import BackendProtocolError, ChunkedDecoder, HttpError
+from perlbal.http import BackendProtocolError, BackendSide, HttpError
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.netstream import FastStream
 
@@ -75,59 +75,49 @@ class ByteBuffer:
         return data
 
 
-async def pump_body(stream: FastStream, buf: ByteBuffer, leftover: bytes,
-                    content_length: int | None, chunked: bool, timeout: float | None,
-                    peer: str = "backend") -> bool:
-    """Read one reply body from ``stream`` into ``buf``, framed by chunking, by
-    Content-Length, or (neither) by the peer closing.  Returns True when it
-    ended exactly where it should (the connection may carry another reply).
-    Raises BackendProtocolError (named after ``peer``) on a body that is cut
-    short or overlong, TimeoutError after ``timeout`` seconds of silence, and
-    the stream's own errors."""
-    remaining = content_length
-    decoder = ChunkedDecoder(max_body_size=0) if chunked else None
-    data = leftover
+async def pump_body(stream: FastStream, buf: ByteBuffer, side: BackendSide, first: bytes,
+                    timeout: float | None) -> bool:
+    """Read the rest of one reply body from ``stream`` into ``buf``, framed by
+    ``side`` (h11: chunked, Content-Length, or the peer closing); ``first`` is
+    the piece already taken from ``side``.  Returns True when the reply ended
+    exactly where it should (the connection may carry another one).  Raises
+    BackendProtocolError on a body cut short or overlong, TimeoutError after
+    ``timeout`` seconds of silence, and the stream's own errors."""
+    if first:
+        await buf.put(first)
     while True:
-        if data:
-            if decoder is not None:
-                for piece in decoder.feed(data):
-                    await buf.put(piece)
-                if decoder.done:
-                    return not decoder.unused_data
-            elif remaining is not None:
-                if len(data) > remaining:
-                    raise BackendProtocolError(f"{peer} sent more than Content-Length")
-                remaining -= len(data)
-                await buf.put(data)
-                if remaining == 0:
-                    return True
-            else:
-                await buf.put(data)
-        try:
-            data = await stream.receive(RECV_SIZE, timeout=timeout)
-        except anyio.EndOfStream:
-            data = b""
-        if not data:
-            if remaining is None and decoder is None:
-                return False  # delimited by the close: not reusable
-            raise BackendProtocolError(f"{peer} closed mid-body")
+        piece = side.next_body()
+        if piece is None:
+            try:
+                data = await stream.receive(RECV_SIZE, timeout=timeout)
+            except anyio.EndOfStream:
+                data = b""
+            side.receive_data(data)
+            continue
+        if not piece:
+            return side.ended_cleanly
+        await buf.put(piece)
 
 
 async def relay_body(ctx: RequestContext, head_bytes: bytes, buf: ByteBuffer,
-                     stream: FastStream, leftover: bytes, content_length: int | None,
-                     chunked: bool, timeout: float | None, peer: str,
-                     release: Callable[[bool], None], drop: Callable[[], None]) -> bool:
+                     stream: FastStream, side: BackendSide, first: bytes,
+                     timeout: float | None,
+                     release: Callable[[bool], None], drop: Callable[[], None],
+                     length_known: bool = True) -> bool:
     """Send ``head_bytes`` and then the reply body to the client, while a reader
     task reads the body ahead into ``buf`` (``pump_body``).  Once the body has
     ended, ``release(clean)`` hands the peer connection back; if the body breaks,
     or the client goes away first, ``drop()`` closes it.  True when the client
-    got the whole body."""
+    got the whole body.  A body that breaks is never passed off as whole: when
+    the client was given no Content-Length (``length_known`` False: it reads
+    to the close) its connection is reset (TCP RST), so it sees an error, not a
+    short file; with a length, the close alone tells it the body fell short."""
     settled = False  # the reader released or dropped the connection
 
     async def read() -> None:
         nonlocal settled
         try:
-            clean = await pump_body(stream, buf, leftover, content_length, chunked, timeout, peer)
+            clean = await pump_body(stream, buf, side, first, timeout)
         except (BackendProtocolError, HttpError, TimeoutError, *BROKEN) as exc:
             settled = True
             buf.fail(str(exc) or type(exc).__name__)
@@ -151,4 +141,9 @@ async def relay_body(ctx: RequestContext, head_bytes: bytes, buf: ByteBuffer,
             if not settled:
                 drop()
             return False
-    return buf.error is None
+    if buf.error is not None:
+        client = ctx.stream
+        if not length_known and isinstance(client, FastStream):
+            client.reset()
+        return False
+    return True

@@ -45,7 +45,7 @@ from perlbal.http import (
     BackendProtocolError,
     HttpError,
     ResponseHead,
-    ResponseHeadReader,
+    BackendSide,
     backend_keep_alive,
     client_keep_alive,
     client_response_headers,
@@ -158,7 +158,7 @@ async def serve_from_cache(runtime: "Runtime", ctx: RequestContext) -> bool | No
     if ims:
         last_modified = next((v for k, v in entry.headers if k.upper() == "LAST-MODIFIED"), "")
         if ims.split("; length=")[0] == last_modified:
-            keep = bool(ctx.service.get("persist_client", False)) and ctx.head.wants_keep_alive \
+            keep = ctx.persist_client and ctx.head.wants_keep_alive \
                 and not runtime.draining
             head304 = client_response_headers([("Content-Length", "0")], keep_alive=keep,
                                               idle_timeout=ctx.idle_timeout)
@@ -189,18 +189,18 @@ async def _reproxy_urls(runtime: "Runtime", ctx: RequestContext, primary: list[H
         got = await _fetch(mgr, ctx, target.host, target.port, target.path, client)
         if got is None:
             continue
-        conn, tresp, leftover = got
+        conn, tresp, side = got
         if not (200 <= tresp.status <= 299 or tresp.status == 416) or (
                 expected is not None and tresp.content_length != expected):
             mgr.close(conn)  # Perl's non_200_reproxy: fall back to the next URL
             continue
-        return await _answer_from_target(runtime, ctx, mgr, conn, tresp, leftover, primary,
+        return await _answer_from_target(runtime, ctx, mgr, conn, tresp, side, primary,
                                          status, reason, method)
     return await ctx.send_simple(503)
 
 
 async def _fetch(mgr: ReproxyManager, ctx: RequestContext, host: str, port: int, path: str,
-                 client: FastStream | None) -> tuple[ReproxyConn, ResponseHead, bytes] | None:
+                 client: FastStream | None) -> tuple[ReproxyConn, ResponseHead, BackendSide] | None:
     """Ask one target; a reused connection that dies before answering is retried once fresh."""
     request = reproxy_request_head(ctx.head.method, path, range_header=ctx.head.get("Range"),
                                    host=ctx.head.get("Host"))
@@ -213,22 +213,20 @@ async def _fetch(mgr: ReproxyManager, ctx: RequestContext, host: str, port: int,
         try:
             await conn.stream.send(request)
             mgr.set_state(conn, "wait_res")
-            reader = ResponseHeadReader()
+            side = BackendSide(ctx.head.method)
             while True:
                 try:
                     data = await conn.stream.receive(RECV_SIZE, timeout=TARGET_TIMEOUT, watch=client)
                 except anyio.EndOfStream:
                     data = b""
-                if not data:
+                if not data and reused:
                     raise BackendProtocolError("reproxy target closed before replying")
                 reused = False  # something arrived: no silent retry any more
-                head = reader.feed(data)
-                if head is not None and head.status == 100:
-                    rest, reader = reader.leftover, ResponseHeadReader()
-                    head = reader.feed(rest) if rest else None
+                side.receive_data(data)
+                head = side.next_head()
                 if head is not None:
                     mgr.set_state(conn, "xfer_res")
-                    return conn, head, reader.leftover
+                    return conn, head, side
         except (BackendProtocolError, HttpError, TimeoutError, *_BROKEN):
             mgr.close(conn)
             if not reused:
@@ -246,14 +244,14 @@ def _client_head(ctx: RequestContext, runtime: "Runtime", headers: list[Header],
     if status == 204:  # Perl upgrades No Content to OK on a reproxied reply
         status, reason = 200, reason_phrase(200)
     keep = client_keep_alive(ctx.head, headers, status,
-                             persist_client=bool(ctx.service.get("persist_client", False)))
+                             persist_client=ctx.persist_client)
     keep = keep and not runtime.draining
     out = client_response_headers(headers, keep_alive=keep, idle_timeout=ctx.idle_timeout)
     return render_head(status, out, reason), keep
 
 
 async def _answer_from_target(runtime: "Runtime", ctx: RequestContext, mgr: ReproxyManager,
-                              conn: ReproxyConn, tresp: ResponseHead, leftover: bytes,
+                              conn: ReproxyConn, tresp: ResponseHead, side: BackendSide,
                               primary: list[Header], status: int, reason: str, method: str) -> bool:
     headers = set_header(primary, "Content-Length", tresp.get("Content-Length"))
     if tresp.status in (206, 416):
@@ -267,25 +265,28 @@ async def _answer_from_target(runtime: "Runtime", ctx: RequestContext, mgr: Repr
         headers = set_header(headers, "Content-Length", None)  # length unknown: the close ends it
     head_bytes, keep = _client_head(ctx, runtime, headers, status, reason)
     reusable = backend_keep_alive(tresp, method)
-    if not has_body or (tresp.content_length is not None and len(leftover) >= tresp.content_length):
-        body = leftover[: tresp.content_length] if has_body else b""
-        mgr.release(conn, reusable and len(leftover) == len(body))
-        await ctx.send(head_bytes + body)
+    try:
+        first = side.next_body() or b""  # what of the body came with the head
+    except BackendProtocolError:
+        mgr.close(conn)
+        return await ctx.send_simple(502, keep_alive=False)
+    if side.done:
+        mgr.release(conn, reusable and side.ended_cleanly)
+        await ctx.send(head_bytes + first)
         return keep
-    return await _relay_target(ctx, mgr, conn, tresp, leftover, head_bytes, keep, reusable)
+    return await _relay_target(ctx, mgr, conn, tresp, side, first, head_bytes, keep, reusable)
 
 
 async def _relay_target(ctx: RequestContext, mgr: ReproxyManager, conn: ReproxyConn,
-                        tresp: ResponseHead, leftover: bytes, head_bytes: bytes, keep: bool,
-                        reusable: bool) -> bool:
+                        tresp: ResponseHead, side: BackendSide, first: bytes, head_bytes: bytes,
+                        keep: bool, reusable: bool) -> bool:
     limit = ctx.service.get("buffer_size_reproxy_url", 51200)
     buf = ByteBuffer(limit if isinstance(limit, int) and limit > 0 else 51200)
     framed = tresp.content_length is not None  # else the close ends it: never reusable
     whole = await relay_body(
-        ctx, head_bytes, buf, conn.stream, leftover, tresp.content_length, tresp.chunked,
-        TARGET_TIMEOUT, "reproxy target",
+        ctx, head_bytes, buf, conn.stream, side, first, TARGET_TIMEOUT,
         release=lambda clean: mgr.release(conn, reusable and clean and framed),
-        drop=lambda: mgr.close(conn))
+        drop=lambda: mgr.close(conn), length_known=framed)
     return keep and whole and framed
 
 

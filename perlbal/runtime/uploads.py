@@ -121,17 +121,13 @@ async def spool_upload(ctx: RequestContext) -> Spool | None:
     reason = _reason(ctx)
     if reason is None and early <= 0:
         return None
-    head = ctx.head
-    if head.http_version >= (1, 1) and not ctx.leftover \
-            and "100-continue" in (head.get("Expect") or "").lower():
-        await ctx.send(b"HTTP/1.1 100 Continue\r\n\r\n")
     sample = b""
     if reason is None:
         started = time.monotonic()
         sample = await _read_sample(ctx, early)
         duration = time.monotonic() - started or 1.0  # Perl: tv_interval(...) || 1
         rate = len(sample) / duration
-        remain = ctx.body.remaining
+        remain = ctx.http.remaining or 0
         threshold_rate = _int(ctx, "buffer_upload_threshold_rate", 0)
         threshold_time = _int(ctx, "buffer_upload_threshold_time", 5)
         if threshold_rate > 0 and rate < threshold_rate:
@@ -146,10 +142,23 @@ async def spool_upload(ctx: RequestContext) -> Spool | None:
             ctx.head, headers=ctx.head.headers + (("X-PERLBAL-BUFFERED-UPLOAD-REASON", reason),))
     spool = await _write_spool(ctx, sample, reason)
     if reason == "chunked":
-        # Perl drops Transfer-Encoding and appends the Content-Length to the client's fields
-        fields = tuple((k, v) for k, v in ctx.head.headers if k.lower() != "transfer-encoding")
-        ctx.head = dataclasses.replace(
-            ctx.head, headers=fields + (("Content-Length", str(spool.size)),))
+        _chunked_to_length(ctx, spool)
+    return spool
+
+
+def _chunked_to_length(ctx: RequestContext, spool: Spool) -> None:
+    # Perl drops Transfer-Encoding and appends the Content-Length to the client's fields
+    fields = tuple((k, v) for k, v in ctx.head.headers if k.lower() != "transfer-encoding")
+    ctx.head = dataclasses.replace(
+        ctx.head, headers=fields + (("Content-Length", str(spool.size)),))
+
+
+async def spool_rest(ctx: RequestContext, sample: bytes, reason: str) -> Spool:
+    """Spool ``sample`` and the rest of the body to disk (a chunked upload too
+    large to hold in memory, even with buffer_uploads off)."""
+    spool = await _write_spool(ctx, sample, reason)
+    if ctx.head.chunked:
+        _chunked_to_length(ctx, spool)
     return spool
 
 
@@ -166,13 +175,8 @@ async def _read_sample(ctx: RequestContext, limit: int) -> bytes:
 
 def _unread(ctx: RequestContext, data: bytes) -> None:
     """Give sampled Content-Length body bytes back, as if they had never been read."""
-    if not data:
-        return
-    body = ctx.body
-    ctx.leftover = data + ctx.leftover
-    body.remaining += len(data)
-    body.size -= len(data)
-    body.done = False
+    if data:
+        ctx.http.unread(data)
 
 
 #: this process's private spool directory (pid, path), made on first use
@@ -277,7 +281,7 @@ def track_upload(ctx: RequestContext) -> None:
 
     The reporter task ends by itself when the body is read or the client is gone.
     """
-    if ctx.body.done or ctx.head.content_length is None:
+    if ctx.body_done or ctx.head.content_length is None:
         return
     match = _SESSION.search(ctx.head.target)
     listeners = _listeners(ctx) if match else []
@@ -299,11 +303,11 @@ async def _report(ctx: RequestContext, session: str, listeners: list[tuple[str, 
     idle_limit = float(_int(ctx, "idle_timeout", 30) or 30)
     last_progress = time.monotonic()
     try:
-        while not ctx.body.done:
+        while not ctx.body_done:
             stream = ctx.stream
             if isinstance(stream, FastStream) and (stream.closed or stream.at_eof):
                 return
-            done = ctx.body.size + len(ctx.leftover)
+            done = ctx.http.body_size + len(ctx.http.buffered)
             now = int(time.time())
             if done != last_done:
                 last_progress = time.monotonic()

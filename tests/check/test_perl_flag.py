@@ -46,7 +46,8 @@ def test_perl_refuses_every_parameter_flagged_as_ours() -> None:
 
 def test_check_perl_names_each_extension(tmp_path: Path) -> None:
     ours = [f"  SET {name} = {_value(name, False)}" for name in OURS_SERVICE
-            if name not in ("access_log", "ssl_sni_certs")]
+            if name not in ("access_log", "ssl_sni_certs")
+            and REGISTRY.service[name].applies_to("reverse_proxy")]
     ours += [f"SERVER {name} = {_value(name, True)}" for name in OURS_SERVER
              if name not in ("user", "error_log")]
     lines = ["CREATE SERVICE rp", "  SET role = reverse_proxy", "  SET listen = 127.0.0.1:1",

@@ -1,5 +1,7 @@
 """Request framing and smuggling (RFC 9112 §6): every ambiguous framing is
-refused with 400 and a close, and the backend never sees a second request."""
+refused with 4xx/5xx and a close, and the backend never sees a second request;
+what RFC 9112 lets a recipient tolerate (and Perl Perlbal and nginx accept) is
+served, re-rendered with CRLF (perlbal/http/policy.py)."""
 
 from __future__ import annotations
 
@@ -41,14 +43,44 @@ CASES: dict[str, bytes] = {
     "chunk_size_negative": b"POST /a HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
                            b"-1\r\n" + SMUGGLE,
     "bare_cr_in_head": b"GET /a HTTP/1.1\r\n" + H + b"X-A: b\rX-B: c\r\n\r\n" + SMUGGLE,
-    "bare_lf_line_endings": b"GET /a HTTP/1.1\n" + b"Host: example.com\n\n" + SMUGGLE,
-    "obs_fold": b"GET /a HTTP/1.1\r\n" + H + b"X-A: b\r\n  folded\r\n\r\n" + SMUGGLE,
-    "http10_with_te": b"POST /a HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
-                      b"0\r\n\r\n" + SMUGGLE,
     "trailer_carries_content_length": b"POST /a HTTP/1.1\r\n" + H +
                                       b"Transfer-Encoding: chunked\r\n\r\n"
                                       b"0\r\nContent-Length: 44\r\n\r\n" + SMUGGLE,
 }
+
+
+# h11's status hint: 501 for a transfer coding it does not implement (RFC 9112 6.1)
+STATUS = {"te_xchunked": 501, "te_chunked_identity": 501, "te_duplicated": 501}
+
+# Tolerated (RFC 9112 2.2 bare LF, 5.2 obs-fold replaced by SP), and the number of
+# responses the client gets: a pipelined second request is served as one, since
+# what reaches the backend is our own CRLF rendering; an HTTP/1.0 chunked body is
+# read, then the connection closes (6.1), so the request behind it is not served.
+TOLERATED: dict[str, tuple[bytes, int]] = {
+    "bare_lf_line_endings": (b"GET /a HTTP/1.1\n" + b"Host: example.com\n\n"
+                             b"GET /b HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n", 2),
+    "obs_fold": (b"GET /a HTTP/1.1\r\n" + H + b"X-A: b\r\n  folded\r\n\r\n"
+                 b"GET /b HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n", 2),
+    "http10_with_te": (b"POST /a HTTP/1.0\r\n" + H + b"Connection: keep-alive\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + SMUGGLE, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOLERATED))
+def test_tolerated_framing_is_served(hostile: Hostile, name: str) -> None:
+    data, responses = TOLERATED[name]
+    seen_before = len(hostile.backend.log)
+    reply = raw_exchange(hostile.proxy, data)
+    # (the backend's JSON bodies end without a newline)
+    assert re.findall(rb"HTTP/1\.[01] (\d{3}) OK\r\n", reply) == [b"200"] * responses, reply
+    assert hostile.smuggled() == []
+    log = hostile.backend.log[seen_before:]
+    assert len(log) == responses
+    if name == "obs_fold":
+        assert log[0].header("X-A") == "b folded"  # one line on the way out
+    if name == "http10_with_te":
+        assert log[0].body == b"abc" and log[0].header("Content-Length") == "3"
+    hostile.assert_healthy()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -57,7 +89,7 @@ def test_ambiguous_framing_is_refused(hostile: Hostile, name: str, target: str) 
     port = hostile.proxy if target == "proxy" else hostile.web
     seen_before = len(hostile.backend.log)
     reply = raw_exchange(port, CASES[name])
-    assert status_of(reply) == 400, reply[:200]
+    assert status_of(reply) == STATUS.get(name, 400), reply[:200]
     # the refusal says why (Perl-style page with a reason after the title)
     assert len(re.findall(rb"(?:^|\n)HTTP/1\.[01] \d{3}", reply)) == 1, \
         "a second response was served"
@@ -78,7 +110,7 @@ def test_valid_chunked_request_still_works(hostile: Hostile) -> None:
 
 def test_a_bad_request_after_a_good_one_is_refused_with_a_reason(hostile: Hostile) -> None:
     reply = raw_exchange(hostile.web, b"GET /ok.txt HTTP/1.1\r\nHost: a\r\n\r\n"
-                         b"GET /ok.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  folded\r\n\r\n")
+                         b"GET /ok.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\x00\r\n\r\n")
     responses = re.findall(rb"(?:^|\n)HTTP/1\.[01] (\d{3})", reply)
     assert responses == [b"200", b"400"], reply[-300:]
-    assert reply.rstrip().endswith(b"obsolete line folding in header")
+    assert reply.rstrip().endswith(b"malformed header line")

@@ -7,17 +7,11 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perlbal.http.chunked import ChunkedDecoder, encode_chunk, encode_last_chunk
+from perlbal.http.connection import BackendSide, ClientSide, parse_request_head
 from perlbal.http.errors import BackendProtocolError, HttpError
 from perlbal.http.fields import header_get, header_get_all
-from perlbal.http.head import (
-    HeadReader,
-    RequestHead,
-    ResponseHead,
-    ResponseHeadReader,
-    parse_request_head,
-    parse_response_head,
-)
+from perlbal.http.head import RequestHead, ResponseHead
+from perlbal.http.policy import Limits
 from perlbal.http.proxyheaders import (
     backend_request_headers,
     client_response_headers,
@@ -59,12 +53,13 @@ Outcome = tuple[str, RequestHead | None, bytes]
 
 
 def _read(pieces: list[bytes]) -> Outcome:
-    reader = HeadReader(max_head_size=200)
+    side = ClientSide(Limits(max_head_size=200))
     try:
         for piece in pieces:
-            head = reader.feed(piece)
+            side.receive_data(piece)
+            head = side.next_head()
             if head is not None:
-                return ("head", head, reader.leftover)
+                return ("head", head, side.buffered)
     except HttpError:
         return ("error", None, b"")
     return ("pending", None, b"")
@@ -72,7 +67,7 @@ def _read(pieces: list[bytes]) -> Outcome:
 
 @settings(max_examples=300)
 @given(head_bytes, st.lists(st.integers(min_value=1, max_value=9), max_size=10))
-def test_head_reader_total_and_split_invariant(raw: bytes, cuts: list[int]) -> None:
+def test_client_side_total_and_split_invariant(raw: bytes, cuts: list[int]) -> None:
     whole = _read([raw])
     pieces, rest = [], raw
     for cut in cuts:
@@ -82,22 +77,30 @@ def test_head_reader_total_and_split_invariant(raw: bytes, cuts: list[int]) -> N
     split = _read(pieces)
     if whole[0] == "head":
         # Same head however the bytes are cut; the split run may stop before
-        # its later pieces are fed, so its leftover is a prefix.
+        # its later pieces are fed, so what it has past the head is a prefix.
         assert split[0] == "head" and split[1] == whole[1]
         assert whole[2].startswith(split[2])
-    else:
+    elif whole[0] == "error":
         assert split[0] != "head"
 
 
 @settings(max_examples=300)
-@given(head_bytes)
-def test_response_parser_total(raw: bytes) -> None:
+@given(head_bytes, st.integers(min_value=1, max_value=9))
+def test_backend_side_total(raw: bytes, step: int) -> None:
+    side = BackendSide("GET", Limits(max_head_size=100, max_header_count=10))
+    wire = b"HTTP/1.1 200 OK\r\n" + raw
     try:
-        parse_response_head(b"HTTP/1.1 200 OK\r\n" + raw)
-    except BackendProtocolError:
-        pass
-    try:
-        ResponseHeadReader(max_head_size=100).feed(raw)
+        head = None
+        for i in range(0, len(wire), step):
+            side.receive_data(wire[i:i + step])
+            head = side.next_head()
+            if head is not None:
+                break
+        if head is not None:
+            side.receive_data(b"")
+            while side.next_body():
+                pass
+            assert side.done
     except BackendProtocolError:
         pass
 
@@ -109,30 +112,51 @@ chunk_bytes = st.lists(
     max_size=40,
 ).map(b"".join)
 
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
 
 @settings(max_examples=400)
 @given(chunk_bytes, st.integers(min_value=1, max_value=7))
-def test_chunked_decoder_total(raw: bytes, step: int) -> None:
-    decoder = ChunkedDecoder(max_body_size=64, max_line_length=32, max_trailer_size=64)
+def test_chunked_body_total(raw: bytes, step: int) -> None:
+    side = ClientSide(max_body_size=64)
+    side.receive_data(CHUNKED_HEAD)
+    assert side.next_head() is not None
+    size = 0
     try:
         for i in range(0, len(raw), step):
-            if decoder.done:
+            side.receive_data(raw[i:i + step])
+            while (piece := side.next_body()):
+                size += len(piece)
+            if side.state == "DONE":
                 break
-            decoder.feed(raw[i : i + step])
     except HttpError as exc:
         assert exc.status in (400, 413)
-    assert decoder.body_size <= 64
+    assert size <= 64 + 6
+
+
+def _encode(parts: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts if p) + b"0\r\n\r\n"
 
 
 @settings(max_examples=200)
 @given(st.lists(st.binary(max_size=50), max_size=8), st.integers(min_value=1, max_value=9))
 def test_chunked_round_trip(parts: list[bytes], step: int) -> None:
-    wire = b"".join(encode_chunk(part) for part in parts) + encode_last_chunk()
-    decoder = ChunkedDecoder()
+    wire = CHUNKED_HEAD + _encode(parts) + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    side = ClientSide()
     out = b""
+    head = None
     for i in range(0, len(wire), step):
-        out += b"".join(decoder.feed(wire[i : i + step]))
-    assert out == b"".join(parts) and decoder.done and decoder.unused_data == b""
+        side.receive_data(wire[i:i + step])
+        if head is None:
+            head = side.next_head()
+            if head is None:
+                continue
+        while side.state != "DONE" and (piece := side.next_body()):
+            out += piece
+    assert out == b"".join(parts) and side.state == "DONE"
+    side.start_next()
+    assert side.next_head() == parse_request_head(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+
 
 
 @given(st.text(max_size=30), st.integers(min_value=0, max_value=10_000))

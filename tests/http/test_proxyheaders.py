@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from perlbal.http.head import Header, parse_request_head, parse_response_head
+from perlbal.http.connection import BackendSide, parse_request_head
+from perlbal.http.head import Header, ResponseHead
+
+
+def parse_response_head(raw: bytes) -> ResponseHead:
+    side = BackendSide("GET")
+    side.receive_data(raw)
+    head = side.next_head()
+    assert head is not None
+    return head
 from perlbal.http.proxyheaders import (
     backend_keep_alive,
     backend_request_headers,
