@@ -10,7 +10,8 @@ bytes=<offset>-`` (start_proxy_request); the answer is turned into a 200
 plus 13: modify_response_headers) with the FLV file header
 (``FLV\\x01\\x01\\0\\0\\0\\x09\\0\\0\\0\\x09``) sent before the body
 (prepend_body).  Where Perl rewrote any answer, error pages included, ours
-rewrites only 2xx answers.
+rewrites only 2xx answers, and only a decimal ``start`` is used (Perl copied
+any decoded text into the Range header: a CR LF there split the backend request).
 """
 
 from __future__ import annotations
@@ -37,9 +38,14 @@ def _start(ctx: "RequestContext") -> str | None:
     parts = urllib.parse.urlsplit(ctx.head.target)
     if not parts.path.endswith(".flv"):
         return None
-    values = urllib.parse.parse_qs(parts.query).get("start")
+    # decoding never raises (undecodable bytes become U+FFFD), and only a
+    # decimal offset is used: Perl wrote any decoded text into the backend's
+    # Range header, so "%0d%0a" smuggled a second request to the backend
+    values = urllib.parse.parse_qs(parts.query, errors="replace").get("start")
     start = values[0] if values else None
-    return start if start and start != "0" else None
+    if not start or start == "0" or not (start.isascii() and start.isdigit()):
+        return None
+    return start
 
 
 class FlvStreaming(Plugin):
