@@ -238,15 +238,19 @@ async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
         ctx.head = result.head
         ctx.queue_low = result.queue_low
         svc = ctx.service = result.service
-        if svc.role == "management":
+        selected = svc is not ctx.listener_service
+        if svc.role == "management" and not selected:
             refusal = _management_refusal(ctx)
             if refusal is not None:
                 await ctx.send_simple(refusal[0], refusal[1], keep_alive=False)
                 return False
-        handler = handler_for(svc.role)
+        # Perl's adopt_base_client maps a selected service to reverse_proxy,
+        # web_server or selector only: a VHOST naming a management (or
+        # upload_tracker) service answers 500, never hands a public client to
+        # the console; the connection stays open per the selector's persist_client
+        handler = handler_for(svc.role) if not (selected and svc.role == "management") else None
         if handler is None:
-            await ctx.send_simple(500, f"Can't map to service type {svc.role}")
-            return False
+            return await ctx.send_simple(500, f"Can't map to service type {svc.role}")
         return await handler(ctx)
     except HttpError as exc:
         if not ctx.response_started:

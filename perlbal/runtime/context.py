@@ -124,9 +124,14 @@ class RequestContext:
 
     @property
     def persist_client(self) -> bool:
-        """The service's persist_client, unless this request's framing forbids
-        another on the connection (an HTTP/1.0 chunked body: RFC 9112 section 6.1)."""
-        return bool(self.service.get("persist_client", False)) and not self.http.must_close
+        """persist_client of the service that decides it, unless this request's
+        framing forbids another on the connection (an HTTP/1.0 chunked body:
+        RFC 9112 section 6.1).  A request that came through a selector follows
+        the selector's persist_client, not the selected service's (Perl's
+        setup_keepalive reads ``selector_svc || service``)."""
+        listener = self.listener_service
+        svc = listener if listener is not None and listener.role == "selector" else self.service
+        return bool(svc.get("persist_client", False)) and not self.http.must_close
 
     @property
     def idle_timeout(self) -> int:

@@ -192,11 +192,31 @@ async def handle(ctx: RequestContext) -> bool:
         if ctx.service.plugin_order and (await fire(StartProxyRequest(ctx))
                                          or await fire(StartHttpRequest(ctx))):
             return ctx.last_keep_alive
+        if _pipelined_without_keep_alive(ctx):
+            # Perl's ClientProxy::event_read: bytes after a body-less request
+            # "overflow" it; answered 400 and closed before any backend is used
+            await ctx.send_simple(400, "Can't pipeline to HTTP/1.0")
+            return False
         return await _proxy(ctx)
     finally:
         if ctx.service.plugin_order:
             with anyio.CancelScope(shield=True):
                 await fire(EndProxyRequest(ctx))
+
+
+def _pipelined_without_keep_alive(ctx: RequestContext) -> bool:
+    """A body-less request on a connection that will not be kept alive, with
+    the client's next request already behind it.  (On a kept-alive connection
+    pipelined requests are answered in order; Perl answers 400 there too when
+    the bytes arrive before its reply is done.)  Empty lines alone are not a
+    request (RFC 9112 section 2.2)."""
+    if not ctx.body_done or ctx.keep_alive:
+        return False
+    waiting = ctx.http.buffered
+    stream = ctx.stream
+    if not waiting.strip(b"\r\n") and isinstance(stream, FastStream) and stream.buffered:
+        waiting += bytes(b"".join(stream._protocol.chunks))
+    return bool(waiting.strip(b"\r\n"))
 
 
 async def _priority(svc: Service, ctx: RequestContext) -> int:
