@@ -469,5 +469,13 @@ def _expire(fut: "asyncio.Future[BackendConn]") -> None:
 
 
 def _peer_gone(watch: "asyncio.Future[None]", fut: "asyncio.Future[BackendConn]") -> None:
-    if not watch.cancelled() and not fut.done():
+    """The client's watch future ended: a waiter whose client left gives up.
+
+    Nobody awaits ``watch`` (only this callback looks at it), so its PeerGone
+    is taken here: an exception never retrieved is logged by asyncio when the
+    future is collected, once per client that left a queue (#15 defect 10)."""
+    if watch.cancelled():
+        return
+    watch.exception()  # marks it retrieved
+    if not fut.done():
         fut.set_exception(PeerGone())
