@@ -2,7 +2,8 @@
 
 ``DigestApp`` is a WSGI application: any method, the reply body is JSON with
 the request's method, path, body length and sha256, and ``/bytes/N`` answers
-N deterministic bytes (``payload(N)``) so downloads can be checked too.
+N deterministic bytes (``payload(N)``) so downloads can be checked too (one
+``Range: bytes=A-B`` is answered 206, as a real application server would).
 ``serve_wsgiref`` runs it on Python's own ``wsgiref`` server (HTTP/1.0,
 close-delimited replies) in a thread; other tests run the same app under
 gunicorn and uvicorn.  ``BareLFBackend`` writes heads with bare LF line ends,
@@ -28,9 +29,29 @@ def payload(size: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(first, last)`` of a single satisfiable ``bytes=A-B`` / ``A-`` / ``-N``
+    range (RFC 9110 section 14.1.2), or None for no or any other range."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first_text, _, last_text = header[6:].strip().partition("-")
+    if not (first_text or last_text) or not (first_text + last_text).isdigit():
+        return None
+    if not first_text:
+        first, last = max(0, size - int(last_text)), size - 1
+    else:
+        first, last = int(first_text), min(size - 1, int(last_text or size - 1))
+    return (first, last) if first <= last else None
+
+
 def digest_reply(method: str, path: str, body: bytes) -> bytes:
-    return json.dumps({"method": method, "path": path, "length": len(body),
-                       "sha256": hashlib.sha256(body).hexdigest()}).encode()
+    return digest_json(method, path, len(body), hashlib.sha256(body).hexdigest())
+
+
+def digest_json(method: str, path: str, length: int, sha256: str) -> bytes:
+    """The reply body, for servers that hash a body as it streams in."""
+    return json.dumps({"method": method, "path": path, "length": length,
+                       "sha256": sha256}).encode()
 
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -42,8 +63,14 @@ def digest_app(environ: dict[str, Any], start_response: StartResponse) -> Iterab
     body = environ["wsgi.input"].read(length) if length else b""
     if path.startswith("/bytes/"):
         data = payload(int(path.rsplit("/", 1)[1]))
-        start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                                  ("Content-Length", str(len(data)))])
+        status, headers = "200 OK", [("Content-Type", "application/octet-stream")]
+        wanted = byte_range(environ.get("HTTP_RANGE"), len(data))
+        if wanted is not None:
+            first, last = wanted
+            status = "206 Partial Content"
+            headers.append(("Content-Range", f"bytes {first}-{last}/{len(data)}"))
+            data = data[first:last + 1]
+        start_response(status, headers + [("Content-Length", str(len(data)))])
         return [data] if environ["REQUEST_METHOD"] != "HEAD" else []
     data = digest_reply(environ["REQUEST_METHOD"], path, body)
     start_response("200 OK", [("Content-Type", "application/json"),
@@ -77,7 +104,7 @@ class serve_wsgiref:
 class BareLFBackend:
     """Answers every request with a head whose lines end in a bare LF, keeping
     the connection open (Connection: keep-alive) as Perl's HTTP::Response did;
-    the body is the digest of the request body."""
+    the body is the digest of the request body (none for HEAD)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -131,4 +158,4 @@ class BareLFBackend:
                 reply = digest_reply(method, path, body)
                 conn.sendall(b"HTTP/1.0 200 OK\nContent-Type: application/json\n"
                              b"Connection: keep-alive\nContent-Length: %d\n\n" % len(reply)
-                             + reply)
+                             + (b"" if method == "HEAD" else reply))  # as HTTP::Daemon
