@@ -248,7 +248,9 @@ def _file(head: RequestHead, path: str, st: os.stat_result,
         return FileVerdict("file", 304, path=path, size=size,
                            mime=mime_type(mime, path) or "text/plain", mtime=st.st_mtime,
                            notes=["If-Modified-Since equals the file's Last-Modified"])
-    rng = evaluate_range(head.get("Range"), size)
+    # a suffix range (bytes=-N) is the last N bytes (RFC 9110 section 14.1.2),
+    # not Perl's 0-N: curl -r -N, wget and pip's lazy wheels rely on it
+    rng = evaluate_range(head.get("Range"), size, perl_suffix_quirk=False)
     verdict = FileVerdict("file", rng.status, path=path, size=size,
                           mime=mime_type(mime, path) or "text/plain", mtime=st.st_mtime)
     if rng.status == 206:
