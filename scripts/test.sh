@@ -9,7 +9,8 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 # Debian packages the tests use: perlbal (the reference), chromium (web UI
 # test), openssl (test certificates), strace (what Perl's upload tracker sends),
-# wrk and nginx (the bench/ scripts' smoke tests)
+# wrk and nginx (the bench/ scripts' smoke tests); curl, wget, git, nginx and
+# apache2 (the interoperability matrix in tests/interop)
 need=""
 [ -x /usr/bin/perlbal ] || need="$need perlbal"
 [ -x /usr/bin/chromium ] || need="$need chromium"
@@ -17,9 +18,19 @@ command -v openssl >/dev/null || need="$need openssl"
 command -v strace >/dev/null || need="$need strace"
 command -v wrk >/dev/null || need="$need wrk"
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need="$need nginx-light"
-if [ -n "$need" ]; then
+command -v curl >/dev/null || need="$need curl"
+command -v wget >/dev/null || need="$need wget"
+command -v git >/dev/null || need="$need git"
+if [ -n "$need" ] || [ ! -x /usr/sbin/apache2 ]; then
     $SUDO apt-get update -qq
+fi
+if [ -n "$need" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
+fi
+# optional: where Debian has no apache2, its rows of tests/interop skip with the reason
+if [ ! -x /usr/sbin/apache2 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq apache2 >/dev/null 2>&1 \
+        || echo "apache2 not installable here: tests/interop skips its rows"
 fi
 
 if [ ! -x .venv/bin/python ]; then
