@@ -87,7 +87,8 @@ class Interop:
         until there are at least ``wanted`` of them."""
         deadline = time.monotonic() + 5
         while True:
-            lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
+            text = self.access_log.read_text() if self.access_log.exists() else ""
+            lines = text.split("\n")[:-1]  # a line still being written is left for later
             found = [r for r in map(json.loads, lines)
                      if r["service"] == service and r["uri"].endswith(tag)
                      and all(r.get(k) == v for k, v in match.items())]
