@@ -189,7 +189,7 @@ class Checker:
         errors = [ln[len("ERROR: "):] for ln in reply.lines if ln.startswith("ERROR: ")]
         if not reply.ok and not errors:
             errors = [self._silent_failure(node)]
-        column = node.error_column if isinstance(node, ast.SyntaxFailure) else None
+        column = node.error_column if isinstance(node, ast.SyntaxFailure) else reply.error_column
         # An ERROR on a line that still succeeded (SET plugins naming a plugin that
         # is not loaded) does not stop Perl: it is a warning.
         severity: Severity = "error" if not reply.ok else "warning"

@@ -53,6 +53,8 @@ class Reply:
     ok: bool
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # where in the line the (first) error points, when the handler knows the token
+    error_column: int | None = None
 
 
 class Effects(Protocol):
@@ -145,6 +147,7 @@ class Call:
         self.lines: list[str] = []
         # things Perl prints to stderr with warn(); check turns them into warnings
         self.warnings: list[str] = []
+        self.error_column: int | None = None
 
     def out(self, *lines: str) -> bool:
         self.lines.extend(lines)
@@ -155,8 +158,11 @@ class Call:
             self.lines.append("OK")
         return True
 
-    def err(self, message: str) -> bool:
+    def err(self, message: str, column: int | None = None) -> bool:
+        """An ERROR line; ``column`` is the token it is about (for check)."""
         self.lines.append("ERROR: " + message.rstrip("\n"))
+        if self.error_column is None:
+            self.error_column = column
         return False
 
     def end(self) -> bool:
@@ -200,7 +206,8 @@ class Interpreter:
     def execute(self, node: ast.Node, ctx: CommandContext) -> Reply:
         call = Call(node, ctx)
         reply = Reply(False, call.lines, call.warnings)
-        handler = HANDLERS.get(type(node))
+        # a plugin's typed node (Vpath, AccessRule...) runs its base class's handler
+        handler = next((HANDLERS[c] for c in type(node).__mro__ if c in HANDLERS), None)
         if handler is None:  # pragma: no cover - every node type has one
             ok = call.err(f"unknown command: {node.keyword}")
         else:
@@ -209,6 +216,7 @@ class Interpreter:
             except PluginError as exc:
                 ok = call.err(str(exc))
         reply.ok = bool(ok)
+        reply.error_column = call.error_column
         return reply
 
     def load_config_text(self, text: str, *, file: str = "<config>",

@@ -163,8 +163,8 @@ def service_info(it: "Interpreter", svc: Service) -> list[str]:
 
 def server_setting(it: "Interpreter", key: str, val: str, call: "Call") -> bool:
     numeric = re.fullmatch(r"-?\d+", val) is not None
-    m = re.match(r"max_reproxy_connections(?:\((.+)\))?", key)
-    if m:
+    # Perl: /^max_reproxy_connections(?:\((.+)\))?/, unanchored at the end: a prefix
+    if key.startswith("max_reproxy_connections"):
         if not numeric:
             return call.err("Expected numeric parameter")
         # re-inserted so the dict keeps the order of setting: reproxy_state needs it

@@ -164,11 +164,19 @@ class PerlOnly(Node):
 class PluginCommand(Node):
     """A command contributed by a plugin (VHOST, VPATH, ACCESS, INCLUDE, ...).
 
-    ``args`` are the pieces its SyntaxExtension extracted, in order.
+    A plugin whose ``SyntaxExtension`` has a ``build`` function subclasses this
+    with typed fields (``Vpath``, ``AccessRule``, ...); otherwise ``args`` are the
+    tokens its rule matched, in order.  ``at`` maps a field name (``args.0``,
+    ``patterns.1``) to the 1-based source column of its token.
     """
 
     plugin: str
     args: tuple[str | None, ...] = ()
+    at: tuple[tuple[str, int], ...] = ()
+
+    def column_of(self, name: str) -> int:
+        """Where the token behind field ``name`` starts; the line's start if unknown."""
+        return next((col for field, col in self.at if field == name), self.column)
 
 
 Command = Node

@@ -15,10 +15,9 @@ edited; the parser for each set of extensions is built once and cached.
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from lark import Lark, Token, Transformer, Tree, UnexpectedInput
 
@@ -27,12 +26,60 @@ from perlbal.grammar.preprocess import ExpansionError, Normalized, normalize
 
 
 @dataclass(frozen=True)
+class Arg:
+    """One token a plugin rule matched: its terminal, its text and where it starts
+    (1-based column in the raw line, so a diagnostic can point at it)."""
+
+    kind: str
+    text: str
+    column: int
+
+
+PluginNode = TypeVar("PluginNode", bound=ast.PluginCommand)
+
+
+class PluginArgs:
+    """The tokens of one plugin command, handed to its ``SyntaxExtension.build``."""
+
+    def __init__(self, args: tuple[Arg | None, ...], base: Mapping[str, Any], plugin: str) -> None:
+        self.args = args
+        self.base = base
+        self.plugin = plugin
+
+    def get(self, *kinds: str) -> Arg | None:
+        """The first token of one of these terminals (None when the rule had none)."""
+        return next((a for a in self.args if a is not None and a.kind in kinds), None)
+
+    def every(self, kind: str) -> tuple[Arg, ...]:
+        return tuple(a for a in self.args if a is not None and a.kind == kind)
+
+    def build(self, cls: type[PluginNode], **fields: Any) -> PluginNode:
+        """``cls`` with ``fields``; an ``Arg`` becomes its text and records its
+        column under the field's name (``name.i`` for a tuple of them)."""
+        values: dict[str, Any] = {}
+        at: list[tuple[str, int]] = []
+        for name, value in fields.items():
+            if isinstance(value, Arg):
+                values[name] = value.text
+                at.append((name, value.column))
+            elif isinstance(value, tuple) and all(isinstance(v, Arg) for v in value):
+                values[name] = tuple(v.text for v in value)
+                at.extend((f"{name}.{i}", v.column) for i, v in enumerate(value))
+            else:
+                values[name] = value
+        return cls(plugin=self.plugin, at=tuple(at), **values, **self.base)
+
+
+@dataclass(frozen=True)
 class SyntaxExtension:
     """A plugin's command: ``rule`` is the Lark body of rule ``<keyword>_cmd``.
 
-    Every token the rule matches (None for an absent optional) becomes one
-    entry of ``PluginCommand.args``.  ``terminals`` may define extra terminals
-    (their names must start with the upper-cased keyword to stay apart).
+    ``terminals`` defines the terminals (and sub-rules) the rule uses; their
+    names must start with the upper-cased keyword (the lower-cased one for
+    rules) to stay apart.  ``build`` turns the matched tokens into the plugin's
+    typed node; without it the node is a ``PluginCommand`` whose ``args`` are
+    the tokens' texts (None for an absent optional).  ``mistakes`` names typical
+    wrong lines for ``UnexpectedInput.match_examples``: (hint, example lines).
     """
 
     keyword: str
@@ -40,18 +87,22 @@ class SyntaxExtension:
     rule: str
     usage: str | None = None
     terminals: str = ""
+    build: Callable[[PluginArgs], ast.PluginCommand] | None = None
+    mistakes: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
 
 
 @dataclass(frozen=True)
 class CoreCommand:
     usage: str | None = None  # Perl's usage text; None: "Invalid syntax to 'x' command"
     no_opts: bool = False
+    any_args: bool = False  # Perl runs it whatever follows its name (dumpconfig)
     syntax: str = ""  # for the docs
     doc: str = ""  # one line, for the docs
 
 
-def _c(syntax: str, doc: str, usage: str | None = None, no_opts: bool = False) -> CoreCommand:
-    return CoreCommand(usage=usage, no_opts=no_opts, syntax=syntax, doc=doc)
+def _c(syntax: str, doc: str, usage: str | None = None, no_opts: bool = False,
+       any_args: bool = False) -> CoreCommand:
+    return CoreCommand(usage=usage, no_opts=no_opts, any_args=any_args, syntax=syntax, doc=doc)
 
 
 # Perl Perlbal 1.80's commands (the MANAGE_* subs), with their usage texts.
@@ -101,8 +152,9 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
                   "routes that request (listener, rules tried, plugin decisions, target); "
                   "see explain.md.", "usage: EXPLAIN [<METHOD>] <url> [options]"),
     "dumpconfig": _c("DUMPCONFIG", "Print the running configuration as commands that "
-                     "rebuild it."),
-    "reproxy_state": _c("REPROXY_STATE", "Reproxy connections and queues by host."),
+                     "rebuild it.", any_args=True),
+    "reproxy_state": _c("REPROXY_STATE", "Reproxy connections and queues by host.",
+                        any_args=True),
     "obj": _c("OBJ", "Live object counts.", no_opts=True),
     "fd": _c("FD", "File descriptor limit and use.", no_opts=True),
     "proc": _c("PROC", "Time, pid, CPU use and requests served since the last PROC.",
@@ -152,10 +204,6 @@ def _build(extensions: tuple[SyntaxExtension, ...]) -> Lark:
     return Lark(text, parser="lalr", lexer="contextual", maybe_placeholders=True)
 
 
-class _Usage(Exception):
-    """Raised inside the transformer when tokens parse but break Perl's regex."""
-
-
 class _BadArgument(Exception):
     """Raised inside the transformer for an argument we refuse although Perl takes it;
     ``offset`` is where in the normalised line the offending text starts."""
@@ -169,8 +217,12 @@ class _BadArgument(Exception):
 # RFC 9110 section 5.1 (field-name = token) and 5.5 (field values hold no CTL
 # but HTAB).  Beyond Perl, which inserts whatever the line holds: a CR, LF or
 # NUL in an inserted header would corrupt or split every backend request.
-_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _field_value_bad(c: str) -> bool:
+    return (c < " " and c != "\t") or c == "\x7f"
 
 
 def _visible(text: str) -> str:
@@ -178,28 +230,38 @@ def _visible(text: str) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
-def _check_inserted_header(m: "re.Match[str]", offset: int) -> None:
-    name, value = m.group(1), m.group(2)
-    if not _FIELD_NAME.fullmatch(name):
-        bad = next((i for i, c in enumerate(name) if not _FIELD_NAME.fullmatch(c)), 0)
+def _check_inserted_header(name: Token, value: Token) -> None:
+    bad = next((i for i, c in enumerate(name) if c not in _TCHAR), None)
+    if bad is not None:
         raise _BadArgument(f"invalid header name '{_visible(name)}': a header name is an "
-                           "RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)", offset + bad)
-    bad_char = _FIELD_VALUE_BAD.search(value or "")
-    if bad_char is not None and value is not None:
+                           "RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)",
+                           (name.start_pos or 0) + bad)
+    bad = next((i for i, c in enumerate(value) if _field_value_bad(c)), None)
+    if bad is not None:
         raise _BadArgument(f"invalid header value '{_visible(value)}': control character "
-                           f"\\x{ord(bad_char.group()):02x} (only HTAB is allowed)",
-                           offset + m.start(2) + bad_char.start())
+                           f"\\x{ord(value[bad]):02x} (only HTAB is allowed)",
+                           (value.start_pos or 0) + bad)
 
 
 def _s(tok: Any) -> str | None:
     return None if tok is None else str(tok)
 
 
+def _tokens(children: Iterable[Any]) -> Iterable[Token | None]:
+    for child in children:
+        if isinstance(child, Tree):
+            yield from _tokens(child.children)
+        else:
+            yield child
+
+
 class _ToAst(Transformer[Token, ast.Node]):
-    def __init__(self, base: dict[str, Any], plugins: Mapping[str, str]) -> None:
+    def __init__(self, base: dict[str, Any], norm: Normalized,
+                 extensions: Mapping[str, SyntaxExtension]) -> None:
         super().__init__()
         self.base = base
-        self.plugins = plugins
+        self.norm = norm
+        self.extensions = extensions
 
     def start(self, items: list[ast.Node]) -> ast.Node:
         return items[0]
@@ -215,37 +277,31 @@ class _ToAst(Transformer[Token, ast.Node]):
         return ast.PoolEdit(word1=str(t[0]), word2=str(t[1]), ip=str(t[2]), port=port, **self.base)
 
     def set_cmd(self, t: list[Token]) -> ast.Node:
-        first, second, value = _s(t[0]), _s(t[1]), str(t[2])
-        assert first is not None
-        target: str | None
-        if second is not None:
-            if not re.fullmatch(r"\w+", first):
-                raise _Usage()
-            target, key = first, second
-        else:
-            m = re.fullmatch(r"(\w+)\.([\w.]+)", first)
-            target, key = (m.group(1), m.group(2)) if m else (None, first)
-        return ast.Set(target=target, key=key, value=value, **self.base)
+        # SET_TARGET is "<service>." or "<service> ": drop the separator
+        target = None if t[0] is None else str(t[0])[:-1]
+        return ast.Set(target=target, key=str(t[1]), value=str(t[2]), **self.base)
 
     def default_cmd(self, t: list[Token]) -> ast.Node:
         return ast.Default(key=str(t[0]), value=str(t[1]), **self.base)
 
     def header_cmd(self, t: list[Token]) -> ast.Node:
-        m = re.fullmatch(r"(.+?)(?:\s*:\s*(.+))?", str(t[2]))
-        assert m is not None
-        if str(t[1]).lower() == "insert" and m.group(2) is not None:
+        action, name, value = str(t[1]), t[2], t[3]
+        if action == "insert" and value is not None:
             # (without a value the handler answers Perl's "no value provided")
-            _check_inserted_header(m, t[2].start_pos or 0)
-        return ast.Header(service=str(t[0]), action=str(t[1]).lower(),  # type: ignore[arg-type]
-                          header=m.group(1), value=m.group(2), **self.base)
+            _check_inserted_header(name, value)
+        return ast.Header(service=str(t[0]), action=action,  # type: ignore[arg-type]
+                          header=str(name), value=_s(value), **self.base)
 
     def enable_cmd(self, t: list[Token]) -> ast.Node:
         return ast.Enable(verb=str(t[0]), service=str(t[1]), **self.base)  # type: ignore[arg-type]
 
     def load_cmd(self, t: list[Token]) -> ast.Node:
         # Perl takes the plugin name from the original case of the line
-        m = re.match(r"load (\w+)$", self.base["orig"], re.IGNORECASE)
-        return ast.Load(name=m.group(1) if m else str(t[0]), **self.base)
+        # ($mc->orig =~ /^load (\w+)$/i), which a variable expansion spoils
+        name, orig = str(t[0]), self.norm.orig
+        if orig.lower() == self.norm.text and t[0].start_pos is not None:
+            name = orig[t[0].start_pos:t[0].start_pos + len(name)]
+        return ast.Load(name=name, **self.base)
 
     def unload_cmd(self, t: list[Token]) -> ast.Node:
         return ast.Unload(name=str(t[0]), **self.base)
@@ -261,23 +317,7 @@ class _ToAst(Transformer[Token, ast.Node]):
                             timeout=int(t[1]) if t[1] is not None else None, **self.base)
 
     def mime_cmd(self, t: list[Token]) -> ast.Node:
-        # Perl: mime(?:\s+(\w+)(?:\s+(\w+))?(?:\s+(\S+))?)?
-        words = [str(x) for x in t]
-        sub = a1 = a2 = None
-        if words:
-            if not re.fullmatch(r"\w+", words[0]):
-                raise _Usage()
-            sub = words[0]
-        if len(words) == 2:
-            if re.fullmatch(r"\w+", words[1]):
-                a1 = words[1]
-            else:
-                a2 = words[1]
-        elif len(words) == 3:
-            if not re.fullmatch(r"\w+", words[1]):
-                raise _Usage()
-            a1, a2 = words[1], words[2]
-        return ast.Mime(sub=sub, arg1=a1, arg2=a2, **self.base)
+        return ast.Mime(sub=_s(t[0]), arg1=_s(t[1]), arg2=_s(t[2]), **self.base)
 
     def xs_cmd(self, t: list[Token]) -> ast.Node:
         return ast.Xs(sub=_s(t[0]), module=_s(t[1]), **self.base)
@@ -311,11 +351,19 @@ class _ToAst(Transformer[Token, ast.Node]):
         return ast.PerlOnly(**self.base)
 
     def __default__(self, data: str, children: list[Any], meta: Any) -> Any:
-        if data.endswith("_cmd"):
-            keyword = data[: -len("_cmd")]
-            args = tuple(_s(c) for c in children)
-            return ast.PluginCommand(plugin=self.plugins[keyword], args=args, **self.base)
-        return Tree(data, children, meta)
+        ext = self.extensions.get(data[: -len("_cmd")]) if data.endswith("_cmd") else None
+        if ext is None:
+            return Tree(data, children, meta)  # a plugin's sub-rule: flattened below
+        args = tuple(None if tok is None else Arg(tok.type, str(tok),
+                                                  self.norm.source_column(tok.start_pos or 0))
+                     for tok in _tokens(children))
+        if ext.build is not None:
+            return ext.build(PluginArgs(args, self.base, ext.plugin))
+        return ast.PluginCommand(plugin=ext.plugin, args=tuple(None if a is None else a.text
+                                                               for a in args),
+                                 at=tuple((f"args.{i}", a.column)
+                                          for i, a in enumerate(args) if a is not None),
+                                 **self.base)
 
 
 _NEEDS_EQUALS = frozenset({"set", "default", "server", "vhost", "vpath", "include"})
@@ -349,7 +397,6 @@ class Parser:
         if dupes:
             raise ValueError(f"plugin commands clash with core commands: {sorted(dupes)}")
         self.lark = _build(self.extensions)
-        self.plugin_of = {e.keyword: e.plugin for e in self.extensions}
 
     def parse_line(self, raw: str, *, file: str = "<console>", line: int = 1,
                    env: Mapping[str, str] | None = None) -> ast.Node:
@@ -380,30 +427,29 @@ class Parser:
                 return ast.SyntaxFailure(usage=f"The '{basecmd}' command takes no arguments",
                                          error_column=norm.source_column(len(basecmd)), **base)
             return ast.Query(**base)
-        after = norm.text[len(basecmd):len(basecmd) + 1]
-        if after not in ("", " ") and basecmd not in ("dumpconfig", "reproxy_state"):
-            # every Perl command regex wants whitespace (or the end) after its name
-            usage = (core.usage if core is not None else ext.usage if ext is not None else None)
-            return ast.SyntaxFailure(usage=usage or f"Invalid syntax to '{basecmd}' command",
-                                     error_column=norm.source_column(len(basecmd)), **base)
         usage = (core.usage if core is not None else ext.usage if ext is not None else None)
         usage = usage or f"Invalid syntax to '{basecmd}' command"
+        after = norm.text[len(basecmd):len(basecmd) + 1]
+        if core is not None and after not in ("", " ") and not core.any_args:
+            # every core command regex wants whitespace (or the end) after its name;
+            # a plugin's rule says itself (PERLREQUIRE=x needs none)
+            return ast.SyntaxFailure(usage=usage, error_column=norm.source_column(len(basecmd)),
+                                     **base)
         try:
             tree = self.lark.parse(norm.text)
-            result = _ToAst(base, self.plugin_of).transform(tree)
+            result = _ToAst(base, norm, self.ext_by_keyword).transform(tree)
         except UnexpectedInput as exc:
             pos = getattr(exc, "pos_in_stream", None)
             col = norm.source_column(pos if isinstance(pos, int) else len(norm.text))
-            return ast.SyntaxFailure(usage=usage, error_column=col,
-                                     hint=typical_mistake(basecmd, norm.text), **base)
-        except Exception as exc:  # _Usage, or a transformer wrapped by lark
+            hint = typical_mistake(basecmd, norm.text)
+            if ext is not None and ext.mistakes:
+                hint = exc.match_examples(self.lark.parse, ext.mistakes, use_accepts=True)
+            return ast.SyntaxFailure(usage=usage, error_column=col, hint=hint, **base)
+        except Exception as exc:  # lark wraps what the transformer raises
             bad = exc if isinstance(exc, _BadArgument) else getattr(exc, "orig_exc", None)
             if isinstance(bad, _BadArgument):
                 return ast.SyntaxFailure(usage=bad.message,
                                          error_column=norm.source_column(bad.offset), **base)
-            if isinstance(exc, _Usage) or isinstance(getattr(exc, "orig_exc", None), _Usage):
-                return ast.SyntaxFailure(usage=usage, error_column=norm.source_column(0),
-                                         hint=typical_mistake(basecmd, norm.text), **base)
             raise
         assert isinstance(result, ast.Node)
         return result

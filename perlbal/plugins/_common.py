@@ -2,9 +2,7 @@
 
 - ``context_service``: the service a context-bound command (ACCESS, REDIRECT,
   PERLHANDLER, throttle reload) acts on, with Perl's error texts;
-- ``perl_match``: re-check a parsed line against the Perl plugin's own regex,
-  so that a line our grammar tokenises differently is refused exactly as Perl
-  refuses it (with the plugin's usage text);
+- ``selector_rule``: the grammar of VHOST and VPATH, which share Perl's regex;
 - ``EnumParam`` / ``PatternParam``: plugin tunables with Perl's ``check_type``
   of ``[enum => [...]]`` and ``[regexp => qr/.../, message]``, which the core
   parameter kinds do not express.
@@ -17,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
-from perlbal.grammar import ast
 from perlbal.params import CheckEnv, Param, ParamError, ParamValue
 
 if TYPE_CHECKING:
@@ -38,10 +35,27 @@ def context_service(it: "Interpreter", call: "Call",
     return svc
 
 
-def perl_match(pattern: str, node: ast.PluginCommand,
-               flags: int = 0) -> re.Match[str] | None:
-    """Perl's ``$mc->parse(qr/.../)`` on the normalised line."""
-    return re.fullmatch(pattern, node.text, flags)
+# Perl's \w on the bytes of a config line: ASCII only
+PERL_WORD = "[0-9A-Za-z_]"
+
+
+def selector_rule(keyword: str) -> tuple[str, str]:
+    """Lark rule and terminals for ``<keyword> [<service>] <pattern> = <service>``.
+
+    Perl (Vhosts.pm, Vpaths.pm): ``^<kw>\\s+(?:(\\w+)\\s+)?(\\S+)\\s*=\\s*(\\w+)$``.
+    The pattern may itself hold '=' (``vpath ^/a=b = svc``), so which word is what
+    is Perl's backtracking: the optional service is taken when the rest still
+    matches, and the pattern is the longest that leaves `` = <word>`` at the end.
+    Each terminal's lookahead checks exactly that; the line is normalised, so
+    ``\\s+`` is one space.
+    """
+    up = keyword.upper()
+    tail = f" ?= ?{PERL_WORD}+\\Z"
+    rule = f'"{keyword}" [{up}_SERVICE] {up}_PATTERN "=" {up}_TARGET'
+    terminals = (f"{up}_SERVICE.2: /(?<= ){PERL_WORD}+(?= \\S+{tail})/\n"
+                 f"{up}_PATTERN: /(?<= )\\S+(?={tail})/\n"
+                 f"{up}_TARGET: /{PERL_WORD}+/\n")
+    return rule, terminals
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,13 @@ through.  No match: 403 when the policy is deny, otherwise allowed.
 from __future__ import annotations
 
 import ipaddress
-import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
-from perlbal.grammar.parser import SyntaxExtension
+from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.plugins import Plugin
-from perlbal.plugins._common import context_service, perl_match
+from perlbal.plugins._common import context_service
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -43,10 +42,10 @@ def parse_netmask(text: str) -> str | None:
     (a /24, /16 or /8 network).  (Its a.b.c.d#hostmask form cannot be typed:
     the console drops everything from '#'.)"""
     value = text
+    parts = value.split(".")
     if ":" in value and "/" not in value:
         value = value.replace(":", "/", 1)
-    elif re.fullmatch(r"\d+(\.\d+){0,2}", value):
-        parts = value.split(".")
+    elif len(parts) <= 3 and all(p and set(p) <= _DIGITS for p in parts):
         value = ".".join(parts + ["0"] * (4 - len(parts))) + f"/{8 * len(parts)}"
     try:
         return str(ipaddress.ip_network(value, strict=False))
@@ -54,9 +53,42 @@ def parse_netmask(text: str) -> str | None:
         return None
 
 
+_DIGITS = frozenset("0123456789")
+
+
 def access_config(svc: Service) -> dict[str, Any]:
     cfg: dict[str, Any] = svc.extra.setdefault("access", {"deny_default": False, "rules": []})
     return cfg
+
+
+class AccessPolicy(ast.PluginCommand):
+    """``ACCESS POLICY <policy>``: what happens to a request no rule matches."""
+
+    policy: str | None = None  # Perl's check comes after parsing: 'allow' or 'deny'
+
+
+class AccessReset(ast.PluginCommand):
+    """``ACCESS RESET``: no rules, policy allow (Perl ignores any arguments)."""
+
+
+class AccessRule(ast.PluginCommand):
+    """``ACCESS {ALLOW|DENY|QUEUE_LOW} <what> <value>``; ``what`` should be IP or
+    NETMASK, which the handler checks (Perl's message names the bad word)."""
+
+    action: Literal["allow", "deny", "queue_low"]
+    what: str | None = None
+    value: str | None = None
+
+
+def _build(args: PluginArgs) -> ast.PluginCommand:
+    verb = args.get("ACCESS_VERB")
+    assert verb is not None
+    arg1, arg2 = (args.every("ACCESS_ARG") + (None, None))[:2]
+    if verb.text == "reset":
+        return args.build(AccessReset)
+    if verb.text == "policy":
+        return args.build(AccessPolicy, policy=arg1)
+    return args.build(AccessRule, action=verb, what=arg1, value=arg2)
 
 
 class AccessControl(Plugin):
@@ -66,40 +98,44 @@ class AccessControl(Plugin):
             keyword="access",
             plugin="AccessControl",
             # Perl: ^access\s+(policy|allow|deny|reset|queue_low)(?:\s+(\S+))?(?:\s+(\S+))?$
-            rule='"access" ACCESS_ARG [ACCESS_ARG [ACCESS_ARG]]',
-            terminals="ACCESS_ARG: /\\S+/",
+            rule='"access" ACCESS_VERB [ACCESS_ARG [ACCESS_ARG]]',
+            terminals="ACCESS_VERB: /(?<= )(policy|allow|deny|reset|queue_low)(?![^ ])/\n"
+                      "ACCESS_ARG: /(?<= )\\S+/\n",
             usage=USAGE,
+            build=_build,
+            mistakes=(("expected POLICY, ALLOW, DENY, QUEUE_LOW or RESET after ACCESS",
+                       ("access foo", "access allowx ip 1.2.3.4")),
+                      ("at most two arguments after the verb",
+                       ("access deny ip 1.2.3.4 x",))),
         ),
     )
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
-        m = perl_match(r"access\s+(policy|allow|deny|reset|queue_low)"
-                       r"(?:\s+(\S+))?(?:\s+(\S+))?", node)
-        if m is None:
-            return call.err(USAGE)
-        cmd, arg1, arg2 = m.group(1), m.group(2), m.group(3)
         svc = context_service(it, call)
         if isinstance(svc, str):
             return call.err(svc)
         cfg = access_config(svc)
-        if cmd == "reset":
+        if isinstance(node, AccessReset):
             svc.extra["access"] = {"deny_default": False, "rules": []}
             return call.ok()
-        if cmd == "policy":
+        if isinstance(node, AccessPolicy):
             # Perl's /^allow|deny$/ is "starts with allow, or ends with deny"
-            if arg1 is None or not re.search(r"^allow|deny$", arg1):
-                return call.err("policy must be 'allow' or 'deny'")
-            cfg["deny_default"] = arg1 == "deny"
+            policy = node.policy or ""
+            if not (policy.startswith("allow") or policy.endswith("deny")):
+                return call.err("policy must be 'allow' or 'deny'", node.column_of("policy"))
+            cfg["deny_default"] = policy == "deny"
             return call.ok()
-        what, value = arg1, arg2
+        assert isinstance(node, AccessRule)
+        what, value = node.what, node.value
         if what not in ("ip", "netmask"):
-            return call.err(f"Unknown item to {cmd}: '{what or ''}'")
+            return call.err(f"Unknown item to {node.action}: '{what or ''}'",
+                            node.column_of("what"))
         if what == "netmask":
             net = parse_netmask(value or "")
             if net is None:
-                return call.err("Error parsing netmask")
+                return call.err("Error parsing netmask", node.column_of("value"))
             value = net
-        cfg["rules"].append([cmd, what, value or ""])
+        cfg["rules"].append([node.action, what, value or ""])
         return call.ok()
 
     def setter(self, it: "Interpreter", svc: Service, key: str, value: str,

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
-from perlbal.grammar.parser import SyntaxExtension
+from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.plugins import Plugin
-from perlbal.plugins._common import context_service, perl_match
+from perlbal.plugins._common import context_service
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -45,33 +45,58 @@ REQUIRE_USAGE = "usage: PERLREQUIRE=<module>"
 HANDLER_USAGE = "usage: PERLHANDLER=<package::subroutine>"
 
 
+class PerlRequire(ast.PluginCommand):
+    """``PERLREQUIRE = <module>``: import a Python module (dotted name)."""
+
+    module: str
+
+
+class PerlHandler(ast.PluginCommand):
+    """``PERLHANDLER = <module>:<function>``: the handler of the context's service."""
+
+    handler: str
+
+
+def _build_require(args: PluginArgs) -> PerlRequire:
+    return args.build(PerlRequire, module=args.get("PERLREQUIRE_NAME"))
+
+
+def _build_handler(args: PluginArgs) -> PerlHandler:
+    return args.build(PerlHandler, handler=args.get("PERLHANDLER_NAME"))
+
+
+# Perl: ^perlrequire\s*=\s*([\w:]+)$ and ^perlhandler\s*=\s*([\w:]+)$.  Ours also takes
+# '.', the separator of Python module paths; any line Perl takes, we take.
+_NAME = "/[0-9A-Za-z_:.]+/"
+_MISSING = ("expected '=' and a module name", ("perlrequire foo", "perlhandler foo"))
+
+
 class Cgilike(Plugin):
     name = "Cgilike"
     commands = (
         SyntaxExtension(keyword="perlrequire", plugin="Cgilike",
-                        rule='"perlrequire" "=" VALUE', usage=REQUIRE_USAGE),
+                        rule='"perlrequire" "=" PERLREQUIRE_NAME',
+                        terminals=f"PERLREQUIRE_NAME: {_NAME}\n", usage=REQUIRE_USAGE,
+                        build=_build_require, mistakes=(_MISSING,)),
         SyntaxExtension(keyword="perlhandler", plugin="Cgilike",
-                        rule='"perlhandler" "=" VALUE', usage=HANDLER_USAGE),
+                        rule='"perlhandler" "=" PERLHANDLER_NAME',
+                        terminals=f"PERLHANDLER_NAME: {_NAME}\n", usage=HANDLER_USAGE,
+                        build=_build_handler, mistakes=(_MISSING,)),
     )
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
-        if node.keyword == "perlrequire":
-            m = perl_match(r"perlrequire\s*=\s*([\w.]+)", node)
-            if m is None:
-                return call.err(REQUIRE_USAGE)
-            module = m.group(1)
+        if isinstance(node, PerlRequire):
             try:
-                importlib.import_module(module)
+                importlib.import_module(node.module)
             except Exception as exc:  # any failure of the import is the user's to see
-                return call.err(f"Failed to load {module}: {type(exc).__name__}: {exc}")
+                return call.err(f"Failed to load {node.module}: {type(exc).__name__}: {exc}",
+                                node.column_of("module"))
             return True
-        m = perl_match(r"perlhandler\s*=\s*([\w.:]+)", node)
-        if m is None:
-            return call.err(HANDLER_USAGE)
+        assert isinstance(node, PerlHandler)
         svc = context_service(it, call)
         if isinstance(svc, str):
             return call.err(svc)
-        svc.extra["cgilike_handler"] = m.group(1)
+        svc.extra["cgilike_handler"] = node.handler
         return True
 
     def unregister(self, it: "Interpreter", svc: Service) -> None:

@@ -22,9 +22,8 @@ import os
 from typing import TYPE_CHECKING
 
 from perlbal.grammar import ast
-from perlbal.grammar.parser import SyntaxExtension
+from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.plugins import Plugin
-from perlbal.plugins._common import perl_match
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -41,15 +40,29 @@ def _expand(pattern: str, base_dir: str | None) -> list[str]:
     return sorted(glob.glob(full))
 
 
+class IncludeFiles(ast.PluginCommand):
+    """``INCLUDE = <glob> [<glob> ...]``: run these config files in place."""
+
+    patterns: tuple[str, ...]
+
+
+def _build(args: PluginArgs) -> IncludeFiles:
+    return args.build(IncludeFiles, patterns=args.every("INCLUDE_GLOB"))
+
+
 class Include(Plugin):
     name = "Include"
     commands = (
         SyntaxExtension(
             keyword="include",
             plugin="Include",
-            # Perl: ^include\s+=\s+(.+)\s*$
-            rule='"include" "=" VALUE',
+            # Perl: ^include\s+=\s+(.+)\s*$, then glob() splits (.+) on whitespace
+            rule='"include" INCLUDE_EQUALS INCLUDE_GLOB+',
+            terminals="INCLUDE_EQUALS: /(?<= )=/\nINCLUDE_GLOB: /(?<= )\\S+/\n",
             usage=USAGE,
+            build=_build,
+            mistakes=(("INCLUDE wants spaces on both sides of '='",
+                       ("include=/x", "include =/x", "include /x")),),
         ),
     )
 
@@ -57,19 +70,18 @@ class Include(Plugin):
         self._depth = 0
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
-        m = perl_match(r"include\s+=\s+(.+?)\s*", node)
-        if m is None:
-            return call.err(USAGE)
+        assert isinstance(node, IncludeFiles)
         if self._depth >= _MAX_DEPTH:
             return call.err("INCLUDE nested too deeply (an include loop?)")
         base_dir = getattr(it.env, "base_dir", None)
-        for word in m.group(1).split():
+        for index, word in enumerate(node.patterns):
             for path in _expand(word, base_dir if isinstance(base_dir, str) else None):
                 try:
                     with open(path, encoding="utf-8", errors="replace") as fh:
                         text = fh.read()
                 except OSError as exc:
-                    return call.err(f"Error opening config file ({path}): {exc.strerror}")
+                    return call.err(f"Error opening config file ({path}): {exc.strerror}",
+                                    node.column_of(f"patterns.{index}"))
                 failures: list[str] = []
                 self._depth += 1
                 try:

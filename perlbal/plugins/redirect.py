@@ -18,15 +18,27 @@ from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
-from perlbal.grammar.parser import SyntaxExtension
+from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.plugins import Plugin
-from perlbal.plugins._common import context_service, perl_match
+from perlbal.plugins._common import context_service
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
     from perlbal.routing import HookDecision, Request
 
 USAGE = "usage: REDIRECT HOST <match_host> <target_host>"
+
+
+class RedirectHost(ast.PluginCommand):
+    """``REDIRECT HOST <match_host> <target_host>`` on the context's service."""
+
+    match_host: str
+    target_host: str
+
+
+def _build(args: PluginArgs) -> RedirectHost:
+    match_host, target_host = args.every("REDIRECT_NAME")
+    return args.build(RedirectHost, match_host=match_host, target_host=target_host)
 
 
 class Redirect(Plugin):
@@ -36,20 +48,23 @@ class Redirect(Plugin):
             keyword="redirect",
             plugin="Redirect",
             # Perl: ^redirect\s+host\s+(\S+)\s+(\S+)$
-            rule='"redirect" REDIRECT_ARG REDIRECT_ARG REDIRECT_ARG',
-            terminals="REDIRECT_ARG: /\\S+/",
+            rule='"redirect" REDIRECT_HOST REDIRECT_NAME REDIRECT_NAME',
+            terminals="REDIRECT_HOST: /(?<= )host(?= )/\nREDIRECT_NAME: /(?<= )\\S+/\n",
             usage=USAGE,
+            build=_build,
+            mistakes=(("expected HOST after REDIRECT", ("redirect a b", "redirect hosts a b")),
+                      ("expected two names: <match_host> <target_host>",
+                       ("redirect host a", "redirect host a b c"))),
         ),
     )
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
-        m = perl_match(r"redirect\s+host\s+(\S+)\s+(\S+)", node)
-        if m is None:
-            return call.err(USAGE)
+        assert isinstance(node, RedirectHost)
         svc = context_service(it, call)
         if isinstance(svc, str):
             return call.err(svc)
-        svc.extra.setdefault("redirect_host", {})[m.group(1).lower()] = m.group(2).lower()
+        svc.extra.setdefault("redirect_host", {})[node.match_host.lower()] = \
+            node.target_host.lower()
         return True  # Perl returns 1 without $mc->ok: no OK line
 
     def unregister(self, it: "Interpreter", svc: Service) -> None:

@@ -28,16 +28,16 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
-from perlbal.grammar.parser import SyntaxExtension
+from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin, PluginError
-from perlbal.plugins._common import EnumParam, PatternParam, context_service, perl_match
+from perlbal.plugins._common import EnumParam, PatternParam, context_service
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -110,6 +110,16 @@ def load_cidr_list(path: str) -> list[str]:
     return nets
 
 
+class ThrottleReload(ast.PluginCommand):
+    """``THROTTLE RELOAD {CONFIG|WHITELIST|BLACKLIST}`` on the context's service."""
+
+    what: Literal["config", "whitelist", "blacklist"]
+
+
+def _build(args: PluginArgs) -> ThrottleReload:
+    return args.build(ThrottleReload, what=args.get("THROTTLE_WHAT"))
+
+
 def _file_param(svc: Service, name: str) -> str | None:
     value = svc.params.get(name)
     return value if isinstance(value, str) and value else None
@@ -122,10 +132,13 @@ class Throttle(Plugin):
         SyntaxExtension(
             keyword="throttle",
             plugin="Throttle",
-            # Perl: ^throttle\s+(reload)\s+(whitelist|blacklist|config)$ (case-insensitive)
-            rule='"throttle" THROTTLE_ARG THROTTLE_ARG',
-            terminals="THROTTLE_ARG: /\\S+/",
+            # Perl: ^throttle\s+(reload)\s+(whitelist|blacklist|config)$ (case-insensitive,
+            # but the line is lower-case: it cannot hold the '=' that keeps case)
+            rule='"throttle" THROTTLE_RELOAD THROTTLE_WHAT',
+            terminals="THROTTLE_RELOAD: /(?<= )reload(?= )/\n"
+                      "THROTTLE_WHAT: /(?<= )(whitelist|blacklist|config)/\n",
             usage=USAGE,
+            build=_build,
         ),
     )
 
@@ -141,14 +154,12 @@ class Throttle(Plugin):
         svc.extra.pop("throttle_lists", None)
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
-        m = perl_match(r"throttle\s+(reload)\s+(whitelist|blacklist|config)", node, re.I)
-        if m is None:
-            return call.err(USAGE)
+        assert isinstance(node, ThrottleReload)
         svc = context_service(it, call, "No service name set. This command must be used "
                               "after CREATE SERVICE <name> or USE <service_name>")
         if isinstance(svc, str):
             return call.err(svc)
-        what = m.group(2)
+        what = node.what
         if what in ("whitelist", "blacklist"):
             path = _file_param(svc, f"{what}_file")
             if path is None:

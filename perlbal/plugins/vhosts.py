@@ -8,52 +8,60 @@ share it.
 
 from __future__ import annotations
 
-import re
+import string
 from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
-from perlbal.grammar.parser import SyntaxExtension
+from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.plugins import Plugin, PluginError
+from perlbal.plugins._common import selector_rule
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
 
-_HOST_RE = re.compile(r"[\w\-_.*;:]+")
+# Perl checks the host apart, after parsing: /^[\w\-\_\.\*\;\:]+$/
+_HOST_CHARS = frozenset(string.ascii_letters + string.digits + "_-.*;:")
+
+
+class VhostRule(ast.PluginCommand):
+    """``VHOST [<service>] <host> = <target>``: requests on selector ``service``
+    (the context's when absent) for ``host`` (or a ``*.`` pattern) go to ``target``."""
+
+    service: str | None = None
+    host: str
+    target: str
+
+
+def _build(args: PluginArgs) -> VhostRule:
+    return args.build(VhostRule, service=args.get("VHOST_SERVICE"),
+                      host=args.get("VHOST_PATTERN"), target=args.get("VHOST_TARGET"))
+
+
+_RULE, _TERMINALS = selector_rule("vhost")
 
 
 class Vhosts(Plugin):
     name = "Vhosts"
     commands = (
-        SyntaxExtension(
-            keyword="vhost",
-            plugin="Vhosts",
-            # Perl: vhost\s+(?:(\w+)\s+)?(\S+)\s*=\s*(\w+)
-            rule='"vhost" VHOST_ARG [VHOST_ARG] "=" WORD',
-            terminals="VHOST_ARG: /[^\\s=]+/",
-            usage="usage: VHOST [<service>] <host_or_pattern> = <dest_service>",
-        ),
+        SyntaxExtension(keyword="vhost", plugin="Vhosts", rule=_RULE, terminals=_TERMINALS,
+                        usage="usage: VHOST [<service>] <host_or_pattern> = <dest_service>",
+                        build=_build),
     )
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
-        first, second, target = node.args
-        assert first is not None and target is not None
-        if second is None:
-            selname, host = None, first
-        else:
-            if not re.fullmatch(r"\w+", first):
-                return call.err(self.commands[0].usage or "")
-            selname, host = first, second
-        selname = selname or call.ctx.last_created
+        assert isinstance(node, VhostRule)
+        selname = node.service or call.ctx.last_created
         if not selname:
             return call.err("omitted service name not implied from context")
         svc = it.graph.services.get(selname)
         if svc is None or svc.role != "selector":
-            return call.err(f"Service '{selname}' is not a selector service")
-        host = host.lower()
-        if not _HOST_RE.fullmatch(host):
-            return call.err(f"invalid host pattern: '{host}'")
-        svc.extra.setdefault("vhosts", {})[host] = target
+            return call.err(f"Service '{selname}' is not a selector service",
+                            node.column_of("service"))
+        host = node.host.lower()
+        if not set(host) <= _HOST_CHARS:
+            return call.err(f"invalid host pattern: '{host}'", node.column_of("host"))
+        svc.extra.setdefault("vhosts", {})[host] = node.target
         return call.ok()
 
     def register(self, it: "Interpreter", svc: Service) -> None:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
-from perlbal.grammar.parser import SyntaxExtension
+from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.plugins import Plugin, PluginError
-from perlbal.plugins._common import perl_match
+from perlbal.plugins._common import selector_rule
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -30,35 +30,45 @@ if TYPE_CHECKING:
 USAGE = "usage: VPATH [<service>] <path regex> = <dest_service>"
 
 
+class Vpath(ast.PluginCommand):
+    """``VPATH [<service>] <pattern> = <target>``: requests on selector ``service``
+    (the context's when absent) whose URI matches ``pattern`` go to ``target``."""
+
+    service: str | None = None
+    pattern: str
+    target: str
+
+
+def _build(args: PluginArgs) -> Vpath:
+    return args.build(Vpath, service=args.get("VPATH_SERVICE"),
+                      pattern=args.get("VPATH_PATTERN"), target=args.get("VPATH_TARGET"))
+
+
+_RULE, _TERMINALS = selector_rule("vpath")
+
+
 class Vpaths(Plugin):
     name = "Vpaths"
     commands = (
-        SyntaxExtension(
-            keyword="vpath",
-            plugin="Vpaths",
-            # Perl: ^vpath\s+(?:(\w+)\s+)?(\S+)\s*=\s*(\w+)$
-            rule='"vpath" VPATH_ARG [VPATH_ARG] "=" WORD',
-            terminals="VPATH_ARG: /[^\\s=]+/",
-            usage=USAGE,
-        ),
+        SyntaxExtension(keyword="vpath", plugin="Vpaths", rule=_RULE, terminals=_TERMINALS,
+                        usage=USAGE, build=_build),
     )
 
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
-        m = perl_match(r"vpath\s+(?:(\w+)\s+)?(\S+)\s*=\s*(\w+)", node)
-        if m is None:
-            return call.err(USAGE)
-        selname, regex, target = m.group(1), m.group(2), m.group(3)
-        selname = selname or call.ctx.last_created
+        assert isinstance(node, Vpath)
+        selname = node.service or call.ctx.last_created
         if not selname:
             return call.err("omitted service name not implied from context")
         svc = it.graph.services.get(selname)
         if svc is None or svc.role != "selector":
-            return call.err(f"Service '{selname}' is not a selector service")
+            return call.err(f"Service '{selname}' is not a selector service",
+                            node.column_of("service"))
         try:
-            re.compile(regex)
+            re.compile(node.pattern)
         except re.error:
-            return call.err(f"invalid regular expression: '{regex}'")
-        svc.extra.setdefault("vpaths", []).append([regex, target])
+            return call.err(f"invalid regular expression: '{node.pattern}'",
+                            node.column_of("pattern"))
+        svc.extra.setdefault("vpaths", []).append([node.pattern, node.target])
         return call.ok()
 
     def register(self, it: "Interpreter", svc: Service) -> None:
