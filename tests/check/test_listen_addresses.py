@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports
 

@@ -7,7 +7,8 @@
 * ``test_perl_console_framing``: Perl-only facts about the connection itself
   (quit/exit, bare-LF blank lines) that the corpus cannot express.
 * ``test_interpreter_*``: our ``perlbal.interp.Interpreter`` answers every line
-  as Perl did.  Skipped until that module exists.
+  as Perl did (imported plainly: an interpreter that fails to import fails
+  these tests, it never skips them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from perlbal.interp import CommandContext, Interpreter
 from tests.diff.console_cases import (
     CONFIG_CASES,
     PLACEHOLDERS,
@@ -51,11 +53,6 @@ LIVE_SAMPLE = [
 ]
 # Ports our interpreter is told about; never bound (it runs with no sockets).
 FAKE_PORTS = {name: 61000 + i for i, name in enumerate(PLACEHOLDERS)}
-
-# Config cases our interpreter cannot be judged on through replies alone.
-INTERP_CONFIG_XFAIL = {
-    "config_pool_unknown_key_fails_silently": "needs Reply.ok: Perl fails this line with no output",
-}
 
 
 def _by_name(name: str) -> Sequence:
@@ -140,9 +137,8 @@ def test_perl_console_framing() -> None:
 
 @pytest.mark.parametrize("name", [s.name for s in SEQUENCES])
 def test_interpreter_matches_perl(name: str) -> None:
-    interp_mod = pytest.importorskip("perlbal.interp", exc_type=ImportError)
-    interp = interp_mod.Interpreter()
-    quiet = interp_mod.CommandContext(verbose=False)
+    interp = Interpreter()
+    quiet = CommandContext(verbose=False)
     for line in substitute(PREAMBLE, FAKE_PORTS).splitlines():
         assert interp.run_line(line, quiet) == [], line
     # A console only exists once the server runs (Perl's $run_started).
@@ -150,7 +146,7 @@ def test_interpreter_matches_perl(name: str) -> None:
     contexts: dict[int, Any] = {}
     mismatches = []
     for step in GOLDEN_DATA["sequences"][name]:
-        ctx = contexts.setdefault(step["conn"], interp_mod.CommandContext(verbose=True))
+        ctx = contexts.setdefault(step["conn"], CommandContext(verbose=True))
         ours = interp.run_line(substitute(step["line"], FAKE_PORTS), ctx)
         if step["compare"] == "skip" or CLOSED_MARKER in step["reply"]:
             continue
@@ -162,23 +158,15 @@ def test_interpreter_matches_perl(name: str) -> None:
 
 @pytest.mark.parametrize("name", [c.name for c in CONFIG_CASES])
 def test_interpreter_config_file_matches_perl(name: str) -> None:
-    interp_mod = pytest.importorskip("perlbal.interp", exc_type=ImportError)
-    if name in INTERP_CONFIG_XFAIL and not hasattr(interp_mod, "Reply"):
-        pytest.xfail(INTERP_CONFIG_XFAIL[name])
     case = GOLDEN_DATA["config_cases"][name]
-    interp = interp_mod.Interpreter()
-    ctx = interp_mod.CommandContext(verbose=False)
+    interp = Interpreter()
+    ctx = CommandContext(verbose=False)
     output: list[str] = []
     failed = False
     for line in case["text"].splitlines():
-        if hasattr(interp, "run"):
-            reply = interp.run(line, ctx)
-            lines, ok = list(reply.lines), bool(reply.ok)
-        else:
-            lines = interp.run_line(line, ctx)
-            ok = not any(ln.startswith("ERROR:") for ln in lines)
-        output.extend(lines)
-        if not ok:
+        reply = interp.run(line, ctx)
+        output.extend(reply.lines)
+        if not reply.ok:
             failed = True
             break
     assert output == case["stdout"]

@@ -3,7 +3,7 @@
 One config (a Vhosts selector with a ``*`` default, a Vpaths selector with
 default_service reached through it, two reverse proxies to test backends, a
 web_server on a temporary docroot, a management service) is loaded dry by
-``perlbal explain`` and started for real (``tests/runtime/pyserver.py``).
+``perlbal explain`` and started for real (``tests/support/pyserver.py``).
 Each request of the table is explained and sent; what the client saw -- the
 backend that answered (X-Backend-Name), the file whose bytes came back, the
 management page, or the bare status -- must be what explain predicted.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from perlbal.explain import ExplainArgs, Outcome, explain, load_graph
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import IncompleteResponse, RawResponse, request

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import free_ports
 from tests.support.rawhttp import request

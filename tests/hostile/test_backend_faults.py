@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.scripted_backend import OK, Script, _reset, _send
 from tests.support.ports import free_ports
 from tests.support.rawhttp import HTTPConnection, request

@@ -24,7 +24,7 @@ import pytest
 from perlbal.http.fields import UnsafeField, render_fields
 from perlbal.http.proxyheaders import backend_request_line
 from perlbal.http.responses import render_head
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.digest_backend import serve_wsgiref
 from tests.support.ports import free_ports

@@ -26,7 +26,7 @@ from typing import Iterator
 import pytest
 
 from tests.hostile.conftest import Hostile, raw_exchange, status_of
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.perl_perlbal import ConsoleClosed, PerlPerlbal, console, perl_perlbal_available
 from tests.support.ports import LOOPBACK, free_port
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.diff.console_cases import PLACEHOLDERS, PREAMBLE, SEQUENCES, normalize, substitute
 from tests.diff.record_perl_console import CLOSED_MARKER, GOLDEN
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.perl_perlbal import Console, ConsoleClosed, console
 from tests.support.ports import LOOPBACK, free_ports
 

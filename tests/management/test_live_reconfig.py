@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports

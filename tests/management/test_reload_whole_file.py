@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.management.test_reload_and_stop import _hup_and_wait
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports

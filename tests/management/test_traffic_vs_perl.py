@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import PerlPerlbal, console
 from tests.support.ports import LOOPBACK, free_ports

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.management.cdp import Browser, chromium_available
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports

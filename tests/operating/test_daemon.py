@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.pyserver import ROOT, PyPerlbal
+from tests.support.pyserver import ROOT, PyPerlbal
 from tests.support.ports import LOOPBACK, free_ports, port_accepts
 
 

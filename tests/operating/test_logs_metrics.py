@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from perlbal.runtime.metrics import Family, merge, parse_snapshot
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
 

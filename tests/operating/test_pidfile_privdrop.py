@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from tests.operating.test_daemon import _run, _wait
-from tests.runtime.pyserver import ROOT, PyPerlbal
+from tests.support.pyserver import ROOT, PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports, port_accepts
 from tests.support.rawhttp import request

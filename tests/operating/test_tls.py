@@ -11,7 +11,7 @@ import pytest
 
 from perlbal.interp import CommandContext, Interpreter
 from tests.operating.certs import make_pki
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
 

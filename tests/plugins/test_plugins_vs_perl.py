@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from tests.plugins.imagecodec import decode_gif, decode_png, make_gif, make_png
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports

@@ -24,7 +24,7 @@ from perlbal.graph import Service
 from perlbal.plugins import Plugin, PluginRegistry, default_plugin_registry
 from perlbal.plugins.hooks import EndProxyRequest, HookRunner, StartWebRequest
 from tests.plugins.imagecodec import decode_gif, make_gif
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.ports import free_ports, port_accepts
 from tests.support.rawhttp import HTTPConnection
 

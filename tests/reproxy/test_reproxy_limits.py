@@ -6,7 +6,7 @@ import threading
 import time
 
 from tests.reproxy.harness import TARGET_BODY, target_handler
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports

@@ -14,7 +14,7 @@ import re
 import pytest
 
 from tests.reproxy.harness import Seen, run_scenario
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.perl_perlbal import PerlPerlbal
 
 REQUESTS = [

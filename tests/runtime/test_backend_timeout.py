@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import free_ports
 from tests.support.rawhttp import request

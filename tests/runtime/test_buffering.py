@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.ports import LOOPBACK, free_ports
 
 SIZE = 8 * 1024 * 1024

@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.ports import free_port
 from tests.support.rawhttp import HTTPConnection
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import LOOPBACK, free_ports

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, ReceivedRequest
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import free_port, free_ports

@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Callable
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, ReceivedRequest
 from tests.support.perl_perlbal import PerlPerlbal, requires_perl_perlbal
 from tests.support.ports import free_ports

@@ -15,7 +15,7 @@ import pytest
 
 from perlbal.grammar import ast
 from perlbal.grammar.parser import Parser
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.reproxy.harness import TARGET_BODY, target_handler
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports

@@ -18,7 +18,7 @@ import pytest
 
 from perlbal.params import INTERMEDIATE_CIPHERS, PERL_CIPHERS, REGISTRY
 from tests.operating.certs import OPENSSL
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
 

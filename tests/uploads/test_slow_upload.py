@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.uploads.rig import Mode, body_bytes, both, run_upload
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import LOOPBACK
 from tests.uploads.rig import Mode, Outcome, both, run_upload

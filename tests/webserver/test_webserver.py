@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.perl_perlbal import PerlPerlbal, perl_perlbal_available
 from tests.support.ports import free_ports
 from tests.support.rawhttp import RawResponse, request, send_raw
