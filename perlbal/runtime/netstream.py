@@ -347,6 +347,20 @@ class FastStream(ByteStream):
         transport.close()
 
     @property
+    def flushing(self) -> bool:
+        """Closed (``aclose``) with bytes still queued in the transport for the peer."""
+        return self._closed and not self._protocol.lost and self._transport.is_closing()
+
+    async def wait_flushed(self) -> None:
+        """After ``aclose``: until the transport has handed everything queued to
+        the kernel and closed (or the peer is gone, or the 30 s cut-off hit)."""
+        proto = self._protocol
+        while not proto.lost:
+            fut: asyncio.Future[None] = self._loop.create_future()
+            proto.drain_waiter = fut  # resume_writing / connection_lost set it
+            await fut
+
+    @property
     def closed(self) -> bool:
         return self._closed or self._protocol.lost
 

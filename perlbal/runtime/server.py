@@ -102,6 +102,10 @@ class Runtime:
         #: one plain asyncio task per client connection (see _accept_loop)
         self._client_tasks: set[asyncio.Task[None]] = set()
         self._spawn_later: list[Service] = []
+        #: closed client connections whose transport may still write their last
+        #: bytes (a graceful shutdown waits for them); pruned as it grows
+        self._flushing: set[FastStream] = set()
+        self._flushing_prune_at = 64
         #: SO_REUSEPORT on listeners (SERVER workers > 1: each worker binds its own)
         self.reuse_port = False
         #: which worker this process is (0: the only one, or the first)
@@ -445,11 +449,16 @@ class Runtime:
             self.listeners.clear()
             graceful, timeout = self.shutdown_requested or (False, None)
             self._close_all_parked()  # idle keep-alive clients: nothing in flight
-            if graceful and self.active_connections:
+            if graceful:
                 with anyio.move_on_after(timeout if timeout else None):
                     while self.active_connections:
                         self._idle = anyio.Event()
                         await self._idle.wait()
+                    # a reply handed to a slow client's transport is not sent yet
+                    # when its handler returns: ending the loop now would drop the
+                    # tail of a download (#15 defect 6)
+                    for stream in list(self._flushing):
+                        await stream.wait_flushed()
             clients = list(self._client_tasks)
             for task in clients:
                 task.cancel()
@@ -569,10 +578,19 @@ class Runtime:
         self.limited_connections -= limited
         if stream is not None:
             await stream.aclose()
+            if stream.flushing:
+                self._note_flushing(stream)
         elif sock is not None:
             sock.close()
         if self._idle is not None and not self.active_connections:
             self._idle.set()
+
+    def _note_flushing(self, stream: FastStream) -> None:
+        flushing = self._flushing
+        flushing.add(stream)
+        if len(flushing) > self._flushing_prune_at:  # amortized: halves at most each time
+            self._flushing = {s for s in flushing if s.flushing}
+            self._flushing_prune_at = max(64, 2 * len(self._flushing))
 
     # --- parked keep-alive clients ----------------------------------------------
     # Between requests an idle keep-alive client holds no task, coroutine frames
