@@ -49,6 +49,31 @@ class Result:
     p99_ms: float
     errors: str
     raw: str
+    #: the server's CPU (user + system, every process of it) per request served, in
+    #: microseconds: steadier than req/s on a shared machine
+    cpu_us: float = float("nan")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == current)
+    return total
 
 
 def free_port() -> int:
@@ -154,10 +179,10 @@ ENABLE proxy
 
 
 def start_perlbal(workdir: Path, name: str, command: list[str], conf_text: str,
-                  port: int) -> subprocess.Popen[bytes]:
+                  port: int, root: Path = ROOT) -> subprocess.Popen[bytes]:
     conf = workdir / f"{name}.conf"
     conf.write_text(conf_text)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.Popen([*command, f"--config={conf}"], cwd=workdir, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / f"{name}.err", "wb"))
@@ -175,19 +200,25 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
+def run_wrk(name: str, port: int, args: argparse.Namespace, pid: int | None = None) -> Result:
     # warm-up: connections opened, backend connections cached, code paths hot
-    return drive(name, f"http://{LOOPBACK}:{port}/", args, warmup=1.0)
+    return drive(name, f"http://{LOOPBACK}:{port}/", args, warmup=1.0, pid=pid)
 
 
-def drive(name: str, url: str, args: argparse.Namespace, warmup: float) -> Result:
-    """``warmup`` seconds of light load, then one measured wrk run (shared by the benches)."""
+def drive(name: str, url: str, args: argparse.Namespace, warmup: float,
+          pid: int | None = None) -> Result:
+    """``warmup`` seconds of light load, then one measured wrk run (shared by the
+    benches); with ``pid``, the server's CPU per request over the measured run."""
     if warmup > 0:
         subprocess.run(["wrk", "-t1", "-c10", f"-d{warmup:g}s", url],
                        capture_output=True, check=False)
+    cpu_before = tree_cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
                           f"-d{args.duration}s", "--latency", url],
                          capture_output=True, text=True, check=False).stdout
+    cpu = tree_cpu_seconds(pid) - cpu_before if pid is not None else float("nan")
+    served = re.search(r"(\d+) requests in", out)
+    cpu_us = cpu / int(served.group(1)) * 1e6 if served and int(served.group(1)) else float("nan")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
@@ -195,7 +226,7 @@ def drive(name: str, url: str, args: argparse.Namespace, warmup: float) -> Resul
                       if "Socket errors" in line or "Non-2xx" in line)
     return Result(name, float(rps.group(1)) if rps else 0.0,
                   _ms(p50.group(1)) if p50 else float("nan"),
-                  _ms(p99.group(1)) if p99 else float("nan"), errors, out)
+                  _ms(p99.group(1)) if p99 else float("nan"), errors, out, cpu_us)
 
 
 class RunStats:
@@ -233,6 +264,10 @@ def main() -> int:
                         help="comma list among perl, ours, nginx")
     parser.add_argument("--no-json", action="store_true",
                         help="do not write bench/results/*.json")
+    parser.add_argument("--baseline-root", default="",
+                        help="another checkout of this project (e.g. a git worktree of an "
+                             "older commit) also run as 'base (workers=N)', for a before/after "
+                             "comparison in the same run")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -244,6 +279,8 @@ def main() -> int:
         plan.append("perl")
     if "ours" in only:
         plan += [f"ours (workers={int(w)})" for w in args.workers.split(",") if w]
+        if args.baseline_root:
+            plan += [f"base (workers={int(w)})" for w in args.workers.split(",") if w]
     if "nginx" in only:
         plan.append("nginx proxy")
     plan.append("backend direct")
@@ -265,13 +302,13 @@ def main() -> int:
           f"{args.repeat} run(s) per target, medians; {os.cpu_count()} CPUs; "
           f"load before: {load_before:.2f}")
     print(f"{'target':<20} {'req/s':>8} {'min..max':>13} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'vs perl':>8}  errors")
+          f"{'vs perl':>8} {'CPU us/req':>10}  errors")
     for cell in cells.values():
         rps = cell.median("requests_per_sec")
         ratio = f"{rps / perl_rps:.2f}x" if perl_rps else "-"
         errors = "; ".join(sorted({r.errors for r in cell.runs if r.errors}))
         print(f"{cell.name:<20} {rps:>8.0f} {cell.spread():>13} {cell.median('p50_ms'):>7.2f} "
-              f"{cell.median('p99_ms'):>7.2f} {ratio:>8}  {errors}")
+              f"{cell.median('p99_ms'):>7.2f} {ratio:>8} {cell.median('cpu_us'):>10.1f}  {errors}")
     if args.no_json:
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -293,16 +330,17 @@ def _measure(name: str, workdir: Path, backend_port: int, args: argparse.Namespa
     if name == "perl":
         proc = start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
                              perlbal_conf(port, backend_port, None), port)
-    elif name.startswith("ours"):
+    elif name.startswith(("ours", "base")):
         workers = int(re.sub(r"\D", "", name))
-        proc = start_perlbal(workdir, f"ours-w{workers}",
+        proc = start_perlbal(workdir, f"{name[:4]}-w{workers}",
                              [sys.executable, "-m", "perlbal.runtime.main"],
                              perlbal_conf(port, backend_port, workers if workers > 1 else None),
-                             port)
+                             port, root=Path(args.baseline_root) if name.startswith("base")
+                             else ROOT)
     else:
         proc = start_nginx(workdir, port, backend_port)
     try:
-        return run_wrk(name, port, args)
+        return run_wrk(name, port, args, proc.pid)
     finally:
         stop(proc)
 

@@ -77,8 +77,8 @@ def start_nginx_static(workdir: Path, port: int, docroot: Path) -> subprocess.Po
     return launch_nginx(workdir, port, conf)
 
 
-def run_wrk(url: str, args: argparse.Namespace) -> Result:
-    return drive(url, url, args, warmup=args.warmup)
+def run_wrk(url: str, args: argparse.Namespace, pid: int | None = None) -> Result:
+    return drive(url, url, args, warmup=args.warmup, pid=pid)
 
 
 def server_plan(args: argparse.Namespace) -> list[str]:
@@ -88,6 +88,8 @@ def server_plan(args: argparse.Namespace) -> list[str]:
         plan.append("perl")
     if "ours" in only:
         plan += [f"ours-w{int(w)}" for w in args.workers.split(",") if w]
+        if args.baseline_root:
+            plan += [f"base-w{int(w)}" for w in args.workers.split(",") if w]
         if args.aio_none:
             plan += [f"ours-w{int(w)}-aio-none" for w in args.workers.split(",") if w]
     if "nginx" in only:
@@ -95,16 +97,18 @@ def server_plan(args: argparse.Namespace) -> list[str]:
     return plan
 
 
-def start_server(name: str, workdir: Path, docroot: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(name: str, workdir: Path, docroot: Path, port: int,
+                 baseline_root: str = "") -> subprocess.Popen[bytes]:
     if name == "perl":
         return start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
                              webserver_conf(port, docroot, None), port)
-    if name.startswith("ours-w"):
-        workers = int(name.removeprefix("ours-w").split("-")[0])
+    if name.startswith(("ours-w", "base-w")):
+        workers = int(name[len("ours-w"):].split("-")[0])
         aio = "none" if name.endswith("-aio-none") else None
         return start_perlbal(workdir, name, [sys.executable, "-m", "perlbal.runtime.main"],
                              webserver_conf(port, docroot, workers if workers > 1 else None,
-                                            aio), port)
+                                            aio), port,
+                             root=Path(baseline_root) if name.startswith("base") else ROOT)
     return start_nginx_static(workdir, port, docroot)
 
 
@@ -123,7 +127,7 @@ def print_table(cells: list[Cell], args: argparse.Namespace) -> None:
           f"{args.repeat} run(s) per cell, medians; {os.cpu_count()} CPUs; "
           f"load before: {args.load_before}")
     print(f"{'file':<5} {'server':<10} {'req/s':>9} {'min..max':>15} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'vs perl':>8}  errors")
+          f"{'p99 ms':>7} {'vs perl':>8} {'CPU us/req':>10}  errors")
     for file in FILES:
         perl = next((c for c in cells if c.server == "perl" and c.file == file), None)
         for cell in (c for c in cells if c.file == file):
@@ -132,7 +136,8 @@ def print_table(cells: list[Cell], args: argparse.Namespace) -> None:
                      if perl and perl.median("requests_per_sec") else "-")
             errors = "; ".join(sorted({r.errors for r in cell.runs if r.errors}))
             print(f"{file:<5} {cell.server:<10} {rps:>9.0f} {cell.spread():>15} "
-                  f"{cell.median('p50_ms'):>7.2f} {cell.median('p99_ms'):>7.2f} {ratio:>8}  {errors}")
+                  f"{cell.median('p50_ms'):>7.2f} {cell.median('p99_ms'):>7.2f} {ratio:>8} "
+                  f"{cell.median('cpu_us'):>10.1f}  {errors}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="perl,ours,nginx", help="comma list among perl, ours, nginx")
     parser.add_argument("--files", default="1k,100k", help="comma list among 1k, 100k")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
+    parser.add_argument("--baseline-root", default="",
+                        help="another checkout (e.g. a worktree of an older commit) also run "
+                             "as base-wN, for a before/after comparison in the same run")
     args = parser.parse_args(argv)
     for tool in ("wrk", "nginx") if "nginx" in args.only else ("wrk",):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -163,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             for server in plan:  # one start per round: every file measured on the same process
                 port = free_port()
-                proc = start_server(server, workdir, docroot, port)
+                proc = start_server(server, workdir, docroot, port, args.baseline_root)
                 try:
                     for file in files:
                         check_reply(port, file)
-                        run = run_wrk(f"http://{LOOPBACK}:{port}/{file}.bin", args)
+                        run = run_wrk(f"http://{LOOPBACK}:{port}/{file}.bin", args, proc.pid)
                         next(c for c in cells if c.server == server and c.file == file).runs.append(run)
                 finally:
                     stop(proc)

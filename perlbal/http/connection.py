@@ -16,7 +16,14 @@ How h11 is used, and why:
 * chunked bodies are decoded by h11 (its ``Data`` / ``EndOfMessage`` events);
 * once h11 has framed a Content-Length or close-delimited body, its bytes are
   passed through by counting, never copied through h11's receive buffer: a
-  large upload or download costs no per-event Python work.
+  large upload or download costs no per-event Python work;
+* h11's parse of a head is a pure function of its bytes (and our limits), so
+  the result for a head seen moments ago is reused when the same bytes arrive
+  again (``_HeadMemo``: exact bytes as the key, CRLF heads of at most 4 KiB
+  without a chunked body, a few hundred entries).  Keep-alive clients repeat
+  their heads and a backend repeats its reply head within the second of its
+  Date; measured in bench/proxy_bench.py, this halves what h11 costs a
+  proxied request.
 
 States of ``ClientSide`` (a table, as h11 keeps its own)::
 
@@ -32,6 +39,7 @@ must be closed; bytes past the end of a message are never lost
 from __future__ import annotations
 
 import re
+from typing import Generic, TypeVar
 
 import h11
 
@@ -60,6 +68,43 @@ _CONTINUE = re.compile(r"\b100-continue\b", re.IGNORECASE)
 # method matters: it decides whether a reply has a body)
 _SENT: dict[bytes, h11.Request] = {}
 _END = h11.EndOfMessage()
+
+
+_MEMO_MAX_HEAD = 4096
+_CRLFCRLF = b"\r\n\r\n"
+
+HeadT = TypeVar("HeadT")
+
+
+class _HeadMemo(Generic[HeadT]):
+    """Recently parsed heads by their exact bytes (and limits): a bounded dict,
+    the oldest entry dropped first.  Only heads h11 parsed to the same end
+    (CRLF CRLF) and whose body it does not have to decode are stored."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: dict[tuple[bytes, Limits], HeadT] = {}
+
+    def get(self, key: tuple[bytes, Limits]) -> HeadT | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[bytes, Limits], value: HeadT) -> None:
+        entries = self._entries
+        if len(entries) >= self.size:
+            del entries[next(iter(entries))]
+        entries[key] = value
+
+
+_REQUEST_MEMO: _HeadMemo[tuple[RequestHead, bool]] = _HeadMemo()
+_RESPONSE_MEMO: _HeadMemo[ResponseHead] = _HeadMemo()
+
+
+def _memo_key(data: bytes, limits: Limits) -> tuple[bytes, Limits] | None:
+    """The memo key of the head at the start of ``data``, if it may be memoized."""
+    end = data.find(_CRLFCRLF, 0, _MEMO_MAX_HEAD)
+    if end <= 0 or end + 4 > limits.max_head_size:
+        return None
+    return (data[:end + 4], limits)
 
 
 def _sent_request(method: bytes) -> h11.Request:
@@ -140,8 +185,18 @@ class ClientSide:
     def next_head(self) -> RequestHead | None:
         """The next request head, or None until more bytes arrive.  Raises HttpError."""
         assert self.state == HEAD
+        key = None
         if self._h11 is None:
-            data, self._buffer = self._buffer, b""
+            data = self._buffer
+            if not data:
+                return None  # (h11 is made when bytes come: a whole head may hit the memo)
+            if data[:1] not in (b"\r", b"\n"):
+                key = _memo_key(data, self.limits)
+                if key is not None:
+                    known = _REQUEST_MEMO.get(key)
+                    if known is not None:
+                        return self._framed(known[0], known[1], data[len(key[0]):])
+            self._buffer = b""
             self._h11 = h11.Connection(h11.SERVER,
                                        max_incomplete_event_size=self.limits.max_head_size)
             self._fed = 0
@@ -166,8 +221,15 @@ class ClientSide:
         rest = conn.trailing_data[0]
         if self._fed - len(rest) > self.limits.max_head_size:  # R1: one big read
             raise head_too_large(self._line_done)
-        head, self.must_close = request_head(event, self.limits)
+        head, must_close = request_head(event, self.limits)
+        if key is not None and not head.chunked and self._fed - len(rest) == len(key[0]):
+            _REQUEST_MEMO.put(key, (head, must_close))
+        return self._framed(head, must_close, bytes(rest))
+
+    def _framed(self, head: RequestHead, must_close: bool, rest: bytes) -> RequestHead:
+        """Set up the body's framing after ``head``; ``rest``: the bytes after it."""
         self.head = head
+        self.must_close = must_close
         self.body_size = 0
         if head.chunked:
             self._framing = _CHUNKED
@@ -175,12 +237,12 @@ class ClientSide:
         elif head.content_length:
             self._framing = _LENGTH
             self._remaining = head.content_length
-            self._buffer = bytes(rest)
+            self._buffer = rest
             self._h11 = None  # h11 framed it; the bytes are counted from here on
             self.state = BODY
         else:
             self._framing = _NONE
-            self._buffer = bytes(rest)
+            self._buffer = rest
             self._h11 = None
             self.state = DONE
         # RFC 9110 section 10.1.1 has HTTP/1.0 expectations ignored, but Perl
@@ -289,7 +351,8 @@ class BackendSide:
         self.head: ResponseHead | None = None
         self.state = HEAD
         self.body_size = 0
-        self._h11: h11.Connection | None = self._new_h11()
+        #: made when a head is not in the memo (then fed everything received)
+        self._h11: h11.Connection | None = None
         self._fed = 0
         self._framing = _NONE
         self._remaining = 0
@@ -308,6 +371,12 @@ class BackendSide:
         """Bytes from the backend; b"" for the end of its stream."""
         if not data:
             self._eof = True
+            if self._h11 is None and self.state == HEAD:
+                self._h11 = self._new_h11()  # it says what an early end means
+                data, self._pending = self._pending, b""
+                self._fed = len(data)
+                if data:
+                    self._h11.receive_data(data)
             if self._h11 is not None:
                 self._h11.receive_data(b"")
             return
@@ -323,8 +392,23 @@ class BackendSide:
     def next_head(self) -> ResponseHead | None:
         """The final reply head, or None until more bytes arrive.  Raises
         BackendProtocolError (also for a stream that ended before a head)."""
-        assert self.state == HEAD and self._h11 is not None
+        assert self.state == HEAD
+        key = None
+        if self._h11 is None:
+            if not self._pending:
+                return None
+            data, self._pending = self._pending, b""
+            key = _memo_key(data, self.limits)
+            if key is not None:
+                known = _RESPONSE_MEMO.get(key)
+                if known is not None:
+                    return self._framed(known, data[len(key[0]):])
+            self._h11 = self._new_h11()
+            self._fed = len(data)
+            self._h11.receive_data(data)
         conn = self._h11
+        assert conn is not None
+        interim = False
         while True:
             try:
                 event = conn.next_event()
@@ -345,6 +429,7 @@ class BackendSide:
                 raise BackendProtocolError("backend closed before a complete reply head")
             if isinstance(event, h11.InformationalResponse):
                 response_head(event, self.limits)  # checked, then dropped
+                interim = True
                 continue
             assert isinstance(event, h11.Response)
             break
@@ -352,17 +437,24 @@ class BackendSide:
         if self._fed - len(rest) > self.limits.max_head_size:
             raise BackendProtocolError("reply head too large")
         head = response_head(event, self.limits)
+        if (key is not None and not interim and not head.chunked
+                and self._fed - len(rest) == len(key[0])):
+            _RESPONSE_MEMO.put(key, head)
+        return self._framed(head, bytes(rest))
+
+    def _framed(self, head: ResponseHead, rest: bytes) -> ResponseHead:
+        """Set up the body's framing after ``head``; ``rest``: the bytes after it."""
         self.head = head
         if not head.has_body(self.method):
             self._framing = _NONE
-            self._finish(bytes(rest), clean=True)
+            self._finish(rest, clean=True)
         elif head.chunked:
             self._framing = _CHUNKED
             self.state = BODY
         else:
             self._framing = _LENGTH if head.content_length is not None else _CLOSE
             self._remaining = head.content_length or 0
-            self._pending = bytes(rest)
+            self._pending = rest
             self._h11 = None  # framed by h11; counted from here on
             self.state = BODY
             if self._framing == _LENGTH and self._remaining == 0:

@@ -31,8 +31,8 @@ TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile("[" + TOKEN_CHARS + "]+")
 # latin-1 text: HTAB, SP, VCHAR and obs-text (0x80-0xFF) only
 _FIELD_VALUE = re.compile("[\t\x20-\x7e\x80-\xff]*")
-# one rendered field line, checked in one match on the way out
-_FIELD_LINE = re.compile("[" + TOKEN_CHARS + "]+: [\t\x20-\x7e\x80-\xff]*")
+# rendered field lines, checked in one match on the way out
+_FIELD_BLOCK = re.compile("(?:[" + TOKEN_CHARS + "]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
 
 
 class UnsafeField(ValueError):
@@ -71,11 +71,14 @@ def check_fields(headers: Sequence[Header]) -> None:
 def render_fields(headers: Sequence[Header]) -> bytes:
     """The field lines of a head, each ending in CRLF; raises :class:`UnsafeField`
     rather than write a field that could split the head."""
-    lines = [f"{name}: {value}" for name, value in headers]
-    for line in lines:
-        if _FIELD_LINE.fullmatch(line) is None:
-            check_fields(headers)  # names the culprit
-            raise UnsafeField("header field cannot be written")  # pragma: no cover
-    if not lines:
+    if not headers:
         return b""
-    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+    text = "\r\n".join([f"{name}: {value}" for name, value in headers]) + "\r\n"
+    # one match over the block; CR and LF counted so that a value holding
+    # "\r\nX: y" cannot pass as two well-formed lines
+    count = len(headers)
+    if (text.count("\n") != count or text.count("\r") != count
+            or _FIELD_BLOCK.fullmatch(text) is None):
+        check_fields(headers)  # names the culprit
+        raise UnsafeField("header field cannot be written")
+    return text.encode("latin-1")

@@ -24,6 +24,7 @@ logged once and the connection is closed.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import ipaddress
 import logging
@@ -178,7 +179,12 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
 
 def _limits(svc: Service) -> Limits:
     size = svc.params.get("max_request_head_size", 16384)
-    return Limits(max_head_size=size if isinstance(size, int) and size > 0 else 16384)
+    return _limits_of(size if isinstance(size, int) and size > 0 else 16384)
+
+
+@functools.lru_cache(maxsize=64)
+def _limits_of(max_head_size: int) -> Limits:
+    return Limits(max_head_size=max_head_size)
 
 
 def _management_refusal(ctx: RequestContext) -> tuple[int, str] | None:

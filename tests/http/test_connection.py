@@ -354,3 +354,54 @@ class TestBackendSide:
         side.receive_data(b"HTTP/1.0 200 OK\r\nX: " + b"a" * 100)
         with pytest.raises(BackendProtocolError):
             side.next_head()
+
+
+class TestHeadMemo:
+    """The memo of recent heads gives exactly what h11 gave for the same bytes."""
+
+    def test_request_heads_repeat(self) -> None:
+        raw = req("GET /m HTTP/1.1\nHost: h\nX-Memo: 1\n\n")
+        first, second = ClientSide(), ClientSide()
+        first.receive_data(raw + b"GET")
+        second.receive_data(raw + b"POST")
+        a, b = first.next_head(), second.next_head()
+        assert a is not None and a == b and a is b  # the second one came from the memo
+        assert first.buffered == b"GET" and second.buffered == b"POST"
+
+    def test_memo_respects_limits(self) -> None:
+        raw = req("GET /m HTTP/1.1\nHost: h\nA: 1\nB: 2\n\n")
+        assert parse_request_head(raw) is not None
+        refused(raw, 431, Limits(max_header_count=1))  # the same bytes, stricter limits
+
+    def test_memoized_length_body_is_framed(self) -> None:
+        raw = req("POST /m HTTP/1.1\nHost: h\nContent-Length: 3\n\n")
+        for body in (b"abc", b"xyz"):
+            side = ClientSide()
+            side.receive_data(raw + body + b"NEXT")
+            side.next_head()
+            assert side.next_body() == body and side.state == DONE and side.buffered == b"NEXT"
+
+    def test_reply_heads_repeat(self) -> None:
+        raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Memo: r\r\n\r\n"
+        for method, body in (("GET", b"ok"), ("HEAD", b"")):
+            side = backend(raw + body, method)
+            head = side.next_head()
+            assert head is not None and head.content_length == 2
+            assert side.next_body() == body and side.done and side.ended_cleanly
+
+    def test_cut_short_after_a_memoized_head(self) -> None:
+        raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Memo: c\r\n\r\n"
+        backend(raw + b"12345").next_head()
+        side = backend(raw + b"12")
+        side.next_head()
+        assert side.next_body() == b"12"
+        side.receive_data(b"")
+        with pytest.raises(BackendProtocolError):
+            side.next_body()
+
+    def test_early_end_without_head(self) -> None:
+        side = BackendSide("GET")
+        side.receive_data(b"HTTP/1.1 200")
+        side.receive_data(b"")
+        with pytest.raises(BackendProtocolError, match="before a complete reply head"):
+            side.next_head()

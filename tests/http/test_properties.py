@@ -236,3 +236,34 @@ def test_backend_request_headers_is_the_step_by_step_rewrite(
         headers, client_ip="9.9.9.9", trusted=trusted, blind_proxy=blind,
         persist_backend=persist, enable_reproxy=reproxy, remove=remove,
         insert=insert) == expected
+
+
+field_text = st.text(alphabet=st.sampled_from(list("aZ-_:; \t\r\n\x00\x7f\xe9\u2028")), max_size=8)
+
+
+@settings(max_examples=400)
+@given(st.lists(st.tuples(field_text, field_text), min_size=1, max_size=4))
+def test_render_fields_refuses_exactly_what_check_fields_refuses(
+        headers: list[tuple[str, str]]) -> None:
+    from perlbal.http.fields import UnsafeField, check_fields, render_fields
+
+    try:
+        check_fields(headers)
+        safe = True
+    except UnsafeField:
+        safe = False
+    try:
+        out = render_fields(headers)
+    except UnsafeField:
+        assert not safe
+        return
+    assert safe
+    lines = out.decode("latin-1").split("\r\n")
+    assert lines[-1] == "" and len(lines) == len(headers) + 1  # no field split the block
+
+
+@settings(max_examples=300)
+@given(head_bytes)
+def test_head_memo_answers_what_h11_answered(raw: bytes) -> None:
+    # the same bytes twice: the second parse may come from the memo
+    assert _read([raw + b"\r\n\r\n"]) == _read([raw + b"\r\n\r\n"])
