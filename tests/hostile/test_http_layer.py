@@ -283,3 +283,34 @@ ENABLE proxy
                         break
                     sock.settimeout(15)
             assert closed_after is not None and closed_after < 6, closed_after
+
+
+@pytest.mark.parametrize("how", ["expect", "chunked"])
+def test_web_server_put_with_curl_defaults(tmp_path: Path, how: str) -> None:
+    """curl -T with Expect: 100-continue (or chunked): the web server answers 100
+    when it wants the body, as Perl's ClientHTTP does, and stores it whole."""
+    docroot = tmp_path / "docroot"
+    docroot.mkdir()
+    data = payload(3 * 1024 * 1024)
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(data)
+    (port,) = free_ports(1)
+    config = f"""
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = 127.0.0.1:{port}
+  SET docroot = {docroot}
+  SET enable_put = on
+ENABLE web
+"""
+    extra = (["-H", "Expect: 100-continue"] if how == "expect"
+             else ["-H", "Transfer-Encoding: chunked"])
+    with PyPerlbal(config):
+        started = time.monotonic()
+        got = _curl("-T", str(upload), *extra, "-o", "/dev/null", "-w", "%{http_code}",
+                    f"http://127.0.0.1:{port}/stored.bin")
+        elapsed = time.monotonic() - started
+    assert got.returncode == 0, got.stderr
+    assert got.stdout in (b"200", b"201", b"204"), got.stdout
+    assert (docroot / "stored.bin").read_bytes() == data
+    assert elapsed < 0.9  # curl waits 1 s for a 100 that never comes
