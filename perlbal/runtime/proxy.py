@@ -65,7 +65,7 @@ from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.http.fields import UnsafeField, render_fields
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
-from perlbal.runtime import reproxy, uploads
+from perlbal.runtime import reproxy, upload_tracker, uploads
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -192,6 +192,11 @@ async def handle(ctx: RequestContext) -> bool:
         if ctx.service.plugin_order and (await fire(StartProxyRequest(ctx))
                                          or await fire(StartHttpRequest(ctx))):
             return ctx.last_keep_alive
+        if ctx.service.get("upload_status_listeners"):
+            # Perl's handle_upload_tracking: the progress query is answered here
+            session = upload_tracker.wants_status(ctx.head.target)
+            if session is not None:
+                return await _upload_status(ctx, session)
         if _pipelined_without_keep_alive(ctx):
             # Perl's ClientProxy::event_read: bytes after a body-less request
             # "overflow" it; answered 400 and closed before any backend is used
@@ -202,6 +207,18 @@ async def handle(ctx: RequestContext) -> bool:
         if ctx.service.plugin_order:
             with anyio.CancelScope(shield=True):
                 await fire(EndProxyRequest(ctx))
+
+
+async def _upload_status(ctx: RequestContext, session: str) -> bool:
+    """Perl's reply to ``/__upload_status``: no Server field, the body even to HEAD."""
+    from perlbal.http.responses import keep_alive_headers
+
+    body = upload_tracker.status_body(session)
+    keep = ctx.keep_alive
+    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+               *keep_alive_headers(keep, ctx.idle_timeout)]
+    await ctx.send(render_head(200, headers) + body)
+    return keep
 
 
 def _pipelined_without_keep_alive(ctx: RequestContext) -> bool:

@@ -102,6 +102,8 @@ class Runtime:
         #: one plain asyncio task per client connection (see _accept_loop)
         self._client_tasks: set[asyncio.Task[None]] = set()
         self._spawn_later: list[Service] = []
+        #: upload_tracker services: name -> (UDP socket, its transport once the loop runs)
+        self.trackers: dict[str, tuple[socket.socket, asyncio.BaseTransport | None]] = {}
         #: closed client connections whose transport may still write their last
         #: bytes (a graceful shutdown waits for them); pruned as it grows
         self._flushing: set[FastStream] = set()
@@ -139,6 +141,8 @@ class Runtime:
         listen = svc.listen
         if listen is None:
             return None
+        if svc.role == "upload_tracker":
+            return self._start_tracker(svc, listen)
         tls_context: ssl.SSLContext | None = None
         if svc.get("enable_ssl"):
             from perlbal.runtime.tls import TLSConfigError, build_context
@@ -181,6 +185,55 @@ class Runtime:
         lst = self.listeners.pop(svc.name, None)
         if lst is not None:
             self._close_listener(lst)
+        self._stop_tracker(svc.name)
+
+    # --- upload_tracker: UDP (runtime/upload_tracker.py) ----------------------------
+
+    def _start_tracker(self, svc: Service, listen: str) -> str | None:
+        """Perl's UploadListener: a UDP socket bound at ENABLE, read in the loop."""
+        try:
+            family, host, port = parse_listen(listen)
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except (ValueError, OSError) as exc:
+            text = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+            return f"Error creating listening socket: IO::Socket::INET: {text}"
+        self._stop_tracker(svc.name)
+        self.trackers[svc.name] = (sock, None)
+        if self._tg is not None:
+            self._open_tracker(svc.name)
+        return None
+
+    def _open_tracker(self, name: str) -> None:
+        from perlbal.runtime.upload_tracker import Tracker
+
+        entry = self.trackers.get(name)
+        if entry is None or entry[1] is not None:
+            return
+        sock = entry[0]
+
+        async def open_endpoint() -> None:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(Tracker, sock=sock)
+            if self.trackers.get(name, (None, None))[0] is sock:
+                self.trackers[name] = (sock, transport)
+            else:  # stopped meanwhile
+                transport.close()
+
+        assert self._tg is not None
+        self._tg.start_soon(open_endpoint)
+
+    def _stop_tracker(self, name: str) -> None:
+        entry = self.trackers.pop(name, None)
+        if entry is None:
+            return
+        sock, transport = entry
+        if transport is not None:
+            transport.close()
+        else:
+            sock.close()
 
     def spawn_backends(self, svc: Service) -> None:
         # connect_ahead (Perl's spawn_backends on ENABLE / SET connect_ahead)
@@ -414,7 +467,7 @@ class Runtime:
             pass
 
     def listening(self) -> bool:
-        return bool(self.listeners)
+        return bool(self.listeners or self.trackers)
 
     async def serve(self) -> None:
         """Run until ``shutdown``; returns when everything is closed."""
@@ -426,6 +479,8 @@ class Runtime:
             for lst in self._not_started:
                 tg.start_soon(self._accept_loop, lst)
             self._not_started.clear()
+            for name in list(self.trackers):
+                self._open_tracker(name)
             if self._command_pipe is not None:
                 os.set_blocking(self._command_pipe, False)
                 tg.start_soon(self._follow_commands, self._command_pipe)
@@ -447,6 +502,8 @@ class Runtime:
             for lst in list(self.listeners.values()):
                 self._close_listener(lst)
             self.listeners.clear()
+            for name in list(self.trackers):
+                self._stop_tracker(name)
             graceful, timeout = self.shutdown_requested or (False, None)
             self._close_all_parked()  # idle keep-alive clients: nothing in flight
             if graceful:
