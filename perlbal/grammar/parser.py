@@ -194,14 +194,43 @@ _CORE_RULES = [
 ]
 
 
-@functools.lru_cache(maxsize=16)
-def _build(extensions: tuple[SyntaxExtension, ...]) -> Lark:
+def grammar_text(extensions: tuple[SyntaxExtension, ...]) -> str:
+    """perlbal.lark plus one ``command`` alternative per extension, with its rule."""
     rules = _CORE_RULES + [f"{e.keyword}_cmd" for e in extensions]
     text = _grammar_text()
     text += "\n?command: " + "\n        | ".join(rules) + "\n"
     for ext in extensions:
         text += f"\n{ext.keyword}_cmd: {ext.rule}\n{ext.terminals}\n"
-    return Lark(text, parser="lalr", lexer="contextual", maybe_placeholders=True)
+    return text
+
+
+def parser_cache_path(text: str) -> str | None:
+    """Where Lark keeps the LALR tables built for grammar ``text``: one file per
+    grammar (so plugin sets never evict each other) under the user's cache
+    directory; None when it cannot be created (then every start builds them)."""
+    import hashlib
+    import os
+
+    import lark
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "perlbal")
+    digest = hashlib.sha256(f"{lark.__version__}\0{text}".encode()).hexdigest()[:32]
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return os.path.join(folder, f"grammar-{digest}.lark") if os.access(folder, os.W_OK) else None
+
+
+@functools.lru_cache(maxsize=16)
+def _build(extensions: tuple[SyntaxExtension, ...]) -> Lark:
+    # Building the LALR tables takes about as long as checking a small config;
+    # Lark's cache stores them and checks they belong to this very grammar text.
+    text = grammar_text(extensions)
+    cache = parser_cache_path(text)
+    return Lark(text, parser="lalr", lexer="contextual", maybe_placeholders=True,
+                cache=cache if cache is not None else False)
 
 
 class _BadArgument(Exception):
@@ -387,6 +416,9 @@ def typical_mistake(basecmd: str, text: str) -> str | None:
     return None
 
 
+_SEEN_MAX = 4096
+
+
 class Parser:
     """Parses lines with the core grammar plus the given plugin extensions."""
 
@@ -397,6 +429,9 @@ class Parser:
         if dupes:
             raise ValueError(f"plugin commands clash with core commands: {sorted(dupes)}")
         self.lark = _build(self.extensions)
+        # A config repeats lines ("SET role = reverse_proxy" in every service): a
+        # core command that parsed once is copied with its new position.
+        self._seen: dict[tuple[str, str], ast.Node] = {}
 
     def parse_line(self, raw: str, *, file: str = "<console>", line: int = 1,
                    env: Mapping[str, str] | None = None) -> ast.Node:
@@ -435,6 +470,9 @@ class Parser:
             # a plugin's rule says itself (PERLREQUIRE=x needs none)
             return ast.SyntaxFailure(usage=usage, error_column=norm.source_column(len(basecmd)),
                                      **base)
+        seen = self._seen.get((norm.text, norm.orig))
+        if seen is not None:
+            return seen.model_copy(update={"file": file, "line": line, "column": base["column"]})
         try:
             tree = self.lark.parse(norm.text)
             result = _ToAst(base, norm, self.ext_by_keyword).transform(tree)
@@ -452,4 +490,8 @@ class Parser:
                                          error_column=norm.source_column(bad.offset), **base)
             raise
         assert isinstance(result, ast.Node)
+        if not isinstance(result, ast.PluginCommand):  # whose fields hold token columns
+            if len(self._seen) >= _SEEN_MAX:
+                self._seen.clear()
+            self._seen[(norm.text, norm.orig)] = result
         return result

@@ -9,6 +9,7 @@ the column it came from, so a diagnostic can point into the original line.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -21,10 +22,21 @@ _WORD_RE = re.compile(r"\w+")
 class Normalized:
     text: str  # what the grammar parses
     orig: str  # comment stripped, trimmed, folded, before expansion and lower-casing
-    columns: tuple[int, ...]  # 0-based source column of each character of text
+    line: str = ""  # the raw line with its comment stripped, for the column map
+    expanded_columns: tuple[int, ...] | None = None  # the map, when variables were expanded
+
+    @functools.cached_property
+    def columns(self) -> tuple[int, ...]:
+        """0-based source column of each character of ``text``; built only when a
+        diagnostic or a plugin's token asks (most lines never need it)."""
+        if self.expanded_columns is not None:
+            return self.expanded_columns
+        return _fold(self.line)[1]
 
     def source_column(self, index: int) -> int:
         """1-based column in the raw line for a 0-based index into ``text``."""
+        if index == 0 and self.expanded_columns is None and self.text:
+            return len(self.line) - len(self.line.lstrip()) + 1  # no map needed
         if not self.columns:
             return 1
         index = max(0, min(index, len(self.columns) - 1))
@@ -70,14 +82,8 @@ def _interface_ip(iface: str) -> str | None:
         sock.close()
 
 
-def normalize(raw: str, env: Mapping[str, str] | None = None) -> Normalized:
-    """Normalise one line as Perl does.  Raises ExpansionError for a bad ${...}."""
-    environ = os.environ if env is None else env
-    line = raw.rstrip("\r\n")
-    hash_at = line.find("#")
-    if hash_at >= 0:
-        line = line[:hash_at]
-    # fold whitespace, keeping source columns
+def _fold(line: str) -> tuple[str, tuple[int, ...]]:
+    """Fold runs of whitespace to one space and trim, remembering source columns."""
     chars: list[str] = []
     cols: list[int] = []
     pending_space = -1
@@ -92,7 +98,26 @@ def normalize(raw: str, env: Mapping[str, str] | None = None) -> Normalized:
             pending_space = -1
         chars.append(ch)
         cols.append(i)
-    orig = "".join(chars)
+    return "".join(chars), tuple(cols)
+
+
+def _lower_before_equals(text: str) -> str:
+    eq = text.find("=")
+    return text.lower() if eq < 0 else text[:eq].lower() + text[eq:]
+
+
+def normalize(raw: str, env: Mapping[str, str] | None = None) -> Normalized:
+    """Normalise one line as Perl does.  Raises ExpansionError for a bad ${...}."""
+    line = raw.rstrip("\r\n")
+    hash_at = line.find("#")
+    if hash_at >= 0:
+        line = line[:hash_at]
+    if "$" not in line:
+        # the common case: nothing to expand, so the column map can wait
+        orig = " ".join(line.split())  # str.split folds exactly what isspace() calls space
+        return Normalized(_lower_before_equals(orig), orig, line)
+    orig, cols = _fold(line)
+    environ = os.environ if env is None else env
 
     # ${type:value} first, then $NAME, as Perl does
     out: list[str] = []
@@ -119,10 +144,4 @@ def normalize(raw: str, env: Mapping[str, str] | None = None) -> Normalized:
         out.append(text[i])
         out_cols.append(cols[i])
         i += 1
-    expanded = "".join(out)
-    eq = expanded.find("=")
-    if eq < 0:
-        lowered = expanded.lower()
-    else:
-        lowered = expanded[:eq].lower() + expanded[eq:]
-    return Normalized(lowered, orig, tuple(out_cols))
+    return Normalized(_lower_before_equals("".join(out)), orig, line, tuple(out_cols))

@@ -21,8 +21,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
-from perlbal.http import set_header
-from perlbal.http.digits import decimal_value
 from perlbal.plugins import Plugin, PluginError
 
 if TYPE_CHECKING:
@@ -57,6 +55,7 @@ class FlvStreaming(Plugin):
                               "role reverse_proxy.")
 
     def start_proxy_request(self, hook: "StartProxyRequest") -> bool:
+        from perlbal.http import set_header  # here: check loads plugins, never serves
         ctx = hook.ctx
         start = _start(ctx)
         if start is not None:
@@ -66,6 +65,8 @@ class FlvStreaming(Plugin):
         return False
 
     def modify_response_headers(self, hook: "ModifyResponseHeaders") -> bool:
+        from perlbal.http import set_header  # here: check loads plugins, never serves
+        from perlbal.http.digits import decimal_value
         if not (hook.backend and hook.ctx.scratch.get("flv") and 200 <= hook.status < 300):
             return False
         hook.ctx.scratch["flv_prepend"] = True

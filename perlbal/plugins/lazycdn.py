@@ -17,7 +17,6 @@ import re
 import socket
 from typing import TYPE_CHECKING
 
-from perlbal.http.digits import decimal_value
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
 from perlbal.plugins._common import PatternParam
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
 
 async def _fall_back(hook: "Hook", last_modified: float | None) -> bool:
     """Perl's LazyCDN hook: True when the request went to the fallback service."""
+    from perlbal.http.digits import decimal_value  # here: check loads plugins, never serves
     from perlbal.plugins.hooks import adopt
 
     ctx = hook.ctx

@@ -39,7 +39,6 @@ page; a corrupt image is refused (404), never sent broken, never a crash.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import struct
@@ -51,10 +50,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 
-from perlbal.http import set_header
 from perlbal.plugins import Plugin
 
 if TYPE_CHECKING:
+    import asyncio
+
     from perlbal.plugins.hooks import StartSendFile, StartServeRequest
 
 PREFIX_READ = 2048
@@ -68,6 +68,8 @@ _slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Semaphore]" 
 
 def _still_slots() -> anyio.Semaphore:
     """This event loop's semaphore of STILL_CONCURRENCY slots."""
+    import asyncio  # here: perlbal check loads every plugin and never runs a loop
+
     loop = asyncio.get_running_loop()
     slots = _slots.get(loop)
     if slots is None:
@@ -298,6 +300,8 @@ class Palimg(Plugin):
             return True  # refused
         prefix = b"" if plan.still else body
         total = len(body) if plan.still else size
+        from perlbal.http import set_header  # the HTTP layer only where requests are served
+
         headers = [(k, v) for k, v in hook.headers if k.lower() != "content-range"]
         headers = set_header(headers, "Content-Length", str(total))
         await ctx.send(render_head(200, headers) + body)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from perlbal.http import set_header
 from perlbal.plugins import Plugin
 
 if TYPE_CHECKING:
@@ -31,6 +30,7 @@ class Queues(Plugin):
     name = "Queues"
 
     def backend_client_assigned(self, hook: "BackendClientAssigned") -> bool:
+        from perlbal.http import set_header  # here: check loads plugins, never serves
         from perlbal.runtime.backends import HIGH, NORMAL
 
         backends = getattr(hook.ctx.server, "backends", None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from perlbal.http import set_header
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
 
@@ -34,6 +33,7 @@ class XFFExtras(Plugin):
     )
 
     def backend_client_assigned(self, hook: "BackendClientAssigned") -> bool:
+        from perlbal.http import set_header  # here: check loads plugins, never serves
         from perlbal.runtime.proxy import _trusted
 
         ctx = hook.ctx

@@ -63,3 +63,11 @@ def test_soak_smoke() -> None:
                      "--hang", "0.3", "--settle", "0.3", "--sample", "1", "--no-json")
     assert "served 200:" in out and "server alive at end: True" in out, out
     assert '"chosen"' in out, out  # the chaos backend reported and was stopped
+
+
+def test_check_bench_smoke() -> None:
+    out = run_script("check_bench.py", "--runs", "1", "--no-targets", timeout=120)
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["small", "11k"], out
+    assert all("(exit 0)" in line and ("-> MET" in line or "-> MISSED" in line)
+               for line in lines), out
