@@ -59,7 +59,7 @@ from perlbal.graph import Service
 from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived,
                                    EndProxyRequest, MakeHighPriority, MakeLowPriority,
                                    ModifyResponseHeaders, PrependBody, StartHttpRequest,
-                                   StartProxyRequest, fire)
+                                   StartProxyRequest, adopt, fire)
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.http.fields import UnsafeField, render_fields
@@ -468,6 +468,11 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     if svc.params.get("enable_reproxy") and reproxy.wants_reproxy(resp):
         backends.release(svc, conn, side.ended_cleanly and backend_keep_alive(resp, method))
         return await reproxy.take_over(runtime, ctx, resp)
+    service_name = resp.get("X-REPROXY-SERVICE") if svc.params.get("enable_reproxy") else None
+    if service_name:
+        backends.release(svc, conn, side.done and side.ended_cleanly
+                         and backend_keep_alive(resp, method))
+        return await _reproxy_service(runtime, ctx, service_name)
     if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
         raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
     if svc.plugin_order and await fire(BackendResponseReceived(ctx, status=resp.status,
@@ -509,6 +514,21 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         await ctx.send(head_bytes + first if first else head_bytes)
         return keep
     return await _relay(runtime, ctx, conn, side, first, head_bytes, keep, backend_reusable)
+
+
+async def _reproxy_service(runtime: "Runtime", ctx: RequestContext, name: str) -> bool:
+    """X-REPROXY-SERVICE (Perl's start_reproxy_service): the request, as the
+    client sent it, is handled anew by the service ``name``; the primary's
+    reply is dropped.  A request whose body went to the primary cannot be
+    sent again: it gets 502 (Perl would hand the new service a body that
+    never comes)."""
+    target = runtime.graph.services.get(name)
+    if target is None:
+        return await ctx.send_simple(404, "Vhost twiddling not configured for requested pair.")
+    if ctx.head.chunked or (ctx.head.content_length or 0) > 0:
+        _log_fault(ctx, None, f"X-REPROXY-SERVICE {name} for a request with a body", 502)
+        return await _fail(ctx, 502)
+    return await adopt(ctx, target)
 
 
 def _log_fault(ctx: RequestContext, ipport: str | None, what: str, status: int) -> None:
