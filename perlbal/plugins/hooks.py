@@ -57,6 +57,7 @@ __all__ = [
     "ALL_HOOKS", "BackendClientAssigned", "BackendResponseReceived", "ConcatGetPoststatFileMissing",
     "ConcatGetPoststatPreSend", "EndProxyRequest", "Hook", "HookKind", "HookRunner",
     "MakeHighPriority", "MakeLowPriority", "ModifyResponseHeaders", "PrependBody",
+    "ProxyReadRequest",
     "ReproxyFhFinished", "StartFileReproxy", "StartHttpRequest", "StartProxyRequest",
     "StartSendFile", "StartServeRequest", "StartWebRequest", "StaticGetPoststatFileMissing",
     "StaticGetPoststatPreSend", "adopt", "fire",
@@ -223,6 +224,19 @@ class StartProxyRequest(Hook):
 
 
 @dataclass
+class ProxyReadRequest(Hook):
+    """A reverse proxy read the part of a request body it holds before asking
+    for a backend (all of a small body, or ``buffer_backend_connect`` bytes),
+    for requests with a body only, as Perl fires it; ``body`` holds those bytes
+    (empty when the body was spooled to disk).  True: the plugin answered the
+    client itself; no backend is used."""
+
+    name = "proxy_read_request"
+    roles = ("reverse_proxy",)
+    body: bytes = b""
+
+
+@dataclass
 class MakeHighPriority(Hook):
     """Choosing the queue, when the high_priority_cookie did not already make
     the request high priority.  True: wait in the high-priority queue (Highpri)."""
@@ -245,13 +259,17 @@ class BackendClientAssigned(Hook):
     """A backend connection was given to the request, before the request is
     written to it: ``headers`` are the backend request's headers, which
     plugins may change (Queues, XFFExtras); Stats starts its timer.  True: the
-    later plugins of the chain are skipped (the request is still sent)."""
+    plugin has taken the request over, as in Perl: the core sends nothing to
+    the backend (``backend`` is its connection, for a plugin that speaks to
+    it itself) and closes that connection afterwards; the plugin answers the
+    client (else the client connection is closed)."""
 
     name = "backend_client_assigned"
     roles = ("reverse_proxy",)
     headers: Headers = field(default_factory=list)
     high_priority: bool = False
     ipport: str = ""
+    backend: Any = None
 
 
 @dataclass
@@ -292,7 +310,7 @@ ALL_HOOKS: tuple[type[Hook], ...] = (
     StartHttpRequest, StartWebRequest, StartServeRequest, StaticGetPoststatFileMissing,
     StaticGetPoststatPreSend, ConcatGetPoststatFileMissing, ConcatGetPoststatPreSend,
     ModifyResponseHeaders, StartSendFile, StartFileReproxy, ReproxyFhFinished,
-    StartProxyRequest, MakeHighPriority, MakeLowPriority, BackendClientAssigned,
+    StartProxyRequest, ProxyReadRequest, MakeHighPriority, MakeLowPriority, BackendClientAssigned,
     BackendResponseReceived, PrependBody, EndProxyRequest,
 )
 

@@ -59,7 +59,7 @@ from perlbal.graph import Service
 from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived,
                                    EndProxyRequest, MakeHighPriority, MakeLowPriority,
                                    ModifyResponseHeaders, PrependBody, StartHttpRequest,
-                                   StartProxyRequest, adopt, fire)
+                                   ProxyReadRequest, StartProxyRequest, adopt, fire)
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.http.fields import UnsafeField, render_fields
@@ -249,17 +249,20 @@ async def _priority(svc: Service, ctx: RequestContext) -> int:
 
 
 async def _backend_client_assigned(ctx: RequestContext, conn: BackendConn,
-                                   request_head: bytes) -> bytes:
+                                   request_head: bytes) -> bytes | None:
     """The backend_client_assigned hook (Stats, Queues, XFFExtras) on the
-    request head we rendered: plugins may change its header fields."""
+    request head we rendered: plugins may change its header fields.  None:
+    a plugin took the request over (Perl's true return)."""
     if not ctx.service.plugin_order:
         return request_head
     end = request_head.index(b"\r\n\r\n")
     lines = request_head[:end].decode("latin-1").split("\r\n")
     fields = [line.split(": ", 1) for line in lines[1:]]
     hook = BackendClientAssigned(ctx, headers=[(k, v) for k, v in fields],
-                                 high_priority=ctx.high_priority, ipport=conn.ipport)
-    await fire(hook)
+                                 high_priority=ctx.high_priority, ipport=conn.ipport,
+                                 backend=conn.stream)
+    if await fire(hook):
+        return None
     return (lines[0] + "\r\n").encode("latin-1") + render_fields(hook.headers) + b"\r\n"
 
 
@@ -316,6 +319,9 @@ async def _proxy(ctx: RequestContext) -> bool:
         if cached is not None:
             return cached
 
+    if svc.plugin_order and (ctx.head.chunked or (head.content_length or 0) > 0) \
+            and await fire(ProxyReadRequest(ctx, body=replay_body or prefix)):
+        return ctx.last_keep_alive  # Perl's proxy_read_request: the plugin answered
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     priority = await _priority(svc, ctx)
     if ctx.response_started:  # a plugin failed choosing the queue and answered 500
@@ -407,15 +413,16 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     method = ctx.head.method
     backends = runtime.backends
     try:
-        request_head = await _backend_client_assigned(ctx, conn, request_head)
+        assigned = await _backend_client_assigned(ctx, conn, request_head)
     except UnsafeField as exc:
         backends.discard(conn)
         _log_fault(ctx, conn.ipport, f"a plugin made the request head unsafe: {exc}", 500)
         await ctx.send_simple(500, keep_alive=False)
         return False
-    if ctx.response_started:  # a plugin failed in the hook and answered 500
+    if assigned is None:  # a plugin took the request over (or failed: 500 sent)
         backends.discard(conn)
-        return False
+        return ctx.last_keep_alive if ctx.response_started else False
+    request_head = assigned
     # --- send the request ---
     try:
         if spool is not None:  # buffer_uploads: the body comes from the spool file (sendfile)
