@@ -90,6 +90,10 @@ class Kind(enum.Enum):
     ACCESS_LOG_FORMAT = "log format"
     DIRECTORY_LIST = "directory list"
     REPROXY_HOSTS = "any | pool | host[:port] list"
+    HASH_KEY = "client_ip | uri | header:<Name> | cookie:<name>"
+    SECONDS = "seconds"
+    STATUS_LIST = "status list"
+    URI_PATH = "path (or empty)"
 
 
 class Effect(enum.Enum):
@@ -121,6 +125,9 @@ class Param:
     choices: tuple[str, ...] = ()
     #: ours only: Perl Perlbal 1.80 refuses the line (``perlbal check --perl`` says so)
     beyond_perl: bool = False
+    #: of ``choices``, the values Perl Perlbal 1.80 accepts (empty: all of them);
+    #: ``perlbal check --perl`` calls the others beyond Perl
+    perl_choices: tuple[str, ...] = ()
 
     def applies_to(self, role: str | None) -> bool:
         if self.roles == ALL_ROLES:
@@ -325,6 +332,60 @@ def _c_balance(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     return raw
 
 
+def _c_hash_key(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw in ("client_ip", "uri"):
+        return raw
+    m = re.fullmatch(r"(header|cookie):([!#$%&'*+.^_`|~0-9A-Za-z-]+)", raw, re.IGNORECASE)
+    if m is None:
+        raise ParamError(f"Expecting client_ip, uri, header:<Name> or cookie:<name> for "
+                         f"'{p.name}', got '{raw}'")
+    return f"{m.group(1).lower()}:{m.group(2)}"
+
+
+def parse_seconds(value: object) -> float:
+    """A stored SECONDS value (decimal text) as a float; 0.0 for anything else."""
+    try:
+        return float(value) if isinstance(value, (str, int)) else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _c_seconds(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if not re.fullmatch(r"\d+(\.\d+)?|\.\d+", raw):
+        raise ParamError(f"Expecting a number of seconds for parameter '{p.name}'")
+    return raw
+
+
+def parse_status_list(value: object) -> frozenset[int]:
+    """A stored STATUS_LIST value (``500,502`` or ``5xx``) as the statuses it names."""
+    out: set[int] = set()
+    for item in str(value or "").split(","):
+        item = item.strip().lower()
+        if re.fullmatch(r"[1-5]xx", item):
+            first = int(item[0]) * 100
+            out.update(range(first, first + 100))
+        elif item.isdigit():
+            out.add(int(item))
+    return frozenset(out)
+
+
+def _c_status_list(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    items = [s.strip().lower() for s in re.split(r"[\s,]+", raw) if s.strip()]
+    for item in items:
+        if not re.fullmatch(r"[1-5](\d\d|xx)", item):
+            raise ParamError(f"Expecting HTTP statuses (500, 5xx, ...) separated by commas "
+                             f"for '{p.name}', got '{item}'")
+    return ",".join(items)
+
+
+def _c_uri_path(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if re.fullmatch(r"|none|\"\"|''", raw):
+        return ""
+    if not raw.startswith("/") or re.search(r"[\x00-\x20\x7f]", raw):
+        raise ParamError(f"Expecting a path starting with '/' (or none) for '{p.name}'")
+    return raw
+
+
 def _c_nodefile(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     if re.fullmatch(r"none|undef|null|\"\"|''", raw):
         return None
@@ -418,6 +479,10 @@ _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.STRING: _c_string,
     Kind.LISTEN: _c_listen,
     Kind.ROLE: _c_role,
+    Kind.HASH_KEY: _c_hash_key,
+    Kind.SECONDS: _c_seconds,
+    Kind.STATUS_LIST: _c_status_list,
+    Kind.URI_PATH: _c_uri_path,
     Kind.POOL_REF: _c_pool_ref,
     Kind.SERVICE_REF: _c_service_ref,
     Kind.DIRECTORY: _c_directory,
@@ -502,6 +567,12 @@ _S(Param("backend_response_timeout", Kind.INT, "Beyond Perl (which waits forever
          "a backend may take to start its reply, and may stay silent within it; then the "
          "client gets 504 (or is closed, if its reply had started). 0: no limit.", roles=RP,
          default="60", beyond_perl=True))
+_S(Param("allow_upgrade", Kind.BOOL, "Beyond Perl: relay protocol upgrades (WebSocket): an "
+         "HTTP/1.1 request with Upgrade and Connection: upgrade goes to the backend as "
+         "HTTP/1.1 with those fields, and a 101 reply turns the connection into a two-way "
+         "byte tunnel until either side closes or idle_timeout passes in silence. Off: "
+         "Upgrade is dropped as a hop-by-hop field and the request is an ordinary one.",
+         roles=RP, default="1", beyond_perl=True))
 _S(Param("backend_persist_cache", Kind.INT, "Idle keep-alive backend connections kept in "
          "reserve while no client waits.", roles=RP, default="2"))
 _S(Param("backend_persist_linger", Kind.INT, "Beyond Perl: seconds a used backend "
@@ -645,11 +716,58 @@ _S(Param("verify_backend", Kind.BOOL, "Send an OPTIONS request to a new backend 
 _S(Param("verify_backend_path", Kind.STRING, "Target of the verify_backend OPTIONS request.",
          roles=RP, default="*"))
 
-# Pool parameters.  Perl accepts only 'random' as balance method.
-REGISTRY.add_pool(Param("nodefile", Kind.NODEFILE, "File listing the pool's nodes, one "
-                        "ip[:port] a line; re-read when it changes. none clears it."))
-REGISTRY.add_pool(Param("balance_method", Kind.BALANCE_METHOD, "How a node is chosen: random.",
-                        default="random", choices=("random",)))
+# Pool parameters.  Perl accepts only 'random' as balance method; the other
+# methods, hash_key and the health parameters are ours (docs/balancing.md).
+_P = REGISTRY.add_pool
+_P(Param("nodefile", Kind.NODEFILE, "File listing the pool's nodes, one "
+         "ip[:port] a line; re-read when it changes. none clears it."))
+_P(Param("balance_method", Kind.BALANCE_METHOD, "How a request's node is chosen: random "
+         "(Perl's only method: a request takes any idle connection, new ones go to random "
+         "nodes); beyond Perl, round_robin (the live nodes in turn), least_conn (fewest "
+         "requests in flight in this worker), two_choices (the less busy of two random "
+         "nodes) or hash (consistent hashing of hash_key: a key stays on its node, and "
+         "adding or removing a node moves about 1/N of the keys). See docs/balancing.md.",
+         default="random", choices=("random", "round_robin", "least_conn", "two_choices",
+                                    "hash"), perl_choices=("random",)))
+_P(Param("hash_key", Kind.HASH_KEY, "Beyond Perl: what balance_method hash hashes: client_ip, "
+         "uri (the request target), header:<Name> or cookie:<name>. A request without the "
+         "header or cookie goes to a random node.", default="client_ip", beyond_perl=True))
+_P(Param("health_check_uri", Kind.URI_PATH, "Beyond Perl: path of an active health check "
+         "(GET, HTTP/1.0) sent to every node each health_check_interval; 2xx and 3xx pass. "
+         "Empty (none): no active checks.", default="", beyond_perl=True))
+_P(Param("health_check_interval", Kind.SECONDS, "Beyond Perl: seconds between two health "
+         "checks of a node (decimals allowed).", default="2", beyond_perl=True))
+_P(Param("health_check_timeout", Kind.SECONDS, "Beyond Perl: seconds a health check may "
+         "take (connect and reply); slower is a failure.", default="2", beyond_perl=True))
+_P(Param("health_check_rise", Kind.INT, "Beyond Perl: consecutive passed checks that bring "
+         "a down node back (HAProxy's rise).", default="2", beyond_perl=True))
+_P(Param("health_check_fall", Kind.INT, "Beyond Perl: consecutive failed checks that take a "
+         "node out (HAProxy's fall).", default="3", beyond_perl=True))
+_P(Param("max_fails", Kind.INT, "Beyond Perl: consecutive failures (failed connects, or "
+         "replies with a status in fail_statuses) that eject a node for fail_timeout, as "
+         "nginx's max_fails. 0: never (Perl only skips a node whose connect failed for a "
+         "second). The last node up is never ejected.", default="0", beyond_perl=True))
+_P(Param("fail_timeout", Kind.SECONDS, "Beyond Perl: seconds an ejected node stays out "
+         "(nginx's fail_timeout).", default="10", beyond_perl=True))
+_P(Param("fail_statuses", Kind.STATUS_LIST, "Beyond Perl: reply statuses max_fails counts "
+         "as failures: codes or classes, comma-separated (500,502,503,504 or 5xx).", default="500,502,503,504", beyond_perl=True))
+
+
+def pool_param(pool_params: dict[str, ParamValue], name: str) -> ParamValue:
+    """A pool parameter's stored value, or its coerced default."""
+    if name in pool_params:
+        return pool_params[name]
+    return _POOL_DEFAULTS.get(name)
+
+
+class _NoEnv:
+    def __getattr__(self, name: str) -> Callable[..., bool]:
+        return lambda *args: True
+
+
+_POOL_DEFAULTS: dict[str, ParamValue] = {
+    p.name: p.coerce(p.default, _NoEnv()) for p in REGISTRY.pool.values()
+    if p.default is not None}
 
 # SERVER settings.
 _SV = REGISTRY.add_server

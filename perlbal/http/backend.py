@@ -8,6 +8,10 @@ body), then parses the reply.  Interim 1xx replies are checked and dropped, as
 Perl never relays them.  A Content-Length or close-delimited body is passed
 through by counting once h11 has framed it; a chunked one is decoded by h11.
 
+A request that asked to switch protocols (``upgrade=True``) may get ``101``:
+that head is final, the object is done, and ``leftover`` holds the first
+bytes of the new protocol (``perlbal.runtime.tunnel`` relays them).
+
 Invariants: a reply cut short (chunked without its last chunk, fewer bytes
 than its Content-Length) raises ``BackendProtocolError``, never ends cleanly;
 bytes past the reply are kept in ``leftover`` and make the connection
@@ -29,6 +33,9 @@ __all__ = ["BackendSide"]
 # The placeholder requests h11 is told we sent, one per method
 _SENT: dict[bytes, h11.Request] = {}
 _END = h11.EndOfMessage()
+# what h11 is told we sent for a request that asks to switch protocols
+_UPGRADE_REQUEST = h11.Request(method="GET", target="/", headers=[
+    ("Host", "backend"), ("Connection", "Upgrade"), ("Upgrade", "websocket")])
 
 
 def _sent_request(method: bytes) -> h11.Request:
@@ -47,9 +54,13 @@ class BackendSide:
     1xx replies are read and dropped, as Perl never relays them.
     """
 
-    def __init__(self, method: str, limits: Limits = BACKEND_LIMITS) -> None:
+    def __init__(self, method: str, limits: Limits = BACKEND_LIMITS, *,
+                 upgrade: bool = False) -> None:
         self.limits = limits
         self.method = method
+        #: the request asked to switch protocols (Upgrade): a 101 reply is then final,
+        #: and what follows it (``leftover``) belongs to the new protocol
+        self.upgrade = upgrade
         self.head: ResponseHead | None = None
         self.state = HEAD
         self.body_size = 0
@@ -65,7 +76,7 @@ class BackendSide:
 
     def _new_h11(self) -> h11.Connection:
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self.limits.max_head_size)
-        conn.send(_sent_request(self.method.encode("ascii")))
+        conn.send(_UPGRADE_REQUEST if self.upgrade else _sent_request(self.method.encode("ascii")))
         conn.send(_END)
         return conn
 
@@ -130,7 +141,11 @@ class BackendSide:
             if isinstance(event, h11.ConnectionClosed):
                 raise BackendProtocolError("backend closed before a complete reply head")
             if isinstance(event, h11.InformationalResponse):
-                response_head(event, self.limits)  # checked, then dropped
+                head = response_head(event, self.limits)  # checked, then dropped...
+                if event.status_code == 101:  # ...but a switch (only if asked: h11)
+                    self.head = head
+                    self._finish(bytes(conn.trailing_data[0]), clean=False)
+                    return head
                 interim = True
                 continue
             assert isinstance(event, h11.Response)

@@ -267,6 +267,14 @@ class ClientSide:
         self._continue_due = False
         return due and self.body_size == 0 and not self.has_buffered
 
+    def start_tunnel(self) -> None:
+        """The connection switched protocols (101): what was buffered has been
+        taken (``buffered``) and nothing more is HTTP."""
+        self._buffer = b""
+        self._h11 = None
+        self.state = DONE
+        self.must_close = True
+
     # --- between requests -----------------------------------------------------
 
     def start_next(self) -> None:

@@ -63,9 +63,10 @@ from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceive
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.http.fields import UnsafeField, render_fields
+from perlbal.http.upgrade import backend_upgrade_head, wants_upgrade
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
-from perlbal.runtime import reproxy, upload_tracker, uploads
+from perlbal.runtime import reproxy, tunnel, upload_tracker, uploads
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -154,10 +155,21 @@ def _high_priority(svc: Service, ctx: RequestContext) -> bool:
     return str(contents or "") in (cookies.get(name) or "")
 
 
+def _upgrading(ctx: RequestContext) -> bool:
+    """The request asks to switch protocols and the service relays upgrades."""
+    return bool(ctx.service.params.get("allow_upgrade", True)) and wants_upgrade(ctx.head)
+
+
 def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
     svc = ctx.service
     head = ctx.head
     rules = svc.headers
+    if _upgrading(ctx):  # (perlbal.http.upgrade) HTTP/1.1, Upgrade kept
+        return backend_upgrade_head(
+            head, client_ip=ctx.peer_ip, trusted=_trusted(svc, ctx.peer_ip),
+            blind_proxy=bool(svc.params.get("blind_proxy", False)),
+            enable_reproxy=bool(svc.params.get("enable_reproxy", False)),
+            remove=rules.remove, insert=rules.insert)
     headers = backend_request_headers(
         head.headers, client_ip=ctx.peer_ip, trusted=_trusted(svc, ctx.peer_ip),
         blind_proxy=bool(svc.params.get("blind_proxy", False)),
@@ -449,7 +461,7 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     live.set_state(conn.sock_id, "wait_res")
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     # --- read the reply head ---
-    side = BackendSide(method)
+    side = BackendSide(method, upgrade=_upgrading(ctx))
     try:
         resp = await _read_response_head(conn, side, client, backend_timeout(svc))
         first = side.next_body() or b""  # what of the body came with the head
@@ -466,6 +478,14 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         backends.discard(conn)
         _log_fault(ctx, conn.ipport, str(exc) or repr(exc), 502)
         return await _fail(ctx, 502)
+    if resp.status == 101:  # the backend switched protocols: a byte tunnel from here on
+        live.node_response(ipport, 101)
+        live.node_request_done(ipport)
+        try:
+            await tunnel.run_tunnel(ctx, conn.stream, side)
+        finally:
+            backends.discard(conn)
+        return False
     live.node_last_response[ipport] = time.time()
     # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
     live.node_response(ipport, resp.status)
