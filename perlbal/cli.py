@@ -5,6 +5,7 @@
     perlbal check [--strict] [--perl] [--format text|json] FILE...
     perlbal explain -c FILE [options] URL | --expect ROUTES [--fail-under PCT]
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
+    perlbal console [HOST:PORT] [-c COMMAND]...      a client for the management port
 
 Subcommands come first on the line; anything else is read with Perl's options.
 """
@@ -27,6 +28,8 @@ USAGE = """Usage: perlbal [OPTS]
        perlbal check [--strict] [--perl] [--format text|json] FILE...
        perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex]
        perlbal explain -c FILE [--header 'K: V']... URL   (or --expect ROUTES)
+       perlbal console [HOST:PORT] [-c COMMAND]...   (the management console, with
+                        history and tab completion; -c runs commands for scripts)
   --help           This usage info
   --version        Print perlbal release version
   --config=[file]  Specify Perlbal config file
@@ -259,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _explain_main(args[1:])
     if args and args[0] == "serve":
         return _serve_main(args[1:])
+    if args and args[0] == "console":
+        from perlbal.console_client import main as console_main
+
+        return console_main(args[1:])
     return _run_main(args)
 
 

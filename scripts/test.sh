@@ -10,7 +10,8 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 # Debian packages the tests use: perlbal (the reference), chromium (web UI
 # test), openssl (test certificates), strace (what Perl's upload tracker sends),
 # wrk and nginx (the bench/ scripts' smoke tests); curl, wget, git, nginx and
-# apache2 (the interoperability matrix in tests/interop)
+# apache2 (the interoperability matrix in tests/interop); tmux (perlbal console
+# driven in a terminal)
 need=""
 [ -x /usr/bin/perlbal ] || need="$need perlbal"
 [ -x /usr/bin/chromium ] || need="$need chromium"
@@ -21,6 +22,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need="$need nginx-light
 command -v curl >/dev/null || need="$need curl"
 command -v wget >/dev/null || need="$need wget"
 command -v git >/dev/null || need="$need git"
+command -v tmux >/dev/null || need="$need tmux"
 if [ -n "$need" ] || [ ! -x /usr/sbin/apache2 ]; then
     $SUDO apt-get update -qq
 fi
