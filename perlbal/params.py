@@ -90,7 +90,7 @@ class Kind(enum.Enum):
     ACCESS_LOG_FORMAT = "log format"
     DIRECTORY_LIST = "directory list"
     REPROXY_HOSTS = "any | pool | host[:port] list"
-    HASH_KEY = "client_ip | uri | header:<Name> | cookie:<name>"
+    HASH_KEY = "hash key"
     SECONDS = "seconds"
     STATUS_LIST = "status list"
     URI_PATH = "path (or empty)"

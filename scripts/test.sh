@@ -22,6 +22,8 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need="$need nginx-light
 command -v curl >/dev/null || need="$need curl"
 command -v wget >/dev/null || need="$need wget"
 command -v git >/dev/null || need="$need git"
+# memcached: Throttle's shared state (tests/plugins/test_throttle_memcached.py)
+command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || need="$need memcached"
 command -v tmux >/dev/null || need="$need tmux"
 if [ -n "$need" ] || [ ! -x /usr/sbin/apache2 ]; then
     $SUDO apt-get update -qq

@@ -9,8 +9,11 @@ dies.  Parsed lists are kept in ``svc.extra["throttle_lists"]`` as strings of
 networks ("10.0.0.0/8").
 
 Runtime, the start_proxy_request / end_proxy_request hooks (Perl's
-Throttle.pm; state in memory, shared by services with the same
-instance_name as Perl's local store; memcached is not supported): a client
+Throttle.pm; when each IP was last seen and its violations are kept under the
+key ``<instance_name><ip>``, in memory (shared by services with the same
+instance_name, as Perl's local store) or, with memcached_servers, in memcached
+as Perl keeps them (see ``_MemcachedStore``), so several perlbals share
+them; bans and concurrent counts stay per process, as in Perl): a client
 on the blacklist is refused (blacklist_action deny: 403) or throttled; on the
 whitelist it passes; others follow default_action.  Throttling: a client that
 connects again within throttle_threshold_seconds waits initial_delay seconds,
@@ -26,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -38,6 +42,7 @@ from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin, PluginError
 from perlbal.plugins._common import EnumParam, PatternParam, context_service
+from perlbal.plugins._memcached import MemcachedClient, MemcachedError, parse_servers
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -80,10 +85,12 @@ PARAMS: tuple[Param, ...] = (
     Param("ban_threshold", Kind.INT, "Violations that ban an IP (0: never).", default="0",
           plugin=_P),
     Param("ban_expiration", Kind.INT, "Seconds a ban lasts.", default="60", plugin=_P),
-    Param("memcached_servers", Kind.STRING, "memcached servers to share throttling state "
-          "through (not supported by this implementation's runtime yet).", plugin=_P),
-    Param("memcached_async_clients", Kind.INT, "Parallel memcached clients.", default="10",
-          plugin=_P),
+    Param("memcached_servers", Kind.STRING, "memcached servers (host:port, comma or space "
+          "separated) through which several perlbals share when each IP was last seen and its "
+          "violations; a server that is down or slower than 0.3 s is skipped for 5 s and this "
+          "process's own state is used meanwhile.", plugin=_P),
+    Param("memcached_async_clients", Kind.INT, "Connections to each memcached server, at most.",
+          default="10", plugin=_P),
     Param("instance_name", Kind.STRING, "Throttlers with the same name share what they know "
           "about IPs.", default="Throttle", plugin=_P),
 )
@@ -197,9 +204,11 @@ class Throttle(Plugin):
         if action == "allow":
             return False
         key = f"{svc.get('instance_name') or 'Throttle'}{ip}"
-        last, violations = _STORE.get(key, now)
+        store = _store_for(svc)
+        last, violations = await store.get(key, now)
         threshold = _int(svc, "throttle_threshold_seconds", 60)
-        _STORE.set(key, now, violations, threshold)
+        # the early set, as Perl's: the last request time moves on even if we stop here
+        await store.set(key, now, violations, threshold)
         if last is None or now - last >= threshold:
             return False  # unseen or reformed: through at once
         delay = min(_int(svc, "initial_delay", 3) * 2 ** violations, _int(svc, "max_delay", 300))
@@ -212,7 +221,7 @@ class Throttle(Plugin):
                 state.banned[ip] = now + _int(svc, "ban_expiration", 60)
             ctx.last_keep_alive = False  # Perl closes the connection without an answer
             return True
-        _STORE.set(key, now, violations, delay)
+        await store.set(key, now, violations, delay)
         log.info("Throttling %s for %s: %s", ip, delay, ctx.head.target)
         if not log_only:
             await anyio.sleep(delay)
@@ -258,8 +267,72 @@ class _Store:
         self.entries[key] = (time.time() + exptime, start, count)
 
 
+class _MemcachedStore:
+    """Perl's Throttle::Store::Memcached: the same keys (``<instance_name><ip>``),
+    the same value (``pack('FS', start, count)``: a native double and a native
+    unsigned 16-bit count, 10 bytes; little-endian on x86), flags 0 and the same
+    expiry (seconds), so Perl and Python perlbals can share one memcached.
+
+    Every set also goes to the local store, and a get falls back to it when
+    memcached fails (down, slow, refusing the key): requests are never held
+    longer than the client's timeout nor failed because of memcached; Perl
+    waits up to initial_delay seconds and then treats the IP as unseen."""
+
+    def __init__(self, client: MemcachedClient) -> None:
+        self.client = client
+
+    async def get(self, key: str, now: float) -> tuple[float | None, int]:
+        try:
+            raw = await self.client.get(key)
+        except MemcachedError:
+            return _STORE.get(key, now)
+        if raw is None or len(raw) != _VALUE.size:
+            return None, 0  # unseen (or not a Throttle value: treated as Perl's false value)
+        start, count = _VALUE.unpack(raw)
+        return float(start), int(count)
+
+    async def set(self, key: str, start: float, count: int, exptime: float) -> None:
+        _STORE.set(key, start, count, exptime)
+        value = _VALUE.pack(start, min(max(count, 0), 0xFFFF))  # 'S' wraps in Perl; we cap
+        # memcached reads exptime 0 as "never": the shortest real expiry instead
+        try:
+            await self.client.set(key, value, max(int(exptime), 1))
+        except MemcachedError:
+            pass  # logged by the client, once per outage
+
+
+class _LocalStore:
+    async def get(self, key: str, now: float) -> tuple[float | None, int]:
+        return _STORE.get(key, now)
+
+    async def set(self, key: str, start: float, count: int, exptime: float) -> None:
+        _STORE.set(key, start, count, exptime)
+
+
+_VALUE = struct.Struct("=dH")  # Perl's pack('FS'): native order, no padding
 _STORE = _Store()
+_LOCAL = _LocalStore()
 _STATES: dict[int, _ServiceState] = {}
+_STORES: dict[tuple[str, int], "_MemcachedStore | _LocalStore"] = {}
+
+
+def _store_for(svc: Service) -> "_MemcachedStore | _LocalStore":
+    """The store of ``svc``'s memcached_servers (one client per server list and
+    connection count, shared by the services naming them), else the local one."""
+    servers = svc.get("memcached_servers")
+    if not isinstance(servers, str) or not servers.strip():
+        return _LOCAL
+    connections = _int(svc, "memcached_async_clients", 10)
+    store = _STORES.get((servers, connections))
+    if store is None:
+        try:
+            parsed = parse_servers(servers)
+        except ValueError as exc:
+            parsed = []
+            log.warning("Throttle on %s: %s; using this process's own state", svc.name, exc)
+        store = _MemcachedStore(MemcachedClient(parsed, connections)) if parsed else _LOCAL
+        _STORES[(servers, connections)] = store
+    return store
 
 
 def _state(svc: Service) -> _ServiceState:
