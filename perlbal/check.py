@@ -198,6 +198,18 @@ class Checker:
                      column)
 
     def _perl_refuses(self, node: ast.Node) -> None:
+        if isinstance(node, ast.Set) and node.key.lower() in REGISTRY.pool \
+                and node.key.lower() not in REGISTRY.service:
+            pool_param = REGISTRY.pool[node.key.lower()]
+            if pool_param.beyond_perl:
+                self.add(node, "error", f"Perl Perlbal 1.80 has no pool parameter "
+                         f"'{pool_param.name}' (ours only: Perl fails the line silently)")
+            elif pool_param.perl_choices and node.value not in pool_param.perl_choices:
+                self.add(node, "error", f"Perl Perlbal 1.80 knows only "
+                         f"{' or '.join(pool_param.perl_choices)} for '{pool_param.name}' "
+                         f"('{node.value}' is ours only: Perl answers \"Unknown balance "
+                         f"method\")")
+            return
         if isinstance(node, ast.Set | ast.Default):
             param = REGISTRY.service.get(node.key.lower())
             if param is not None and param.beyond_perl:
@@ -246,6 +258,9 @@ class Checker:
                 candidates = list(graph.pools)
             else:
                 candidates = list(graph.services) + list(graph.pools)
+        elif message.startswith("Unknown balance method") and isinstance(node, ast.Set):
+            word = node.value
+            candidates = list(REGISTRY.pool["balance_method"].choices)
         elif message.startswith("Role not valid") and isinstance(node, ast.Set):
             word = node.value
             candidates = list(CORE_ROLES) + sorted(self.interp.plugin_roles())

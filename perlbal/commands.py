@@ -315,7 +315,7 @@ def _h_explain(it: Interpreter, node: ast.Node, call: Call) -> bool:
         return call.err("usage: EXPLAIN [<METHOD>] <url> [options]")
     # the URL and headers keep their case: Perl's normalisation lower-cases the line
     try:
-        lines = console_explain(it.graph, node.orig)
+        lines = console_explain(it.graph, node.orig, it.effects.stats().pool_view)
     except ValueError as exc:
         return call.err(f"{exc} (usage: EXPLAIN [<METHOD>] <url> [options])")
     call.out(*lines)

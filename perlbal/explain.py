@@ -20,12 +20,13 @@ import os
 import shlex
 import urllib.parse
 from dataclasses import asdict
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel
 
+from perlbal import balance
 from perlbal.docroot import request_as_served, resolve
-from perlbal.graph import Graph, Service
+from perlbal.graph import Graph, Pool, Service
 from perlbal.http import HttpError, parse_request_head
 from perlbal.routing import (
     HOOKS_ENFORCED, Dispatched, Request, Respond, Step, Trace, dispatch, selector_plugin,
@@ -61,6 +62,8 @@ class Outcome(BaseModel):
     pool: str | None = None
     nodes: list[str] = []
     balance: str | None = None
+    #: the node the balance method picks (None: drawn when the request comes)
+    node: str | None = None
     file: str | None = None  # path under docroot, '/'-rooted
     path: str | None = None  # file system path
     size: int | None = None
@@ -74,6 +77,9 @@ class Outcome(BaseModel):
     def summary(self) -> str:
         status = f"{self.status} " if self.status is not None else ""
         if self.kind == "proxy":
+            if self.node is not None:
+                return (f"{status}proxy via service {self.service} to pool {self.pool}, "
+                        f"node {self.node} ({self.balance})")
             nodes = ", ".join(self.nodes) or "no nodes"
             return f"{status}proxy via service {self.service} to pool {self.pool} ({nodes})"
         if self.kind == "file":
@@ -222,8 +228,12 @@ def pick_listener(graph: Graph, listen: str | None, url_host: str | None,
 # --- the explanation --------------------------------------------------------------------
 
 
-def explain(graph: Graph, args: ExplainArgs) -> Explanation:
-    """Explain one request on ``graph`` (built dry, or a live server's)."""
+def explain(graph: Graph, args: ExplainArgs,
+            pool_view: Callable[[Pool], balance.PoolView] | None = None) -> Explanation:
+    """Explain one request on ``graph`` (built dry, or a live server's).
+
+    ``pool_view`` tells a live server's node state (in flight, down nodes); a
+    dry run sees every node up and idle."""
     url_host, url_port, target = _split_url(args)
     request_info = {"method": args.method, "target": target, "host": url_host,
                     "headers": args.headers, "from": args.peer_ip, "listen": args.listen}
@@ -258,12 +268,13 @@ def explain(graph: Graph, args: ExplainArgs) -> Explanation:
                           headers=list(result.headers), service=result.service or None,
                           by=result.by or None)
     else:
-        outcome = _end(graph, result, steps)
+        outcome = _end(graph, result, steps, args.peer_ip, pool_view)
     return Explanation(request=request_info, listener=listener.name, steps=steps,
                        outcome=outcome)
 
 
-def _end(graph: Graph, where: Dispatched, steps: Trace) -> Outcome:
+def _end(graph: Graph, where: Dispatched, steps: Trace, peer_ip: str = "",
+         pool_view: Callable[[Pool], balance.PoolView] | None = None) -> Outcome:
     svc = where.service
     role = svc.role
     if role not in HANDLED_ROLES:
@@ -281,11 +292,11 @@ def _end(graph: Graph, where: Dispatched, steps: Trace) -> Outcome:
             steps.append(Step("pool", pool.name, "error", "no nodes" +
                               (f" (nodefile {pool.nodefile})" if pool.nodefile else "")))
             return Outcome(kind="status", status=503, service=svc.name, pool=pool.name)
+        node, why = _choose(pool, where, peer_ip, pool_view)
         steps.append(Step("pool", pool.name, "choose",
-                          f"one of {len(nodes)} node(s) at random ({pool.balance_method}); "
-                          f"a node that failed to connect is skipped for a while{queue}"))
+                          f"{why}; a node that failed to connect is skipped for a while{queue}"))
         return Outcome(kind="proxy", service=svc.name, pool=pool.name, nodes=nodes,
-                       balance=pool.balance_method)
+                       balance=pool.balance_method, node=node)
     if role == "management":
         page = where.head.target.split("?", 1)[0]
         ok = page in ("/", "/json")
@@ -310,6 +321,20 @@ def _end(graph: Graph, where: Dispatched, steps: Trace) -> Outcome:
     return Outcome(kind=kind, status=verdict.status, message=verdict.message, service=svc.name,
                    file=os.path.normpath(rel) if rel else None, path=path, size=verdict.size, mime=verdict.mime,
                    range=verdict.range, index_file=verdict.index_file)
+
+
+def _choose(pool: Pool, where: Dispatched, peer_ip: str,
+            pool_view: Callable[[Pool], balance.PoolView] | None) -> tuple[str | None, str]:
+    """The balance method's pick (perlbal.balance, as the server calls it) and why."""
+    nodes = [n.ipport for n in pool.nodes]
+    view = pool_view(pool) if pool_view is not None else balance.PoolView()
+    method = pool.balance_method
+    key_spec = str(pool.get("hash_key"))
+    key = balance.request_key(key_spec, where.head, peer_ip) if method == "hash" else None
+    ring = balance.HashRing.build(nodes) if method == "hash" else None
+    available = view.available if view.available is not None else nodes
+    return balance.describe(method, nodes, available, view.load, view.notes, key=key,
+                            key_spec=key_spec, ring=ring, turn=view.turn)
 
 
 # --- rules, for route-test coverage -----------------------------------------------------
@@ -356,8 +381,10 @@ def to_jsonable(exp: Explanation) -> dict[str, Any]:
     return data
 
 
-def console_explain(graph: Graph, line: str) -> list[str]:
-    """The EXPLAIN console command: ``explain [METHOD] URL [options]`` on a live graph."""
+def console_explain(graph: Graph, line: str,
+                    pool_view: Callable[[Pool], balance.PoolView] | None = None) -> list[str]:
+    """The EXPLAIN console command: ``explain [METHOD] URL [options]`` on a live graph
+    (``pool_view``: the live server's node state)."""
     words = shlex.split(line)
     args = parse_args(words[1:] if words and words[0].lower() == "explain" else words)
-    return render_text(explain(graph, args))
+    return render_text(explain(graph, args, pool_view))

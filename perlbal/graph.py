@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from perlbal.params import ParamValue
+from perlbal.params import ParamValue, pool_param
 
 
 @dataclass
@@ -42,6 +42,13 @@ class Pool:
     # requests sent to each node (ip:port -> count); Perl keeps it in the pool
     node_used: dict[str, int] = field(default_factory=dict)
     generation: int = 0
+    #: beyond Perl: pool parameters other than nodefile and balance_method
+    #: (hash_key, health checks, max_fails...), coerced; unset ones take the default
+    params: dict[str, ParamValue] = field(default_factory=dict)
+
+    def get(self, name: str) -> ParamValue:
+        """A pool parameter's value (its registry default when never set)."""
+        return pool_param(self.params, name)
 
     def add(self, ip: str, port: int) -> None:
         self.remove(ip, port)  # no duplicates, re-added at the end as Perl does
@@ -116,6 +123,7 @@ class Graph:
                     "nodes": [n.ipport for n in p.nodes],
                     "balance_method": p.balance_method,
                     "nodefile": p.nodefile,
+                    **({"params": dict(sorted(p.params.items()))} if p.params else {}),
                 }
                 for name, p in sorted(self.pools.items())
             },

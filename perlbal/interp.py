@@ -372,6 +372,10 @@ class Interpreter:
             assert isinstance(value, str)
             pool.balance_method = value
             return call.ok()
+        if key != "nodefile":  # beyond Perl: hash_key, health checks, max_fails...
+            pool.params[key] = value
+            pool.generation += 1
+            return call.ok()
         if value is None:
             pool.nodefile = None
             pool.nodefile_mtime = 0.0

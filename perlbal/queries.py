@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from perlbal import PERL_COMPAT_VERSION
+from perlbal.balance import PoolView
 from perlbal.graph import Node, Pool, Service
 from perlbal.grammar import ast
 from perlbal.params import REGISTRY, CheckEnv, Kind, Param, ParamError, ParamValue
@@ -87,6 +88,10 @@ class LiveStats:
         """With SERVER workers > 1: a line saying whose numbers a reply shows."""
         return None
 
+    def pool_view(self, pool: Pool) -> PoolView:
+        """Beyond Perl: the pool's balancing and health state (idle: all up, none busy)."""
+        return PoolView()
+
 
 def _whose_numbers(it: "Interpreter", call: "Call") -> None:
     """Replies made of live numbers start by naming the worker that answered
@@ -116,6 +121,8 @@ def show(it: "Interpreter", node: ast.Show, call: "Call") -> bool:
             _whose_numbers(it, call)  # node_used: requests this worker sent
             for n in pool.nodes:
                 call.out(f"{n.ipport} {pool.node_used.get(n.ipport, '')}")
+            if beyond_perl_pool(pool):
+                call.out(*pool_health_lines(pool, it.effects.stats().pool_view(pool)))
         else:
             for name in sorted(graph.pools):
                 pool = graph.pools[name]
@@ -155,6 +162,45 @@ def service_info(it: "Interpreter", svc: Service) -> list[str]:
                 lines.append(f"                {n.ipport:<21} {pool.node_used.get(n.ipport, 0):7d}")
     elif svc.role == "web_server":
         lines.append(f"        docroot: {svc.get('docroot') or ''}")
+    return lines
+
+
+def beyond_perl_pool(pool: Pool) -> bool:
+    """Does the pool use our balancing or health parameters (so the console
+    adds our lines to Perl's)?"""
+    return pool.balance_method != "random" or bool(pool.params)
+
+
+def pool_health_lines(pool: Pool, view: PoolView) -> list[str]:
+    """``show pool NAME``'s lines after Perl's: '#' comments, so a client that
+    parses Perl's ``ip:port count`` lines reads past them."""
+    settings = [f"balance_method {pool.balance_method}"]
+    if pool.balance_method == "hash":
+        settings.append(f"hash_key {pool.get('hash_key')}")
+    uri = pool.get("health_check_uri")
+    if uri:
+        settings.append(f"health_check_uri {uri} every {pool.get('health_check_interval')}s "
+                        f"(rise {pool.get('health_check_rise')}, "
+                        f"fall {pool.get('health_check_fall')})")
+    max_fails = pool.get("max_fails")
+    if max_fails:
+        settings.append(f"max_fails {max_fails} ({pool.get('fail_statuses')} or a failed "
+                        f"connect), fail_timeout {pool.get('fail_timeout')}s")
+    lines = ["# " + "; ".join(settings)]
+    for n in pool.nodes:
+        row = view.nodes.get(n.ipport, {})
+        state = view.notes.get(n.ipport, "up")
+        parts = [f"# {n.ipport} {state}", f"{view.load.get(n.ipport, 0)} in flight"]
+        checks = row.get("checks", 0)
+        if checks:
+            parts.append(f"checks {checks} ({row.get('checks_failed', 0)} failed, "
+                         f"last {row.get('last_check', '')})")
+        if row.get("ejections"):
+            parts.append(f"ejected {row['ejections']} times")
+        lines.append("; ".join(parts))
+        history = row.get("history")
+        if isinstance(history, list):
+            lines.extend(f"#   {when} {what}" for when, what in history)
     return lines
 
 
@@ -293,9 +339,14 @@ def service_dump(it: "Interpreter", svc: Service) -> list[str]:
 
 
 def pool_dump(pool: Pool) -> list[str]:
-    if pool.nodefile:
-        return [f"SET nodefile = {pool.nodefile}"]
-    return [f"POOL ADD {pool.name} {n.ipport}" for n in pool.nodes]
+    lines = ([f"SET nodefile = {pool.nodefile}"] if pool.nodefile
+             else [f"POOL ADD {pool.name} {n.ipport}" for n in pool.nodes])
+    # beyond Perl: the balancing and health parameters, so the dump rebuilds the pool
+    if pool.balance_method != "random":
+        lines.append(f"SET balance_method = {pool.balance_method}")
+    for key, value in pool.params.items():
+        lines.append(f"SET {key} = {'none' if value == '' else value}")
+    return lines
 
 
 def dumpconfig(it: "Interpreter", call: "Call") -> bool:
@@ -383,7 +434,26 @@ def query(it: "Interpreter", keyword: str, call: "Call") -> bool:
 
 def nodes(it: "Interpreter", node: ast.Nodes, call: "Call") -> bool:
     _whose_numbers(it, call)
-    table = it.effects.stats().node_stats()
+    stats = it.effects.stats()
+    table = stats.node_stats()
+    # beyond Perl: nodes of pools that balance or check health get their state too
+    # (the same "ip:port key value" lines; a node in several pools: its worst state)
+    for pool in it.graph.pools.values():
+        if not beyond_perl_pool(pool):
+            continue
+        view = stats.pool_view(pool)
+        for n in pool.nodes:
+            row = table.setdefault(n.ipport, {})
+            note = view.notes.get(n.ipport)
+            if note is not None or "state" not in row:
+                row["state"] = note.split()[0] if note else "up"
+                if note is not None:
+                    row["state_note"] = note
+            row["in_flight"] = view.load.get(n.ipport, 0)
+            extra = view.nodes.get(n.ipport, {})
+            for key in ("checks", "checks_failed", "ejections"):
+                if extra.get(key):
+                    row[f"health_{key}" if key.startswith("check") else key] = extra[key]
     wanted = f"{node.ip}:{node.port or 80}" if node.ip else None
     for ipport in ([wanted] if wanted else list(table)):
         for key, value in table.get(ipport, {}).items():

@@ -25,6 +25,18 @@ register_boredom / get_client):
 - ``max_backend_uses`` (0: no limit) closes a connection after that many
   requests; a node's nodefile is re-read when older than 3 s.
 
+Beyond Perl, ``balance_method`` (``perlbal.balance``; docs/balancing.md):
+with ``random`` (Perl's) all of the above holds as it is.  With any other
+method the node is chosen *per request*, when it asks for a connection
+(``choose`` over the available nodes: not out by ``runtime.health``, not just
+refused a connect), and the request then takes a bored connection *to that
+node* or waits for one: a freed connection goes to the first waiter balanced
+to its node (or to no node), and ``spawn_backends`` opens connections to the
+nodes waiters are balanced to.  A waiter whose node refuses a connect, leaves
+the pool or goes out is balanced again.  ``load`` counts, per node, the
+requests balanced to it and not finished (waiting or holding a connection):
+least_conn and two_choices read it, ``show pool`` and /metrics show it.
+
 Invariants: a connection is owned by one request, or sits in one bored list,
 or is handed to one waiter's future, never two of these; a connection that saw
 any error is closed, never parked; nothing here writes to clients.
@@ -41,10 +53,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
+from anyio.abc import TaskGroup
 
-from perlbal import queries
+from perlbal import balance, queries
 from perlbal.graph import Node, Pool, Service
 from perlbal.http import BackendProtocolError, BackendSide, backend_keep_alive
+from perlbal.runtime.health import HealthBook
 from perlbal.runtime.netstream import FastStream, PeerGone, open_connection
 
 if TYPE_CHECKING:
@@ -75,6 +89,7 @@ class BackendConn:
     counted_in: int = 0  # stream bytes already added to the node's byte counters
     counted_out: int = 0
     bored_since: float = 0.0  # monotonic time it last became idle
+    counted: bool = False  # its request is counted in BackendManager.load
 
     async def close(self) -> None:
         self.stream.abort()
@@ -87,6 +102,12 @@ class Waiter:
     future: "asyncio.Future[BackendConn]"
     since: float
     priority: int = NORMAL
+    #: the node the balance method chose (None: any connection, Perl's random)
+    node: str | None = None
+    #: the request's hash key (balance_method hash), to balance it again
+    key: str | None = None
+    #: the waiter holds one count of ``node`` in BackendManager.load
+    counted: bool = False
 
 
 @dataclass
@@ -116,6 +137,12 @@ class BackendManager:
         self.services: dict[str, ServiceBackends] = {}
         self.noverify: dict[str, float] = {}
         self.down_logged: set[str] = set()  # nodes whose outage was logged
+        #: requests balanced to each node (ip:port) and not finished, in this worker
+        self.load: dict[str, int] = {}
+        #: per pool: round_robin's and least_conn's turn; hash rings by pool generation
+        self.turns: dict[str, int] = {}
+        self.rings: dict[str, tuple[int, balance.HashRing]] = {}
+        self.health = HealthBook()
 
     def state(self, name: str) -> ServiceBackends:
         st = self.services.get(name)
@@ -140,36 +167,136 @@ class BackendManager:
     def _pool(self, svc: Service) -> Pool | None:
         return self.runtime.graph.pools.get(svc.pool_name or "")
 
+    # --- balancing (beyond Perl: perlbal.balance) ------------------------------------
+
+    def available(self, pool: Pool, st: ServiceBackends | None, now: float) -> list[str]:
+        """The nodes a request may be balanced to: not out (health), not just
+        refused a connect; else those not out; else every node (never none)."""
+        out = self.health.out_of(pool.name)
+        nodes = [n.ipport for n in pool.nodes]
+        no_spawn = st.no_spawn if st is not None else None
+        if out is None and not no_spawn:
+            return nodes
+        inside = [n for n in nodes if out is None or n not in out]
+        if no_spawn:
+            ready = [n for n in inside if no_spawn.get(n, 0.0) <= now]
+            if ready:
+                return ready
+        return inside or nodes
+
+    def ring(self, pool: Pool) -> balance.HashRing:
+        cached = self.rings.get(pool.name)
+        if cached is None or cached[0] != pool.generation:
+            cached = (pool.generation, balance.HashRing.build([n.ipport for n in pool.nodes]))
+            self.rings[pool.name] = cached
+        return cached[1]
+
+    def choose(self, pool: Pool, st: ServiceBackends | None, key: str | None) -> str:
+        """The node a request of a non-random pool goes to (``balance.choose``)."""
+        method = pool.balance_method
+        turn = self.turns.get(pool.name, 0)
+        self.turns[pool.name] = turn + 1
+        return balance.choose(method, self.available(pool, st, time.monotonic()), self.load,
+                              key=key, ring=self.ring(pool) if method == "hash" else None,
+                              turn=turn)
+
+    def _count(self, ipport: str, delta: int) -> None:
+        self.load[ipport] = self.load.get(ipport, 0) + delta
+
+    def _uncount(self, conn: BackendConn) -> None:
+        if conn.counted:
+            conn.counted = False
+            self._count(conn.ipport, -1)
+
+    def _hand(self, waiter: Waiter, conn: BackendConn) -> None:
+        """Give ``conn`` to ``waiter``; the waiter's count of its node moves to the connection."""
+        if waiter.counted and waiter.node == conn.ipport:
+            waiter.counted = False
+            conn.counted = True
+        elif not conn.counted:
+            conn.counted = True
+            self._count(conn.ipport, 1)
+        waiter.future.set_result(conn)
+
+    def _rebalance(self, svc: Service, pool: Pool, st: ServiceBackends, ipport: str) -> None:
+        """Waiters balanced to ``ipport`` (it refused a connect, left the pool or is
+        out) are balanced again over what is available now."""
+        for queue in st.queues:
+            for waiter in queue:
+                if waiter.node != ipport or waiter.future.done():
+                    continue
+                node = self.choose(pool, st, waiter.key)
+                if node == ipport:
+                    continue
+                if waiter.counted:
+                    self._count(ipport, -1)
+                    self._count(node, 1)
+                waiter.node = node
+
     # --- acquiring ----------------------------------------------------------------
 
-    def take_bored(self, svc: Service, pool: Pool) -> BackendConn | None:
-        """Perl's first step of request_backend_connection: a usable bored connection."""
+    def _usable(self, conn: BackendConn, svc: Service, pool: Pool, now: float) -> bool:
+        """May a bored ``conn`` serve a request?  (If not, it is closed.)"""
+        if conn.stream.closed or conn.stream.at_eof or conn.stream.buffered:
+            # Perl closes an idle backend that says anything: bytes from a
+            # backend nobody asked (a late reply to a smuggled request) must
+            # never reach the next client
+            pass
+        elif not self._in_pool(pool, conn.ipport):
+            pass
+        elif not conn.uses and conn.created < now - SPARE_MAX_AGE and not svc.get("verify_backend"):
+            pass
+        else:
+            return True
+        self._forget(conn)
+        conn.stream.abort()
+        return False
+
+    def take_bored(self, svc: Service, pool: Pool, node: str | None = None) -> BackendConn | None:
+        """Perl's first step of request_backend_connection: a usable bored connection
+        (beyond Perl: to ``node``, when the balance method chose one)."""
         st = self.services.get(svc.name)
         if st is None or not st.bored:
             return None
         bored = st.bored
         now = time.monotonic()
+        if node is not None:
+            return self._take_bored_to(svc, pool, st, node, now)
+        out = self.health.out.get(pool.name)
         while bored:
             conn = bored.pop() if bored[-1].uses else bored.popleft()
-            if conn.stream.closed or conn.stream.at_eof or conn.stream.buffered:
-                # Perl closes an idle backend that says anything: bytes from a
-                # backend nobody asked (a late reply to a smuggled request) must
-                # never reach the next client
-                self._forget(conn)
-                conn.stream.abort()
+            if not self._usable(conn, svc, pool, now):
                 continue
-            if not self._in_pool(pool, conn.ipport):
-                self._forget(conn)
-                conn.stream.abort()
-                continue
-            if not conn.uses and conn.created < now - SPARE_MAX_AGE and not svc.get("verify_backend"):
-                self._forget(conn)
+            if out and conn.ipport in out and len(out) < len(pool.nodes):
+                self._forget(conn)  # its node is down or ejected (runtime.health)
                 conn.stream.abort()
                 continue
             conn.reused = conn.uses > 0
             self.runtime.live.set_state(conn.sock_id, "sending_req")
             return conn
         return None
+
+    def _take_bored_to(self, svc: Service, pool: Pool, st: ServiceBackends, node: str,
+                       now: float) -> BackendConn | None:
+        # the newest used connection to the node, else its oldest spare (as above)
+        found: BackendConn | None = None
+        for conn in reversed(st.bored):
+            if conn.ipport == node and conn.uses:
+                found = conn
+                break
+        if found is None:
+            for conn in st.bored:
+                if conn.ipport == node:
+                    found = conn
+                    break
+        if found is None:
+            return None
+        st.bored.remove(found)
+        if not self._usable(found, svc, pool, now):
+            return self._take_bored_to(svc, pool, st, node, now)
+        found.reused = found.uses > 0
+        self.runtime.live.set_state(found.sock_id, "sending_req")
+        return found
 
     @staticmethod
     def _in_pool(pool: Pool, ipport: str) -> bool:
@@ -179,18 +306,33 @@ class BackendManager:
         return False
 
     async def acquire(self, svc: Service, pool: Pool, priority: int, timeout: float | None,
-                      client: FastStream | None) -> BackendConn | None:
+                      client: FastStream | None, head: balance.HeadView | None = None,
+                      peer_ip: str = "") -> BackendConn | None:
         """A connection for one request: bored, or after waiting in the queue.
 
-        None when ``timeout`` passed first; ``PeerGone`` when ``client`` went away.
+        ``head`` and ``peer_ip`` give balance_method hash its key.  None when
+        ``timeout`` passed first; ``PeerGone`` when ``client`` went away.
         """
-        conn = self.take_bored(svc, pool)
+        node: str | None = None
+        key: str | None = None
+        if pool.balance_method != "random" and pool.nodes:
+            if pool.balance_method == "hash" and head is not None:
+                spec = pool.get("hash_key")
+                key = balance.request_key(spec if isinstance(spec, str) else "client_ip",
+                                          head, peer_ip)
+            node = self.choose(pool, self.services.get(svc.name), key)
+        conn = self.take_bored(svc, pool, node)
         if conn is not None:
+            conn.counted = True
+            self._count(conn.ipport, 1)
             if svc.get("connect_ahead", 0):
                 self.spawn_backends(svc)
             return conn
         loop = asyncio.get_running_loop()
-        waiter = Waiter(loop.create_future(), time.time(), priority)
+        waiter = Waiter(loop.create_future(), time.time(), priority, node, key,
+                        counted=node is not None)
+        if node is not None:
+            self._count(node, 1)
         st = self.state(svc.name)
         st.queues[priority].append(waiter)
         self.spawn_backends(svc)
@@ -213,6 +355,9 @@ class BackendManager:
                 self.register_boredom(svc, fut.result())  # handed over too late: pass it on
             raise
         finally:
+            if waiter.counted and waiter.node is not None:
+                waiter.counted = False
+                self._count(waiter.node, -1)
             if timer is not None:
                 timer.cancel()
             if watch_fut is not None and watchers is not None:
@@ -226,7 +371,8 @@ class BackendManager:
             if not waiter.future.done():
                 waiter.future.cancel()
 
-    def _get_client(self, svc: Service, st: ServiceBackends) -> Waiter | None:
+    def _get_client(self, svc: Service, st: ServiceBackends, ipport: str) -> Waiter | None:
+        """The next waiter (Perl's get_client) that may take a connection to ``ipport``."""
         high, normal, low = st.queues
         hp_first = True
         relief_size = svc.get("queue_relief_size", 0)
@@ -236,19 +382,27 @@ class BackendManager:
                 hp_first = False
         order = (high, normal, low) if hp_first else (normal, high, low)
         for queue in order:
-            while queue:
-                waiter = queue.popleft()
-                if not waiter.future.done():
+            while queue and queue[0].future.done():
+                queue.popleft()
+            if not queue:
+                continue
+            first = queue[0]
+            if first.node is None or first.node == ipport:
+                return queue.popleft()
+            for waiter in queue:  # balanced waiters: the first one for this node
+                if not waiter.future.done() and (waiter.node is None or waiter.node == ipport):
+                    queue.remove(waiter)
                     return waiter
         return None
 
     def register_boredom(self, svc: Service, conn: BackendConn) -> None:
         """A free connection: give it to the next waiting client, or keep it bored."""
+        self._uncount(conn)
         st = self.state(svc.name)
         live = self.runtime.live
-        waiter = self._get_client(svc, st)
+        waiter = self._get_client(svc, st, conn.ipport)
         if waiter is not None:
-            waiter.future.set_result(conn)
+            self._hand(waiter, conn)
             conn.reused = conn.uses > 0
             live.set_state(conn.sock_id, "sending_req")
             if st.waiting or svc.get("connect_ahead", 0):
@@ -302,15 +456,20 @@ class BackendManager:
             return
         self._refresh_nodefile(pool)
         st = self.state(svc.name)
+        now = time.monotonic()
+        waiting = st.waiting
+        if waiting and pool.balance_method != "random":
+            waiting -= self._spawn_balanced(svc, pool, st, tg, now)
         ahead = svc.get("connect_ahead", 0)
-        needed = st.waiting + (ahead if isinstance(ahead, int) else 0)
+        needed = waiting + (ahead if isinstance(ahead, int) else 0)
         to_create = needed - (len(st.bored) + len(st.pending))
         to_create = min(to_create, len(pool.nodes) - len(st.pending), MAX_CONNECTS_AT_ONCE)
         if to_create <= 0:
             return
-        now = time.monotonic()
+        out = self.health.out_of(pool.name)
         candidates = [n for n in pool.nodes
-                      if n.ipport not in st.pending and st.no_spawn.get(n.ipport, 0.0) <= now]
+                      if n.ipport not in st.pending and st.no_spawn.get(n.ipport, 0.0) <= now
+                      and (out is None or n.ipport not in out or len(out) >= len(pool.nodes))]
         if not candidates:
             self._retry_later(svc, st)
             return
@@ -323,6 +482,34 @@ class BackendManager:
             tg.start_soon(self._connect, svc, node)
         if len(candidates) == 0 and to_create > 0 and st.waiting > len(st.pending):
             self._retry_later(svc, st)
+
+    def _spawn_balanced(self, svc: Service, pool: Pool, st: ServiceBackends, tg: TaskGroup,
+                        now: float) -> int:
+        """Connections to the nodes waiters are balanced to (one pending connect per
+        node, as Perl); returns how many waiters are balanced to a node."""
+        wants: dict[str, int] = {}
+        for queue in st.queues:
+            for waiter in queue:
+                if waiter.node is not None and not waiter.future.done():
+                    wants[waiter.node] = wants.get(waiter.node, 0) + 1
+        out = self.health.out_of(pool.name)
+        refused = False
+        for ipport in wants:
+            if ipport in st.pending:
+                continue
+            node = next((n for n in pool.nodes if n.ipport == ipport), None)
+            if node is None or (out is not None and ipport in out
+                                and len(out) < len(pool.nodes)):
+                self._rebalance(svc, pool, st, ipport)  # gone from the pool, or out
+                continue
+            if st.no_spawn.get(ipport, 0.0) > now:
+                refused = True
+                continue
+            st.pending[ipport] = ("connecting", time.time())
+            tg.start_soon(self._connect, svc, node)
+        if refused:
+            self._retry_later(svc, st)
+        return sum(wants.values())
 
     def _retry_later(self, svc: Service, st: ServiceBackends) -> None:
         """Perl's register_callback($retry_time): spawn again when a dead node may be back."""
@@ -372,6 +559,11 @@ class BackendManager:
                             else "connect timed out")
             st.no_spawn[ipport] = time.monotonic() + DEAD_NODE_SECONDS
             live.node_failures[ipport] = live.node_failures.get(ipport, 0) + 1
+            pool = self._pool(svc)
+            if pool is not None:
+                self.health.note_traffic(pool, ipport, True, "a failed connect")
+                if pool.balance_method != "random":
+                    self._rebalance(svc, pool, st, ipport)
             if conn is not None:
                 self._forget(conn)
                 conn.stream.abort()
@@ -431,8 +623,16 @@ class BackendManager:
                               stream.bytes_in - conn.counted_in)
             conn.counted_in, conn.counted_out = stream.bytes_in, stream.bytes_out
 
+    def note_reply(self, svc: Service, conn: BackendConn, status: int) -> None:
+        """A reply head from ``conn``'s node: passive health (max_fails) counts it."""
+        pool = self._pool(svc)
+        if pool is not None and pool.params:
+            failed = status in self.health.fail_statuses(pool)
+            self.health.note_traffic(pool, conn.ipport, failed, f"status {status}")
+
     def release(self, svc: Service, conn: BackendConn, reusable: bool) -> None:
         """Done with ``conn``: back to the queue/bored list when allowed, else closed."""
+        self._uncount(conn)
         self._count_traffic(conn, svc.pool_name)
         max_uses = svc.get("max_backend_uses", 0)
         if (reusable and svc.get("persist_backend", False) and not self.runtime.draining
@@ -448,6 +648,7 @@ class BackendManager:
             self.spawn_backends(svc)
 
     def discard(self, conn: BackendConn) -> None:
+        self._uncount(conn)
         owner = self.runtime.graph.services.get(conn.service)
         self._count_traffic(conn, owner.pool_name if owner is not None else None)
         self._forget(conn)

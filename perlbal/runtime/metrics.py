@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from perlbal import PERL_COMPAT_VERSION
 from perlbal.runtime.netstream import OPEN_PROTOCOLS
@@ -50,6 +50,9 @@ class Family:
     kind: str
     doc: str
     samples: list[Sample]
+
+
+FamilyAdder = Callable[[str, str, str, Iterable[Sample]], None]
 
 
 class _Page:
@@ -169,6 +172,40 @@ def _buffers() -> list[Sample]:
             ((("kind", "socket_unsent"),), unsent)]
 
 
+def _health(runtime: "Runtime", fam: "FamilyAdder") -> None:
+    """Beyond Perl: balancing and node health (runtime.health), per pool and node."""
+    manager = runtime.backends
+    book = manager.health
+    up: list[Sample] = []
+    checks: list[Sample] = []
+    ejections: list[Sample] = []
+    for name, pool in sorted(runtime.graph.pools.items()):
+        out = book.out_of(name) or {}
+        for n in pool.nodes:
+            labels = (("pool", name), ("node", n.ipport))
+            up.append((labels, 0 if n.ipport in out else 1))
+            health = book.nodes.get((name, n.ipport))
+            if health is not None and health.checks:
+                checks.append((labels + (("result", "pass"),),
+                               health.checks - health.checks_failed))
+                checks.append((labels + (("result", "fail"),), health.checks_failed))
+            if health is not None and health.ejections:
+                ejections.append((labels, health.ejections))
+    fam("perlbal_node_up", "gauge", "1 while a pool's node is in, 0 while it is down "
+        "(failed health checks) or ejected (max_fails).", up)
+    fam("perlbal_node_in_flight", "gauge", "Requests balanced to a node and not finished "
+        "(waiting for or holding a connection).",
+        _by("node", {k: v for k, v in manager.load.items() if v or k in live_nodes(runtime)}))
+    fam("perlbal_node_health_checks_total", "counter", "Active health checks of a pool's "
+        "node, by result.", checks)
+    fam("perlbal_node_ejections_total", "counter", "Times a pool's node was ejected by "
+        "max_fails.", ejections)
+
+
+def live_nodes(runtime: "Runtime") -> set[str]:
+    return {n.ipport for pool in runtime.graph.pools.values() for n in pool.nodes}
+
+
 def render(runtime: "Runtime") -> str:
     """The /metrics page; with SERVER workers > 1, every worker's numbers
     (the others report theirs to worker 0 every second: see Runtime)."""
@@ -236,6 +273,7 @@ def collect(runtime: "Runtime") -> list[Family]:
         "or timed out.", _by("node", live.node_failures))
     fam("perlbal_node_open_connections", "gauge", "Backend connections open to a node.",
         _by("node", live.backends()))
+    _health(runtime, fam)
     # --- queues (reverse proxies) ---
     depth: list[Sample] = []
     oldest: list[Sample] = []

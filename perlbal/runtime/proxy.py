@@ -343,7 +343,8 @@ async def _proxy(ctx: RequestContext) -> bool:
     stale_retries = 0
     while True:
         try:
-            conn = await runtime.backends.acquire(svc, pool, priority, _queue_timeout(svc), client)
+            conn = await runtime.backends.acquire(svc, pool, priority, _queue_timeout(svc), client,
+                                                  head, ctx.peer_ip)
         except PeerGone:
             return False  # Perl's client_disconnected while waiting: nothing to answer
         if conn is None:
@@ -489,6 +490,7 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     live.node_last_response[ipport] = time.time()
     # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
     live.node_response(ipport, resp.status)
+    backends.note_reply(svc, conn, resp.status)  # passive health (max_fails)
     live.node_request_done(ipport)
     # reproxy (perlbal.runtime.reproxy): X-REPROXY-FILE / -URL hand the reply back to us;
     # the primary backend is freed first, as Perl's next_request does

@@ -490,6 +490,8 @@ class Runtime:
             for worker, fd in list(self._report_fds.items()):
                 os.set_blocking(fd, False)
                 tg.start_soon(self._read_reports, worker, fd)
+            # beyond Perl: active health checks of pools with health_check_uri (runtime.health)
+            tg.start_soon(self.backends.health.run, self)
             for svc in self._spawn_later:
                 self.backends.spawn_backends(svc)
             self._spawn_later.clear()

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from perlbal import queries
-from perlbal.graph import Service
+from perlbal.balance import PoolView
+from perlbal.graph import Pool, Service
 
 if TYPE_CHECKING:
     from perlbal.runtime.backends import BackendManager
@@ -89,6 +90,29 @@ class RuntimeStats(queries.LiveStats):
 
     def requests(self) -> int:
         return self.total_requests
+
+    def pool_view(self, pool: Pool) -> PoolView:
+        """The pool's balancing and health state in this worker (runtime.health)."""
+        manager = self.manager
+        if manager is None:
+            return PoolView()
+        st = manager.services.get(next((s.name for s in manager.runtime.graph.services.values()
+                                        if s.pool_name == pool.name), ""))
+        book = manager.health
+        out = book.out_of(pool.name) or {}
+        view = PoolView(available=manager.available(pool, st, time.monotonic()),
+                        load=dict(manager.load), notes={n: h.note() for n, h in out.items()},
+                        turn=manager.turns.get(pool.name, 0))
+        for n in pool.nodes:
+            health = book.nodes.get((pool.name, n.ipport))
+            if health is None:
+                continue
+            view.nodes[n.ipport] = {
+                "checks": health.checks, "checks_failed": health.checks_failed,
+                "last_check": health.last_check, "ejections": health.ejections,
+                "history": [(time.strftime("%H:%M:%S", time.localtime(when)), what)
+                            for when, what in health.history]}
+        return view
 
     def node_stats(self) -> dict[str, dict[str, object]]:
         return {ipport: dict(row) for ipport, row in self.node_table.items()}
