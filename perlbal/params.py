@@ -94,6 +94,7 @@ class Kind(enum.Enum):
     SECONDS = "seconds"
     STATUS_LIST = "status list"
     URI_PATH = "path (or empty)"
+    CHOICE = "one of its values"
 
 
 class Effect(enum.Enum):
@@ -500,6 +501,7 @@ _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.LOOSE_INT: _c_loose_int,
     Kind.SNI_CERTS: _c_sni_certs,
     Kind.ACCESS_LOG_FORMAT: _c_access_log_format,
+    Kind.CHOICE: _c_access_log_format,  # (the same rule: one of p.choices, any case)
     Kind.DIRECTORY_LIST: _c_directory_list,
     Kind.REPROXY_HOSTS: _c_reproxy_hosts,
 }
@@ -561,6 +563,13 @@ _S(Param("allowed_hosts", Kind.LIST, "Beyond Perl: host names (besides the liste
          "naming another Host gets 403, so a web page that rebinds its name to this "
          "address (DNS rebinding) cannot read or drive the console.",
          roles=("management",), beyond_perl=True))
+_S(Param("proxy_protocol", Kind.BOOL, "Beyond Perl: every connection starts with a PROXY "
+         "protocol header (HAProxy's v1 text or v2 binary, as an L4 balancer sends with "
+         "send-proxy), read before TLS and HTTP; the client address it names stands for the "
+         "client everywhere (X-Forwarded-For, access log, ACCESS rules, Throttle). Only peers "
+         "trusted_upstream_proxies names (or always_trusted) may connect; an untrusted peer, "
+         "a missing or malformed header closes the connection with a log line.", default="0",
+         beyond_perl=True))
 _S(Param("always_trusted", Kind.BOOL, "Trust X-Forwarded-For and friends from every client "
          "(only when every client is your own proxy).", default="0"))
 _S(Param("backend_response_timeout", Kind.INT, "Beyond Perl (which waits forever): seconds "
@@ -752,6 +761,12 @@ _P(Param("fail_timeout", Kind.SECONDS, "Beyond Perl: seconds an ejected node sta
 _P(Param("fail_statuses", Kind.STATUS_LIST, "Beyond Perl: reply statuses max_fails counts "
          "as failures: codes or classes, comma-separated (500,502,503,504 or 5xx).", default="500,502,503,504", beyond_perl=True))
 
+_P(Param("send_proxy_protocol", Kind.CHOICE, "Beyond Perl: start every backend connection "
+         "with a PROXY protocol header (v1 text or v2 binary, as HAProxy's send-proxy) naming "
+         "the client, for backends behind which the client address matters. Each such "
+         "connection carries one client's requests only (never reused for another), and "
+         "verify_backend is skipped for it. off: none.", default="off",
+         choices=("off", "v1", "v2"), beyond_perl=True))
 
 def pool_param(pool_params: dict[str, ParamValue], name: str) -> ParamValue:
     """A pool parameter's stored value, or its coerced default."""

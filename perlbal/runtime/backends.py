@@ -86,6 +86,8 @@ class BackendConn:
     created: float = field(default_factory=time.monotonic)
     sock_id: int = 0
     reused: bool = False
+    #: carries one client's requests only (a PROXY protocol header named that client)
+    dedicated: bool = False
     counted_in: int = 0  # stream bytes already added to the node's byte counters
     counted_out: int = 0
     bored_since: float = 0.0  # monotonic time it last became idle
@@ -539,7 +541,11 @@ class BackendManager:
                 log.warning("backend %s answers again", ipport)
             conn = BackendConn(stream, ipport, svc.name)
             conn.sock_id = live.open_sock("Perlbal::BackendHTTP", ipport, svc.name, "connecting")
-            if svc.get("verify_backend", False) and not self._noverify(ipport):
+            pool = self._pool(svc)
+            # (a PROXY header must be a connection's first bytes: no OPTIONS before it)
+            sends_proxy = pool is not None and pool.get("send_proxy_protocol") in ("v1", "v2")
+            if (svc.get("verify_backend", False) and not self._noverify(ipport)
+                    and not sends_proxy):
                 st.pending[ipport] = ("verifying_backend", time.time())
                 if not await self._verify(svc, conn):
                     log.warning("backend %s failed verify_backend (OPTIONS %s) for service %s",
@@ -635,7 +641,8 @@ class BackendManager:
         self._uncount(conn)
         self._count_traffic(conn, svc.pool_name)
         max_uses = svc.get("max_backend_uses", 0)
-        if (reusable and svc.get("persist_backend", False) and not self.runtime.draining
+        if (reusable and not conn.dedicated and svc.get("persist_backend", False)
+                and not self.runtime.draining
                 and not (isinstance(max_uses, int) and max_uses > 0 and conn.uses >= max_uses)
                 and not conn.stream.closed):
             pool = self._pool(svc)

@@ -98,7 +98,8 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
     listener_svc = graph.services.get(service_name)
     if listener_svc is None:
         return False
-    peer = stream._transport.get_extra_info("peername")
+    # the address a PROXY protocol header named stands for the client (runtime/proxyproto.py)
+    peer = stream.proxied_peer or stream._transport.get_extra_info("peername")
     peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
     first = not resumed
     counted_in, counted_out = stream.bytes_in, stream.bytes_out
@@ -135,7 +136,14 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
                 left = deadline - time.monotonic() if deadline is not None else None
                 if left is not None and left <= 0:
                     return False
-                data = await _receive(stream, left)
+                try:
+                    # (a wake-up a second: a graceful shutdown must not wait on a
+                    # connection that has not begun a request)
+                    data = await _receive(stream, min(left, 1.0) if left is not None else 1.0)
+                except TimeoutError:
+                    if runtime.draining and not http.has_buffered:
+                        return False
+                    continue
                 if not data:
                     return False
                 http.receive_data(data)

@@ -183,6 +183,8 @@ class FastStream(ByteStream):
         #: bytes received / sent so far (plaintext under TLS), for the byte counters
         self.bytes_in = 0
         self.bytes_out = 0
+        #: the client's address a PROXY protocol header named (perlbal.runtime.proxyproto)
+        self.proxied_peer: tuple[str, int] | None = None
 
     # --- reading -------------------------------------------------------------
 

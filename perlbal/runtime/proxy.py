@@ -55,7 +55,9 @@ from perlbal.http import (
     render_head,
     set_header,
 )
-from perlbal.graph import Service
+from anyio.abc import SocketAttribute
+
+from perlbal.graph import Pool, Service
 from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived,
                                    EndProxyRequest, MakeHighPriority, MakeLowPriority,
                                    ModifyResponseHeaders, PrependBody, StartHttpRequest,
@@ -63,6 +65,7 @@ from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceive
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.http.fields import UnsafeField, render_fields
+from perlbal.http.proxyproto import encode_v1, encode_v2
 from perlbal.http.upgrade import backend_upgrade_head, wants_upgrade
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
@@ -435,7 +438,8 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     if assigned is None:  # a plugin took the request over (or failed: 500 sent)
         backends.discard(conn)
         return ctx.last_keep_alive if ctx.response_started else False
-    request_head = assigned
+    # send_proxy_protocol: the PROXY header goes first on the connection
+    request_head = _proxy_header(ctx, pool, conn) + assigned
     # --- send the request ---
     try:
         if spool is not None:  # buffer_uploads: the body comes from the spool file (sendfile)
@@ -558,6 +562,27 @@ async def _reproxy_service(runtime: "Runtime", ctx: RequestContext, name: str) -
         _log_fault(ctx, None, f"X-REPROXY-SERVICE {name} for a request with a body", 502)
         return await _fail(ctx, 502)
     return await adopt(ctx, target)
+
+
+def _proxy_header(ctx: RequestContext, pool: Pool | None, conn: BackendConn) -> bytes:
+    """The PROXY protocol header a pool with send_proxy_protocol starts a backend
+    connection with (b"" otherwise).  Such a connection is this client's alone:
+    it is never handed to another (``BackendConn.dedicated``: released as spent)."""
+    version = pool.get("send_proxy_protocol") if pool is not None else None
+    if version not in ("v1", "v2"):
+        return b""
+    conn.dedicated = True
+    if conn.uses > 1:
+        return b""  # (not reached: a dedicated connection is not reused)
+    server = ctx.stream.extra(SocketAttribute.local_address, None)
+    server_ip, server_port = ((str(server[0]), int(server[1])) if isinstance(server, tuple)
+                              else ("127.0.0.1", 0))
+    client = (ctx.peer_ip or "127.0.0.1", ctx.peer_port)
+    if ":" in client[0] and ":" not in server_ip:
+        server_ip = "::ffff:" + server_ip
+    elif ":" in server_ip and ":" not in client[0]:
+        client = ("::ffff:" + client[0], client[1])
+    return (encode_v1 if version == "v1" else encode_v2)(client, (server_ip, server_port))
 
 
 def _log_fault(ctx: RequestContext, ipport: str | None, what: str, status: int) -> None:

@@ -44,6 +44,7 @@ from perlbal import queries
 from perlbal.graph import Graph, Service
 from perlbal.interp import CommandContext, Interpreter, Reply
 from perlbal.runtime import admission, metrics
+from perlbal.runtime import proxyproto
 from perlbal.runtime.backends import BackendManager
 from perlbal.runtime.netstream import FastStream, wrap_accepted
 from perlbal.runtime.stats import RuntimeStats
@@ -597,6 +598,13 @@ class Runtime:
             sndbuf = svc.get("client_sndbuf_size", 0) if svc is not None else 0
             if isinstance(sndbuf, int) and sndbuf > 0:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            proxied = None
+            if svc is not None and svc.get("proxy_protocol", False):
+                try:  # before TLS and HTTP: the balancer's header (runtime/proxyproto.py)
+                    proxied = (await proxyproto.read_header(
+                        sock, svc, str(sock.getpeername()[0]))).client
+                except proxyproto.ProxyRefused:
+                    return
             if tls is not None:
                 timeout = svc.get("idle_timeout", 30) if svc is not None else 30
                 try:
@@ -607,6 +615,7 @@ class Runtime:
                     return
             else:
                 stream = await wrap_accepted(sock)
+            stream.proxied_peer = proxied
             park = await serve_client(self, stream, service_name)
         except OSError:
             pass
