@@ -58,6 +58,7 @@ from anyio.abc import TaskGroup
 from perlbal import balance, queries
 from perlbal.graph import Node, Pool, Service
 from perlbal.http import BackendProtocolError, BackendSide, backend_keep_alive
+from perlbal.plugins.hooks import BackendReadableVerify, BackendWriteVerify, fire_backend
 from perlbal.runtime.health import HealthBook
 from perlbal.runtime.netstream import FastStream, PeerGone, open_connection
 
@@ -184,6 +185,10 @@ class BackendManager:
             ready = [n for n in inside if no_spawn.get(n, 0.0) <= now]
             if ready:
                 return ready
+            # every node in refuses connects: one that is out but answers is better
+            ready = [n for n in nodes if no_spawn.get(n, 0.0) <= now]
+            if ready:
+                return ready
         return inside or nodes
 
     def ring(self, pool: Pool) -> balance.HashRing:
@@ -223,8 +228,9 @@ class BackendManager:
     def _rebalance(self, svc: Service, pool: Pool, st: ServiceBackends, ipport: str) -> None:
         """Waiters balanced to ``ipport`` (it refused a connect, left the pool or is
         out) are balanced again over what is available now."""
+        now = time.monotonic()
         for queue in st.queues:
-            for waiter in queue:
+            for waiter in list(queue):
                 if waiter.node != ipport or waiter.future.done():
                     continue
                 node = self.choose(pool, st, waiter.key)
@@ -234,6 +240,10 @@ class BackendManager:
                     self._count(ipport, -1)
                     self._count(node, 1)
                 waiter.node = node
+                conn = self._take_bored_to(svc, pool, st, node, now)
+                if conn is not None:  # an idle connection to the new node: at once
+                    queue.remove(waiter)
+                    self._hand(waiter, conn)
 
     # --- acquiring ----------------------------------------------------------------
 
@@ -597,11 +607,28 @@ class BackendManager:
         self.runtime.live.set_state(conn.sock_id, "verifying_backend")
         request = f"OPTIONS {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode("latin-1")
         side = BackendSide("OPTIONS")
+        # plugins' backend_write_verify / backend_readable_verify (Perl's
+        # BackendHTTP event_write and event_read_waiting_options), bounded by
+        # the verify timeout like the core's own exchange
+        registry = getattr(self.runtime.interp, "plugins", None) if svc.plugin_order else None
         try:
+            if registry is not None:
+                hook = BackendWriteVerify(svc, conn.stream, conn.ipport)
+                with anyio.fail_after(VERIFY_TIMEOUT):
+                    if await fire_backend(hook, registry):
+                        return hook.verified
             await conn.stream.send(request)
             head = None
+            first = registry is not None
             while head is None:
-                side.receive_data(await conn.stream.receive(timeout=VERIFY_TIMEOUT))
+                data = await conn.stream.receive(timeout=VERIFY_TIMEOUT)
+                if first:
+                    first = False
+                    readable = BackendReadableVerify(svc, conn.stream, conn.ipport, data=data)
+                    with anyio.fail_after(VERIFY_TIMEOUT):
+                        if await fire_backend(readable, registry):
+                            return readable.verified
+                side.receive_data(data)
                 head = side.next_head()
             if not backend_keep_alive(head, "OPTIONS"):
                 return False
