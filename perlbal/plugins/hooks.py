@@ -54,13 +54,14 @@ log = logging.getLogger("perlbal.plugins")
 Headers = list[tuple[str, str]]
 
 __all__ = [
-    "ALL_HOOKS", "BackendClientAssigned", "BackendResponseReceived", "ConcatGetPoststatFileMissing",
-    "ConcatGetPoststatPreSend", "EndProxyRequest", "Hook", "HookKind", "HookRunner",
+    "ALL_HOOKS", "BackendClientAssigned", "BackendHook", "BackendReadableVerify",
+    "BackendResponseReceived", "BackendWriteVerify", "ConcatGetPoststatFileMissing",
+    "ConcatGetPoststatPreSend", "EndProxyRequest", "HandlePut", "Hook", "HookKind", "HookRunner",
     "MakeHighPriority", "MakeLowPriority", "ModifyResponseHeaders", "PrependBody",
-    "ProxyReadRequest",
+    "ProxyReadRequest", "PutWriteout", "ReturnToBase",
     "ReproxyFhFinished", "StartFileReproxy", "StartHttpRequest", "StartProxyRequest",
     "StartSendFile", "StartServeRequest", "StartWebRequest", "StaticGetPoststatFileMissing",
-    "StaticGetPoststatPreSend", "adopt", "fire",
+    "StaticGetPoststatPreSend", "adopt", "fire", "fire_backend",
 ]
 
 
@@ -209,6 +210,32 @@ class ReproxyFhFinished(Hook):
     roles = ("reverse_proxy",)
 
 
+@dataclass
+class HandlePut(Hook):
+    """A PUT (``enable_put``) passed its length checks (Content-Length present,
+    within ``max_put_size``), before its file name is checked and before any
+    of its body is read, as Perl's ClientHTTP fires it.  True: the plugin has
+    taken the PUT over and answered the client itself (the core reads no body
+    and writes no file)."""
+
+    name = "handle_put"
+    roles = ("web_server",)
+
+
+@dataclass
+class PutWriteout(Hook):
+    """A piece of a PUT's body (``data``) is about to be written to the file
+    (``path``, the temporary file that becomes the target once the body is
+    complete).  True: the plugin took the piece; the core neither writes it nor
+    counts it in the Content-MD5 check (Perl's put_writeout leaves the piece in
+    its buffer instead)."""
+
+    name = "put_writeout"
+    roles = ("web_server",)
+    data: bytes = b""
+    path: str = ""
+
+
 # --- reverse_proxy ---------------------------------------------------------------------
 
 
@@ -306,12 +333,69 @@ class EndProxyRequest(Hook):
     roles = ("reverse_proxy",)
 
 
-ALL_HOOKS: tuple[type[Hook], ...] = (
+@dataclass
+class ReturnToBase(Hook):
+    """Fired on the *selector's* plugins (not the selected service's): a client that a
+    selector handed to ``ctx.service`` got its whole response and the connection
+    stays open (Perl's ClientHTTPBase http_response_sent).  True: the connection
+    stays with ``ctx.service``; its next request skips the selector.  False (no
+    plugin): it returns to the selector, which picks the service of the next
+    request afresh."""
+
+    name = "return_to_base"
+    roles = ("selector",)
+
+
+@dataclass
+class BackendHook:
+    """Base of the hooks about a backend connection that serves no request yet
+    (no ``ctx``): ``service`` is the reverse proxy whose plugins run,
+    ``backend`` the connection's byte stream (``send`` / ``receive``), ``ipport``
+    its node.  A plugin that raises fails the verification: the connection is
+    closed and the node not verified again for a minute."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[HookKind] = HookKind.HANDLER
+    roles: ClassVar[tuple[str, ...]] = ()
+    service: Service
+    backend: Any
+    ipport: str = ""
+    verified: bool = True
+
+
+@dataclass
+class BackendWriteVerify(BackendHook):
+    """A new backend connection of a ``verify_backend`` service is connected,
+    before ``OPTIONS <verify_backend_path>`` is sent (Perl's BackendHTTP
+    event_write in state connecting).  True: the plugin verified the connection
+    its own way; ``verified`` is its verdict (default True): the connection is
+    used, or closed and its node left unverified for a minute."""
+
+    name = "backend_write_verify"
+    roles = ("reverse_proxy",)
+
+
+@dataclass
+class BackendReadableVerify(BackendHook):
+    """The first bytes of the backend's answer to the verifying ``OPTIONS``
+    arrived (``data``; Perl fires it each time the socket is readable while
+    waiting for that answer).  True: the plugin judged the answer itself (it may
+    read more from ``backend``); ``verified`` is its verdict, as in
+    ``backend_write_verify``.  False: the core reads the answer and requires a
+    keep-alive reply."""
+
+    name = "backend_readable_verify"
+    roles = ("reverse_proxy",)
+    data: bytes = b""
+
+
+ALL_HOOKS: tuple[type[Hook] | type[BackendHook], ...] = (
     StartHttpRequest, StartWebRequest, StartServeRequest, StaticGetPoststatFileMissing,
     StaticGetPoststatPreSend, ConcatGetPoststatFileMissing, ConcatGetPoststatPreSend,
-    ModifyResponseHeaders, StartSendFile, StartFileReproxy, ReproxyFhFinished,
-    StartProxyRequest, ProxyReadRequest, MakeHighPriority, MakeLowPriority, BackendClientAssigned,
-    BackendResponseReceived, PrependBody, EndProxyRequest,
+    ModifyResponseHeaders, StartSendFile, HandlePut, PutWriteout, StartFileReproxy,
+    ReproxyFhFinished, StartProxyRequest, ProxyReadRequest, MakeHighPriority, MakeLowPriority,
+    BackendClientAssigned, BackendWriteVerify, BackendReadableVerify, BackendResponseReceived,
+    PrependBody, EndProxyRequest, ReturnToBase,
 )
 
 
@@ -333,7 +417,7 @@ class HookRunner:
                 out.append((plugin, method))
         return out
 
-    async def run(self, svc: Service, hook: Hook) -> bool:
+    async def run(self, svc: Service, hook: Hook | BackendHook) -> bool:
         """True when a HANDLER hook was handled (or a plugin failed in it)."""
         for plugin, method in self.chain(svc, hook.name):
             try:
@@ -345,7 +429,10 @@ class HookRunner:
                               plugin.name, hook.name, svc.name)
                 if hook.kind is HookKind.GENERAL:
                     continue
-                await _answer_failure(hook.ctx, plugin.name)
+                if isinstance(hook, BackendHook):
+                    hook.verified = False
+                else:
+                    await _answer_failure(hook.ctx, plugin.name)
                 return True
             if result and hook.kind is HookKind.HANDLER:
                 return True
@@ -382,6 +469,14 @@ async def fire(hook: Hook, svc: Service | None = None) -> bool:
     if registry is None:
         return False
     return await runner_for(registry).run(service, hook)
+
+
+async def fire_backend(hook: BackendHook, registry: "PluginRegistry | None") -> bool:
+    """Run a backend hook on ``hook.service``'s plugins (``registry``: the
+    interpreter's plugins)."""
+    if not hook.service.plugin_order or registry is None:
+        return False
+    return await runner_for(registry).run(hook.service, hook)
 
 
 async def adopt(ctx: "RequestContext", svc: Service) -> bool:

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import re
 import time
+import weakref
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -164,9 +165,12 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         first = False
         runtime.live.total_requests += 1
         started = time.time()
-        ctx = RequestContext(service=svc, head=head, stream=stream, peer_ip=peer_ip,
-                             server=runtime, http=http, peer_port=peer_port,
-                             listener_service=listener_svc)
+        # a selector's return_to_base plugin may have kept the connection with
+        # the service of its last request (Perl: the client was not returned to base)
+        stay = _STAYS_WITH.get(stream)
+        ctx = RequestContext(service=graph.services.get(stay, svc) if stay else svc, head=head,
+                             stream=stream, peer_ip=peer_ip, server=runtime, http=http,
+                             peer_port=peer_port, listener_service=listener_svc)
         keep = await _dispatch(runtime, ctx)
         # metrics and the access log (accesslog.py); bytes counted since the last request
         finish_request(runtime, ctx, started, stream.bytes_in - counted_in,
@@ -176,6 +180,9 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
             return False
         if not ctx.body_done and not await ctx.skip_body():
             return False
+        if listener_svc.role == "selector" and ctx.service is not listener_svc \
+                and not await _return_to_base(ctx, listener_svc, stream):
+            return False
         http.start_next()
         if not http.has_buffered and not stream.buffered:
             # idle between requests: park without a task (about 3 KB less per
@@ -183,6 +190,31 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
             return True
         # pipelined: the next request is already here
         del ctx, head
+
+
+# connection -> name of the service its next request goes to, skipping the
+# selector it came through (a selector plugin's return_to_base returned true)
+_STAYS_WITH: "weakref.WeakKeyDictionary[FastStream, str]" = weakref.WeakKeyDictionary()
+
+
+async def _return_to_base(ctx: RequestContext, selector: Service, stream: FastStream) -> bool:
+    """Perl's http_response_sent on a kept-alive client that a selector handed
+    on: the selector's return_to_base hook decides whether the next request
+    goes through the selector again (False from every plugin, or no plugin) or
+    stays with ``ctx.service``.  False: close the connection (a plugin failed)."""
+    stays = False
+    if selector.plugin_order:
+        from perlbal.plugins.hooks import ReturnToBase, fire
+
+        ctx.last_keep_alive = True
+        stays = await fire(ReturnToBase(ctx), selector)
+        if not ctx.last_keep_alive:  # the plugin raised: logged, the connection ends
+            return False
+    if stays:
+        _STAYS_WITH[stream] = ctx.service.name
+    else:
+        _STAYS_WITH.pop(stream, None)
+    return True
 
 
 def _limits(svc: Service) -> Limits:

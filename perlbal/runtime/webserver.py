@@ -58,8 +58,9 @@ from perlbal.docroot import FileVerdict, durl, http_date
 from perlbal.http import HttpError, munge_headers
 from perlbal.http.responses import (SERVER_TOKEN, file_response_headers, keep_alive_headers,
                                     render_head)
-from perlbal.plugins.hooks import (ConcatGetPoststatFileMissing, ConcatGetPoststatPreSend, Hook,
-                                   ModifyResponseHeaders, StartHttpRequest, StartSendFile,
+from perlbal.plugins.hooks import (ConcatGetPoststatFileMissing, ConcatGetPoststatPreSend,
+                                   HandlePut, Hook, ModifyResponseHeaders, PutWriteout,
+                                   StartHttpRequest, StartSendFile,
                                    StartServeRequest, StartWebRequest,
                                    StaticGetPoststatFileMissing, StaticGetPoststatPreSend,
                                    file_size, fire)
@@ -294,6 +295,10 @@ async def _put(ctx: RequestContext) -> bool:
         if isinstance(max_put, int) and max_put and length > max_put:
             return await ctx.send_simple(400, f"Content-length of {length} is invalid.",
                                          keep_alive=False)
+        # Perl's ClientHTTP fires handle_put here, for a PUT with a length only
+        # (a chunked one went to handle_put_chunked before)
+        if service.plugin_order and await fire(HandlePut(ctx)):
+            return ctx.last_keep_alive
     docroot, path, filename = _put_target(ctx)
     min_dirs = service.get("min_put_directory") or 0
     if isinstance(min_dirs, int) and min_dirs:
@@ -319,9 +324,14 @@ async def _put(ctx: RequestContext) -> bool:
     done = False
     try:
         digest = hashlib.md5()
+        hooked = bool(service.plugin_order)
         with os.fdopen(fd, "wb") as out:
             try:
                 async for piece in ctx.body_chunks():
+                    if hooked and await fire(PutWriteout(ctx, data=piece, path=temp)):
+                        if ctx.response_started:  # it answered (or failed: 500)
+                            return False  # the rest of the body is not read: close
+                        continue  # the plugin took this piece
                     digest.update(piece)
                     await run_disk(inline_disk(ctx), out.write, piece)
             except HttpError as exc:  # chunking error or max_chunked_request_size
