@@ -95,6 +95,8 @@ class Kind(enum.Enum):
     STATUS_LIST = "status list"
     URI_PATH = "path (or empty)"
     CHOICE = "one of its values"
+    DNS_NAME = "host:port or SRV name"
+    DNS_SERVER = "ip:port (or empty)"
 
 
 class Effect(enum.Enum):
@@ -343,6 +345,32 @@ def _c_hash_key(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
     return f"{m.group(1).lower()}:{m.group(2)}"
 
 
+_DNS_LABELS = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?"
+
+
+def _c_dns_name(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw in ("", "none"):
+        return ""
+    if raw.startswith("_"):
+        if re.fullmatch(_DNS_LABELS, raw) and raw.count(".") >= 2:
+            return raw
+    else:
+        match = re.fullmatch(f"({_DNS_LABELS}):([0-9]{{1,5}})", raw)
+        if match is not None and 0 < int(match.group(2)) <= 65535:
+            return raw
+    raise ParamError(f"Expecting host:port or an SRV name (_service._proto.domain) for "
+                     f"'{p.name}', got '{raw}'")
+
+
+def _c_dns_server(p: Param, raw: str, env: CheckEnv, owner: str) -> ParamValue:
+    if raw in ("", "none"):
+        return ""
+    match = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})", raw)
+    if match is None or not 0 < int(match.group(2)) <= 65535:
+        raise ParamError(f"Expecting ip:port for '{p.name}', got '{raw}'")
+    return raw
+
+
 def parse_seconds(value: object) -> float:
     """A stored SECONDS value (decimal text) as a float; 0.0 for anything else."""
     try:
@@ -502,6 +530,8 @@ _COERCERS: dict[Kind, Callable[[Param, str, CheckEnv, str], ParamValue]] = {
     Kind.SNI_CERTS: _c_sni_certs,
     Kind.ACCESS_LOG_FORMAT: _c_access_log_format,
     Kind.CHOICE: _c_access_log_format,  # (the same rule: one of p.choices, any case)
+    Kind.DNS_NAME: _c_dns_name,
+    Kind.DNS_SERVER: _c_dns_server,
     Kind.DIRECTORY_LIST: _c_directory_list,
     Kind.REPROXY_HOSTS: _c_reproxy_hosts,
 }
@@ -767,6 +797,21 @@ _P(Param("send_proxy_protocol", Kind.CHOICE, "Beyond Perl: start every backend c
          "connection carries one client's requests only (never reused for another), and "
          "verify_backend is skipped for it. off: none.", default="off",
          choices=("off", "v1", "v2"), beyond_perl=True))
+_P(Param("dns_name", Kind.DNS_NAME, "Beyond Perl: the pool's nodes come from DNS: host:port "
+         "(every A and AAAA address, on that port) or an SRV name such as "
+         "_http._tcp.app.example (each target's addresses on its port), as Kubernetes "
+         "headless Services and Consul publish them. Re-resolved when the records' TTL runs "
+         "out (within dns_refresh_min..dns_refresh_max); nodes that vanish drain, requests "
+         "in flight are kept. Empty: nodes from POOL ADD / nodefile only.", default="",
+         beyond_perl=True))
+_P(Param("dns_server", Kind.DNS_SERVER, "Beyond Perl: the DNS server dns_name is asked "
+         "(ip:port); empty: the first nameserver of /etc/resolv.conf.", default="",
+         beyond_perl=True))
+_P(Param("dns_refresh_min", Kind.SECONDS, "Beyond Perl: seconds at least between two lookups "
+         "of dns_name, whatever the TTL (and the wait after a failed one).", default="1",
+         beyond_perl=True))
+_P(Param("dns_refresh_max", Kind.SECONDS, "Beyond Perl: seconds at most between two lookups "
+         "of dns_name, whatever the TTL.", default="300", beyond_perl=True))
 
 def pool_param(pool_params: dict[str, ParamValue], name: str) -> ParamValue:
     """A pool parameter's stored value, or its coerced default."""

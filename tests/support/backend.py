@@ -63,6 +63,7 @@ class Backend:
         name: str = "backend",
         *,
         port: int = 0,
+        host: str = LOOPBACK,
         response_size: int | None = None,
         delay: float = 0.0,
         extra_headers: list[tuple[str, str]] | None = None,
@@ -82,7 +83,8 @@ class Backend:
         self._conn_counter = 0
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((LOOPBACK, port))
+        self.host = host  # another loopback address (127.0.0.2 ...) for a second node
+        self._listener.bind((host, port))
         self.port: int = self._listener.getsockname()[1]
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -90,7 +92,7 @@ class Backend:
 
     @property
     def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def connection_count(self) -> int:
