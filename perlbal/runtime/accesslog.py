@@ -270,6 +270,7 @@ def finish(runtime: "Runtime", ctx: RequestContext, started: float,
     live = runtime.live
     if live.metrics_enabled:
         live.request_done(svc.name, ctx.status, bytes_in, bytes_out)
+    live.timeline.request(svc.name, ctx.status, time.time() - started)  # the web UI's graphs
     owner = svc
     target = svc.params.get("access_log")
     if not target and ctx.listener_service is not None and ctx.listener_service is not svc:

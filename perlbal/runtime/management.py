@@ -10,8 +10,9 @@ connection.  Config commands act on the live graph at once (the runtime reads
 it per request), so this is also the live-reconfiguration path.
 
 HTTP: ``/`` is a page (``webui/``) that renders ``/json`` and polls it, so it
-updates without a reload; ``/json`` is the same data; ``/socks``, ``/obj`` and
-``/service?NAME`` are Perl's own three pages.
+updates without a reload; ``/json`` is the same data; ``/timeline[?since=T]``
+the per-second samples of the last 15 minutes its graphs draw (timeline.py);
+``/socks``, ``/obj`` and ``/service?NAME`` are Perl's own three pages.
 
 Invariants:
 - the unread buffer never exceeds ``MAX_CONSOLE_LINE`` bytes: a client that
@@ -45,6 +46,7 @@ from perlbal import PERL_COMPAT_VERSION
 from perlbal.interp import CommandContext
 from perlbal.http import render_head
 from perlbal.runtime.context import RequestContext, ServerHandle
+from perlbal.runtime.timeline import CAPACITY, node_states
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -156,6 +158,7 @@ _WEBUI = importlib.resources.files("perlbal.runtime") / "webui"
 #: the web UI's files, read once (``cache_webui``, before a privilege drop)
 _WEBUI_FILES: dict[str, bytes] = {}
 _STATIC = {"/webui/app.js": ("app.js", "application/javascript; charset=utf-8"),
+           "/webui/graphs.js": ("graphs.js", "application/javascript; charset=utf-8"),
            "/webui/style.css": ("style.css", "text/css; charset=utf-8")}
 _QUEUES = ("normal", "highpri", "lowpri")
 
@@ -194,6 +197,7 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
     pools: dict[str, Any] = {}
     for name, pool in sorted(graph.pools.items()):
         nodes = []
+        states = node_states(graph, live, name)
         for node in pool.nodes:
             codes = node_table.get(node.ipport, {}).get("responsecodes")
             summary = ""
@@ -204,7 +208,8 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
                 summary = ", ".join(f"{c}\u00d7{n}" for c, n in sorted(counts.items()))
             nodes.append({"ipport": node.ipport, "requests": pool.node_used.get(node.ipport, 0),
                           "open_backends": open_backends.get(node.ipport, 0),
-                          "responsecodes": summary})
+                          "responsecodes": summary,
+                          "state": states.get(node.ipport, "up")})
         pools[name] = {"balance_method": pool.balance_method, "nodefile": pool.nodefile,
                        "services": pool.use_count, "nodes": nodes}
     by_class: dict[str, int] = {}
@@ -244,6 +249,16 @@ def _perl_page(runtime: ServerHandle, commands: list[str]) -> str:
     return "".join(body)
 
 
+def _timeline_json(runtime: ServerHandle, query: str) -> str:
+    """The ring of samples (only those after ``since=T`` when asked: the page polls
+    for what is new); ``now`` lets the page place them on its 15-minute axis."""
+    since = re.fullmatch(r"since=(\d{1,12})", query)
+    timeline = runtime.live.timeline
+    samples = timeline.since(int(since.group(1))) if since else list(timeline.samples)
+    return json.dumps({"interval": 1, "capacity": CAPACITY, "now": time.time(),
+                       "samples": samples}, separators=(",", ":"))
+
+
 def _route(runtime: ServerHandle, target: str) -> tuple[int, str, bytes]:
     """(status, content type, body) for a GET; nothing here can change configuration."""
     path, _, query = target.partition("?")
@@ -253,6 +268,8 @@ def _route(runtime: ServerHandle, target: str) -> tuple[int, str, bytes]:
         return 200, metrics.CONTENT_TYPE, metrics.render(runtime).encode("utf-8")  # type: ignore[arg-type]
     if path == "/json":
         return 200, "application/json", json.dumps(status_snapshot(runtime), indent=1).encode()
+    if path == "/timeline":
+        return 200, "application/json", _timeline_json(runtime, query).encode()
     if path == "/":
         return 200, "text/html; charset=utf-8", _index_html(runtime).encode("utf-8")
     if path in _STATIC:

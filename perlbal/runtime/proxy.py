@@ -464,6 +464,7 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
         _log_fault(ctx, conn.ipport, f"sending the request failed: {exc!r}", 502)
         return await _fail(ctx, 502)
     live.set_state(conn.sock_id, "wait_res")
+    asked = time.monotonic()  # the node's reply time, for the web UI's graphs (timeline.py)
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     # --- read the reply head ---
     side = BackendSide(method, upgrade=_upgrading(ctx))
@@ -478,11 +479,14 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     except TimeoutError:
         backends.discard(conn)
         _log_fault(ctx, conn.ipport, "no reply within backend_response_timeout", 504)
+        live.timeline.node_reply(svc.pool_name or "", ipport, 504, None)
         return await _fail(ctx, 504)
     except (BackendProtocolError, *_BROKEN) as exc:
         backends.discard(conn)
         _log_fault(ctx, conn.ipport, str(exc) or repr(exc), 502)
+        live.timeline.node_reply(svc.pool_name or "", ipport, 502, None)
         return await _fail(ctx, 502)
+    live.timeline.node_reply(svc.pool_name or "", ipport, resp.status, time.monotonic() - asked)
     if resp.status == 101:  # the backend switched protocols: a byte tunnel from here on
         live.node_response(ipport, 101)
         live.node_request_done(ipport)

@@ -43,9 +43,9 @@ from anyio.abc import TaskGroup
 from perlbal import queries
 from perlbal.graph import Graph, Service
 from perlbal.interp import CommandContext, Interpreter, Reply
-from perlbal.runtime import admission, metrics
-from perlbal.runtime import dnspools, proxyproto
+from perlbal.runtime import admission, metrics, timeline
 from perlbal.runtime.backends import BackendManager
+from perlbal.runtime import dnspools, proxyproto
 from perlbal.runtime.netstream import FastStream, wrap_accepted
 from perlbal.runtime.stats import RuntimeStats
 
@@ -493,6 +493,8 @@ class Runtime:
                 tg.start_soon(self._read_reports, worker, fd)
             # beyond Perl: active health checks of pools with health_check_uri (runtime.health)
             tg.start_soon(self.backends.health.run, self)
+            # beyond Perl: a sample a second for the web UI's live graphs (timeline.py)
+            tg.start_soon(timeline.run, self)
             # beyond Perl: pools fed by DNS (dns_name) kept current (dnspools.py)
             tg.start_soon(dnspools.run, self)
             for svc in self._spawn_later:

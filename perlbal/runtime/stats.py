@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from perlbal import queries
 from perlbal.balance import PoolView
 from perlbal.graph import Pool, Service
+from perlbal.runtime.timeline import Timeline
 
 if TYPE_CHECKING:
     from perlbal.runtime.backends import BackendManager
@@ -64,6 +65,8 @@ class RuntimeStats(queries.LiveStats):
         self.accepted: dict[str, int] = {}  # connections accepted per listening service
         self.refused_max_connections = 0
         self.tls_handshake_failures = 0
+        #: per-second samples of the last 15 minutes, for the web UI's graphs (timeline.py)
+        self.timeline = Timeline()
 
     # --- registry of open sockets (for socks/states) ---------------------------
 

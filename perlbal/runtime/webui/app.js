@@ -25,6 +25,9 @@
     return tr;
   }
 
+  // node states, as the graphs draw them (graphs.js)
+  var STATE_COLORS = { up: "#2ca02c", down: "#d62728", ejected: "#ff7f0e", draining: "#bcbd22" };
+
   function num(value) { return el("td", value, "num"); }
 
   function duration(seconds) {
@@ -61,13 +64,16 @@
         " service(s)" + (p.nodefile ? " \u00b7 nodefile " + p.nodefile : ""), "meta"));
       var table = el("table");
       table.appendChild(row([el("th", "node"), el("th", "requests"), el("th", "open backends"),
-        el("th", "last response codes")]));
+        el("th", "last response codes"), el("th", "state")]));
       p.nodes.forEach(function (n) {
-        var tr = row([n.ipport, num(n.requests), num(n.open_backends), n.responsecodes || ""]);
+        var state = el("td", n.state || "up", "state");
+        state.style.background = STATE_COLORS[n.state || "up"] || "#7f7f7f";
+        var tr = row([n.ipport, num(n.requests), num(n.open_backends), n.responsecodes || "", state]);
         tr.dataset.node = n.ipport;
+        tr.dataset.state = n.state || "up";
         table.appendChild(tr);
       });
-      if (!p.nodes.length) table.appendChild(row([el("td", "(no nodes)", "disabled"), "", "", ""]));
+      if (!p.nodes.length) table.appendChild(row([el("td", "(no nodes)", "disabled"), "", "", "", ""]));
       div.appendChild(table);
       box.appendChild(div);
     });
