@@ -327,9 +327,14 @@ class Checker:
                 if pool is None:
                     self.add(node, "warning", f"reverse_proxy '{name}' has no pool: every "
                              "request will get 503")
-                elif not pool.nodes and not pool.nodefile:
+                elif not pool.nodes and not pool.nodefile and not pool.get("dns_name"):
                     self.add(node, "warning", f"pool '{pool.name}' of service '{name}' has "
                              "no nodes: requests get 503 until nodes are added")
+            if svc.params.get("proxy_protocol") and not svc.params.get("always_trusted") \
+                    and not svc.params.get("trusted_upstream_proxies"):
+                self.add(node, "warning", f"service '{name}' expects PROXY protocol headers "
+                         "but trusts no peer to send them (trusted_upstream_proxies): every "
+                         "connection will be refused")
             if svc.role == "management" and svc.listen and svc.enabled:
                 host = svc.listen.rsplit(":", 1)[0] if ":" in svc.listen else "0.0.0.0"
                 host = host.strip("[]")

@@ -161,3 +161,17 @@ def test_check_refuses_bad_dns_names(tmp_path: "object") -> None:
                     "  SET app.dns_server = example.com:53\n")
     result = check_paths([str(conf)])
     assert [d.line for d in result.errors] == [2, 3]
+
+
+def test_check_knows_dns_pools_and_proxy_protocol_trust(tmp_path: "object") -> None:
+    from pathlib import Path
+
+    from perlbal.check import check_paths
+
+    conf = Path(str(tmp_path)) / "ok.conf"
+    conf.write_text("CREATE POOL app\n  SET app.dns_name = app.example:8080\n"
+                    "CREATE SERVICE web\n  SET role = reverse_proxy\n  SET listen = 127.0.0.1:8080\n"
+                    "  SET pool = app\n  SET proxy_protocol = on\nENABLE web\n")
+    messages = [d.message for d in check_paths([str(conf)]).warnings]
+    assert not [m for m in messages if "no nodes" in m]  # DNS will give them
+    assert [m for m in messages if "trusts no peer" in m]
