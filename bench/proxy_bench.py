@@ -160,12 +160,17 @@ def start_nginx(workdir: Path, port: int, upstream_port: int | None) -> subproce
     return launch_nginx(workdir, port, nginx_conf(workdir, port, upstream_port))
 
 
-def perlbal_conf(port: int, backend_port: int, workers: int | None) -> str:
+def perlbal_conf(port: int, backend_ports: int | list[int], workers: int | None,
+                 balance: str = "random") -> str:
     server = f"SERVER workers = {workers}\n" if workers else ""
+    if isinstance(backend_ports, int):
+        backend_ports = [backend_ports]
+    nodes = "\n".join(f"  POOL web ADD {LOOPBACK}:{p}" for p in backend_ports)
+    method = f"  SET web.balance_method = {balance}\n" if balance != "random" else ""
     return f"""{server}
 CREATE POOL web
-  POOL web ADD {LOOPBACK}:{backend_port}
-
+{nodes}
+{method}
 CREATE SERVICE proxy
   SET role = reverse_proxy
   SET listen = {LOOPBACK}:{port}
@@ -260,6 +265,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", default="1,2",
                         help="comma list of SERVER workers values to run ours with")
+    parser.add_argument("--balance", default="random",
+                        help="comma list of balance methods to run ours with (random, "
+                             "round_robin, least_conn, two_choices, hash); hash uses "
+                             "hash_key client_ip")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="backend nodes in the pool (each its own nginx)")
     parser.add_argument("--only", default="perl,ours,nginx",
                         help="comma list among perl, ours, nginx")
     parser.add_argument("--no-json", action="store_true",
@@ -278,7 +289,8 @@ def main() -> int:
     if "perl" in only:
         plan.append("perl")
     if "ours" in only:
-        plan += [f"ours (workers={int(w)})" for w in args.workers.split(",") if w]
+        plan += [f"ours (workers={int(w)})" + ("" if m == "random" else f" {m}")
+                 for w in args.workers.split(",") if w for m in args.balance.split(",") if m]
         if args.baseline_root:
             plan += [f"base (workers={int(w)})" for w in args.workers.split(",") if w]
     if "nginx" in only:
@@ -288,26 +300,32 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="perlbal-bench-") as tmp:
         workdir = Path(tmp)
-        backend_port = free_port()
-        backend = start_nginx(workdir, backend_port, None)
+        backend_ports = [free_port() for _ in range(max(args.nodes, 1))]
+        backends = []
         try:
+            for i, backend_port in enumerate(backend_ports):
+                node_dir = workdir / f"node{i}"
+                node_dir.mkdir()
+                backends.append(start_nginx(node_dir, backend_port, None))
             for _ in range(args.repeat):
                 for name in plan:  # a round visits every target: noise spreads over all
-                    cells[name].runs.append(_measure(name, workdir, backend_port, args))
+                    cells[name].runs.append(_measure(name, workdir, backend_ports, args))
         finally:
-            stop(backend)
+            for backend in backends:
+                stop(backend)
     perl = cells.get("perl")
     perl_rps = perl.median("requests_per_sec") if perl else 0.0
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, 1 KiB responses, "
+          f"{len(backend_ports)} backend node(s), "
           f"{args.repeat} run(s) per target, medians; {os.cpu_count()} CPUs; "
           f"load before: {load_before:.2f}")
-    print(f"{'target':<20} {'req/s':>8} {'min..max':>13} {'p50 ms':>7} {'p99 ms':>7} "
+    print(f"{'target':<30} {'req/s':>8} {'min..max':>13} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'vs perl':>8} {'CPU us/req':>10}  errors")
     for cell in cells.values():
         rps = cell.median("requests_per_sec")
         ratio = f"{rps / perl_rps:.2f}x" if perl_rps else "-"
         errors = "; ".join(sorted({r.errors for r in cell.runs if r.errors}))
-        print(f"{cell.name:<20} {rps:>8.0f} {cell.spread():>13} {cell.median('p50_ms'):>7.2f} "
+        print(f"{cell.name:<30} {rps:>8.0f} {cell.spread():>13} {cell.median('p50_ms'):>7.2f} "
               f"{cell.median('p99_ms'):>7.2f} {ratio:>8} {cell.median('cpu_us'):>10.1f}  {errors}")
     if args.no_json:
         return 0
@@ -322,19 +340,24 @@ def main() -> int:
     return 0
 
 
-def _measure(name: str, workdir: Path, backend_port: int, args: argparse.Namespace) -> Result:
-    """Start target ``name`` in front of the backend, drive it once, stop it."""
+def _measure(name: str, workdir: Path, backend_ports: list[int],
+             args: argparse.Namespace) -> Result:
+    """Start target ``name`` in front of the backends, drive it once, stop it."""
+    backend_port = backend_ports[0]
     if name == "backend direct":
         return run_wrk(name, backend_port, args)
     port = free_port()
     if name == "perl":
         proc = start_perlbal(workdir, "perl", ["/usr/bin/perlbal"],
-                             perlbal_conf(port, backend_port, None), port)
+                             perlbal_conf(port, backend_ports, None), port)
     elif name.startswith(("ours", "base")):
-        workers = int(re.sub(r"\D", "", name))
-        proc = start_perlbal(workdir, f"{name[:4]}-w{workers}",
+        found = re.search(r"workers=(\d+)\)(?: (\w+))?", name)
+        assert found is not None
+        workers, method = int(found.group(1)), found.group(2) or "random"
+        proc = start_perlbal(workdir, f"{name[:4]}-w{workers}-{method}",
                              [sys.executable, "-m", "perlbal.runtime.main"],
-                             perlbal_conf(port, backend_port, workers if workers > 1 else None),
+                             perlbal_conf(port, backend_ports, workers if workers > 1 else None,
+                                          method),
                              port, root=Path(args.baseline_root) if name.startswith("base")
                              else ROOT)
     else:

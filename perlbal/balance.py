@@ -95,12 +95,13 @@ class HashRing:
 
     points: tuple[int, ...]
     owners: tuple[str, ...]
+    nodes: frozenset[str]
 
     @classmethod
     def build(cls, nodes: Sequence[str]) -> HashRing:
         pairs = sorted((_point(f"{node}#{i}"), node) for node in set(nodes)
                        for i in range(VNODES))
-        return cls(tuple(p for p, _ in pairs), tuple(n for _, n in pairs))
+        return cls(tuple(p for p, _ in pairs), tuple(n for _, n in pairs), frozenset(nodes))
 
     def lookup(self, key: str, available: Sequence[str] | frozenset[str] | set[str]) -> str | None:
         """The node owning ``key``: the first available one clockwise of its hash."""
@@ -109,7 +110,7 @@ class HashRing:
         start = bisect.bisect(self.points, _point(key))
         size = len(self.points)
         owners = self.owners
-        if len(available) == len(set(owners)):  # every node available: no walk
+        if len(available) == len(self.nodes):  # every node available: no walk
             return owners[start % size]
         wanted = available if isinstance(available, (set, frozenset)) else set(available)
         for step in range(size):
