@@ -6,6 +6,7 @@
     perlbal explain -c FILE [options] URL | --expect ROUTES [--fail-under PCT]
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
     perlbal console [HOST:PORT] [-c COMMAND]...      a client for the management port
+    perlbal fmt [--check] FILE...                    rewrite configs in one canonical layout
 
 Subcommands come first on the line; anything else is read with Perl's options.
 """
@@ -30,6 +31,8 @@ USAGE = """Usage: perlbal [OPTS]
        perlbal explain -c FILE [--header 'K: V']... URL   (or --expect ROUTES)
        perlbal console [HOST:PORT] [-c COMMAND]...   (the management console, with
                         history and tab completion; -c runs commands for scripts)
+       perlbal fmt [--check] FILE...   (one canonical layout; --check: diff, exit 1;
+                        - reads stdin; a file with errors is never rewritten: exit 2)
   --help           This usage info
   --version        Print perlbal release version
   --config=[file]  Specify Perlbal config file
@@ -262,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _explain_main(args[1:])
     if args and args[0] == "serve":
         return _serve_main(args[1:])
+    if args and args[0] == "fmt":
+        from perlbal.fmt import main as fmt_main
+
+        return fmt_main(args[1:])
     if args and args[0] == "console":
         from perlbal.console_client import main as console_main
 
