@@ -53,7 +53,7 @@
   }
 
   function ago(seconds) {
-    return "-" + (seconds >= 60 ? Math.round(seconds / 60) + "m" : seconds + "s");
+    return "-" + (seconds >= 120 ? Math.round(seconds / 60) + "m" : seconds + "s");
   }
 
   // series: [{key, values: [[t, v or null], ...]}]; band: [[t, state], ...] or null
