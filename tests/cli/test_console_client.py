@@ -251,3 +251,22 @@ def test_interactive_completion_history_and_colour(mgmt_port: int, tmp_path: Pat
         pane.wait_for("127.0.0.1:9 0")
     finally:
         pane.close()
+
+
+def test_reconnects_after_the_server_closed_an_idle_connection() -> None:
+    """Our management port closes a console silent for its idle_timeout (Perl never
+    does); the next command reconnects instead of failing, and says so."""
+    from perlbal.console_client import Connection
+
+    web, mgmt = free_ports(2)
+    conf = CONF.format(web=web, mgmt=mgmt).replace(
+        "SET role = management\n", "SET role = management\nSET idle_timeout = 1\n")
+    with PyPerlbal(conf):
+        conn = Connection(LOOPBACK, mgmt, timeout=5)
+        try:
+            assert conn.command("show pool").shown == ["apps nodes 1", "apps services 1"]
+            time.sleep(1.6)
+            assert conn.command("show pool apps").shown == ["127.0.0.1:9 0"]
+            assert conn.reconnected
+        finally:
+            conn.close()
