@@ -402,10 +402,28 @@ class BackendManager:
             if first.node is None or first.node == ipport:
                 return queue.popleft()
             for waiter in queue:  # balanced waiters: the first one for this node
-                if not waiter.future.done() and (waiter.node is None or waiter.node == ipport):
+                if not waiter.future.done() and (waiter.node is None or waiter.node == ipport
+                                                 or self._may_move(waiter, ipport)):
                     queue.remove(waiter)
                     return waiter
         return None
+
+    def _may_move(self, waiter: Waiter, ipport: str) -> bool:
+        """May a waiter balanced to another node take a free connection to ``ipport``?
+
+        Not with hash (a key has one node); with the other methods, when
+        ``ipport`` has no more requests in flight than the waiter's node: the
+        request goes where the method would send it now, without waiting for
+        a connection of its own node (which is then balanced again here)."""
+        node = waiter.node
+        if node is None or waiter.key is not None or not waiter.counted:
+            return False
+        load = self.load
+        if load.get(ipport, 0) > load.get(node, 0) - 1:
+            return False
+        waiter.counted = False  # the count moves with the waiter (see _hand)
+        self._count(node, -1)
+        return True
 
     def register_boredom(self, svc: Service, conn: BackendConn) -> None:
         """A free connection: give it to the next waiting client, or keep it bored."""
