@@ -7,6 +7,7 @@
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
     perlbal console [HOST:PORT] [-c COMMAND]...      a client for the management port
     perlbal fmt [--check] FILE...                    rewrite configs in one canonical layout
+    perlbal lsp                                      a language server on stdio (perlbal[lsp])
 
 Subcommands come first on the line; anything else is read with Perl's options.
 """
@@ -33,6 +34,7 @@ USAGE = """Usage: perlbal [OPTS]
                         history and tab completion; -c runs commands for scripts)
        perlbal fmt [--check] FILE...   (one canonical layout; --check: diff, exit 1;
                         - reads stdin; a file with errors is never rewritten: exit 2)
+       perlbal lsp   (a language server for editors, on stdio; pip install 'perlbal[lsp]')
   --help           This usage info
   --version        Print perlbal release version
   --config=[file]  Specify Perlbal config file
@@ -265,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _explain_main(args[1:])
     if args and args[0] == "serve":
         return _serve_main(args[1:])
+    if args and args[0] == "lsp":
+        from perlbal.lsp import main as lsp_main
+
+        return lsp_main(args[1:])
     if args and args[0] == "fmt":
         from perlbal.fmt import main as fmt_main
 
