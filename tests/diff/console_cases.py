@@ -116,7 +116,7 @@ SEQUENCES: list[Sequence] = [
         "pool_set",
         "CREATE POOL p",
         "SET p.balance_method = random",
-        "SET p.balance_method = round_robin",
+        "SET p.balance_method = fastest",  # round_robin & co. are ours (docs/balancing.md)
         "SET p.balance_method = RANDOM",
         "SET p.nodefile = none",
         "SET p.nodefile = /nonexistent/nodes.txt",
