@@ -149,7 +149,8 @@ def _serve_main(argv: Sequence[str]) -> int:
 
 
 def _explain_main(argv: Sequence[str]) -> int:
-    from perlbal.explain import _parser, explain, load_graph, parse_args, render_text
+    from perlbal.dryrun import load_graph
+    from perlbal.explain import _parser, explain, parse_args, render_text
 
     parser = _parser("perlbal explain")
     parser.description = ("Show how the server would route a request: listener, service, "

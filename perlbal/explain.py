@@ -32,7 +32,7 @@ from perlbal.routing import (
     HOOKS_ENFORCED, Dispatched, Request, Respond, Step, Trace, dispatch, selector_plugin,
 )
 
-__all__ = ["Explanation", "ExplainArgs", "Outcome", "explain", "load_graph", "parse_args",
+__all__ = ["Explanation", "ExplainArgs", "Outcome", "explain", "parse_args",
            "render_text", "rules_of"]
 
 OutcomeKind = Literal["proxy", "file", "listing", "management", "console", "status",
@@ -141,27 +141,6 @@ def parse_args(words: Sequence[str], prog: str = "explain") -> ExplainArgs:
         raise ValueError("no URL given")
     return ExplainArgs(url=ns.url, method=(ns.method or method or "GET").upper(),
                        headers=ns.header, peer_ip=ns.peer_ip, listen=ns.listen, host=ns.host)
-
-
-def load_graph(path: str) -> tuple[Graph, list[str]]:
-    """The graph a server would start with, built dry; and the config's errors."""
-    from perlbal.interp import CommandContext, DiskEnv, DryEffects, Interpreter
-
-    class LenientEnv(DiskEnv):
-        # as perlbal check: a docroot missing here may exist where the server runs;
-        # explain then says the file is not there
-        def content_dir(self, path: str) -> bool:
-            return True
-
-    interp = Interpreter(effects=DryEffects())
-    interp.env = LenientEnv(interp)
-    errors: list[str] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
-    interp.load_config_text(text, file=path, out=lambda ln: errors.append(ln)
-                            if ln.startswith("ERROR") else None,
-                            ctx=CommandContext(verbose=False))
-    return interp.graph, errors
 
 
 def _split_url(args: ExplainArgs) -> tuple[str | None, int | None, str]:

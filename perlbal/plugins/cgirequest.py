@@ -32,7 +32,7 @@ from perlbal.http import set_header
 from perlbal.http.responses import render_head
 
 if TYPE_CHECKING:
-    from perlbal.runtime.context import RequestContext
+    from perlbal.plugins.view import RequestView
 
 __all__ = ["CgiRequest", "find_handler"]
 
@@ -49,7 +49,7 @@ def find_handler(name: str) -> Callable[["CgiRequest"], Any]:
 
 
 class CgiRequest:
-    def __init__(self, ctx: "RequestContext") -> None:
+    def __init__(self, ctx: "RequestView") -> None:
         self.ctx = ctx
         self.status = 200
         self.headers: list[tuple[str, str]] = []

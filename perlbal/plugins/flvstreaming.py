@@ -26,12 +26,12 @@ from perlbal.plugins import Plugin, PluginError
 if TYPE_CHECKING:
     from perlbal.interp import Interpreter
     from perlbal.plugins.hooks import ModifyResponseHeaders, PrependBody, StartProxyRequest
-    from perlbal.runtime.context import RequestContext
+    from perlbal.plugins.view import RequestView
 
 FLV_HEADER = b"FLV\x01\x01\x00\x00\x00\x09\x00\x00\x00\x09"
 
 
-def _start(ctx: "RequestContext") -> str | None:
+def _start(ctx: "RequestView") -> str | None:
     """The ``start`` query parameter of a ``.flv`` request, when true in Perl's sense."""
     parts = urllib.parse.urlsplit(ctx.head.target)
     if not parts.path.endswith(".flv"):

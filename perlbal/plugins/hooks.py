@@ -47,7 +47,7 @@ from perlbal.graph import Service
 
 if TYPE_CHECKING:
     from perlbal.plugins import Plugin, PluginRegistry
-    from perlbal.runtime.context import RequestContext
+    from perlbal.plugins.view import RequestView
 
 log = logging.getLogger("perlbal.plugins")
 
@@ -79,7 +79,7 @@ class Hook:
     name: ClassVar[str] = ""
     kind: ClassVar[HookKind] = HookKind.HANDLER
     roles: ClassVar[tuple[str, ...]] = ()
-    ctx: "RequestContext"
+    ctx: "RequestView"
 
 
 # --- every role -----------------------------------------------------------------------
@@ -439,7 +439,7 @@ class HookRunner:
         return False
 
 
-async def _answer_failure(ctx: "RequestContext", plugin: str) -> None:
+async def _answer_failure(ctx: "RequestView", plugin: str) -> None:
     """A plugin raised: 500 when nothing was sent yet, else the connection ends."""
     ctx.last_keep_alive = False
     if ctx.response_started:
@@ -465,7 +465,7 @@ async def fire(hook: Hook, svc: Service | None = None) -> bool:
     service = svc if svc is not None else hook.ctx.service
     if not service.plugin_order:  # the common case costs one attribute read
         return False
-    registry = getattr(hook.ctx.server.interp, "plugins", None)
+    registry = hook.ctx.plugin_registry()
     if registry is None:
         return False
     return await runner_for(registry).run(service, hook)
@@ -479,16 +479,10 @@ async def fire_backend(hook: BackendHook, registry: "PluginRegistry | None") -> 
     return await runner_for(registry).run(hook.service, hook)
 
 
-async def adopt(ctx: "RequestContext", svc: Service) -> bool:
+async def adopt(ctx: "RequestView", svc: Service) -> bool:
     """Perl's ``$svc->adopt_base_client``: hand the request to ``svc``'s role
     handler (LazyCDN's fallback); returns the handler's keep-alive verdict."""
-    from perlbal.runtime.clientconn import handler_for
-
-    ctx.service = svc
-    handler = handler_for(svc.role)
-    if handler is None:
-        return await ctx.send_simple(500, f"Can't map to service type {svc.role}")
-    return await handler(ctx)
+    return await ctx.adopt(svc)
 
 
 def hook_table() -> list[tuple[str, str, str, str]]:

@@ -30,11 +30,9 @@ if TYPE_CHECKING:
 async def _fall_back(hook: "Hook", last_modified: float | None) -> bool:
     """Perl's LazyCDN hook: True when the request went to the fallback service."""
     from perlbal.http.digits import decimal_value  # here: check loads plugins, never serves
-    from perlbal.plugins.hooks import adopt
-
     ctx = hook.ctx
     name = ctx.service.get("fallback_service")
-    fallback = ctx.server.graph.services.get(name) if isinstance(name, str) else None
+    fallback = ctx.service_named(name) if isinstance(name, str) else None
     if fallback is None:
         return False
     uri = ctx.head.target
@@ -52,7 +50,7 @@ async def _fall_back(hook: "Hook", last_modified: float | None) -> bool:
                 sock.sendto(uri.encode("latin-1", "replace"), (host, int(port)))
             except OSError:  # Perl only warns when the ping socket fails
                 pass
-    ctx.last_keep_alive = await adopt(ctx, fallback)
+    ctx.last_keep_alive = await ctx.adopt(fallback)
     return True
 
 _WS = ("web_server",)

@@ -283,7 +283,6 @@ class Palimg(Plugin):
 
     async def start_send_file(self, hook: "StartSendFile") -> bool:
         from perlbal.http.responses import render_head
-        from perlbal.runtime.diskio import send_file
 
         ctx = hook.ctx
         plan = ctx.scratch.get("palimg")
@@ -306,7 +305,7 @@ class Palimg(Plugin):
         headers = set_header(headers, "Content-Length", str(total))
         await ctx.send(render_head(200, headers) + body)
         if not plan.still:
-            await send_file(ctx, fh, len(prefix), size - len(prefix))
+            await ctx.send_file(fh, len(prefix), size - len(prefix))
         ctx.last_keep_alive = ctx.keep_alive
         return True
 

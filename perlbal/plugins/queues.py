@@ -11,8 +11,7 @@ Perl's Queues.pm sets them.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from perlbal.plugins import Plugin
 
@@ -20,26 +19,14 @@ if TYPE_CHECKING:
     from perlbal.plugins.hooks import BackendClientAssigned
 
 
-def _length_and_age(queue: Any, now: float) -> tuple[int, int]:
-    if not queue:
-        return 0, 0
-    return len(queue), int(now - queue[0].since)
-
 
 class Queues(Plugin):
     name = "Queues"
 
     def backend_client_assigned(self, hook: "BackendClientAssigned") -> bool:
         from perlbal.http import set_header  # here: check loads plugins, never serves
-        from perlbal.runtime.backends import HIGH, NORMAL
 
-        backends = getattr(hook.ctx.server, "backends", None)
-        if backends is None:
-            return False
-        queues = backends.state(hook.ctx.service.name).queues
-        now = time.monotonic()
-        count, age = _length_and_age(queues[NORMAL], now)
-        hp_count, hp_age = _length_and_age(queues[HIGH], now)
+        count, age, hp_count, hp_age = hook.ctx.queue_stats()
         headers = hook.headers
         for name, value in (("X-Queue-Count", count), ("X-Queue-Age", age),
                             ("X-HP-Queue-Count", hp_count), ("X-HP-Queue-Age", hp_age)):

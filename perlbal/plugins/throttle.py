@@ -187,9 +187,7 @@ class Throttle(Plugin):
     async def start_proxy_request(self, hook: "StartProxyRequest") -> bool:
         ctx = hook.ctx
         svc = ctx.service
-        from perlbal.runtime.clientconn import observed_ip
-
-        ip = observed_ip(ctx) or ctx.peer_ip
+        ip = ctx.observed_ip() or ctx.peer_ip
         state = _state(svc)
         state.concurrent[ip] = state.concurrent.get(ip, 0) + 1
         ctx.scratch["throttle_ip"] = ip

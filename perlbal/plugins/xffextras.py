@@ -34,21 +34,16 @@ class XFFExtras(Plugin):
 
     def backend_client_assigned(self, hook: "BackendClientAssigned") -> bool:
         from perlbal.http import set_header  # here: check loads plugins, never serves
-        from perlbal.runtime.proxy import _trusted
 
         ctx = hook.ctx
         svc = ctx.service
-        if _trusted(svc, ctx.peer_ip) and svc.params.get("blind_proxy"):
+        if ctx.trusted_peer() and svc.params.get("blind_proxy"):
             return False
         headers = hook.headers
-        transport = getattr(ctx.stream, "_transport", None)
         if svc.params.get("send_backend_port"):
-            local = transport.get_extra_info("sockname") if transport is not None else None
-            port = int(local[1]) if isinstance(local, tuple) and len(local) > 1 else 0
-            headers = set_header(headers, "X-Forwarded-Port", str(port))
+            headers = set_header(headers, "X-Forwarded-Port", str(ctx.local_port()))
         if svc.params.get("send_backend_proto"):
-            tls = transport is not None and transport.get_extra_info("ssl_object") is not None
-            headers = set_header(headers, "X-Forwarded-Proto", "https" if tls else "http")
+            headers = set_header(headers, "X-Forwarded-Proto", "https" if ctx.is_tls() else "http")
         hook.headers[:] = headers
         return False
 

@@ -257,14 +257,7 @@ def _management_refusal(ctx: RequestContext) -> tuple[int, str] | None:
 def observed_ip(ctx: RequestContext) -> str | None:
     """Perl's observed_ip_string: the first X-Forwarded-For address, when the
     peer is a trusted upstream proxy of the service (AccessControl, Throttle)."""
-    forwarded = ctx.head.get("X-Forwarded-For")
-    if not forwarded:
-        return None
-    from perlbal.runtime.proxy import _trusted
-
-    if not _trusted(ctx.service, ctx.peer_ip):
-        return None
-    return forwarded.split(",")[0].strip() or None
+    return ctx.observed_ip()
 
 
 async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:

@@ -35,18 +35,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
 
 import anyio
 from anyio.abc import ByteStream
 
+from anyio.abc import SocketAttribute
+
 from perlbal.graph import Graph, Service
 from perlbal.http import ClientSide, HttpError, RequestHead, simple_response
 from perlbal.http.connection import BODY
+from perlbal.runtime import trust
 from perlbal.runtime.netstream import FastStream
 
 if TYPE_CHECKING:
     from perlbal.interp import Interpreter
+    from perlbal.plugins import PluginRegistry
     from perlbal.runtime.stats import RuntimeStats
 
 __all__ = ["RequestContext", "ServerHandle", "Handler", "RECV_SIZE", "CONTINUE"]
@@ -75,6 +79,16 @@ class ServerHandle(Protocol):
 
     @property
     def live(self) -> "RuntimeStats": ...
+
+    def handler_for(self, role: str | None) -> "Handler | None":
+        """The role handler (``clientconn.handler_for``), for a request a plugin
+        hands to another service."""
+        ...
+
+    def queue_stats(self, service: str) -> tuple[int, int, int, int]:
+        """A service's backend queues: normal length and oldest wait, high-priority
+        length and oldest wait."""
+        ...
 
 
 @dataclass
@@ -142,6 +156,43 @@ class RequestContext:
     @property
     def server_tokens(self) -> bool:
         return bool(self.service.get("server_tokens", True))
+
+    # --- what plugins may ask of the server (perlbal.plugins.view.RequestView) ----
+
+    def observed_ip(self) -> str | None:
+        return trust.observed_ip(self.service, self.peer_ip, self.head.get("X-Forwarded-For"))
+
+    def trusted_peer(self) -> bool:
+        return trust.trusted(self.service, self.peer_ip)
+
+    def local_port(self) -> int:
+        local = self.stream.extra(SocketAttribute.local_address, None)
+        return int(local[1]) if isinstance(local, tuple) and len(local) > 1 else 0
+
+    def is_tls(self) -> bool:
+        transport = getattr(self.stream, "_transport", None)
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+    def queue_stats(self) -> tuple[int, int, int, int]:
+        return self.server.queue_stats(self.service.name)
+
+    def service_named(self, name: str) -> Service | None:
+        return self.server.graph.services.get(name)
+
+    async def adopt(self, svc: Service) -> bool:
+        self.service = svc
+        handler = self.server.handler_for(svc.role)
+        if handler is None:
+            return await self.send_simple(500, f"Can't map to service type {svc.role}")
+        return await handler(self)
+
+    def plugin_registry(self) -> "PluginRegistry | None":
+        return getattr(self.server.interp, "plugins", None)
+
+    async def send_file(self, fh: BinaryIO, offset: int, count: int) -> None:
+        from perlbal.runtime.diskio import send_file
+
+        await send_file(self, fh, offset, count)
 
     # --- body -------------------------------------------------------------------
 

@@ -33,14 +33,15 @@ import io
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Callable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar, cast
 
 import anyio
 
 from perlbal.docroot import FileVerdict, resolve
 from perlbal.graph import Service
 from perlbal.http.head import RequestHead
-from perlbal.runtime.context import RequestContext
+if TYPE_CHECKING:  # (only named for typing: context imports this module for send_file)
+    from perlbal.runtime.context import RequestContext
 from perlbal.runtime.netstream import FastStream
 
 T = TypeVar("T")

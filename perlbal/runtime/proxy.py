@@ -33,7 +33,6 @@ A backend that saw any failure is closed, never parked.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import time
 from urllib.parse import unquote_plus
@@ -69,7 +68,7 @@ from perlbal.http.proxyproto import encode_v1, encode_v2
 from perlbal.http.upgrade import backend_upgrade_head, wants_upgrade
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
-from perlbal.runtime import reproxy, tunnel, upload_tracker, uploads
+from perlbal.runtime import reproxy, trust, tunnel, upload_tracker, uploads
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -99,7 +98,6 @@ def backend_timeout(svc: Service) -> float | None:
     return min(limits) if limits else None
 
 _BROKEN = BROKEN
-_netcache: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
 
 
 log = logging.getLogger("perlbal.runtime")
@@ -121,21 +119,8 @@ class _ErrorRetry(Exception):
     """enable_error_retries: the backend answered 500 to a GET/HEAD; ask another one."""
 
 
-def _trusted(svc: Service, peer_ip: str) -> bool:
-    if svc.params.get("always_trusted", False):
-        return True
-    nets = svc.params.get("trusted_upstream_proxies")
-    if not isinstance(nets, list) or not nets:
-        return False
-    key = tuple(nets)
-    parsed = _netcache.get(key)
-    if parsed is None:
-        parsed = _netcache[key] = [ipaddress.ip_network(n, strict=False) for n in nets]
-    try:
-        addr = ipaddress.ip_address(peer_ip)
-    except ValueError:
-        return False
-    return any(addr in net for net in parsed)
+#: (the trusted-upstream test lives in runtime/trust.py; this name stays for callers)
+_trusted = trust.trusted
 
 
 def _high_priority(svc: Service, ctx: RequestContext) -> bool:

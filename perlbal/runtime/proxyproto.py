@@ -23,6 +23,7 @@ import time
 
 from perlbal.graph import Service
 from perlbal.http.proxyproto import ProxyHeader, ProxyProtocolError, parse
+from perlbal.runtime.trust import trusted
 
 __all__ = ["read_header", "ProxyRefused"]
 
@@ -53,9 +54,7 @@ async def _readable(sock: socket.socket, timeout: float | None) -> None:
 
 async def read_header(sock: socket.socket, svc: Service, peer_ip: str) -> ProxyHeader:
     """The PROXY header of a connection to ``svc``, consumed from ``sock``."""
-    from perlbal.runtime.proxy import _trusted
-
-    if not _trusted(svc, peer_ip):
+    if not trusted(svc, peer_ip):
         log.warning("service %s: PROXY protocol from %s refused: not a trusted upstream proxy "
                     "(trusted_upstream_proxies)", svc.name, peer_ip)
         raise ProxyRefused

@@ -45,7 +45,7 @@ from perlbal.graph import Graph, Service
 from perlbal.interp import CommandContext, Interpreter, Reply
 from perlbal.runtime import admission, metrics, timeline
 from perlbal.runtime.backends import BackendManager
-from perlbal.runtime import dnspools, proxyproto
+from perlbal.runtime import context, dnspools, proxyproto
 from perlbal.runtime.netstream import FastStream, wrap_accepted
 from perlbal.runtime.stats import RuntimeStats
 
@@ -253,6 +253,24 @@ class Runtime:
         self.draining = True
         if self._shutdown is not None:
             self._shutdown.set()
+
+    def handler_for(self, role: str | None) -> "context.Handler | None":
+        from perlbal.runtime.clientconn import handler_for
+
+        return handler_for(role)
+
+    def queue_stats(self, service: str) -> tuple[int, int, int, int]:
+        """(normal length, its oldest wait, high-priority length, its oldest wait)."""
+        from perlbal.runtime.backends import HIGH, NORMAL
+
+        queues = self.backends.state(service).queues
+        now = time.time()  # (a waiter's since is wall-clock time, as Perl's)
+
+        def length_and_age(index: int) -> tuple[int, int]:
+            queue = queues[index]
+            return (len(queue), int(now - queue[0].since)) if queue else (0, 0)
+
+        return (*length_and_age(NORMAL), *length_and_age(HIGH))
 
     def stats(self) -> queries.LiveStats:
         return self.live

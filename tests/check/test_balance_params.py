@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from perlbal.check import check_paths
-from perlbal.explain import ExplainArgs, explain, load_graph
+from perlbal.dryrun import load_graph
+from perlbal.explain import ExplainArgs, explain
 from perlbal.params import REGISTRY
 from tests.support.perl_perlbal import PerlPerlbal, console, perl_perlbal_available
 from tests.support.ports import free_ports

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from perlbal.cli import main
-from perlbal.explain import ExplainArgs, Explanation, explain, load_graph, parse_args
+from perlbal.dryrun import load_graph
+from perlbal.explain import ExplainArgs, Explanation, explain, parse_args
 from perlbal.graph import Graph
 from perlbal.interp import CommandContext, Interpreter
 from perlbal.routetest import parse_routes, run_routes

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from perlbal.explain import ExplainArgs, Outcome, explain, load_graph
+from perlbal.dryrun import load_graph
+from perlbal.explain import ExplainArgs, Outcome, explain
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
