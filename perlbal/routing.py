@@ -52,10 +52,9 @@ of the call; an answer always carries a status and Perl's message.
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from perlbal.graph import Graph, Service
 from perlbal.http import RequestHead, munge_headers, set_header
@@ -282,24 +281,40 @@ def route(graph: Graph, selector: Service, head: RequestHead,
 # --- plugin start_http_request hooks --------------------------------------------------
 
 Decide = Callable[[Service, Request], "HookDecision | None"]
+#: finds a loaded plugin by name (the running interpreter's registry); its
+#: ``decide(svc, request)`` method is the typed start_http_request decision
+PluginLookup = Callable[[str], Any]
+
+_default_plugins: dict[str, Any] = {}
 
 
-def _decider(plugin: str) -> Decide | None:
-    # imported on use: plugin modules import this one for HookDecision/host_candidates
-    try:
-        module = importlib.import_module(f"perlbal.plugins.{plugin.lower()}")
-    except ImportError:
-        return None
-    decide = getattr(module, "decide", None)
+def _default_lookup(name: str) -> Any:
+    # the stock plugins and every installed perlbal.plugins entry point, loaded
+    # once (plugin modules import this one for HookDecision: imported on use)
+    if not _default_plugins:
+        from perlbal.plugins import default_plugin_registry
+
+        registry = default_plugin_registry()
+        _default_plugins.update({n.lower(): registry.get(n) for n in registry.names()})
+    return _default_plugins.get(name.lower())
+
+
+def _decider(plugin: str, lookup: PluginLookup | None) -> Decide | None:
+    found = (lookup or _default_lookup)(plugin)
+    if found is None and lookup is not None:
+        found = _default_lookup(plugin)
+    decide = getattr(found, "decide", None)
     return decide if callable(decide) else None
 
 
-def run_request_hooks(service: Service, request: Request,
-                      trace: Trace | None = None) -> HookDecision | None:
-    """The service's start_http_request chain; the first plugin that answers wins."""
+def run_request_hooks(service: Service, request: Request, trace: Trace | None = None,
+                      plugins: PluginLookup | None = None) -> HookDecision | None:
+    """The service's start_http_request chain; the first plugin that answers wins.
+    A plugin takes part by defining ``decide(svc, request)`` (``Plugin.decide``):
+    the server and ``perlbal explain`` both run it, third-party plugins too."""
     queue_low = None
     for plugin in service.plugin_order:
-        decide = _decider(plugin)
+        decide = _decider(plugin, plugins)
         if decide is None:
             continue
         verdict = decide(service, request)
@@ -333,13 +348,14 @@ def release_head(selector: Service, head: RequestHead, host: str | None) -> Requ
 
 
 def dispatch(graph: Graph, service: Service, request: Request, *, trace: Trace | None = None,
-             run_hooks: bool = False) -> Dispatched | Respond:
+             run_hooks: bool = False, plugins: PluginLookup | None = None) -> Dispatched | Respond:
     """Follow ``request`` from ``service`` through selectors to its handler's service."""
     svc, head, visited, queue_low = service, request.head, [service.name], False
     for _hop in range(MAX_SELECTOR_HOPS):
         if run_hooks and svc.role != "management":
             verdict = run_request_hooks(
-                svc, request if head is request.head else replace(request, head=head), trace)
+                svc, request if head is request.head else replace(request, head=head), trace,
+                plugins)
             if verdict is not None and verdict.respond:
                 return Respond(verdict.status or 500, verdict.message, verdict.headers,
                                verdict.plugin, svc.name)

@@ -68,6 +68,31 @@ class Plugin:
         return None
 
 
+#: methods a plugin may define besides hooks: the typed start_http_request
+#: decision (routing) and a plugin role's connection server (EchoService)
+PLUGIN_METHODS = frozenset({"decide", "serve_connection"})
+
+
+def _check_hook_names(plugin: Plugin) -> None:
+    """Refuse a public method that is neither a hook nor part of the plugin API:
+    a misspelt hook would otherwise never fire (mitmproxy's addon manager does
+    the same)."""
+    import difflib
+
+    from perlbal.plugins.hooks import ALL_HOOKS
+
+    known = {hook.name for hook in ALL_HOOKS} | PLUGIN_METHODS
+    base = {name for name in dir(Plugin) if not name.startswith("_")}
+    for name in dir(type(plugin)):
+        if name.startswith("_") or name in base or name in known:
+            continue
+        if not callable(getattr(plugin, name, None)):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"plugin '{plugin.name}': method '{name}' is no hook{hint}")
+
+
 class PluginRegistry:
     def __init__(self) -> None:
         self._plugins: dict[str, Plugin] = {}
@@ -76,6 +101,7 @@ class PluginRegistry:
     def add(self, plugin: Plugin) -> None:
         if not plugin.name:
             raise ValueError(f"plugin {type(plugin).__name__} has no name")
+        _check_hook_names(plugin)
         if plugin.name in self._plugins:
             raise ValueError(f"plugin '{plugin.name}' registered twice")
         for ext in plugin.commands:

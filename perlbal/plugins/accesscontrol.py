@@ -93,6 +93,10 @@ def _build(args: PluginArgs) -> ast.PluginCommand:
 
 class AccessControl(Plugin):
     name = "AccessControl"
+
+    def decide(self, svc: Service, request: "Request") -> "HookDecision | None":
+        """The start_http_request decision (routing.run_request_hooks; explain runs it too)."""
+        return decide(svc, request)
     commands = (
         SyntaxExtension(
             keyword="access",

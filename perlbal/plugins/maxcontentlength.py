@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 class MaxContentLength(Plugin):
     name = "MaxContentLength"
+
+    def decide(self, svc: Service, request: "Request") -> "HookDecision | None":
+        """The start_http_request decision (routing.run_request_hooks; explain runs it too)."""
+        return decide(svc, request)
     params = (
         Param("max_content_length", Kind.INT, "Largest Content-Length accepted, in bytes "
               "(0: no limit).", default="0", plugin="MaxContentLength"),

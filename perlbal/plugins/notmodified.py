@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 class NotModified(Plugin):
     name = "NotModified"
 
+    def decide(self, svc: Service, request: "Request") -> "HookDecision | None":
+        """The start_http_request decision (routing.run_request_hooks; explain runs it too)."""
+        return decide(svc, request)
+
     def setter(self, it: "Interpreter", svc: Service, key: str, value: str,
                call: "Call") -> bool | None:
         if key != "host_pattern":

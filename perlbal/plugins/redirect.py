@@ -43,6 +43,10 @@ def _build(args: PluginArgs) -> RedirectHost:
 
 class Redirect(Plugin):
     name = "Redirect"
+
+    def decide(self, svc: Service, request: "Request") -> "HookDecision | None":
+        """The start_http_request decision (routing.run_request_hooks; explain runs it too)."""
+        return decide(svc, request)
     commands = (
         SyntaxExtension(
             keyword="redirect",

@@ -267,6 +267,7 @@ async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
         # Redirect, MaxContentLength, NotModified) run in perlbal.routing, shared
         # with explain; the other hooks fire from the role handlers
         result = dispatch(runtime.graph, svc, Request(ctx.head, ctx.peer_ip, observed_ip(ctx)),
+                          plugins=runtime.interp.plugins.find,
                           run_hooks=HOOKS_ENFORCED)
         if isinstance(result, Respond):
             if result.headers:  # e.g. Redirect's Location: Perl's send_full_response

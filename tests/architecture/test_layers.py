@@ -31,3 +31,41 @@ def test_the_runtime_never_parses_configuration_text() -> None:
     runtime = [m for m in edges if m.startswith("perlbal.runtime")]
     offenders = {m: _reaches(edges, m, "perlbal.grammar") for m in runtime}
     assert {m: r for m, r in offenders.items() if r} == {}
+
+
+def test_a_misspelt_hook_is_refused_when_the_plugin_is_added() -> None:
+    import pytest
+
+    from perlbal.plugins import Plugin, PluginRegistry
+
+    class Typo(Plugin):
+        name = "Typo"
+
+        def start_proxy_requst(self, hook: object) -> bool:
+            return False
+
+    with pytest.raises(ValueError, match="did you mean 'start_proxy_request'"):
+        PluginRegistry().add(Typo())
+
+
+def test_a_third_party_decide_takes_part_in_routing_and_explain() -> None:
+    from perlbal.graph import Service
+    from perlbal.http.connection import parse_request_head
+    from perlbal.routing import HookDecision, Request, Respond, dispatch
+
+    class Gate:
+        def decide(self, svc: Service, request: Request) -> HookDecision | None:
+            if request.head.target.startswith("/closed"):
+                return HookDecision(respond=True, status=403, message="gate shut",
+                                    plugin="Gate", reason="closed path")
+            return None
+
+    svc = Service("web", role="web_server", plugin_order=["Gate"])
+    head = parse_request_head(b"GET /closed HTTP/1.0\r\n\r\n")
+    from perlbal.graph import Graph
+
+    graph = Graph()
+    graph.services["web"] = svc
+    result = dispatch(graph, svc, Request(head, "127.0.0.1"), run_hooks=True,
+                      plugins={"Gate": Gate()}.get)
+    assert isinstance(result, Respond) and result.status == 403
