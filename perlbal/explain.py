@@ -28,6 +28,7 @@ from perlbal import balance
 from perlbal.docroot import request_as_served, resolve
 from perlbal.graph import Graph, Pool, Service
 from perlbal.http import HttpError, parse_request_head
+from perlbal.routing import management_refusal
 from perlbal.routing import (
     HOOKS_ENFORCED, Dispatched, Request, Respond, Step, Trace, dispatch, selector_plugin,
 )
@@ -225,11 +226,6 @@ def explain(graph: Graph, args: ExplainArgs,
     steps.append(Step("listener", listener.listen or "", "accept",
                       f"{why}: service '{listener.name}' (role {listener.role})",
                       f"service {listener.name}"))
-    if listener.role == "management" and args.method not in ("GET", "HEAD", "POST"):
-        steps.append(Step("management", listener.name, "console",
-                          "not GET/HEAD/POST: the connection becomes a line console"))
-        return Explanation(request=request_info, listener=listener.name, steps=steps,
-                           outcome=Outcome(kind="console", service=listener.name))
     try:
         head = parse_request_head(_head_bytes(args, url_host, target))
     except HttpError as exc:
@@ -277,6 +273,11 @@ def _end(graph: Graph, where: Dispatched, steps: Trace, peer_ip: str = "",
         return Outcome(kind="proxy", service=svc.name, pool=pool.name, nodes=nodes,
                        balance=pool.balance_method, node=node)
     if role == "management":
+        refusal = management_refusal(svc, where.head)  # (the server's own rule)
+        if refusal is not None:
+            steps.append(Step("management", svc.name, "refuse", refusal[1]))
+            return Outcome(kind="status", status=refusal[0], message=refusal[1],
+                           service=svc.name)
         page = where.head.target.split("?", 1)[0]
         ok = page in ("/", "/json")
         steps.append(Step("management", svc.name, "page" if ok else "404",

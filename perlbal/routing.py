@@ -52,6 +52,8 @@ of the call; an answer always carries a status and Perl's message.
 
 from __future__ import annotations
 
+import ipaddress
+
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
@@ -276,6 +278,38 @@ def route(graph: Graph, selector: Service, head: RequestHead,
         return Route(default)
     _note(trace, "default", selector.name, "error", "no rule matched and no default_service")
     return RouteError(404, NO_VPATH)
+
+
+# --- the management port's HTTP side -------------------------------------------------
+
+_MANAGEMENT_METHODS = ("GET", "HEAD", "POST")
+
+
+def management_refusal(svc: Service, head: RequestHead) -> tuple[int, str] | None:
+    """Why the management HTTP side will not answer this request, if it won't.
+
+    A browser can be made to send anything to 127.0.0.1 by a page whose name
+    rebinds there; what it cannot forge is the Host it names.  So only a Host
+    that is the listener's own address (or localhost), or one listed in
+    ``allowed_hosts``, is answered, and only GET/HEAD/POST (the web UI's).
+    """
+    if head.method not in _MANAGEMENT_METHODS:
+        return 405, "the management web UI answers GET, HEAD and POST only"
+    host = (head.get("Host") or "").strip().lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    if not name:
+        return None  # HTTP/1.0 without Host: no browser sends that
+    allowed = svc.params.get("allowed_hosts")
+    if isinstance(allowed, list) and name in (entry.lower() for entry in allowed):
+        return None
+    if name == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return 403, "Host not allowed: add it to this service's allowed_hosts"
+    return None  # an address literal: the page's origin is that address, not a name
 
 
 # --- plugin start_http_request hooks --------------------------------------------------

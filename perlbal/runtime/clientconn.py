@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import ipaddress
 import logging
 import re
 import time
@@ -37,7 +36,7 @@ import anyio
 
 from perlbal.graph import Service
 from perlbal.http import ClientSide, HttpError, Limits, simple_response
-from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch
+from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch, management_refusal
 from perlbal.runtime.accesslog import finish as finish_request
 from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
 from perlbal.runtime.netstream import FastStream
@@ -49,7 +48,6 @@ log = logging.getLogger("perlbal.runtime")
 
 # an HTTP/1.x request line (RFC 9112 section 3), bare LF allowed
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?\n")
-_MANAGEMENT_METHODS = ("GET", "HEAD", "POST")
 _CORE_ROLES = (None, "reverse_proxy", "web_server", "management", "selector")
 
 
@@ -227,33 +225,6 @@ def _limits_of(max_head_size: int) -> Limits:
     return Limits(max_head_size=max_head_size)
 
 
-def _management_refusal(ctx: RequestContext) -> tuple[int, str] | None:
-    """Why the management HTTP side will not answer this request, if it won't.
-
-    A browser can be made to send anything to 127.0.0.1 by a page whose name
-    rebinds there; what it cannot forge is the Host it names.  So only a Host
-    that is the listener's own address (or localhost), or one listed in
-    ``allowed_hosts``, is answered, and only GET/HEAD/POST (the web UI's).
-    """
-    if ctx.head.method not in _MANAGEMENT_METHODS:
-        return 405, "the management web UI answers GET, HEAD and POST only"
-    host = (ctx.head.get("Host") or "").strip().lower()
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]")
-    if not name:
-        return None  # HTTP/1.0 without Host: no browser sends that
-    allowed = ctx.service.params.get("allowed_hosts")
-    if isinstance(allowed, list) and name in (entry.lower() for entry in allowed):
-        return None
-    if name == "localhost":
-        return None
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return 403, "Host not allowed: add it to this service's allowed_hosts"
-    return None  # an address literal: the page's origin is that address, not a name
-
-
 def observed_ip(ctx: RequestContext) -> str | None:
     """Perl's observed_ip_string: the first X-Forwarded-For address, when the
     peer is a trusted upstream proxy of the service (AccessControl, Throttle)."""
@@ -280,7 +251,7 @@ async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
         svc = ctx.service = result.service
         selected = svc is not ctx.listener_service
         if svc.role == "management" and not selected:
-            refusal = _management_refusal(ctx)
+            refusal = management_refusal(svc, ctx.head)
             if refusal is not None:
                 await ctx.send_simple(refusal[0], refusal[1], keep_alive=False)
                 return False

@@ -124,7 +124,7 @@ _trusted = trust.trusted
 
 
 def _high_priority(svc: Service, ctx: RequestContext) -> bool:
-    """Perl's request_backend_connection cookie rule, quirks included.
+    r"""Perl's request_backend_connection cookie rule, quirks included.
 
     Cookies are split on ``;\s+`` and each piece on its last ``=`` (``/(.*)=(.*)/``),
     both sides URL-decoded; the request is high priority when the named cookie's

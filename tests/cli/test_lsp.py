@@ -29,6 +29,7 @@ CREATE SERVICE web
   SET pool = app
   SET persist_clinet = on
   SET buf
+  SET buffer_size = 64k
 ENABLE web
 """
 
@@ -124,8 +125,9 @@ def test_completion_hover_definition_symbols(client: Client) -> None:
     assert "docroot" not in labels  # a web_server parameter, not a reverse_proxy's
     values = client.request("textDocument/completion", _at(6, 13))["items"]
     assert [v["label"] for v in values] == ["app"]  # pools the file creates
-    hover = client.request("textDocument/hover", _at(5, 8))
-    assert "listen" in hover["contents"]["value"]
+    hover = client.request("textDocument/hover", _at(9, 8))
+    text = hover["contents"]["value"]
+    assert "buffer_size" in text and "default '256k'" in text and "live" in text
     where = client.request("textDocument/definition", _at(6, 14))
     assert where["range"]["start"]["line"] == 0  # SET pool = app -> CREATE POOL app
     symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": URI}})

@@ -99,8 +99,11 @@ def test_not_modified_needs_the_header() -> None:
 def test_listener_choice(graph: Graph) -> None:
     mgmt = _explain(graph, "http://127.0.0.1:60000/json").outcome
     assert (mgmt.kind, mgmt.service) == ("management", "mgmt")
-    assert _explain(graph, "--listen", "127.0.0.1:60000", "-X", "STATS",
-                    "http://x/").outcome.kind == "console"
+    # an HTTP request line never becomes console input (DNS rebinding): 405, as served
+    refused = _explain(graph, "--listen", "127.0.0.1:60000", "-X", "STATS", "http://x/").outcome
+    assert (refused.kind, refused.status) == ("status", 405)
+    foreign = _explain(graph, "--listen", "127.0.0.1:60000", "http://evil.example/").outcome
+    assert (foreign.kind, foreign.status) == ("status", 403)
     nothing = _explain(graph, "--listen", "127.0.0.1:9", "http://x/").outcome
     assert nothing.kind == "unreachable"
 
