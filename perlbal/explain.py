@@ -28,6 +28,7 @@ from perlbal import balance
 from perlbal.docroot import request_as_served, resolve
 from perlbal.graph import Graph, Pool, Service
 from perlbal.http import HttpError, parse_request_head
+from perlbal.http.upgrade import wants_upgrade
 from perlbal.routing import management_refusal
 from perlbal.routing import (
     HOOKS_ENFORCED, Dispatched, Request, Respond, Step, Trace, dispatch, selector_plugin,
@@ -226,6 +227,11 @@ def explain(graph: Graph, args: ExplainArgs,
     steps.append(Step("listener", listener.listen or "", "accept",
                       f"{why}: service '{listener.name}' (role {listener.role})",
                       f"service {listener.name}"))
+    if listener.get("proxy_protocol"):
+        steps.append(Step("listener", listener.name, "proxy_protocol",
+                          "the connection must start with a PROXY protocol header from a "
+                          "trusted upstream proxy; the client address it names stands for "
+                          "the client (--from)"))
     try:
         head = parse_request_head(_head_bytes(args, url_host, target))
     except HttpError as exc:
@@ -263,6 +269,18 @@ def _end(graph: Graph, where: Dispatched, steps: Trace, peer_ip: str = "",
             return Outcome(kind="status", status=503, service=svc.name)
         nodes = [n.ipport for n in pool.nodes]
         queue = " (low-priority queue)" if where.queue_low else ""
+        if wants_upgrade(where.head) and svc.get("allow_upgrade"):
+            steps.append(Step("upgrade", svc.name, "relay",
+                              f"Upgrade: {where.head.get('Upgrade')} goes to the backend as "
+                              "HTTP/1.1; a 101 reply turns the connection into a two-way "
+                              "tunnel (allow_upgrade)"))
+        dns_name = pool.get("dns_name")
+        if not nodes and isinstance(dns_name, str) and dns_name:
+            steps.append(Step("pool", pool.name, "choose",
+                              f"nodes come from DNS ({dns_name}), resolved at run time; "
+                              f"{pool.balance_method} then picks one{queue}"))
+            return Outcome(kind="proxy", service=svc.name, pool=pool.name, nodes=[],
+                           balance=pool.balance_method)
         if not nodes:
             steps.append(Step("pool", pool.name, "error", "no nodes" +
                               (f" (nodefile {pool.nodefile})" if pool.nodefile else "")))

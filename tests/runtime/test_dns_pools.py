@@ -175,3 +175,25 @@ def test_check_knows_dns_pools_and_proxy_protocol_trust(tmp_path: "object") -> N
     messages = [d.message for d in check_paths([str(conf)]).warnings]
     assert not [m for m in messages if "no nodes" in m]  # DNS will give them
     assert [m for m in messages if "trusts no peer" in m]
+
+
+def test_explain_names_dns_pools_upgrades_and_proxy_protocol(tmp_path: "object") -> None:
+    from pathlib import Path
+
+    from perlbal.dryrun import load_graph
+    from perlbal.explain import ExplainArgs, explain, render_text
+
+    conf = Path(str(tmp_path)) / "site.conf"
+    conf.write_text("CREATE POOL app\n  SET app.dns_name = _http._tcp.app.example\n"
+                    "CREATE SERVICE web\n  SET role = reverse_proxy\n  SET listen = 127.0.0.1:8080\n"
+                    "  SET pool = app\n  SET proxy_protocol = on\n"
+                    "  SET trusted_upstream_proxies = 127.0.0.1/32\nENABLE web\n")
+    graph, errors = load_graph(str(conf))
+    assert errors == []
+    exp = explain(graph, ExplainArgs(url="http://127.0.0.1:8080/chat", headers=[
+        "Connection: Upgrade", "Upgrade: websocket"]))
+    text = "\n".join(render_text(exp))
+    assert exp.outcome.kind == "proxy" and exp.outcome.pool == "app"
+    assert "nodes come from DNS (_http._tcp.app.example)" in text
+    assert "Upgrade: websocket goes to the backend" in text
+    assert "PROXY protocol header" in text
