@@ -604,7 +604,9 @@ class BackendManager:
                 conn = None
         finally:
             st.pending.pop(ipport, None)
-        if conn is not None and not self.runtime.draining:
+        if conn is not None and (not self.runtime.draining or st.waiting):
+            # (while draining too, when a request already waits for it: a graceful
+            # shutdown finishes what it accepted, and that request was accepted)
             self.register_boredom(svc, conn)
         elif conn is not None:
             self._forget(conn)

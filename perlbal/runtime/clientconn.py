@@ -84,6 +84,8 @@ def handler_for(role: str | None) -> Handler | None:
 async def _receive(stream: FastStream, timeout: float | None = None) -> bytes:
     try:
         return await stream.receive(RECV_SIZE, timeout=timeout)
+    except TimeoutError:
+        raise  # (an OSError too, but the caller decides what silence means)
     except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         return b""
 

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 import time
+from typing import Callable
 
 from perlbal.graph import Service
 from perlbal.http.proxyproto import ProxyHeader, ProxyProtocolError, parse
@@ -52,8 +53,11 @@ async def _readable(sock: socket.socket, timeout: float | None) -> None:
         loop.remove_reader(sock.fileno())
 
 
-async def read_header(sock: socket.socket, svc: Service, peer_ip: str) -> ProxyHeader:
-    """The PROXY header of a connection to ``svc``, consumed from ``sock``."""
+async def read_header(sock: socket.socket, svc: Service, peer_ip: str,
+                      draining: Callable[[], bool] = lambda: False) -> ProxyHeader:
+    """The PROXY header of a connection to ``svc``, consumed from ``sock``.
+    Gives up (ProxyRefused) once ``draining()`` says a graceful shutdown began:
+    a connection that has not even sent its header has nothing in flight."""
     if not trusted(svc, peer_ip):
         log.warning("service %s: PROXY protocol from %s refused: not a trusted upstream proxy "
                     "(trusted_upstream_proxies)", svc.name, peer_ip)
@@ -64,7 +68,14 @@ async def read_header(sock: socket.socket, svc: Service, peer_ip: str) -> ProxyH
     try:
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            await _readable(sock, left)
+            try:  # (a second at a time: a graceful shutdown must not wait on it)
+                await _readable(sock, min(left, 1.0) if left is not None else 1.0)
+            except TimeoutError:
+                if draining():
+                    raise ProxyRefused from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue
             data = sock.recv(_PEEK, socket.MSG_PEEK)
             if not data:
                 # connect and close: a balancer's plain TCP health check, not worth a line

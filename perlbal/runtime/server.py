@@ -624,7 +624,7 @@ class Runtime:
             if svc is not None and svc.get("proxy_protocol", False):
                 try:  # before TLS and HTTP: the balancer's header (runtime/proxyproto.py)
                     proxied = (await proxyproto.read_header(
-                        sock, svc, str(sock.getpeername()[0]))).client
+                        sock, svc, str(sock.getpeername()[0]), lambda: self.draining)).client
                 except proxyproto.ProxyRefused:
                     return
             if tls is not None:

@@ -314,3 +314,12 @@ ENABLE web
     assert got.stdout in (b"200", b"201", b"204"), got.stdout
     assert (docroot / "stored.bin").read_bytes() == data
     assert elapsed < 0.9  # curl waits 1 s for a 100 that never comes
+
+
+def test_a_client_may_wait_before_its_first_request(stack: Stack) -> None:
+    """Silence before the first head is bounded by idle_timeout, not by the
+    one-second wake-ups that let a graceful shutdown close such connections."""
+    with socket.create_connection(("127.0.0.1", stack.logged), timeout=10) as sock:
+        time.sleep(2.5)
+        sock.sendall(b"GET /late HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.0 200")
