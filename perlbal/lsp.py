@@ -97,7 +97,7 @@ def _server() -> Any:
     def code_actions(params: t.CodeActionParams) -> list[t.CodeAction]:
         actions = []
         for diag in params.context.diagnostics:
-            for hint in f._HINT.findall(diag.message):
+            for hint in f.did_you_mean_fixes(diag.message):
                 actions.append(t.CodeAction(
                     title=f"Change to '{hint}'", kind=t.CodeActionKind.QuickFix,
                     diagnostics=[diag], edit=t.WorkspaceEdit(changes={

@@ -111,7 +111,7 @@ def diagnostics(text: str, path_hint: str = "perlbal.conf") -> list[Finding]:
         column = max(diag.column - 1, 0)
         word = _WORD.match(source, column)
         end = word.end() if word else len(source.rstrip())
-        hints = _HINT.findall(diag.message)
+        hints = did_you_mean_fixes(diag.message)
         for quoted in re.findall(r"'([^']+)'", diag.message):
             at = source.lower().find(quoted.lower()) if hints and quoted not in hints else -1
             if at >= 0:  # point at the word the hint would replace
@@ -122,9 +122,9 @@ def diagnostics(text: str, path_hint: str = "perlbal.conf") -> list[Finding]:
     return out
 
 
-def did_you_mean_fixes(text: str, finding: Finding) -> list[str]:
-    """Replacements for the word a finding points at (check's hints)."""
-    return _HINT.findall(finding.message)
+def did_you_mean_fixes(message: str) -> list[str]:
+    """Replacements for the word a diagnostic points at (check's hints)."""
+    return _HINT.findall(message)
 
 
 def _block_at(text: str, line: int) -> Symbol | None:

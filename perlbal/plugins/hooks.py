@@ -61,7 +61,7 @@ __all__ = [
     "ProxyReadRequest", "PutWriteout", "ReturnToBase",
     "ReproxyFhFinished", "StartFileReproxy", "StartHttpRequest", "StartProxyRequest",
     "StartSendFile", "StartServeRequest", "StartWebRequest", "StaticGetPoststatFileMissing",
-    "StaticGetPoststatPreSend", "adopt", "fire", "fire_backend",
+    "StaticGetPoststatPreSend", "fire", "fire_backend",
 ]
 
 
@@ -477,12 +477,6 @@ async def fire_backend(hook: BackendHook, registry: "PluginRegistry | None") -> 
     if not hook.service.plugin_order or registry is None:
         return False
     return await runner_for(registry).run(hook.service, hook)
-
-
-async def adopt(ctx: "RequestView", svc: Service) -> bool:
-    """Perl's ``$svc->adopt_base_client``: hand the request to ``svc``'s role
-    handler (LazyCDN's fallback); returns the handler's keep-alive verdict."""
-    return await ctx.adopt(svc)
 
 
 def hook_table() -> list[tuple[str, str, str, str]]:

@@ -227,19 +227,13 @@ def _limits_of(max_head_size: int) -> Limits:
     return Limits(max_head_size=max_head_size)
 
 
-def observed_ip(ctx: RequestContext) -> str | None:
-    """Perl's observed_ip_string: the first X-Forwarded-For address, when the
-    peer is a trusted upstream proxy of the service (AccessControl, Throttle)."""
-    return ctx.observed_ip()
-
-
 async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
     svc = ctx.service
     try:
         # selectors and the decide() start_http_request hooks (AccessControl,
         # Redirect, MaxContentLength, NotModified) run in perlbal.routing, shared
         # with explain; the other hooks fire from the role handlers
-        result = dispatch(runtime.graph, svc, Request(ctx.head, ctx.peer_ip, observed_ip(ctx)),
+        result = dispatch(runtime.graph, svc, Request(ctx.head, ctx.peer_ip, ctx.observed_ip()),
                           plugins=runtime.interp.plugins.find,
                           run_hooks=HOOKS_ENFORCED)
         if isinstance(result, Respond):

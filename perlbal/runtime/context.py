@@ -291,6 +291,14 @@ class RequestContext:
         self.response_started = True
         if self.status < 200:  # the final head (an interim 100 Continue is passed over)
             self._note_head(data)
+        await self._write(data, more)
+
+    async def _send_continue(self) -> None:
+        """The interim ``100 Continue``: not the response (``response_started``
+        stays False, so a handler may still answer, e.g. 503 for no backend)."""
+        await self._write(CONTINUE, False)
+
+    async def _write(self, data: bytes, more: bool) -> None:
         stream = self.stream
         if isinstance(stream, FastStream):
             timeout = self.service.params.get("idle_timeout", 30)
@@ -298,17 +306,6 @@ class RequestContext:
                               else None, more=more)
         else:
             await stream.send(data)
-
-    async def _send_continue(self) -> None:
-        """The interim ``100 Continue``: not the response (``response_started``
-        stays False, so a handler may still answer, e.g. 503 for no backend)."""
-        stream = self.stream
-        if isinstance(stream, FastStream):
-            timeout = self.service.params.get("idle_timeout", 30)
-            await stream.send(CONTINUE, timeout=timeout if isinstance(timeout, int)
-                              and timeout > 0 else None)
-        else:
-            await stream.send(CONTINUE)
 
     def _note_head(self, data: bytes) -> None:
         if (data[:5] == b"HTTP/" and data[12:13] in (b" ", b"\r") and data[9:12].isdigit()

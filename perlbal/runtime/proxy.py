@@ -60,7 +60,7 @@ from perlbal.graph import Pool, Service
 from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived,
                                    EndProxyRequest, MakeHighPriority, MakeLowPriority,
                                    ModifyResponseHeaders, PrependBody, StartHttpRequest,
-                                   ProxyReadRequest, StartProxyRequest, adopt, fire)
+                                   ProxyReadRequest, StartProxyRequest, fire)
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
 from perlbal.runtime.netstream import FastStream, PeerGone
 from perlbal.http.fields import UnsafeField, render_fields
@@ -119,8 +119,6 @@ class _ErrorRetry(Exception):
     """enable_error_retries: the backend answered 500 to a GET/HEAD; ask another one."""
 
 
-#: (the trusted-upstream test lives in runtime/trust.py; this name stays for callers)
-_trusted = trust.trusted
 
 
 def _high_priority(svc: Service, ctx: RequestContext) -> bool:
@@ -154,12 +152,12 @@ def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
     rules = svc.headers
     if _upgrading(ctx):  # (perlbal.http.upgrade) HTTP/1.1, Upgrade kept
         return backend_upgrade_head(
-            head, client_ip=ctx.peer_ip, trusted=_trusted(svc, ctx.peer_ip),
+            head, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
             blind_proxy=bool(svc.params.get("blind_proxy", False)),
             enable_reproxy=bool(svc.params.get("enable_reproxy", False)),
             remove=rules.remove, insert=rules.insert)
     headers = backend_request_headers(
-        head.headers, client_ip=ctx.peer_ip, trusted=_trusted(svc, ctx.peer_ip),
+        head.headers, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
         blind_proxy=bool(svc.params.get("blind_proxy", False)),
         persist_backend=bool(svc.params.get("persist_backend", False)),
         enable_reproxy=bool(svc.params.get("enable_reproxy", False)),
@@ -550,7 +548,7 @@ async def _reproxy_service(runtime: "Runtime", ctx: RequestContext, name: str) -
     if ctx.head.chunked or (ctx.head.content_length or 0) > 0:
         _log_fault(ctx, None, f"X-REPROXY-SERVICE {name} for a request with a body", 502)
         return await _fail(ctx, 502)
-    return await adopt(ctx, target)
+    return await ctx.adopt(target)
 
 
 def _proxy_header(ctx: RequestContext, pool: Pool | None, conn: BackendConn) -> bytes:

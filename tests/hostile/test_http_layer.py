@@ -23,6 +23,7 @@ import pytest
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.digest_backend import BareLFBackend, payload, serve_wsgiref
+from tests.hostile.conftest import raw_exchange
 from tests.support.ports import free_ports
 from tests.support.rawhttp import request
 from tests.support.scripted_backend import Script, _send
@@ -100,18 +101,7 @@ def test_curl_uploads_arrive_whole(stack: Stack, tmp_path: Path, size: int, serv
 
 
 def _raw(port: int, data: bytes, timeout: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        out = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
+    return raw_exchange(port, data, timeout=timeout)
 
 
 @pytest.mark.parametrize("service", ["plain", "buffered"])

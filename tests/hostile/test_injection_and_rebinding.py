@@ -27,6 +27,7 @@ from perlbal.http.responses import render_head
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.digest_backend import serve_wsgiref
+from tests.hostile.conftest import raw_exchange
 from tests.support.ports import free_ports
 from tests.support.rawhttp import request
 from tests.support.scripted_backend import OK, Script, _send
@@ -36,15 +37,7 @@ SMUGGLE = (b"GET /v.flv?start=1%0d%0aConnection:%20keep-alive%0d%0a%0d%0aGET%20/
 
 
 def _raw(port: int, data: bytes, timeout: float = 5) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        out = b""
-        try:
-            while chunk := sock.recv(65536):
-                out += chunk
-        except (socket.timeout, ConnectionResetError):
-            pass
-    return out
+    return raw_exchange(port, data, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
