@@ -71,9 +71,20 @@ class Effects(Protocol):
 
     def stats(self) -> queries.LiveStats: ...
 
+    #: a running server owns its process: process-wide settings (rlimits, nice,
+    #: log level) are applied; check, explain and tests running dry only warn
+    owns_process: bool
+
+
+#: what ``Interpreter.run`` tells its line observers: the raw line, where it
+#: came from, the target an implicit SET/VHOST named *before* it ran, and the reply
+LineObserver = Callable[[str, str, "str | None", "Reply"], None]
+
 
 class DryEffects:
     """Effects for check/explain: nothing is bound; address clashes are found."""
+
+    owns_process = False
 
     def __init__(self) -> None:
         self.bound: dict[str, str] = {}  # normalised listen address -> service
@@ -186,11 +197,14 @@ class Interpreter:
         self.run_started = False
         # process-wide settings (rlimits, nice) are applied only by a real server,
         # never by check/explain/tests running the interpreter dry
-        self.owns_process = not isinstance(self.effects, DryEffects)
+        self.owns_process = self.effects.owns_process
         self.xs_enabled = {"headers": False}
         # perlbal check: run every line, and watch each one with its reply
         self.keep_going = False
         self.observer: Callable[[ast.Node, Reply], None] | None = None
+        #: called after every ``run`` (console lines, SIGHUP reload steps): SERVER
+        #: workers > 1 passes what worker 0 ran on to the other workers this way
+        self.line_observers: list[LineObserver] = []
 
     # --- entry points ---------------------------------------------------------
 
@@ -201,7 +215,13 @@ class Interpreter:
     def run(self, raw: str, ctx: CommandContext, *, file: str = "<console>",
             line: int = 1) -> Reply:
         node = self.parser.parse_line(raw, file=file, line=line)
-        return self.execute(node, ctx)
+        if not self.line_observers:
+            return self.execute(node, ctx)
+        implied = ctx.last_created  # what an implicit SET / VHOST refers to
+        reply = self.execute(node, ctx)
+        for observe in self.line_observers:
+            observe(raw, file, implied, reply)
+        return reply
 
     def execute(self, node: ast.Node, ctx: CommandContext) -> Reply:
         call = Call(node, ctx)

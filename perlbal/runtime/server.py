@@ -82,6 +82,8 @@ class _Listener:
 class Runtime:
     """Effects for a live server; create, attach an interpreter, then ``await serve()``."""
 
+    owns_process = True  # (Effects) rlimits, nice, log level are this process's
+
     def __init__(self) -> None:
         self._interp: Interpreter | None = None
         self.live = RuntimeStats()
@@ -358,14 +360,9 @@ class Runtime:
         lst.sock = sock
 
     def _forward_console_commands(self) -> None:
-        interp = self.interp
-        run = interp.run
         children = self._children
 
-        def run_and_forward(raw: str, ctx: CommandContext, *, file: str = "<console>",
-                            line: int = 1) -> Reply:
-            implied = ctx.last_created  # what an implicit SET / VHOST refers to
-            reply = run(raw, ctx, file=file, line=line)
+        def forward(raw: str, file: str, implied: str | None, reply: Reply) -> None:
             # console commands and SIGHUP reload steps reach every worker
             if reply.ok and (file == "<console>" or file.startswith("<reload")) and raw.strip():
                 data = raw.strip().encode("utf-8", "replace") + b"\n"
@@ -377,9 +374,8 @@ class Runtime:
                         os.write(fd, data)
                     except OSError:
                         pass
-            return reply
 
-        setattr(interp, "run", run_and_forward)
+        self.interp.line_observers.append(forward)
 
     async def _follow_commands(self, fd: int) -> None:
         """Worker > 0: run what worker 0's console ran; end with worker 0."""
