@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from perlbal import PERL_COMPAT_VERSION
-from perlbal import queries
+from perlbal import nodefile, queries
 from perlbal.graph import Graph, Pool, Service
 from perlbal.grammar import ast
 from perlbal.grammar.parser import PERL_HELP, Parser
@@ -403,7 +403,7 @@ class Interpreter:
         assert isinstance(value, str)
         pool.nodefile = value
         pool.nodefile_mtime = 0.0
-        queries.load_nodefile(pool, self.env)
+        nodefile.load(pool)
         return call.ok()
 
     def _set_plugins(self, svc: Service, raw: str, call: Call) -> bool:

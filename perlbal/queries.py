@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from perlbal import PERL_COMPAT_VERSION
 from perlbal.balance import PoolView
-from perlbal.graph import Node, Pool, Service
+from perlbal.graph import Pool, Service
 from perlbal.grammar import ast
-from perlbal.params import REGISTRY, CheckEnv, Kind, Param, ParamError, ParamValue
+from perlbal.params import REGISTRY, Kind, Param, ParamError, ParamValue
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -530,37 +530,3 @@ def perl_only(keyword: str, call: "Call") -> bool:
     what = _PERL_ONLY.get(keyword, "is specific to the Perl implementation")
     return call.err(f"'{keyword}' {what}; it has no meaning in this implementation "
                     "(try 'socks', 'states' or the web UI)")
-
-
-# --- pools' node files ---------------------------------------------------------------------
-
-
-_NODE_RE = re.compile(r"(\d+\.\d+\.\d+\.\d+)(?::(\d+))?")
-
-
-def parse_nodefile(text: str) -> list[Node]:
-    found: list[Node] = []
-    for line in re.split(r"\r?\n", text):
-        line = line.split("#", 1)[0]
-        m = _NODE_RE.search(line)
-        if m:
-            found.append(Node(m.group(1), int(m.group(2) or 80)))
-    return found
-
-
-def load_nodefile(pool: Pool, env: CheckEnv) -> bool:
-    """(Re)read a pool's node file if it changed; True when the nodes were replaced."""
-    path = pool.nodefile
-    if not path:
-        return False
-    try:
-        mtime = os.stat(path).st_mtime
-        if mtime == pool.nodefile_mtime:
-            return False
-        with open(path, encoding="latin-1") as fh:
-            text = fh.read()
-    except OSError:
-        return False
-    pool.nodefile_mtime = mtime
-    pool.replace_nodes(parse_nodefile(text))
-    return True

@@ -23,7 +23,7 @@ register_boredom / get_client):
   a reply that will not keep the connection open fails it, and that node is
   then not verified for 60 s (Perl's %NoVerify);
 - ``max_backend_uses`` (0: no limit) closes a connection after that many
-  requests; a node's nodefile is re-read when older than 3 s.
+  requests; a node's nodefile is re-read when older than 3 s (``perlbal.nodefile``).
 
 Beyond Perl, ``balance_method`` (``perlbal.balance``; docs/balancing.md):
 with ``random`` (Perl's) all of the above holds as it is.  With any other
@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup
 
-from perlbal import balance, queries
+from perlbal import balance, nodefile
 from perlbal.graph import Node, Pool, Service
 from perlbal.http import BackendProtocolError, BackendSide, backend_keep_alive
 from perlbal.plugins.hooks import BackendReadableVerify, BackendWriteVerify, fire_backend
@@ -69,7 +69,6 @@ log = logging.getLogger("perlbal.runtime")
 
 CONNECT_TIMEOUT = 5.0
 DEAD_NODE_SECONDS = 1.0
-NODEFILE_RELOAD_FREQ = 3.0
 NOVERIFY_SECONDS = 60.0
 VERIFY_TIMEOUT = 15.0  # Perl: "shouldn't still be connecting/verifying ~15 seconds after create"
 SPARE_MAX_AGE = 5.0  # Perl: a connect-ahead spare never used is closed after 5 s ("too_old_bored")
@@ -154,18 +153,6 @@ class BackendManager:
         return st
 
     # --- nodes ------------------------------------------------------------------
-
-    def _refresh_nodefile(self, pool: Pool) -> None:
-        if not pool.nodefile:
-            return
-        now = time.time()
-        if now - pool.nodefile_checked < NODEFILE_RELOAD_FREQ:
-            return
-        pool.nodefile_checked = now
-        try:
-            queries.load_nodefile(pool, self.runtime.interp.env)
-        except Exception:  # a vanished or unreadable nodefile keeps the old nodes
-            pass
 
     def _pool(self, svc: Service) -> Pool | None:
         return self.runtime.graph.pools.get(svc.pool_name or "")
@@ -484,7 +471,7 @@ class BackendManager:
         pool = self._pool(svc)
         if tg is None or pool is None:
             return
-        self._refresh_nodefile(pool)
+        nodefile.refresh(pool)
         st = self.state(svc.name)
         now = time.monotonic()
         waiting = st.waiting

@@ -56,6 +56,7 @@ from perlbal.http import (
 )
 from anyio.abc import SocketAttribute
 
+from perlbal import nodefile
 from perlbal.graph import Pool, Service
 from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived,
                                    EndProxyRequest, MakeHighPriority, MakeLowPriority,
@@ -271,7 +272,7 @@ async def _proxy(ctx: RequestContext) -> bool:
     head = ctx.head
     if pool is None:
         return await ctx.send_simple(503)
-    runtime.backends._refresh_nodefile(pool)
+    nodefile.refresh(pool)
     if not pool.nodes:  # Perl would queue the client forever; we answer at once
         return await ctx.send_simple(503)
     # A body the backend can be sent again (retry on a stale idle connection).

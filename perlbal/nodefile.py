@@ -1,0 +1,66 @@
+"""A pool's node file (``SET nodefile``): Perl's Pool::_load_nodefile.
+
+One address a line (``ip[:port]``, port 80 when none; ``#`` starts a
+comment; other text on the line is ignored, as Perl's regex does).  The
+interpreter reads it when the parameter is set; the runtime reads it again
+before it opens backend connections, when the file changed and was last
+looked at more than ``RELOAD_FREQ`` seconds ago.  A vanished or unreadable
+file keeps the nodes already known.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from perlbal.graph import Node, Pool
+
+__all__ = ["RELOAD_FREQ", "parse", "load", "refresh"]
+
+#: Perl's NODEFILE_RELOAD_FREQ: seconds between two looks at a node file
+RELOAD_FREQ = 3.0
+
+_NODE_RE = re.compile(r"(\d+\.\d+\.\d+\.\d+)(?::(\d+))?")
+
+
+def parse(text: str) -> list[Node]:
+    found: list[Node] = []
+    for line in re.split(r"\r?\n", text):
+        line = line.split("#", 1)[0]
+        m = _NODE_RE.search(line)
+        if m:
+            found.append(Node(m.group(1), int(m.group(2) or 80)))
+    return found
+
+
+def load(pool: Pool) -> bool:
+    """(Re)read a pool's node file if it changed; True when the nodes were replaced."""
+    path = pool.nodefile
+    if not path:
+        return False
+    try:
+        mtime = os.stat(path).st_mtime
+        if mtime == pool.nodefile_mtime:
+            return False
+        with open(path, encoding="latin-1") as fh:
+            text = fh.read()
+    except OSError:
+        return False
+    pool.nodefile_mtime = mtime
+    pool.replace_nodes(parse(text))
+    return True
+
+
+def refresh(pool: Pool) -> None:
+    """The runtime's look before connecting: at most once per ``RELOAD_FREQ``."""
+    if not pool.nodefile:
+        return
+    now = time.time()
+    if now - pool.nodefile_checked < RELOAD_FREQ:
+        return
+    pool.nodefile_checked = now
+    try:
+        load(pool)
+    except Exception:  # a vanished or unreadable nodefile keeps the old nodes
+        pass
