@@ -17,27 +17,17 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import PERSIST, proxy_config
 from tests.support.ports import LOOPBACK, free_ports
 
-CONF = """
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET persist_client = on
-SET persist_backend = on
-SET backend_persist_cache = 50
-ENABLE proxy
-"""
+EXTRA = (*PERSIST, "SET backend_persist_cache = 50")
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)")
 def test_clients_leaving_a_queue_under_load_log_nothing() -> None:
     (port,) = free_ports(1)
     with Backend("slow", delay=0.05) as backend:
-        with PyPerlbal(CONF.format(backend=backend.address, port=port)) as server:
+        with PyPerlbal(proxy_config(port, [backend], extra=EXTRA)) as server:
             done = subprocess.run(
                 ["wrk", "-t2", "-c500", "-d3s", "--timeout", "2s", f"http://{LOOPBACK}:{port}/"],
                 capture_output=True, text=True, timeout=30)

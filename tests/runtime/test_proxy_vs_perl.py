@@ -13,24 +13,16 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, ReceivedRequest
+from tests.support.configs import serve_proxy
 from tests.support.perl_perlbal import PerlPerlbal
-from tests.support.ports import free_ports
 from tests.support.rawhttp import HTTPConnection
 
-CONF = """
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET persist_client = {persist_client}
-SET persist_backend = {persist_backend}
-SET always_trusted = {trusted}
-HEADER proxy insert X-Added: 1
-HEADER proxy remove X-Secret
-ENABLE proxy
-"""
+
+def _settings(persist_client: str, persist_backend: str, trusted: str) -> list[str]:
+    return [f"SET persist_client = {persist_client}", f"SET persist_backend = {persist_backend}",
+            f"SET always_trusted = {trusted}", "HEADER proxy insert X-Added: 1",
+            "HEADER proxy remove X-Secret"]
+
 
 REQUESTS: list[tuple[str, str, list[tuple[str, str]], bytes]] = [
     ("GET", "/a?b=c", [("Host", "example.com"), ("X-Forwarded-For", "10.1.1.1"),
@@ -44,12 +36,10 @@ Starter = Callable[[str], AbstractContextManager[object]]
 
 
 def _exchange(start: Starter, **settings: str) -> tuple[list[object], list[ReceivedRequest]]:
-    (port,) = free_ports(1)
     seen: list[object] = []
     with Backend("b") as backend:
-        conf = CONF.format(backend=backend.address, port=port, **settings)
-        with start(conf):
-            with HTTPConnection(port) as conn:
+        with serve_proxy([backend], extra=_settings(**settings), start=start) as px:
+            with HTTPConnection(px.port) as conn:
                 for method, path, headers, body in REQUESTS:
                     resp = conn.request(method, path, headers, body)
                     strip = {"x-backend-conn", "x-backend-req"}

@@ -14,19 +14,9 @@ from typing import Callable
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, ReceivedRequest
+from tests.support.configs import serve_proxy
 from tests.support.perl_perlbal import PerlPerlbal, requires_perl_perlbal
-from tests.support.ports import free_ports
 from tests.support.rawhttp import request
-
-CONF = """
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-ENABLE proxy
-"""
 
 CLIENT_HEADERS = [
     ("Host", "app.example"),
@@ -39,10 +29,9 @@ CLIENT_HEADERS = [
 
 
 def _backend_saw(start: Callable[[str], AbstractContextManager[object]]) -> ReceivedRequest:
-    (port,) = free_ports(1)
     with Backend("b") as backend:
-        with start(CONF.format(backend=backend.address, port=port)):
-            resp = request(port, "POST", "/x", CLIENT_HEADERS, body=b"hello", timeout=20)
+        with serve_proxy([backend], start=start) as px:
+            resp = request(px.port, "POST", "/x", CLIENT_HEADERS, body=b"hello", timeout=20)
             assert resp.status == 200
         (seen,) = backend.requests()
     return seen

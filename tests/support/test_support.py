@@ -8,10 +8,21 @@ from pathlib import Path
 import pytest
 
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import (
+    PERSIST,
+    management,
+    pool,
+    proxy_config,
+    proxy_service,
+    serve_proxy,
+    service,
+    web_config,
+)
 from tests.support.perl_perlbal import (
     ConsoleClosed,
     PerlPerlbal,
     PerlPerlbalError,
+    management_config,
     requires_perl_perlbal,
     run_config_file,
 )
@@ -119,3 +130,59 @@ def test_perl_perlbal_startup_failure_is_reported() -> None:
     run = run_config_file("CREATE POOL p\nSET p.balance_method = nope\n")
     assert run.status != 0 and run.startup_failed
     assert run.stdout == ["ERROR: Unknown balance method"]
+
+
+def test_config_builders_write_the_scaffolding_perl_writes() -> None:
+    with Backend(name="b") as be:
+        text = proxy_config(8080, [be, 9001, "10.0.0.1:80"], extra=PERSIST,
+                            pool_extra=["SET balance_method = random"], mgmt_port=8081,
+                            load=["vhosts"], server=["crash_backtrace = 1"])
+        assert text == (
+            "SERVER crash_backtrace = 1\nLOAD vhosts\n"
+            f"CREATE POOL p\n  POOL p ADD {be.address}\n  POOL p ADD 127.0.0.1:9001\n"
+            "  POOL p ADD 10.0.0.1:80\n  SET balance_method = random\n"
+            "CREATE SERVICE proxy\n  SET role = reverse_proxy\n  SET listen = 127.0.0.1:8080\n"
+            "  SET pool = p\n  SET persist_client = on\n  SET persist_backend = on\n"
+            "ENABLE proxy\n"
+            "CREATE SERVICE mgmt\n  SET role = management\n  SET listen = 127.0.0.1:8081\n"
+            "ENABLE mgmt\n")
+    assert web_config("0.0.0.0:80", "/srv", extra=["SET dirindexing = on"]) == (
+        "CREATE SERVICE web\n  SET role = web_server\n  SET listen = 0.0.0.0:80\n"
+        "  SET docroot = /srv\n  SET dirindexing = on\nENABLE web\n")
+    assert proxy_service("inner", None, "q") == (
+        "CREATE SERVICE inner\n  SET role = reverse_proxy\n  SET pool = q\nENABLE inner\n")
+    assert service("s", "selector", listen=1, extra=["VHOST s * = inner"], enable=False) == (
+        "CREATE SERVICE s\n  SET role = selector\n  SET listen = 127.0.0.1:1\n"
+        "  VHOST s * = inner\n")
+    assert pool("empty") == "CREATE POOL empty\n"
+    assert management(5) == management_config(5)
+
+
+def test_config_builders_pass_our_check(tmp_path: Path) -> None:
+    from perlbal.check import check_paths
+
+    conf = tmp_path / "site.conf"
+    conf.write_text(proxy_config(free_port(), [1], extra=PERSIST, load=["vhosts"])
+                    + web_config(free_port(), tmp_path, service="files")
+                    + pool("q", [2]) + proxy_service("inner", None, "q")
+                    + service("sel", "selector", listen=free_port(),
+                              extra=["SET plugins = vhosts", "VHOST sel * = inner"])
+                    + management(free_port()))
+    result = check_paths([str(conf)])
+    assert result.errors == [], result.errors
+
+
+@pytest.mark.parametrize("perl", [False, pytest.param(True, marks=requires_perl_perlbal)])
+def test_serve_proxy_starts_either_server_on_the_built_config(perl: bool) -> None:
+    with Backend(name="b1") as be:
+        with serve_proxy([be], extra=PERSIST, mgmt=True,
+                         start=PerlPerlbal if perl else None) as px:
+            assert px.config == proxy_config(px.port, [be], extra=PERSIST,
+                                             mgmt_port=px.mgmt_port)
+            with HTTPConnection(px.port) as conn:
+                first = conn.request("GET", "/a")
+                second = conn.request("GET", "/b")
+            assert (first.status, second.status) == (200, 200)
+            assert first.header("X-Backend-Name") == "b1"
+            assert second.header("X-Backend-Conn") == first.header("X-Backend-Conn")
+            assert px.mgmt_port is not None and port_accepts(px.mgmt_port)
