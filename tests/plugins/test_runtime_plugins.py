@@ -12,6 +12,10 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,7 @@ from perlbal.plugins.hooks import EndProxyRequest, HookRunner, StartWebRequest
 from tests.plugins.imagecodec import decode_gif, make_gif
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import serve_proxy
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -71,6 +76,7 @@ CREATE SERVICE web
   SET docroot = {root}
   SET plugins = Failing, Greeting, Palimg
   SET greeting_text = hi there
+  SET greeting_path = /__hello
   SET persist_client = on
 ENABLE web
 CREATE SERVICE px
@@ -133,6 +139,66 @@ def test_example_plugin_hooks_and_command(server: Any) -> None:
     with console(LOOPBACK, ports[4]) as con:
         lines = con.command("greetings")
     assert lines[-1] == "." and lines[0].startswith("greeted ")
+    hello = request(ports[0], "GET", "/__hello?x=1", [("Host", "t")])  # decide() answers
+    assert (hello.status, hello.body) == (200, b"hi there\n")
+    assert hello.header("X-Greeting") is None  # answered before the web server's hooks
+
+
+def _explain(config: Path, site: Path, url: str) -> dict[str, Any]:
+    """``perlbal explain --format json`` in a process that has the example installed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(ROOT), str(site), str(EXAMPLE_SRC))))
+    done = subprocess.run([sys.executable, "-m", "perlbal.cli", "explain", "-c", str(config),
+                           "--format", "json", url], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_example_plugin_decides_on_a_live_proxy_and_in_explain(plugin_site: Path) -> None:
+    """The example's decide() answers GET <greeting_path> on a reverse proxy, in the
+    running server over a socket and in ``perlbal explain``, which agree; other
+    requests pass it and go to the backend through its typed hooks."""
+    greeting = ["SET plugins = Greeting", "SET greeting_text = hi proxy",
+                "SET greeting_path = /__hello"]
+
+    def ours(text: str) -> PyPerlbal:
+        return PyPerlbal(text, extra_pythonpath=(str(plugin_site), str(EXAMPLE_SRC)))
+
+    with Backend("b") as backend, serve_proxy([backend], load=["Greeting"], extra=greeting,
+                                              start=ours) as px:
+        hello = request(px.port, "GET", "/__hello", [("Host", "t")])
+        assert (hello.status, hello.body) == (200, b"hi proxy\n")
+        assert hello.header("Content-Type") == "text/plain"
+        assert backend.requests() == []  # decided before any backend was asked
+        passed = request(px.port, "GET", "/x", [("Host", "t")])
+        assert passed.status == 200 and passed.header("X-Backend-Name") == "b"
+        assert passed.header("X-Greeting") == "hi proxy"  # modify_response_headers
+        assert passed.header("X-Greeting-Via") == "proxy"  # scratch from start_proxy_request
+        (seen,) = backend.requests()
+        assert seen.header("X-Greeted-Peer") == "127.0.0.1"  # view.peer_ip
+
+        config = plugin_site.parent / "greeting.conf"
+        config.write_text(px.config)
+        answered = _explain(config, plugin_site, f"http://127.0.0.1:{px.port}/__hello")
+        outcome = answered["outcome"]
+        assert (outcome["status"], outcome["by"], outcome["service"]) == (
+            hello.status, "Greeting", "proxy")
+        hook = [s for s in answered["steps"] if s["kind"] == "hook"]
+        assert hook == [{"kind": "hook", "subject": "Greeting on proxy", "decision": "respond",
+                         "reason": "greeting_path = /__hello",
+                         "rule": "greeting_path proxy"}]
+        proxied = _explain(config, plugin_site, f"http://127.0.0.1:{px.port}/x")
+        assert proxied["outcome"]["kind"] == "proxy"
+        assert [s["decision"] for s in proxied["steps"] if s["kind"] == "hook"] == ["pass"]
+
+
+def test_example_plugin_imports_nothing_of_the_runtime() -> None:
+    for source in EXAMPLE_SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith("perlbal.runtime")], (source, names)
 
 
 @pytest.mark.parametrize("which", [0, 1])
