@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.support.configs import PERSIST, pool, proxy_config, proxy_service
 from tests.support.pyserver import PyPerlbal
 from tests.support.scripted_backend import OK, Script, _reset, _send
 from tests.support.ports import free_ports
@@ -24,18 +25,8 @@ def proxy_for() -> Iterator[Callable[[Script], int]]:
 
     def start(script: Script) -> int:
         (port,) = free_ports(1)
-        server = PyPerlbal(f"""
-CREATE POOL p
-POOL p ADD 127.0.0.1:{script.port}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET persist_client = on
-SET persist_backend = on
-SET backend_response_timeout = 3
-ENABLE proxy
-""")
+        server = PyPerlbal(proxy_config(port, [script.port], extra=(
+            *PERSIST, "SET backend_response_timeout = 3")))
         server.start()
         started.append((script, server))
         return port
@@ -122,23 +113,9 @@ def test_each_fault_is_logged_once_with_enough_to_find_it() -> None:
     dead = free_ports(1)[0]  # nothing listens: the node is down for the whole test
     script = Script([_send(b"NOT HTTP AT ALL\r\n\r\n", close=True)])
     port, port2 = free_ports(2)
-    server = PyPerlbal(f"""
-CREATE POOL broken
-POOL broken ADD 127.0.0.1:{script.port}
-CREATE POOL down
-POOL down ADD 127.0.0.1:{dead}
-CREATE SERVICE garbage
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = broken
-ENABLE garbage
-CREATE SERVICE gone
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port2}
-SET pool = down
-SET idle_timeout = 2
-ENABLE gone
-""")
+    server = PyPerlbal(pool("broken", [script.port]) + pool("down", [dead])
+                       + proxy_service("garbage", port, "broken")
+                       + proxy_service("gone", port2, "down", extra=["SET idle_timeout = 2"]))
     try:
         with server:
             assert request(port, "GET", "/bad?x=1", [("Host", "x")]).status == 502

@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import PERSIST, pool, proxy_config, proxy_service
 from tests.support.digest_backend import BareLFBackend, payload, serve_wsgiref
 from tests.hostile.conftest import raw_exchange
 from tests.support.ports import free_ports
@@ -45,29 +46,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     spool = tmp_path_factory.mktemp("spool")
     plain, buffered, bare, logged = free_ports(4)
     with serve_wsgiref() as wsgi, BareLFBackend() as bare_backend, Backend(name="b") as backend:
-        def proxy(name: str, port: int, pool: str, extra: str = "") -> str:
-            return f"""
-CREATE SERVICE {name}
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = {pool}
-  SET persist_client = on
-  SET persist_backend = on
-{extra}
-ENABLE {name}
-"""
-        config = f"""
-CREATE POOL p_wsgi
-  POOL p_wsgi ADD 127.0.0.1:{wsgi}
-CREATE POOL p_bare
-  POOL p_bare ADD 127.0.0.1:{bare_backend.port}
-CREATE POOL p_logged
-  POOL p_logged ADD {backend.address}
-""" + proxy("plain", plain, "p_wsgi") + proxy(
-            "buffered", buffered, "p_wsgi",
-            f"  SET buffer_uploads = on\n  SET buffer_uploads_path = {spool}\n"
-            "  SET buffer_backend_connect = 50000") + proxy(
-            "bare", bare, "p_bare") + proxy("logged", logged, "p_logged")
+        buffering = ("SET buffer_uploads = on", f"SET buffer_uploads_path = {spool}",
+                     "SET buffer_backend_connect = 50000")
+        config = (pool("p_wsgi", [wsgi]) + pool("p_bare", [bare_backend.port])
+                  + pool("p_logged", [backend])
+                  + proxy_service("plain", plain, "p_wsgi", extra=PERSIST)
+                  + proxy_service("buffered", buffered, "p_wsgi", extra=(*PERSIST, *buffering))
+                  + proxy_service("bare", bare, "p_bare", extra=PERSIST)
+                  + proxy_service("logged", logged, "p_logged", extra=PERSIST))
         with PyPerlbal(config) as server:
             yield Stack(plain, buffered, bare, logged, bare_backend, backend, server)
 
@@ -175,15 +161,7 @@ def test_chunked_reply_cut_short_is_not_passed_off_as_whole() -> None:
            b"400\r\n" + b"x" * 1024 + b"\r\n")
     script = Script([_send(cut, close=True), _send(cut, close=True)])
     (port,) = free_ports(1)
-    config = f"""
-CREATE POOL p
-  POOL p ADD 127.0.0.1:{script.port}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = p
-ENABLE proxy
-"""
+    config = proxy_config(port, [script.port])
     try:
         with PyPerlbal(config):
             got = _curl(f"http://127.0.0.1:{port}/cut")
@@ -209,16 +187,7 @@ def _stall_after(data: bytes) -> "object":
 def test_idle_timeout_bounds_a_silent_backend(name: str, sent: bytes, expect: int | None) -> None:
     script = Script([_stall_after(sent)])  # type: ignore[list-item]
     (port,) = free_ports(1)
-    config = f"""
-CREATE POOL p
-  POOL p ADD 127.0.0.1:{script.port}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = p
-  SET idle_timeout = 3
-ENABLE proxy
-"""
+    config = proxy_config(port, [script.port], extra=["SET idle_timeout = 3"])
     try:
         with PyPerlbal(config):
             started = time.monotonic()
@@ -238,17 +207,8 @@ def test_trickled_request_body_is_cut() -> None:
     grace of client_body_min_rate (Perl restarts its timer at every byte)."""
     with Backend(name="t") as backend:
         (port,) = free_ports(1)
-        config = f"""
-CREATE POOL p
-  POOL p ADD {backend.address}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = p
-  SET idle_timeout = 3
-  SET buffer_backend_connect = 0
-ENABLE proxy
-"""
+        config = proxy_config(port, [backend], extra=["SET idle_timeout = 3",
+                                                      "SET buffer_backend_connect = 0"])
         with PyPerlbal(config):
             with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
                 sock.sendall(b"POST /t HTTP/1.0\r\nContent-Length: 100\r\n\r\n")

@@ -26,6 +26,7 @@ from perlbal.http.proxyheaders import backend_request_line
 from perlbal.http.responses import render_head
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import PERSIST, proxy_config
 from tests.support.digest_backend import serve_wsgiref
 from tests.hostile.conftest import raw_exchange
 from tests.support.ports import free_ports
@@ -44,18 +45,8 @@ def _raw(port: int, data: bytes, timeout: float = 5) -> bytes:
 def flv() -> Iterator[tuple[int, Backend, PyPerlbal]]:
     (port,) = free_ports(1)
     with Backend(name="flv") as backend:
-        config = f"""
-LOAD FlvStreaming
-CREATE POOL p
-  POOL p ADD {backend.address}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = p
-  SET persist_backend = on
-  SET plugins = FlvStreaming
-ENABLE proxy
-"""
+        config = proxy_config(port, [backend], load=["FlvStreaming"],
+                              extra=["SET persist_backend = on", "SET plugins = FlvStreaming"])
         with PyPerlbal(config) as server:
             yield port, backend, server
 
@@ -110,17 +101,7 @@ def _late_reply(conn: socket.socket) -> None:
 def test_idle_backend_with_unread_bytes_is_never_reused() -> None:
     script = Script([_late_reply, _send(OK), _send(OK)])
     (port,) = free_ports(1)
-    config = f"""
-CREATE POOL p
-  POOL p ADD 127.0.0.1:{script.port}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = p
-  SET persist_backend = on
-  SET persist_client = on
-ENABLE proxy
-"""
+    config = proxy_config(port, [script.port], extra=PERSIST)
     try:
         with PyPerlbal(config):
             assert request(port, "GET", "/first", [("Host", "x")]).body == b"ok"
@@ -187,15 +168,7 @@ def _rss_kib(pid: int) -> int:
 def test_withheld_chunked_body_is_not_held_in_memory(tmp_path: os.PathLike[str]) -> None:
     with serve_wsgiref() as wsgi:
         (port,) = free_ports(1)
-        config = f"""
-CREATE POOL p
-  POOL p ADD 127.0.0.1:{wsgi}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = p
-ENABLE proxy
-"""
+        config = proxy_config(port, [wsgi])
         with PyPerlbal(config) as server:
             assert server.proc is not None
             before = _rss_kib(server.proc.pid)

@@ -28,6 +28,7 @@ import pytest
 from tests.hostile.conftest import Hostile, raw_exchange, status_of
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
 
@@ -110,11 +111,8 @@ def test_spool_files_are_private_when_no_path_is_set(tmp_path: Path,
     tmpdir.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmpdir))  # where the server's mkdtemp goes
     port, = free_ports(1)
-    with Backend(name="b") as backend, PyPerlbal(
-            f"CREATE POOL p\n  POOL p ADD {backend.address}\nCREATE SERVICE proxy\n"
-            f"  SET role = reverse_proxy\n  SET listen = {LOOPBACK}:{port}\n  SET pool = p\n"
-            f"  SET buffer_uploads = on\n  SET buffer_upload_threshold_size = 1\n"
-            f"ENABLE proxy\n"):
+    with Backend(name="b") as backend, PyPerlbal(proxy_config(port, [backend], extra=[
+            "SET buffer_uploads = on", "SET buffer_upload_threshold_size = 1"])):
         with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
             sock.sendall(b"POST /up HTTP/1.0\r\nContent-Length: 2000\r\n\r\n" + b"x" * 1000)
             deadline = time.monotonic() + 5
