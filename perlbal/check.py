@@ -304,7 +304,7 @@ class Checker:
             for rule in svc.extra.get("vpaths") or []:
                 if isinstance(rule, (list, tuple)) and len(rule) == 2:
                     targets.add(str(rule[1]))
-            default = svc.params.get("default_service")
+            default = svc.tunables.default_service
             if isinstance(default, str):
                 targets.add(default)
         listening = [s for s in graph.services.values() if s.enabled and
@@ -316,8 +316,10 @@ class Checker:
                 "no enabled service listens: Perl Perlbal stops with 'No services or "
                 "management port configured.  Nothing to do.  Stopping.'"))
         for name, svc in graph.services.items():
-            node = self.where.get(name, ast.Blank(file=self.result.files[0] if self.result.files
-                                                  else "<config>", line=1))
+            node = self.where.get(name)
+            if node is None:
+                node = ast.Blank.model_construct(
+                    file=self.result.files[0] if self.result.files else "<config>", line=1)
             if svc.enabled and not svc.listen and name not in targets and \
                     svc.role != "upload_tracker":
                 self.add(node, "warning", f"service '{name}' is enabled but has no listen "
@@ -327,11 +329,11 @@ class Checker:
                 if pool is None:
                     self.add(node, "warning", f"reverse_proxy '{name}' has no pool: every "
                              "request will get 503")
-                elif not pool.nodes and not pool.nodefile and not pool.get("dns_name"):
+                elif not pool.nodes and not pool.nodefile and not pool.tunables.dns_name:
                     self.add(node, "warning", f"pool '{pool.name}' of service '{name}' has "
                              "no nodes: requests get 503 until nodes are added")
-            if svc.params.get("proxy_protocol") and not svc.params.get("always_trusted") \
-                    and not svc.params.get("trusted_upstream_proxies"):
+            if svc.tunables.proxy_protocol and not svc.tunables.always_trusted \
+                    and not svc.tunables.trusted_upstream_proxies:
                 self.add(node, "warning", f"service '{name}' expects PROXY protocol headers "
                          "but trusts no peer to send them (trusted_upstream_proxies): every "
                          "connection will be refused")

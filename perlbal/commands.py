@@ -134,13 +134,13 @@ def _h_header(it: Interpreter, node: ast.Node, call: Call) -> bool:
 
 def ssl_enable_error(svc: Service, is_file: Callable[[str], bool]) -> str | None:
     """Service.pm enable with enable_ssl: the files must exist (key first, Perl's words)."""
-    key = str(svc.get("ssl_key_file") or "")
-    cert = str(svc.get("ssl_cert_file") or "")
+    key = str(svc.tunables.ssl_key_file or "")
+    cert = str(svc.tunables.ssl_cert_file or "")
     if not is_file(key):
         return f"SSL key file ({key}) doesn't exist"
     if not is_file(cert):
         return f"SSL cert file ({cert}) doesn't exist"
-    for _host, sni_cert, sni_key in parse_sni_certs(svc.get("ssl_sni_certs")):
+    for _host, sni_cert, sni_key in parse_sni_certs(svc.tunables.ssl_sni_certs):
         if sni_key is not None and not is_file(sni_key):
             return f"SSL key file ({sni_key}) doesn't exist"
         if not is_file(sni_cert):
@@ -156,7 +156,7 @@ def _h_enable(it: Interpreter, node: ast.Node, call: Call) -> bool:
     if node.verb == "enable":
         if svc.enabled:
             return call.err(f"service {svc.name} is already enabled")
-        if svc.listen is not None and svc.get("enable_ssl"):
+        if svc.listen is not None and svc.tunables.enable_ssl:
             missing = ssl_enable_error(svc, it.env.is_file)
             if missing is not None and it.owns_process:
                 return call.err(missing)

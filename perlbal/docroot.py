@@ -152,12 +152,12 @@ def resolve(svc: Service, head: RequestHead, mime: dict[str, str],
 
     ``uri``: the decoded path to serve instead of ``durl(head.target)`` (a
     plugin's start_serve_request rewrote it: Palimg, AutoRemoveLeadingDir)."""
-    docroot = svc.get("docroot")
+    docroot = svc.tunables.docroot
     root = docroot if isinstance(docroot, str) and docroot else None
     if head.method in ("GET", "HEAD"):
         return _get(svc, head, root, mime, uri)
     if head.method == "PUT":
-        if not svc.get("enable_put"):
+        if not svc.tunables.enable_put:
             return _refuse(403, None, "PUT is not enabled (enable_put)")
         if root is None:
             return _refuse(500, "Docroot unconfigured", "no docroot set")
@@ -167,7 +167,7 @@ def resolve(svc: Service, head: RequestHead, mime: dict[str, str],
         return FileVerdict("put", 200, path=f"{root}/{m.group(1) or ''}/{m.group(2)}".replace(
             "//", "/"), uri=head.target, notes=["the body would be written atomically"])
     if head.method == "DELETE":
-        if not svc.get("enable_delete"):
+        if not svc.tunables.enable_delete:
             return _refuse(403, None, "DELETE is not enabled (enable_delete)")
         if root is None:
             return _refuse(500, "Docroot unconfigured", "no docroot set")
@@ -202,7 +202,7 @@ def _get(svc: Service, head: RequestHead, root: str | None,
         return FileVerdict("refuse", 403, "Forbidden", path=path, uri=uri,
                            notes=[f"{path} resolves outside docroot"])
     if stat.S_ISDIR(st.st_mode):
-        index_files = svc.get("index_files") or []
+        index_files = svc.tunables.index_files or []
         tried: list[str] = []
         for name in index_files if isinstance(index_files, list) else []:
             candidate = f"{root}{uri}/{name}"
@@ -214,7 +214,7 @@ def _get(svc: Service, head: RequestHead, root: str | None,
                     f"index file '{name}' exists"]
                 return verdict
             tried.append(f"index file '{name}' is not there")
-        if not svc.get("dirindexing"):
+        if not svc.tunables.dirindexing:
             return FileVerdict("listing_disabled", 200, "Directory listing disabled", path=path,
                                uri=uri, notes=[f"{uri} is a directory"] + tried +
                                ["dirindexing is off"])
@@ -270,7 +270,7 @@ def _concat(svc: Service, head: RequestHead, root: str | None, uri: str,
     if root is None:
         return _refuse(500, "Docroot unconfigured", "no docroot set")
     files = listing.split(",")
-    if not svc.get("enable_concatenate_get"):
+    if not svc.tunables.enable_concatenate_get:
         return _refuse(403, "Multiple file serving isn't enabled", "enable_concatenate_get off")
     if len(files) > 100:
         return _refuse(403, "Too many files requested", "more than 100 files")

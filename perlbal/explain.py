@@ -227,7 +227,7 @@ def explain(graph: Graph, args: ExplainArgs,
     steps.append(Step("listener", listener.listen or "", "accept",
                       f"{why}: service '{listener.name}' (role {listener.role})",
                       f"service {listener.name}"))
-    if listener.get("proxy_protocol"):
+    if listener.tunables.proxy_protocol:
         steps.append(Step("listener", listener.name, "proxy_protocol",
                           "the connection must start with a PROXY protocol header from a "
                           "trusted upstream proxy; the client address it names stands for "
@@ -269,13 +269,13 @@ def _end(graph: Graph, where: Dispatched, steps: Trace, peer_ip: str = "",
             return Outcome(kind="status", status=503, service=svc.name)
         nodes = [n.ipport for n in pool.nodes]
         queue = " (low-priority queue)" if where.queue_low else ""
-        if wants_upgrade(where.head) and svc.get("allow_upgrade"):
+        if wants_upgrade(where.head) and svc.tunables.allow_upgrade:
             steps.append(Step("upgrade", svc.name, "relay",
                               f"Upgrade: {where.head.get('Upgrade')} goes to the backend as "
                               "HTTP/1.1; a 101 reply turns the connection into a two-way "
                               "tunnel (allow_upgrade)"))
-        dns_name = pool.get("dns_name")
-        if not nodes and isinstance(dns_name, str) and dns_name:
+        dns_name = pool.tunables.dns_name
+        if not nodes and dns_name:
             steps.append(Step("pool", pool.name, "choose",
                               f"nodes come from DNS ({dns_name}), resolved at run time; "
                               f"{pool.balance_method} then picks one{queue}"))
@@ -306,7 +306,7 @@ def _end(graph: Graph, where: Dispatched, steps: Trace, peer_ip: str = "",
     verdict = resolve(svc, request_as_served(svc, where.head), graph.mime)
     for note in verdict.notes:
         steps.append(Step("file", svc.name, verdict.kind, note))
-    docroot = str(svc.get("docroot") or "")
+    docroot = str(svc.tunables.docroot or "")
     rel = verdict.path[len(docroot):] if verdict.path and verdict.path.startswith(docroot) \
         else verdict.uri
     if rel is not None:
@@ -327,7 +327,7 @@ def _choose(pool: Pool, where: Dispatched, peer_ip: str,
     nodes = [n.ipport for n in pool.nodes]
     view = pool_view(pool) if pool_view is not None else balance.PoolView()
     method = pool.balance_method
-    key_spec = str(pool.get("hash_key"))
+    key_spec = pool.tunables.hash_key
     key = balance.request_key(key_spec, where.head, peer_ip) if method == "hash" else None
     ring = balance.HashRing.build(nodes) if method == "hash" else None
     available = view.available if view.available is not None else nodes
@@ -347,7 +347,7 @@ def rules_of(graph: Graph) -> list[str]:
             rules += [f"vhost {name} {key}" for key in (svc.extra.get("vhosts") or {})]
         if plugin == "Vpaths":
             rules += [f"vpath {name} {rule[0]}" for rule in svc.extra.get("vpaths") or []]
-            if svc.get("default_service"):
+            if svc.tunables.default_service:
                 rules.append(f"default {name}")
         if "AccessControl" in svc.plugin_order:
             cfg = svc.extra.get("access") or {"rules": []}

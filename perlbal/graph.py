@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perlbal.params import ParamValue, pool_param
+from perlbal.tunables import PoolTunables, ServerTunables, ServiceTunables
 
 
 @dataclass
@@ -45,9 +46,14 @@ class Pool:
     #: beyond Perl: pool parameters other than nodefile and balance_method
     #: (hash_key, health checks, max_fails...), coerced; unset ones take the default
     params: dict[str, ParamValue] = field(default_factory=dict)
+    #: typed reads of ``params`` (``pool.tunables.hash_key``), defaults included
+    tunables: PoolTunables = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.tunables = PoolTunables(self.params)
 
     def get(self, name: str) -> ParamValue:
-        """A pool parameter's value (its registry default when never set)."""
+        """A pool parameter by name (prefer ``tunables``)."""
         return pool_param(self.params, name)
 
     def add(self, ip: str, port: int) -> None:
@@ -85,19 +91,25 @@ class Service:
     # plugin state that is configuration (vhost maps, access rules, ...)
     extra: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
+    #: typed reads of ``params`` (``svc.tunables.buffer_size``): a misspelt name or a
+    #: value used as the wrong type is a mypy error, not a silent None
+    tunables: ServiceTunables = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.tunables = ServiceTunables(self.params)
 
     def get(self, name: str, default: ParamValue = None) -> ParamValue:
+        """A parameter by name: only for those a third-party plugin declares (the
+        generated ``tunables`` cover the registry's and the stock plugins')."""
         return self.params.get(name, default)
 
     @property
     def listen(self) -> str | None:
-        val = self.params.get("listen")
-        return val if isinstance(val, str) else None
+        return self.tunables.listen
 
     @property
     def pool_name(self) -> str | None:
-        val = self.params.get("pool")
-        return val if isinstance(val, str) else None
+        return self.tunables.pool
 
 
 @dataclass
@@ -114,6 +126,11 @@ class Graph:
     server: dict[str, str] = field(default_factory=dict)
     mime: dict[str, str] = field(default_factory=dict)
     service_autonumber: int = 0
+    #: typed reads of ``server`` (``graph.settings.max_connections``)
+    settings: ServerTunables = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.settings = ServerTunables(self.server)
 
     def dump(self) -> dict[str, Any]:
         """A stable, JSON-ready picture of the graph, for golden tests."""

@@ -153,7 +153,7 @@ def service_info(it: "Interpreter", svc: Service) -> list[str]:
             lines.append(f"    cache size: {size}/{maxsize} ({size / maxsize * 100:0.2f}%)")
             lines.append(f"    cache hits: {hits}")
             lines.append(f"cache hit rate: {rate:0.2f}%")
-        lines.append(f" connect-ahead: {stats.bored_backends}/{svc.get('connect_ahead', 0)}")
+        lines.append(f" connect-ahead: {stats.bored_backends}/{svc.tunables.connect_ahead}")
         pool = it.graph.pools.get(svc.pool_name or "")
         if pool is not None:
             lines.append(f"          pool: {pool.name}")
@@ -161,7 +161,7 @@ def service_info(it: "Interpreter", svc: Service) -> list[str]:
             for n in pool.nodes:
                 lines.append(f"                {n.ipport:<21} {pool.node_used.get(n.ipport, 0):7d}")
     elif svc.role == "web_server":
-        lines.append(f"        docroot: {svc.get('docroot') or ''}")
+        lines.append(f"        docroot: {svc.tunables.docroot or ''}")
     return lines
 
 
@@ -175,17 +175,17 @@ def pool_health_lines(pool: Pool, view: PoolView) -> list[str]:
     """``show pool NAME``'s lines after Perl's: '#' comments, so a client that
     parses Perl's ``ip:port count`` lines reads past them."""
     settings = [f"balance_method {pool.balance_method}"]
+    tunables = pool.tunables
     if pool.balance_method == "hash":
-        settings.append(f"hash_key {pool.get('hash_key')}")
-    uri = pool.get("health_check_uri")
-    if uri:
-        settings.append(f"health_check_uri {uri} every {pool.get('health_check_interval')}s "
-                        f"(rise {pool.get('health_check_rise')}, "
-                        f"fall {pool.get('health_check_fall')})")
-    max_fails = pool.get("max_fails")
-    if max_fails:
-        settings.append(f"max_fails {max_fails} ({pool.get('fail_statuses')} or a failed "
-                        f"connect), fail_timeout {pool.get('fail_timeout')}s")
+        settings.append(f"hash_key {tunables.hash_key}")
+    if tunables.health_check_uri:
+        settings.append(f"health_check_uri {tunables.health_check_uri} every "
+                        f"{tunables.health_check_interval:g}s "
+                        f"(rise {tunables.health_check_rise}, "
+                        f"fall {tunables.health_check_fall})")
+    if tunables.max_fails:
+        settings.append(f"max_fails {tunables.max_fails} ({tunables.fail_statuses} or a failed "
+                        f"connect), fail_timeout {tunables.fail_timeout:g}s")
     lines = ["# " + "; ".join(settings)]
     for n in pool.nodes:
         row = view.nodes.get(n.ipport, {})

@@ -271,7 +271,7 @@ def route(graph: Graph, selector: Service, head: RequestHead,
                           trace, selector.name)
     if result is not None:
         return result
-    default = selector.get("default_service")
+    default = selector.tunables.default_service
     if isinstance(default, str) and default in graph.services:
         _note(trace, "default", selector.name, "match", f"default_service = {default}",
               f"default {selector.name}")
@@ -300,7 +300,7 @@ def management_refusal(svc: Service, head: RequestHead) -> tuple[int, str] | Non
     name = name.strip("[]")
     if not name:
         return None  # HTTP/1.0 without Host: no browser sends that
-    allowed = svc.params.get("allowed_hosts")
+    allowed = svc.tunables.allowed_hosts
     if isinstance(allowed, list) and name in (entry.lower() for entry in allowed):
         return None
     if name == "localhost":

@@ -24,7 +24,7 @@ class AutoRemoveLeadingDir(Plugin):
     name = "AutoRemoveLeadingDir"
 
     def start_serve_request(self, hook: "StartServeRequest") -> bool:
-        docroot = hook.ctx.service.get("docroot")
+        docroot = hook.ctx.service.tunables.docroot
         m = re.search(r"/([\w-]+)/?$", docroot) if isinstance(docroot, str) else None
         if m is not None and hook.uri.startswith("/" + m.group(1)):
             hook.uri = hook.uri[len(m.group(1)) + 1:]

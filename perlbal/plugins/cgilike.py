@@ -127,8 +127,8 @@ class Cgilike(Plugin):
         if code == DECLINED:
             return False
         if code == POSTPONE_RESPONSE:
-            timeout = ctx.service.get("idle_timeout")
-            with anyio.move_on_after(timeout if isinstance(timeout, int) and timeout > 0 else 30):
+            timeout = ctx.service.tunables.idle_timeout
+            with anyio.move_on_after(timeout if timeout > 0 else 30):
                 await request.ended.wait()
             await request.flush()
             ctx.last_keep_alive = False

@@ -25,6 +25,7 @@ import anyio
 from perlbal.graph import Service
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
+from perlbal.tunables import EchoServiceTunables
 
 _LINE = re.compile(rb"^(.+?)\r?\n", re.S)
 #: longest line (bytes, without its newline) a client may send
@@ -73,8 +74,8 @@ class EchoService(Plugin):
                     buf = buf[m.end():]
                     if len(m.group(1)) > MAX_ECHO_LINE:
                         break  # over-long line: handled below
-                    delay = svc.get("echo_delay")
-                    if isinstance(delay, int) and delay > 0:
+                    delay = EchoServiceTunables(svc.params).echo_delay
+                    if delay > 0:
                         await pending.acquire()  # waits while MAX_PENDING_ECHOES are queued
                         tg.start_soon(echo_later, m.group(1), delay)
                     else:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
 from perlbal.plugins._common import PatternParam
+from perlbal.tunables import LazyCDNTunables
 
 if TYPE_CHECKING:
     from perlbal.plugins.hooks import (ConcatGetPoststatFileMissing, ConcatGetPoststatPreSend,
@@ -31,8 +32,8 @@ async def _fall_back(hook: "Hook", last_modified: float | None) -> bool:
     """Perl's LazyCDN hook: True when the request went to the fallback service."""
     from perlbal.http.digits import decimal_value  # here: check loads plugins, never serves
     ctx = hook.ctx
-    name = ctx.service.get("fallback_service")
-    fallback = ctx.service_named(name) if isinstance(name, str) else None
+    name = LazyCDNTunables(ctx.service.params).fallback_service
+    fallback = ctx.service_named(name) if name is not None else None
     if fallback is None:
         return False
     uri = ctx.head.target
@@ -42,8 +43,8 @@ async def _fall_back(hook: "Hook", last_modified: float | None) -> bool:
         # a version of more digits than any timestamp is newer than the file
         if m is None or (version is not None and version <= last_modified):
             return False
-    ping = ctx.service.get("fallback_udp_ping_addr")
-    if isinstance(ping, str) and ping:
+    ping = LazyCDNTunables(ctx.service.params).fallback_udp_ping_addr
+    if ping:
         host, _, port = ping.rpartition(":")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from perlbal.graph import Service
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
+from perlbal.tunables import MaxContentLengthTunables
 
 if TYPE_CHECKING:
     from perlbal.routing import HookDecision, Request
@@ -41,8 +42,8 @@ def decide(svc: Service, request: "Request") -> "HookDecision":
     """413 "Content too long." when Content-Length exceeds ``max_content_length``."""
     from perlbal.routing import HookDecision
 
-    limit = svc.get("max_content_length")
-    if not isinstance(limit, int) or limit <= 0:
+    limit = MaxContentLengthTunables(svc.params).max_content_length
+    if limit <= 0:
         return HookDecision("MaxContentLength", False, "max_content_length is 0: no limit")
     length = request.head.content_length
     if not length:

@@ -43,6 +43,7 @@ from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin, PluginError
 from perlbal.plugins._common import EnumParam, PatternParam, context_service
 from perlbal.plugins._memcached import MemcachedClient, MemcachedError, parse_servers
+from perlbal.tunables import ThrottleTunables
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -127,9 +128,11 @@ def _build(args: PluginArgs) -> ThrottleReload:
     return args.build(ThrottleReload, what=args.get("THROTTLE_WHAT"))
 
 
-def _file_param(svc: Service, name: str) -> str | None:
-    value = svc.params.get(name)
-    return value if isinstance(value, str) and value else None
+def _list_file(svc: Service, which: str) -> str | None:
+    """The whitelist_file or blacklist_file set on ``svc``, if any."""
+    tunables = ThrottleTunables(svc.params)
+    path = tunables.whitelist_file if which == "whitelist" else tunables.blacklist_file
+    return path or None
 
 
 class Throttle(Plugin):
@@ -152,7 +155,7 @@ class Throttle(Plugin):
     def register(self, it: "Interpreter", svc: Service) -> None:
         lists: dict[str, list[str]] = {}
         for which in ("whitelist", "blacklist"):
-            path = _file_param(svc, f"{which}_file")
+            path = _list_file(svc, which)
             if path is not None:
                 lists[which] = load_cidr_list(path)
         svc.extra["throttle_lists"] = lists
@@ -168,7 +171,7 @@ class Throttle(Plugin):
             return call.err(svc)
         what = node.what
         if what in ("whitelist", "blacklist"):
-            path = _file_param(svc, f"{what}_file")
+            path = _list_file(svc, what)
             if path is None:
                 return call.err(f"no {what} file configured")
             try:
@@ -193,7 +196,7 @@ class Throttle(Plugin):
         ctx.scratch["throttle_ip"] = ip
         now = time.time()
         action = _classify(svc, state, ip, ctx.head.target, ctx.head.method)
-        log_only = bool(svc.get("log_only"))
+        log_only = ThrottleTunables(svc.params).log_only
         if action == "deny":
             if log_only:
                 return False
@@ -201,22 +204,22 @@ class Throttle(Plugin):
             return True
         if action == "allow":
             return False
-        key = f"{svc.get('instance_name') or 'Throttle'}{ip}"
+        key = f"{ThrottleTunables(svc.params).instance_name or 'Throttle'}{ip}"
         store = _store_for(svc)
         last, violations = await store.get(key, now)
-        threshold = _int(svc, "throttle_threshold_seconds", 60)
+        threshold = ThrottleTunables(svc.params).throttle_threshold_seconds
         # the early set, as Perl's: the last request time moves on even if we stop here
         await store.set(key, now, violations, threshold)
         if last is None or now - last >= threshold:
             return False  # unseen or reformed: through at once
-        delay = min(_int(svc, "initial_delay", 3) * 2 ** violations, _int(svc, "max_delay", 300))
+        delay = min(ThrottleTunables(svc.params).initial_delay * 2 ** violations, ThrottleTunables(svc.params).max_delay)
         violations += 1
-        ban_threshold = _int(svc, "ban_threshold", 0)
+        ban_threshold = ThrottleTunables(svc.params).ban_threshold
         if ban_threshold and violations >= ban_threshold:
-            log.info("Banning %s for %ss: %s", ip, _int(svc, "ban_expiration", 60),
+            log.info("Banning %s for %ss: %s", ip, ThrottleTunables(svc.params).ban_expiration,
                      ctx.head.target)
             if not log_only:
-                state.banned[ip] = now + _int(svc, "ban_expiration", 60)
+                state.banned[ip] = now + ThrottleTunables(svc.params).ban_expiration
             ctx.last_keep_alive = False  # Perl closes the connection without an answer
             return True
         await store.set(key, now, violations, delay)
@@ -317,10 +320,10 @@ _STORES: dict[tuple[str, int], "_MemcachedStore | _LocalStore"] = {}
 def _store_for(svc: Service) -> "_MemcachedStore | _LocalStore":
     """The store of ``svc``'s memcached_servers (one client per server list and
     connection count, shared by the services naming them), else the local one."""
-    servers = svc.get("memcached_servers")
-    if not isinstance(servers, str) or not servers.strip():
+    servers = ThrottleTunables(svc.params).memcached_servers
+    if servers is None or not servers.strip():
         return _LOCAL
-    connections = _int(svc, "memcached_async_clients", 10)
+    connections = ThrottleTunables(svc.params).memcached_async_clients
     store = _STORES.get((servers, connections))
     if store is None:
         try:
@@ -338,11 +341,6 @@ def _state(svc: Service) -> _ServiceState:
     if state is None:
         state = _STATES[id(svc)] = _ServiceState()
     return state
-
-
-def _int(svc: Service, name: str, default: int) -> int:
-    value = svc.get(name)
-    return value if isinstance(value, int) else default
 
 
 def _listed(svc: Service, which: str, ip: str) -> bool:
@@ -365,15 +363,16 @@ def _classify(svc: Service, state: _ServiceState, ip: str, uri: str, method: str
         del state.banned[ip]
         log.info("Unbanning %s", ip)
     if _listed(svc, "blacklist", ip):
-        return "deny" if svc.get("blacklist_action", "deny") == "deny" else "throttle"
-    if state.concurrent.get(ip, 0) > _int(svc, "max_concurrent", 2):
+        return "deny" if ThrottleTunables(svc.params).blacklist_action == "deny" else "throttle"
+    if state.concurrent.get(ip, 0) > ThrottleTunables(svc.params).max_concurrent:
         return "deny"
-    path_regex, method_regex = svc.get("path_regex"), svc.get("method_regex")
-    if isinstance(path_regex, str) and path_regex and not re.search(path_regex, uri):
+    tunables = ThrottleTunables(svc.params)
+    path_regex, method_regex = tunables.path_regex, tunables.method_regex
+    if path_regex and not re.search(path_regex, uri):
         return "allow"
-    if isinstance(method_regex, str) and method_regex and not re.search(method_regex, method):
+    if method_regex and not re.search(method_regex, method):
         return "allow"
-    return "allow" if svc.get("default_action", "throttle") == "allow" else "throttle"
+    return "allow" if tunables.default_action == "allow" else "throttle"
 
 
 PLUGIN = Throttle()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin
+from perlbal.tunables import XFFExtrasTunables
 
 if TYPE_CHECKING:
     from perlbal.plugins.hooks import BackendClientAssigned
@@ -37,12 +38,12 @@ class XFFExtras(Plugin):
 
         ctx = hook.ctx
         svc = ctx.service
-        if ctx.trusted_peer() and svc.params.get("blind_proxy"):
+        if ctx.trusted_peer() and svc.tunables.blind_proxy:
             return False
         headers = hook.headers
-        if svc.params.get("send_backend_port"):
+        if XFFExtrasTunables(svc.params).send_backend_port:
             headers = set_header(headers, "X-Forwarded-Port", str(ctx.local_port()))
-        if svc.params.get("send_backend_proto"):
+        if XFFExtrasTunables(svc.params).send_backend_proto:
             headers = set_header(headers, "X-Forwarded-Proto", "https" if ctx.is_tls() else "http")
         hook.headers[:] = headers
         return False

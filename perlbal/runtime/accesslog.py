@@ -272,14 +272,14 @@ def finish(runtime: "Runtime", ctx: RequestContext, started: float,
         live.request_done(svc.name, ctx.status, bytes_in, bytes_out)
     live.timeline.request(svc.name, ctx.status, time.time() - started)  # the web UI's graphs
     owner = svc
-    target = svc.params.get("access_log")
+    target = svc.tunables.access_log
     if not target and ctx.listener_service is not None and ctx.listener_service is not svc:
         owner = ctx.listener_service
-        target = owner.params.get("access_log")
-    if not target or not isinstance(target, str):
+        target = owner.tunables.access_log
+    if not target:
         return
     body = max(0, bytes_out - ctx.head_length) if ctx.status else 0
-    if owner.params.get("access_log_format") == "json":
+    if owner.tunables.access_log_format == "json":
         line = json_line(ctx, started, body, bytes_in)
     else:
         line = combined_line(ctx, started, body)

@@ -51,11 +51,6 @@ _REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-
 _CORE_ROLES = (None, "reverse_proxy", "web_server", "management", "selector")
 
 
-def _int_param(svc: Service, name: str, default: int) -> int:
-    value = svc.params.get(name, default)
-    return value if isinstance(value, int) else default
-
-
 async def _missing_webserver(ctx: RequestContext) -> bool:
     await ctx.send_simple(501, "web_server role is not available in this build", keep_alive=False)
     return False
@@ -117,7 +112,7 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
         svc = listener_svc
         if first and svc.role == "management":
             leftover = b""
-            with anyio.move_on_after(_int_param(svc, "idle_timeout", 30) or None):
+            with anyio.move_on_after(svc.tunables.idle_timeout or None):
                 while b"\n" not in leftover and len(leftover) < 8192:
                     data = await _receive(stream)
                     if not data:
@@ -129,7 +124,8 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
                 await console(runtime, stream, leftover)
                 return False
             http.receive_data(leftover)
-        timeout = _int_param(svc, "idle_timeout" if first else "persist_client_idle_timeout", 30)
+        timeout = (svc.tunables.idle_timeout if first
+                   else svc.tunables.persist_client_idle_timeout)
         try:
             head = http.next_head()
             deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -158,7 +154,7 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
             # every refusal here says why, on the first request or a later one
             try:
                 await stream.send(simple_response(exc.status, exc.reason,
-                                                  server_tokens=bool(svc.get("server_tokens", True))))
+                                                  server_tokens=svc.tunables.server_tokens))
             except Exception:
                 pass
             return False
@@ -218,7 +214,7 @@ async def _return_to_base(ctx: RequestContext, selector: Service, stream: FastSt
 
 
 def _limits(svc: Service) -> Limits:
-    size = svc.params.get("max_request_head_size", 16384)
+    size = svc.tunables.max_request_head_size
     return _limits_of(size if isinstance(size, int) and size > 0 else 16384)
 
 

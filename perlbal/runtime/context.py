@@ -64,9 +64,6 @@ DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
 #: The interim reply Perl writes for ``Expect: 100-continue`` (ClientProxy, ClientHTTP).
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-#: Default client_body_min_rate (bytes/s): Apache mod_reqtimeout's MinRate.
-DEFAULT_BODY_MIN_RATE = 500
-
 
 class ServerHandle(Protocol):
     """What a handler may see of the running server (``perlbal.runtime.server.Runtime``)."""
@@ -145,17 +142,16 @@ class RequestContext:
         setup_keepalive reads ``selector_svc || service``)."""
         listener = self.listener_service
         svc = listener if listener is not None and listener.role == "selector" else self.service
-        return bool(svc.get("persist_client", False)) and not self.http.must_close
+        return svc.tunables.persist_client and not self.http.must_close
 
     @property
     def idle_timeout(self) -> int:
         """What ``Keep-Alive: timeout=N`` announces (persist_client_idle_timeout)."""
-        value = self.service.get("persist_client_idle_timeout", 30)
-        return int(value) if isinstance(value, int) else 30
+        return self.service.tunables.persist_client_idle_timeout
 
     @property
     def server_tokens(self) -> bool:
-        return bool(self.service.get("server_tokens", True))
+        return self.service.tunables.server_tokens
 
     # --- what plugins may ask of the server (perlbal.plugins.view.RequestView) ----
 
@@ -219,11 +215,11 @@ class RequestContext:
         the idle timer."""
         if self._body_started is None:
             self._body_started = time.monotonic()
-        idle = self.service.params.get("idle_timeout", 30)
-        if not isinstance(idle, int) or idle <= 0:
+        idle = self.service.tunables.idle_timeout
+        if idle <= 0:
             return None
-        rate = self.service.params.get("client_body_min_rate", DEFAULT_BODY_MIN_RATE)
-        grace = self.http.body_size / rate if isinstance(rate, int) and rate > 0 else float("inf")
+        rate = self.service.tunables.client_body_min_rate
+        grace = self.http.body_size / rate if rate > 0 else float("inf")
         if grace == float("inf"):
             return time.monotonic() + idle  # per-read timeout, as Perl
         return self._body_started + idle + grace
@@ -301,9 +297,8 @@ class RequestContext:
     async def _write(self, data: bytes, more: bool) -> None:
         stream = self.stream
         if isinstance(stream, FastStream):
-            timeout = self.service.params.get("idle_timeout", 30)
-            await stream.send(data, timeout=timeout if isinstance(timeout, int) and timeout > 0
-                              else None, more=more)
+            timeout = self.service.tunables.idle_timeout
+            await stream.send(data, timeout=timeout if timeout > 0 else None, more=more)
         else:
             await stream.send(data)
 

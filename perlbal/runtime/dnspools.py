@@ -31,7 +31,6 @@ import anyio
 
 from perlbal.dnsmessage import A, AAAA, SRV, DnsError, Record, answers, query
 from perlbal.graph import Pool
-from perlbal.params import parse_seconds
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -57,8 +56,8 @@ def default_server() -> tuple[str, int]:
 
 
 def _server(pool: Pool) -> tuple[str, int]:
-    raw = pool.get("dns_server")
-    if isinstance(raw, str) and raw:
+    raw = pool.tunables.dns_server
+    if raw:
         host, _, port = raw.rpartition(":")
         return host.strip("[]"), int(port)
     return default_server()
@@ -126,8 +125,8 @@ def _apply(pool: Pool, nodes: list[tuple[str, int]]) -> tuple[int, int]:
 
 
 def _clamp(pool: Pool, ttl: int) -> float:
-    low = max(parse_seconds(pool.get("dns_refresh_min")), 0.1)
-    high = max(parse_seconds(pool.get("dns_refresh_max")), low)
+    low = max(pool.tunables.dns_refresh_min, 0.1)
+    high = max(pool.tunables.dns_refresh_max, low)
     return min(max(float(ttl), low), high)
 
 
@@ -138,8 +137,8 @@ async def run(runtime: "Runtime") -> None:
     while True:
         now = time.monotonic()
         for pool in list(runtime.graph.pools.values()):
-            name = pool.get("dns_name")
-            if not isinstance(name, str) or not name:
+            name = pool.tunables.dns_name
+            if not name:
                 due.pop(pool.name, None)
                 continue
             key = f"{pool.name}\0{name}"

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from perlbal.graph import Pool
-from perlbal.params import parse_seconds, parse_status_list
+from perlbal.params import parse_status_list
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -129,8 +129,8 @@ class HealthBook:
     def note_traffic(self, pool: Pool, ipport: str, failed: bool, what: str) -> None:
         """A request's outcome on ``ipport``: a failed connect or a counted status
         (``failed``), or another reply."""
-        max_fails = pool.get("max_fails")
-        if not isinstance(max_fails, int) or max_fails <= 0:
+        max_fails = pool.tunables.max_fails
+        if max_fails <= 0:
             return
         health = self.get(pool.name, ipport)
         if not failed:
@@ -146,7 +146,7 @@ class HealthBook:
                 health.change(f"not ejected after {max_fails} failures ({what}): "
                               "the last node in")
             return
-        timeout = parse_seconds(pool.get("fail_timeout"))
+        timeout = pool.tunables.fail_timeout
         health.ejected_until = time.monotonic() + timeout
         health.ejections += 1
         health.reason = f"{health.fails} failures, the last {what}"
@@ -159,7 +159,7 @@ class HealthBook:
     def fail_statuses(self, pool: Pool) -> frozenset[int]:
         cached = self._statuses.get(pool.name)
         if cached is None or cached[0] != pool.generation:
-            cached = (pool.generation, parse_status_list(pool.get("fail_statuses")))
+            cached = (pool.generation, parse_status_list(pool.tunables.fail_statuses))
             self._statuses[pool.name] = cached
         return cached[1]
 
@@ -173,8 +173,7 @@ class HealthBook:
             health.fall_count = 0
             if health.down:
                 health.rise_count += 1
-                rise = pool.get("health_check_rise")
-                if health.rise_count >= (rise if isinstance(rise, int) else 2):
+                if health.rise_count >= pool.tunables.health_check_rise:
                     health.down = False
                     health.reason = f"{health.rise_count} passed checks"
                     health.change(f"up: {health.reason}")
@@ -187,8 +186,7 @@ class HealthBook:
         if health.down:
             return
         health.fall_count += 1
-        fall = pool.get("health_check_fall")
-        if health.fall_count >= (fall if isinstance(fall, int) else 3):
+        if health.fall_count >= pool.tunables.health_check_fall:
             health.down = True
             health.reason = f"{health.fall_count} failed checks, the last {what}"
             health.change(f"down: {health.reason}")
@@ -202,10 +200,10 @@ class HealthBook:
             wake = now + MAX_TICK
             tg = runtime.task_group
             for pool in list(runtime.graph.pools.values()):
-                uri = pool.get("health_check_uri")
-                if not uri or not isinstance(uri, str) or pool.use_count <= 0:
+                uri = pool.tunables.health_check_uri
+                if not uri or pool.use_count <= 0:
                     continue
-                interval = max(parse_seconds(pool.get("health_check_interval")), 0.05)
+                interval = max(pool.tunables.health_check_interval, 0.05)
                 for node in list(pool.nodes):
                     health = self.get(pool.name, node.ipport)
                     if health.checking:
@@ -228,7 +226,7 @@ class HealthBook:
     async def _check(self, pool: Pool, ip: str, port: int, uri: str) -> None:
         ipport = f"{ip}:{port}"
         health = self.get(pool.name, ipport)
-        timeout = max(parse_seconds(pool.get("health_check_timeout")), 0.05)
+        timeout = max(pool.tunables.health_check_timeout, 0.05)
         try:
             passed, what = await _probe(ip, port, uri, timeout)
         finally:

@@ -133,12 +133,12 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
               file=sys.stderr, flush=True)
         return 1
     interp.run_started = True
-    server = interp.graph.server
-    problem = setup_logging(server.get("error_log"), server.get("log_level"), daemon)
+    settings = interp.graph.settings
+    problem = setup_logging(settings.error_log, settings.log_level, daemon)
     if problem:
         log.error("%s", problem)
-    runtime.live.metrics_enabled = server.get("metrics", "on") != "off"
-    user = server.get("user")
+    runtime.live.metrics_enabled = settings.metrics != "off"
+    user = settings.user
     why = drop_privileges(user, dry_run=True) if user else None
     if why is not None:
         print(f"SERVER user: {why}", file=sys.stderr, flush=True)
@@ -148,7 +148,7 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
     if detached is None:
         print("Running.", flush=True)
     # written before the workers fork, by worker 0 (the process that stays)
-    pidfile = server.get("pidfile")
+    pidfile = settings.pidfile
     if pidfile:
         why = write_pidfile(pidfile)
         if why is not None:

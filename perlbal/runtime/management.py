@@ -90,7 +90,7 @@ def _idle_timeout(runtime: "Runtime", stream: ByteStream) -> float | None:
                 and bound[0] in (local[0], "0.0.0.0", "::"):
             svc = runtime.graph.services.get(name)
             if svc is not None and svc.role == "management":
-                value = svc.get("idle_timeout", 30)
+                value = svc.tunables.idle_timeout
                 break
     if isinstance(value, bool) or not isinstance(value, int):
         return 30.0

@@ -280,7 +280,7 @@ async def _answer_from_target(runtime: "Runtime", ctx: RequestContext, mgr: Repr
 async def _relay_target(ctx: RequestContext, mgr: ReproxyManager, conn: ReproxyConn,
                         tresp: ResponseHead, side: BackendSide, first: bytes, head_bytes: bytes,
                         keep: bool, reusable: bool) -> bool:
-    limit = ctx.service.get("buffer_size_reproxy_url", 51200)
+    limit = ctx.service.tunables.buffer_size_reproxy_url
     buf = ByteBuffer(limit if isinstance(limit, int) and limit > 0 else 51200)
     framed = tresp.content_length is not None  # else the close ends it: never reusable
     whole = await relay_body(

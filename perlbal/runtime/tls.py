@@ -70,7 +70,7 @@ def _why(exc: BaseException) -> str:
 
 def _context(svc: Service, cert_file: str, key_file: str | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ciphers = str(svc.get("ssl_cipher_list") or "")
+    ciphers = str(svc.tunables.ssl_cipher_list or "")
     if ciphers:
         try:
             ctx.set_ciphers(ciphers)
@@ -81,10 +81,10 @@ def _context(svc: Service, cert_file: str, key_file: str | None) -> ssl.SSLConte
     except (OSError, ssl.SSLError) as exc:
         raise TLSConfigError(f"SSL certificate ({cert_file}) or key ({key_file or cert_file}) "
                              f"unusable: {_why(exc)}") from None
-    mode = _verify_mode(svc.get("ssl_verify_mode"))
+    mode = _verify_mode(svc.tunables.ssl_verify_mode)
     if mode is not ssl.CERT_NONE:
         ctx.verify_mode = mode
-        ca_path = svc.get("ssl_ca_path")
+        ca_path = svc.tunables.ssl_ca_path
         if isinstance(ca_path, str) and ca_path:
             _load_cas(ctx, ca_path)
         else:
@@ -106,9 +106,9 @@ def build_context(svc: Service) -> ssl.SSLContext:
     reason = ssl_enable_error(svc, os.path.isfile)
     if reason is not None:
         raise TLSConfigError(reason)
-    key = str(svc.get("ssl_key_file"))
-    default = _context(svc, str(svc.get("ssl_cert_file")), key)
-    entries = parse_sni_certs(svc.get("ssl_sni_certs"))
+    key = str(svc.tunables.ssl_key_file)
+    default = _context(svc, str(svc.tunables.ssl_cert_file), key)
+    entries = parse_sni_certs(svc.tunables.ssl_sni_certs)
     if not entries:
         return default
     by_host = [(host, _context(svc, cert, key)) for host, cert, key in entries]

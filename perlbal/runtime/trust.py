@@ -16,9 +16,9 @@ _parsed: dict[tuple[str, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Networ
 
 
 def trusted(svc: Service, peer_ip: str) -> bool:
-    if svc.params.get("always_trusted", False):
+    if svc.tunables.always_trusted:
         return True
-    nets = svc.params.get("trusted_upstream_proxies")
+    nets = svc.tunables.trusted_upstream_proxies
     if not isinstance(nets, list) or not nets:
         return False
     key = tuple(nets)

@@ -69,8 +69,8 @@ async def run_tunnel(ctx: RequestContext, backend: FastStream, side: BackendSide
     assert isinstance(client, FastStream) and side.head is not None
     await ctx.send(client_switch_head(side.head))
     ctx.status = 101  # (send() notes final heads only) for the access log and metrics
-    raw = ctx.service.params.get("idle_timeout", 30)
-    idle = float(raw) if isinstance(raw, int) and raw > 0 else None
+    raw = ctx.service.tunables.idle_timeout
+    idle = float(raw) if raw > 0 else None
     activity = _Activity()
     from_client = ctx.http.buffered
     ctx.http.start_tunnel()

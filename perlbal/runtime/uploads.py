@@ -205,7 +205,7 @@ def _remove_private_dir(pid: int, path: str) -> None:
 
 def _spool_name(ctx: RequestContext) -> str:
     svc = ctx.service
-    directory = str(svc.get("buffer_uploads_path") or "").rstrip("/") or _private_spool_dir()
+    directory = str(svc.tunables.buffer_uploads_path or "").rstrip("/") or _private_spool_dir()
     name = "-".join([svc.name, str(svc.listen or ""), "client", str(ctx.peer_port),
                      str(secrets.randbelow(0xFFFFFFFF))])
     return os.path.join(directory, name.replace("/", "_"))
@@ -267,7 +267,7 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _listeners(ctx: RequestContext) -> list[tuple[str, int]]:
-    text = ctx.service.get("upload_status_listeners") or ""
+    text = ctx.service.tunables.upload_status_listeners or ""
     out: list[tuple[str, int]] = []
     for item in str(text).split(","):
         host, _, port = item.strip().rpartition(":")

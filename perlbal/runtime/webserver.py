@@ -81,8 +81,7 @@ class _Refuse(Exception):
 
 
 def _docroot(ctx: RequestContext) -> str | None:
-    value = ctx.service.get("docroot")
-    return value if isinstance(value, str) and value else None
+    return ctx.service.tunables.docroot or None
 
 
 def _inside(root: str, path: str) -> bool:
@@ -280,10 +279,10 @@ def _put_target(ctx: RequestContext) -> tuple[str, str, str]:
 
 async def _put(ctx: RequestContext) -> bool:
     service = ctx.service
-    if not service.get("enable_put"):
+    if not service.tunables.enable_put:
         return await ctx.send_simple(403)
     head = ctx.head
-    expected_md5 = head.get("Content-MD5") if service.get("enable_md5") else None
+    expected_md5 = head.get("Content-MD5") if service.tunables.enable_md5 else None
     if not head.chunked:
         if head.content_length is None:
             # Perl reads a missing length as 0 and truncates the file to nothing;
@@ -291,8 +290,8 @@ async def _put(ctx: RequestContext) -> bool:
             return await ctx.send_simple(411, "A PUT needs a Content-Length or a chunked body.",
                                          keep_alive=False)
         length = head.content_length
-        max_put = service.get("max_put_size") or 0
-        if isinstance(max_put, int) and max_put and length > max_put:
+        max_put = service.tunables.max_put_size
+        if max_put and length > max_put:
             return await ctx.send_simple(400, f"Content-length of {length} is invalid.",
                                          keep_alive=False)
         # Perl's ClientHTTP fires handle_put here, for a PUT with a length only
@@ -300,8 +299,8 @@ async def _put(ctx: RequestContext) -> bool:
         if service.plugin_order and await fire(HandlePut(ctx)):
             return ctx.last_keep_alive
     docroot, path, filename = _put_target(ctx)
-    min_dirs = service.get("min_put_directory") or 0
-    if isinstance(min_dirs, int) and min_dirs:
+    min_dirs = service.tunables.min_put_directory
+    if min_dirs:
         elems = [e for e in path.split("/") if e]
         if len(elems) < min_dirs:
             raise _Refuse(400, "Does not meet minimum directory requirement")
@@ -402,7 +401,7 @@ def _unlink_quietly(path: str) -> None:
 
 
 async def _delete(ctx: RequestContext) -> bool:
-    if not ctx.service.get("enable_delete"):
+    if not ctx.service.tunables.enable_delete:
         return await ctx.send_simple(403)
     docroot = _docroot(ctx)
     if docroot is None:
