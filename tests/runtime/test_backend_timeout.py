@@ -10,6 +10,7 @@ import time
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import pool, proxy_service
 from tests.support.ports import free_ports
 from tests.support.rawhttp import request
 
@@ -46,23 +47,10 @@ class _Hanging:
             conn.close()
 
 
-CONF = """
-CREATE POOL hang
-POOL hang ADD 127.0.0.1:{hang}
-CREATE POOL good
-POOL good ADD {good}
-CREATE SERVICE slow
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{slow}
-SET pool = hang
-SET backend_response_timeout = 1
-ENABLE slow
-CREATE SERVICE fine
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{fine}
-SET pool = good
-ENABLE fine
-"""
+def _conf(hang: int, good: Backend, slow: int, fine: int) -> str:
+    return (pool("hang", [hang]) + pool("good", [good])
+            + proxy_service("slow", slow, "hang", extra=["SET backend_response_timeout = 1"])
+            + proxy_service("fine", fine, "good"))
 
 
 def test_hanging_backend_gets_504_in_time() -> None:
@@ -70,7 +58,7 @@ def test_hanging_backend_gets_504_in_time() -> None:
     slow, fine = free_ports(2)
     try:
         with Backend("good") as good:
-            with PyPerlbal(CONF.format(hang=hang.port, good=good.address, slow=slow, fine=fine)):
+            with PyPerlbal(_conf(hang.port, good, slow, fine)):
                 start = time.monotonic()
                 got = request(slow, "GET", "/x", [("Host", "x")], timeout=10)
                 took = time.monotonic() - start
@@ -86,7 +74,7 @@ def test_backend_hanging_mid_body_closes_the_client() -> None:
     slow, fine = free_ports(2)
     try:
         with Backend("good") as good:
-            with PyPerlbal(CONF.format(hang=hang.port, good=good.address, slow=slow, fine=fine)):
+            with PyPerlbal(_conf(hang.port, good, slow, fine)):
                 with socket.create_connection(("127.0.0.1", slow), timeout=10) as sock:
                     sock.sendall(b"GET /x HTTP/1.0\r\nHost: x\r\n\r\n")
                     data = b""

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from tests.support.backend import Backend
+from tests.support.configs import PERSIST, proxy_config
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.pyserver import PyPerlbal
@@ -22,26 +23,9 @@ from tests.support.rawhttp import HTTPConnection, request
 @contextmanager
 def _proxy(backends: list[Backend], method: str, *extra: str) -> Iterator[tuple[int, int]]:
     port, mgmt = free_ports(2)
-    adds = "\n".join(f"POOL p ADD {be.address}" for be in backends)
-    lines = "\n".join(extra)
-    config = f"""
-CREATE POOL p
-{adds}
-SET p.balance_method = {method}
-{lines}
-CREATE SERVICE svc
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{port}
-SET pool = p
-SET persist_backend = on
-SET persist_client = on
-SET backend_persist_cache = 10
-ENABLE svc
-CREATE SERVICE mgmt
-SET role = management
-SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-"""
+    config = proxy_config(port, backends, service="svc", mgmt_port=mgmt,
+                          pool_extra=[f"SET p.balance_method = {method}", *extra],
+                          extra=[*PERSIST, "SET backend_persist_cache = 10"])
     with PyPerlbal(config):
         yield port, mgmt
 

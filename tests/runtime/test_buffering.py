@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 
+from tests.support.configs import proxy_config
 from tests.support.pyserver import PyPerlbal
 from tests.support.ports import LOOPBACK, free_ports
 
@@ -62,16 +63,8 @@ def _run(buffer_size: str, watch_seconds: float) -> tuple[float | None, int]:
     """Start a proxy, read slowly for ``watch_seconds``; (backend finish delay, bytes read)."""
     backend = BigBackend()
     (port,) = free_ports(1)
-    conf = f"""
-CREATE POOL big
-POOL big ADD {LOOPBACK}:{backend.port}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{port}
-SET pool = big
-SET buffer_size = {buffer_size}
-ENABLE proxy
-"""
+    conf = proxy_config(port, [backend.port], pool="big",
+                        extra=[f"SET buffer_size = {buffer_size}"])
     try:
         with PyPerlbal(conf):
             client = socket.socket()

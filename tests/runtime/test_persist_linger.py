@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -45,18 +46,10 @@ def backend() -> Iterator[Backend]:
 
 def _config(backend: Backend, linger: int | None) -> str:
     (port,) = free_ports(1)
-    return f"""
-CREATE POOL p
-POOL p ADD {backend.address}
-CREATE SERVICE svc
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{port}
-SET pool = p
-SET persist_backend = on
-SET backend_persist_cache = 2
-{"" if linger is None else f"SET backend_persist_linger = {linger}"}
-ENABLE svc
-"""
+    extra = ["SET persist_backend = on", "SET backend_persist_cache = 2"]
+    if linger is not None:
+        extra.append(f"SET backend_persist_linger = {linger}")
+    return proxy_config(port, [backend], service="svc", extra=extra)
 
 
 def _serve(backend: Backend, linger: int) -> PyPerlbal:

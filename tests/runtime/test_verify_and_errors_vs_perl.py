@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, ReceivedRequest
+from tests.support.configs import PERSIST, proxy_config, serve_proxy
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import free_port, free_ports
 from tests.support.rawhttp import HTTPConnection, request
@@ -25,26 +26,13 @@ Starter = Callable[[str], AbstractContextManager[object]]
 STARTERS: dict[str, Starter] = {"perl": lambda conf: PerlPerlbal(conf),
                                 "ours": lambda conf: PyPerlbal(conf)}
 
-VERIFY_CONF = """
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET persist_client = on
-SET persist_backend = on
-SET verify_backend = on
-SET verify_backend_path = {path}
-ENABLE proxy
-"""
 
 
 def _verify_run(start: Starter, path: str) -> list[tuple[int, str, str, str]]:
-    (port,) = free_ports(1)
+    verify = (*PERSIST, "SET verify_backend = on", f"SET verify_backend_path = {path}")
     with Backend("b") as backend:
-        with start(VERIFY_CONF.format(backend=backend.address, port=port, path=path)):
-            with HTTPConnection(port) as conn:
+        with serve_proxy([backend], extra=verify, start=start) as px:
+            with HTTPConnection(px.port) as conn:
                 for i in range(3):
                     resp = conn.request("GET", f"/r{i}", [("Host", "example.com")])
                     assert resp.status == 200
@@ -61,26 +49,13 @@ def test_verify_backend_handshake_like_perl(need_perl_perlbal: None, path: str) 
     assert perl[0][1:3] == ("OPTIONS", path)
 
 
-ERROR_CONF = """
-CREATE POOL p
-{nodes}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-ENABLE proxy
-"""
-
-
 def test_refusing_node_next_to_a_working_one_is_invisible(need_perl_perlbal: None) -> None:
     dead = free_port()  # nothing listens there
     results: dict[str, list[int]] = {}
     for name, start in STARTERS.items():
-        (port,) = free_ports(1)
         with Backend("alive") as backend:
-            nodes = f"POOL p ADD 127.0.0.1:{dead}\nPOOL p ADD {backend.address}"
-            with start(ERROR_CONF.format(nodes=nodes, port=port)):
-                results[name] = [request(port, "GET", f"/n{i}", [("Host", "x")]).status
+            with serve_proxy([dead, backend], start=start) as px:
+                results[name] = [request(px.port, "GET", f"/n{i}", [("Host", "x")]).status
                                  for i in range(8)]
     assert results["ours"] == results["perl"] == [200] * 8
 
@@ -126,7 +101,7 @@ def test_broken_backend_reply_like_perl(need_perl_perlbal: None, reply: bytes | 
         bad = _BadBackend(reply)
         (port,) = free_ports(1)
         try:
-            with start(ERROR_CONF.format(nodes=f"POOL p ADD 127.0.0.1:{bad.port}", port=port)):
+            with start(proxy_config(port, [bad.port])):
                 with socket.create_connection(("127.0.0.1", port), timeout=4) as sock:
                     sock.sendall(b"GET /x HTTP/1.0\r\nHost: x\r\n\r\n")
                     data = b""
