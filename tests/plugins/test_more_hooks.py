@@ -15,20 +15,10 @@ from pathlib import Path
 from tests.plugins.test_runtime_plugins import _dist_info
 from tests.runtime.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import pool, proxy_config, proxy_service, web_config
 from tests.support.ports import free_ports
 from tests.support.rawhttp import HTTPConnection, request
 
-CONF = """
-LOAD HookProbe
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE px
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET plugins = HookProbe
-ENABLE px
-"""
 
 
 def test_hooks_answer_and_take_over(tmp_path: Path) -> None:
@@ -36,7 +26,8 @@ def test_hooks_answer_and_take_over(tmp_path: Path) -> None:
     _dist_info(site, "perlbal_hookprobe", {"HookProbe": "tests.plugins.hook_plugin:HookProbe"})
     (port,) = free_ports(1)
     with Backend("b") as backend:
-        with PyPerlbal(CONF.format(backend=backend.address, port=port),
+        with PyPerlbal(proxy_config(port, [backend], service="px", load=["HookProbe"],
+                                    extra=["SET plugins = HookProbe"]),
                        extra_pythonpath=(str(site),)) as server:
             read = request(port, "POST", "/read-answer", [("Host", "h")], b"hello")
             taken = request(port, "GET", "/takeover", [("Host", "h")])
@@ -57,23 +48,14 @@ def _probe_site(tmp_path: Path) -> str:
     return str(site)
 
 
-PUT_CONF = """
-LOAD MoreHooksProbe
-CREATE SERVICE web
-SET role = web_server
-SET listen = 127.0.0.1:{port}
-SET docroot = {docroot}
-SET enable_put = on
-SET plugins = MoreHooksProbe
-ENABLE web
-"""
 
 
 def test_handle_put_and_put_writeout(tmp_path: Path) -> None:
     docroot = tmp_path / "docroot"
     docroot.mkdir()
     (port,) = free_ports(1)
-    with PyPerlbal(PUT_CONF.format(port=port, docroot=docroot),
+    with PyPerlbal(web_config(port, docroot, load=["MoreHooksProbe"],
+                              extra=["SET enable_put = on", "SET plugins = MoreHooksProbe"]),
                    extra_pythonpath=(_probe_site(tmp_path),)) as server:
         by_plugin = request(port, "PUT", "/plugin-put.txt", [("Host", "h")], b"hello")
         # Perl fires handle_put for a PUT with a length only, not a chunked one
@@ -93,20 +75,6 @@ def test_handle_put_and_put_writeout(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
-VERIFY_CONF = """
-LOAD MoreHooksProbe
-"""
-VERIFY_SERVICE = """
-CREATE POOL p_{name}
-POOL p_{name} ADD {backend}
-CREATE SERVICE {name}
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p_{name}
-SET verify_backend = on
-SET plugins = MoreHooksProbe
-ENABLE {name}
-"""
 
 
 def test_backend_verify_hooks(tmp_path: Path) -> None:
@@ -114,8 +82,10 @@ def test_backend_verify_hooks(tmp_path: Path) -> None:
     names = ("own", "rv", "deny")
     with Backend("own") as own, Backend("rv") as rv, Backend("deny") as deny:
         backends = {"own": own, "rv": rv, "deny": deny}
-        conf = VERIFY_CONF + "".join(
-            VERIFY_SERVICE.format(name=name, port=port, backend=backends[name].address)
+        conf = "LOAD MoreHooksProbe\n" + "".join(
+            pool(f"p_{name}", [backends[name]])
+            + proxy_service(name, port, f"p_{name}",
+                            extra=["SET verify_backend = on", "SET plugins = MoreHooksProbe"])
             for name, port in zip(names, ports))
         with PyPerlbal(conf, extra_pythonpath=(_probe_site(tmp_path),)) as server:
             replies = {name: request(port, "GET", f"/{name}", [("Host", "h")], timeout=20)

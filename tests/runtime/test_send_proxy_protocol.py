@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from perlbal.http.proxyproto import parse
+from tests.support.configs import PERSIST, proxy_config
 from tests.support.ports import free_ports
 from tests.support.pyserver import PyPerlbal
 
@@ -64,19 +65,9 @@ class ProxyAwareBackend:
 def proxy(request: pytest.FixtureRequest) -> Iterator[tuple[int, ProxyAwareBackend]]:
     backend = ProxyAwareBackend()
     (port,) = free_ports(1)
-    config = f"""
-CREATE POOL p
-  POOL p ADD 127.0.0.1:{backend.port}
-  SET p.send_proxy_protocol = {request.param}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = p
-  SET persist_backend = on
-  SET persist_client = on
-  SET verify_backend = on
-ENABLE proxy
-"""
+    config = proxy_config(port, [backend.port],
+                          pool_extra=[f"SET p.send_proxy_protocol = {request.param}"],
+                          extra=[*PERSIST, "SET verify_backend = on"])
     try:
         with PyPerlbal(config):
             yield port, backend

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -27,20 +28,7 @@ def _children(pid: int) -> list[int]:
 def _two_workers(backend: Backend, mgmt: int, proxy: int) -> Iterator[PyPerlbal]:
     """A reverse proxy to ``backend`` on ``proxy`` with SERVER workers = 2 and
     a console on ``mgmt``; yields once the second worker is running."""
-    conf = f"""
-SERVER workers = 2
-CREATE POOL p
-POOL p ADD {backend.address}
-CREATE SERVICE mgmt
-SET role = management
-SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{proxy}
-SET pool = p
-ENABLE proxy
-"""
+    conf = proxy_config(proxy, [backend], server=["workers = 2"], mgmt_port=mgmt)
     with PyPerlbal(conf) as server:
         assert server.proc is not None
         deadline = time.monotonic() + 5
@@ -75,17 +63,8 @@ def test_sighup_reload_reaches_every_worker(tmp_path: "os.PathLike[str]") -> Non
     proxy, = free_ports(1)
     with Backend("b1") as b1, Backend("b2") as b2:
         def conf(node: str) -> str:
-            return f"""
-SERVER workers = 2
-CREATE POOL p
-POOL p ADD {node}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{proxy}
-SET pool = p
-SET persist_client = off
-ENABLE proxy
-"""
+            return proxy_config(proxy, [node], server=["workers = 2"],
+                                extra=["SET persist_client = off"])
         with PyPerlbal(conf(b1.address)) as server:
             assert server.proc is not None
             for _ in range(10):
