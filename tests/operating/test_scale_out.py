@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.ports import free_ports, port_accepts
 from tests.support.pyserver import PyPerlbal
 
@@ -33,17 +34,8 @@ pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy not 
 
 
 def _instance(port: int, backend: Backend) -> PyPerlbal:
-    return PyPerlbal(f"""
-CREATE POOL app
-  POOL app ADD {backend.address}
-CREATE SERVICE web
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = app
-  SET proxy_protocol = on
-  SET trusted_upstream_proxies = 127.0.0.1/32
-ENABLE web
-""")
+    return PyPerlbal(proxy_config(port, [backend], pool="app", service="web", extra=[
+        "SET proxy_protocol = on", "SET trusted_upstream_proxies = 127.0.0.1/32"]))
 
 
 @dataclass

@@ -17,6 +17,7 @@ from perlbal.grammar import ast
 from perlbal.grammar.parser import Parser
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -64,10 +65,7 @@ def test_check_reports_file_line_column(tmp_path: Path) -> None:
 def test_console_answers_error_and_keeps_good_rules() -> None:
     port, mgmt = free_ports(2)
     with Backend("b") as backend:
-        conf = (f"CREATE POOL p\nPOOL p ADD {backend.address}\nCREATE SERVICE rp\n"
-                f"SET role = reverse_proxy\nSET listen = 127.0.0.1:{port}\nSET pool = p\n"
-                f"ENABLE rp\nCREATE SERVICE mgmt\nSET role = management\n"
-                f"SET listen = 127.0.0.1:{mgmt}\nENABLE mgmt\n")
+        conf = proxy_config(port, [backend], service="rp", mgmt_port=mgmt)
         with PyPerlbal(conf):
             with console(LOOPBACK, mgmt, timeout=10) as con:
                 assert con.command("HEADER rp INSERT X Bad Name: v") == [f"ERROR: {NAME_ERROR}"]
