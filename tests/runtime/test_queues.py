@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import management, pool, proxy_service
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection, request
@@ -114,78 +115,24 @@ def env() -> Iterator[Env]:
             Backend("spare") as spare, Backend("flaky", handler=_fails_twice) as flaky:
         e.slow, e.spare, e.flaky = slow, spare, flaky  # type: ignore[attr-defined]
         e.think, e.garbage, e.reset = think, garbage, reset  # type: ignore[attr-defined]
-        conf = f"""
-CREATE POOL slowpool
-POOL slowpool ADD {slow.address}
-CREATE POOL sparepool
-POOL sparepool ADD {spare.address}
-CREATE POOL flakypool
-POOL flakypool ADD {flaky.address}
-CREATE POOL thinkpool
-POOL thinkpool ADD {LOOPBACK}:{think.port}
-CREATE POOL garbagepool
-POOL garbagepool ADD {LOOPBACK}:{garbage.port}
-CREATE POOL resetpool
-POOL resetpool ADD {LOOPBACK}:{reset.port}
-
-CREATE SERVICE mgmt
-SET role = management
-SET listen = {LOOPBACK}:{p['mgmt']}
-ENABLE mgmt
-
-CREATE SERVICE queue
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{p['queue']}
-SET pool = slowpool
-SET verify_backend = on
-SET high_priority_cookie = vip
-SET high_priority_cookie_contents = yes
-ENABLE queue
-
-CREATE SERVICE ahead
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{p['ahead']}
-SET pool = sparepool
-SET connect_ahead = 2
-SET persist_client = on
-ENABLE ahead
-
-CREATE SERVICE retry
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{p['retry']}
-SET pool = flakypool
-SET enable_error_retries = on
-SET error_retry_schedule = 0,0.1,0
-ENABLE retry
-
-CREATE SERVICE noretry
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{p['noretry']}
-SET pool = flakypool
-SET enable_error_retries = on
-SET error_retry_schedule = 0
-ENABLE noretry
-
-CREATE SERVICE think
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{p['think']}
-SET pool = thinkpool
-ENABLE think
-
-CREATE SERVICE garbage
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{p['garbage']}
-SET pool = garbagepool
-SET persist_backend = on
-ENABLE garbage
-
-CREATE SERVICE reset
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{p['reset']}
-SET pool = resetpool
-SET persist_backend = on
-ENABLE reset
-"""
+        conf = (pool("slowpool", [slow]) + pool("sparepool", [spare])
+                + pool("flakypool", [flaky]) + pool("thinkpool", [think.port])
+                + pool("garbagepool", [garbage.port]) + pool("resetpool", [reset.port])
+                + management(p["mgmt"])
+                + proxy_service("queue", p["queue"], "slowpool", extra=[
+                    "SET verify_backend = on", "SET high_priority_cookie = vip",
+                    "SET high_priority_cookie_contents = yes"])
+                + proxy_service("ahead", p["ahead"], "sparepool", extra=[
+                    "SET connect_ahead = 2", "SET persist_client = on"])
+                + proxy_service("retry", p["retry"], "flakypool", extra=[
+                    "SET enable_error_retries = on", "SET error_retry_schedule = 0,0.1,0"])
+                + proxy_service("noretry", p["noretry"], "flakypool", extra=[
+                    "SET enable_error_retries = on", "SET error_retry_schedule = 0"])
+                + proxy_service("think", p["think"], "thinkpool")
+                + proxy_service("garbage", p["garbage"], "garbagepool",
+                                extra=["SET persist_backend = on"])
+                + proxy_service("reset", p["reset"], "resetpool",
+                                extra=["SET persist_backend = on"]))
         try:
             with PyPerlbal(conf) as server:
                 e.server = server
