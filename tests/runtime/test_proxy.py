@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import PERSIST, management, pool, proxy_service
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection, request
@@ -54,63 +55,16 @@ def env() -> Iterator[Env]:
     ports = dict(zip(names, free_ports(len(names))))
     dead = _dead_port()
     with Backend("b1") as b1, Backend("b2") as b2:
-        conf = f"""
-CREATE POOL one
-POOL one ADD {b1.address}
-CREATE POOL two
-POOL two ADD {b2.address}
-CREATE POOL mixedpool
-POOL mixedpool ADD 127.0.0.1:{dead}
-POOL mixedpool ADD {b2.address}
-CREATE POOL deadpool
-POOL deadpool ADD 127.0.0.1:{dead}
-CREATE POOL emptypool
-
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{ports['mgmt']}
-ENABLE mgmt
-
-CREATE SERVICE plain
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{ports['plain']}
-SET pool = one
-ENABLE plain
-
-CREATE SERVICE persist
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{ports['persist']}
-SET pool = two
-SET persist_backend = on
-SET persist_client = on
-ENABLE persist
-
-CREATE SERVICE trusted
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{ports['trusted']}
-SET pool = one
-SET trusted_upstream_proxies = 127.0.0.0/8
-ENABLE trusted
-
-CREATE SERVICE mixed
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{ports['mixed']}
-SET pool = mixedpool
-ENABLE mixed
-
-CREATE SERVICE dead
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{ports['dead']}
-SET pool = deadpool
-SET idle_timeout = 2
-ENABLE dead
-
-CREATE SERVICE empty
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{ports['empty']}
-SET pool = emptypool
-ENABLE empty
-"""
+        conf = (pool("one", [b1]) + pool("two", [b2]) + pool("mixedpool", [dead, b2])
+                + pool("deadpool", [dead]) + pool("emptypool")
+                + management(ports["mgmt"])
+                + proxy_service("plain", ports["plain"], "one")
+                + proxy_service("persist", ports["persist"], "two", extra=PERSIST)
+                + proxy_service("trusted", ports["trusted"], "one",
+                                extra=["SET trusted_upstream_proxies = 127.0.0.0/8"])
+                + proxy_service("mixed", ports["mixed"], "mixedpool")
+                + proxy_service("dead", ports["dead"], "deadpool", extra=["SET idle_timeout = 2"])
+                + proxy_service("empty", ports["empty"], "emptypool"))
         with PyPerlbal(conf) as server:
             yield Env(server, ports, b1, b2)
 
