@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from tests.runtime.pyserver import PyPerlbal  # noqa: E402
+from tests.support.configs import pool, proxy_service, service  # noqa: E402
 from tests.support.ports import free_ports  # noqa: E402
 
 
@@ -91,38 +92,13 @@ class Stack:
 def stack() -> Iterator[Stack]:
     proxy, selector, quiet, off = free_ports(4)
     with _Backend() as backend:
-        config = f"""
-CREATE POOL ws
-  POOL ws ADD 127.0.0.1:{backend.port}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{proxy}
-  SET pool = ws
-  SET persist_backend = on
-ENABLE proxy
-CREATE SERVICE inner
-  SET role = reverse_proxy
-  SET pool = ws
-ENABLE inner
-CREATE SERVICE sel
-  SET role = selector
-  SET listen = 127.0.0.1:{selector}
-  SET plugins = vhosts
-  VHOST sel * = inner
-ENABLE sel
-CREATE SERVICE quiet
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{quiet}
-  SET pool = ws
-  SET idle_timeout = 2
-ENABLE quiet
-CREATE SERVICE off
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{off}
-  SET pool = ws
-  SET allow_upgrade = off
-ENABLE off
-"""
+        config = (pool("ws", [backend.port])
+                  + proxy_service("proxy", proxy, "ws", extra=["SET persist_backend = on"])
+                  + proxy_service("inner", None, "ws")
+                  + service("sel", "selector", listen=selector,
+                            extra=["SET plugins = vhosts", "VHOST sel * = inner"])
+                  + proxy_service("quiet", quiet, "ws", extra=["SET idle_timeout = 2"])
+                  + proxy_service("off", off, "ws", extra=["SET allow_upgrade = off"]))
         with PyPerlbal("LOAD vhosts\n" + config) as server:
             yield Stack(proxy, selector, quiet, off, server)
 
