@@ -42,19 +42,17 @@ from __future__ import annotations
 import os
 import re
 import struct
-import weakref
 import zlib
 from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
+from anyio.lowlevel import RunVar
 
 from perlbal.plugins import Plugin
 
 if TYPE_CHECKING:
-    import asyncio
-
     from perlbal.plugins.hooks import StartSendFile, StartServeRequest
 
 PREFIX_READ = 2048
@@ -62,19 +60,18 @@ PREFIX_READ = 2048
 STILL_MAX_BYTES = 1024 * 1024
 #: still GIFs built at once per process (each holds up to STILL_MAX_BYTES)
 STILL_CONCURRENCY = 4
-_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Semaphore]" = \
-    weakref.WeakKeyDictionary()
+#: one semaphore per event loop
+_slots: RunVar[anyio.Semaphore] = RunVar("palimg_still_slots")
 
 
 def _still_slots() -> anyio.Semaphore:
     """This event loop's semaphore of STILL_CONCURRENCY slots."""
-    import asyncio  # here: perlbal check loads every plugin and never runs a loop
-
-    loop = asyncio.get_running_loop()
-    slots = _slots.get(loop)
-    if slots is None:
-        slots = _slots[loop] = anyio.Semaphore(STILL_CONCURRENCY)
-    return slots
+    try:
+        return _slots.get()
+    except LookupError:
+        slots = anyio.Semaphore(STILL_CONCURRENCY)
+        _slots.set(slots)
+        return slots
 _URI_RE = re.compile(r"^/palimg/(.+)\.(\w+)(.*)$")
 _HEX = "[0-9a-f]"
 _GRADIENT = re.compile(f"^g({_HEX}{{2}})({_HEX}{{6}})({_HEX}{{2}})({_HEX}{{6}})$")

@@ -31,7 +31,6 @@ each line whole.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from perlbal.runtime import aio
 from perlbal.runtime.context import RequestContext
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class Destination:
         self.target = target
         self._lines: list[str] = []
         self._size = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: aio.Timer | None = None
         self._queue: "queue.SimpleQueue[bytes | None]" = queue.SimpleQueue()
         self._pending = 0  # bytes queued and not yet written (read racily: a bound only)
         self._dropped = 0
@@ -91,7 +91,7 @@ class Destination:
             self.flush()
         elif self._timer is None:
             try:
-                self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+                self._timer = aio.call_later(FLUSH_DELAY, self.flush)
             except RuntimeError:  # no event loop (tests calling directly): write now
                 self.flush()
 

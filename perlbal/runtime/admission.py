@@ -19,7 +19,7 @@ import ssl
 
 import anyio
 
-from perlbal.runtime.netstream import FastStream, wrap_accepted
+from perlbal.runtime.aio import FastStream, wrap_accepted
 
 __all__ = ["refuse", "refusal_page", "busy", "MAX_REFUSING"]
 

@@ -38,13 +38,12 @@ requests balanced to it and not finished (waiting or holding a connection):
 least_conn and two_choices read it, ``show pool`` and /metrics show it.
 
 Invariants: a connection is owned by one request, or sits in one bored list,
-or is handed to one waiter's future, never two of these; a connection that saw
+or is handed to one waiter's slot, never two of these; a connection that saw
 any error is closed, never parked; nothing here writes to clients.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -60,7 +59,8 @@ from perlbal.graph import Node, Pool, Service
 from perlbal.http import BackendProtocolError, BackendSide, backend_keep_alive
 from perlbal.plugins.hooks import BackendReadableVerify, BackendWriteVerify, fire_backend
 from perlbal.runtime.health import HealthBook
-from perlbal.runtime.netstream import FastStream, PeerGone, open_connection
+from perlbal.runtime import aio
+from perlbal.runtime.aio import FastStream, PeerGone, Slot, open_connection
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -101,7 +101,7 @@ class BackendConn:
 class Waiter:
     """One client waiting for a backend connection (Perl: an entry of waiting_clients)."""
 
-    future: "asyncio.Future[BackendConn]"
+    slot: Slot[BackendConn]
     since: float
     priority: int = NORMAL
     #: the node the balance method chose (None: any connection, Perl's random)
@@ -121,8 +121,8 @@ class ServiceBackends:
         default_factory=lambda: (deque(), deque(), deque()))
     pending: dict[str, tuple[str, float]] = field(default_factory=dict)  # ipport -> (state, since)
     no_spawn: dict[str, float] = field(default_factory=dict)  # ipport -> monotonic retry time
-    retry_timer: asyncio.TimerHandle | None = None
-    trim_timer: asyncio.TimerHandle | None = None  # closes bored connections beyond the cache
+    retry_timer: aio.Timer | None = None
+    trim_timer: aio.Timer | None = None  # closes bored connections beyond the cache
 
     @property
     def waiting(self) -> int:
@@ -210,7 +210,7 @@ class BackendManager:
         elif not conn.counted:
             conn.counted = True
             self._count(conn.ipport, 1)
-        waiter.future.set_result(conn)
+        waiter.slot.set(conn)
 
     def _rebalance(self, svc: Service, pool: Pool, st: ServiceBackends, ipport: str) -> None:
         """Waiters balanced to ``ipport`` (it refused a connect, left the pool or is
@@ -218,7 +218,7 @@ class BackendManager:
         now = time.monotonic()
         for queue in st.queues:
             for waiter in list(queue):
-                if waiter.node != ipport or waiter.future.done():
+                if waiter.node != ipport or waiter.slot.is_set():
                     continue
                 node = self.choose(pool, st, waiter.key)
                 if node == ipport:
@@ -327,31 +327,24 @@ class BackendManager:
             if svc.get("connect_ahead", 0):
                 self.spawn_backends(svc)
             return conn
-        loop = asyncio.get_running_loop()
-        waiter = Waiter(loop.create_future(), time.time(), priority, node, key,
-                        counted=node is not None)
+        waiter = Waiter(Slot(), time.time(), priority, node, key, counted=node is not None)
         if node is not None:
             self._count(node, 1)
         st = self.state(svc.name)
         st.queues[priority].append(waiter)
         self.spawn_backends(svc)
-        timer = loop.call_later(timeout, _expire, waiter.future) if timeout else None
-        watchers = client._protocol.watchers if client is not None else None
-        watch_fut: asyncio.Future[None] | None = None
+        timer = waiter.slot.expire_after(timeout) if timeout else None
         try:
-            if client is not None and watchers is not None:
-                if client._protocol.eof:
-                    raise PeerGone
-                watch_fut = loop.create_future()
-                watchers.append(watch_fut)
-                watch_fut.add_done_callback(lambda f: _peer_gone(f, waiter.future))
-            return await waiter.future
+            # a client that leaves the queue fails the slot with PeerGone
+            if client is not None and not client.fail_on_end(waiter.slot):
+                raise PeerGone
+            return await waiter.slot.wait()
         except TimeoutError:
             return None
         except BaseException:
-            fut = waiter.future
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.register_boredom(svc, fut.result())  # handed over too late: pass it on
+            handed = waiter.slot.value()
+            if handed is not None:
+                self.register_boredom(svc, handed)  # handed over too late: pass it on
             raise
         finally:
             if waiter.counted and waiter.node is not None:
@@ -359,16 +352,12 @@ class BackendManager:
                 self._count(waiter.node, -1)
             if timer is not None:
                 timer.cancel()
-            if watch_fut is not None and watchers is not None:
-                if watch_fut in watchers:
-                    watchers.remove(watch_fut)
-                if not watch_fut.done():
-                    watch_fut.cancel()
+            if client is not None:
+                client.forget(waiter.slot)
             queue = st.queues[priority]
             if waiter in queue:
                 queue.remove(waiter)
-            if not waiter.future.done():
-                waiter.future.cancel()
+            waiter.slot.close()
 
     def _get_client(self, svc: Service, st: ServiceBackends, ipport: str) -> Waiter | None:
         """The next waiter (Perl's get_client) that may take a connection to ``ipport``."""
@@ -381,7 +370,7 @@ class BackendManager:
                 hp_first = False
         order = (high, normal, low) if hp_first else (normal, high, low)
         for queue in order:
-            while queue and queue[0].future.done():
+            while queue and queue[0].slot.is_set():
                 queue.popleft()
             if not queue:
                 continue
@@ -389,7 +378,7 @@ class BackendManager:
             if first.node is None or first.node == ipport:
                 return queue.popleft()
             for waiter in queue:  # balanced waiters: the first one for this node
-                if not waiter.future.done() and (waiter.node is None or waiter.node == ipport
+                if not waiter.slot.is_set() and (waiter.node is None or waiter.node == ipport
                                                  or self._may_move(waiter, ipport)):
                     queue.remove(waiter)
                     return waiter
@@ -461,7 +450,7 @@ class BackendManager:
             if len(st.bored) > cache and any(c.uses for c in st.bored):
                 self._trim_later(svc, st, linger)
 
-        st.trim_timer = asyncio.get_running_loop().call_later(linger, trim)
+        st.trim_timer = aio.call_later(linger, trim)
 
     # --- spawning -----------------------------------------------------------------
 
@@ -507,7 +496,7 @@ class BackendManager:
         wants: dict[str, int] = {}
         for queue in st.queues:
             for waiter in queue:
-                if waiter.node is not None and not waiter.future.done():
+                if waiter.node is not None and not waiter.slot.is_set():
                     wants[waiter.node] = wants.get(waiter.node, 0) + 1
         out = self.health.out_of(pool.name)
         refused = False
@@ -538,7 +527,7 @@ class BackendManager:
             st.retry_timer = None
             self.spawn_backends(svc)
 
-        st.retry_timer = asyncio.get_running_loop().call_later(delay, fire)
+        st.retry_timer = aio.call_later(delay, fire)
 
     async def _connect(self, svc: Service, node: Node) -> None:
         st = self.state(svc.name)
@@ -704,20 +693,3 @@ class BackendManager:
                     timer.cancel()
             st.retry_timer = st.trim_timer = None
 
-
-def _expire(fut: "asyncio.Future[BackendConn]") -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
-
-
-def _peer_gone(watch: "asyncio.Future[None]", fut: "asyncio.Future[BackendConn]") -> None:
-    """The client's watch future ended: a waiter whose client left gives up.
-
-    Nobody awaits ``watch`` (only this callback looks at it), so its PeerGone
-    is taken here: an exception never retrieved is logged by asyncio when the
-    future is collected, once per client that left a queue (#15 defect 10)."""
-    if watch.cancelled():
-        return
-    watch.exception()  # marks it retrieved
-    if not fut.done():
-        fut.set_exception(PeerGone())

@@ -39,7 +39,7 @@ from perlbal.http import ClientSide, HttpError, Limits, simple_response
 from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch, management_refusal
 from perlbal.runtime.accesslog import finish as finish_request
 from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime.aio import FastStream
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime

@@ -46,7 +46,7 @@ from perlbal.graph import Graph, Service
 from perlbal.http import ClientSide, HttpError, RequestHead, simple_response
 from perlbal.http.connection import BODY
 from perlbal.runtime import trust
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime.aio import FastStream
 
 if TYPE_CHECKING:
     from perlbal.interp import Interpreter

@@ -14,7 +14,7 @@ costs more than the stat and read themselves), but one slow disk read then
 stalls every client.
 
 The pool is a plain ``ThreadPoolExecutor`` (measured here at about 70 us a
-hop through ``loop.run_in_executor`` against 125 us for ``anyio.to_thread``,
+hop through the executor against 125 us for ``anyio.to_thread``,
 which adds cancellation scopes and a capacity limiter we do not need).  Even
 so, a hop per request costs more than the work: queueing the job, waking a
 thread, waking the loop back through its self-pipe, and the two threads
@@ -28,21 +28,23 @@ many requests; a lone request still makes exactly one hop.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar, cast
 
 import anyio
+from anyio.lowlevel import RunVar
 
 from perlbal.docroot import FileVerdict, resolve
 from perlbal.graph import Service
 from perlbal.http.head import RequestHead
 if TYPE_CHECKING:  # (only named for typing: context imports this module for send_file)
+    import socket
+
     from perlbal.runtime.context import RequestContext
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime import aio
+from perlbal.runtime.aio import FastStream, Slot
 
 T = TypeVar("T")
 
@@ -84,23 +86,23 @@ def _follow_threads_setting(value: object) -> None:
 #: calls in one pool job at most: a batch bigger than this is split
 _BATCH = 8
 
-_Call = tuple[Callable[..., Any], tuple[object, ...], "asyncio.Future[Any]"]
-_Outcome = tuple["asyncio.Future[Any]", bool, Any]
+_Call = tuple[Callable[..., Any], tuple[object, ...], Slot[Any]]
+_Outcome = tuple[Slot[Any], bool, Any]
 
 
 class _Batcher:
     """Collects one event-loop turn's disk calls and runs them as pool jobs."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
+        self._to_loop = aio.thread_caller()
         self._pending: list[_Call] = []
 
-    def call(self, fn: Callable[..., T], args: tuple[object, ...]) -> asyncio.Future[T]:
-        future: asyncio.Future[T] = self._loop.create_future()
+    def call(self, fn: Callable[..., T], args: tuple[object, ...]) -> Slot[T]:
+        slot: Slot[T] = Slot()
         if not self._pending:
-            self._loop.call_soon(self._flush)  # after every task ready this turn
-        self._pending.append((fn, args, future))
-        return future
+            aio.call_soon(self._flush)  # after every task ready this turn
+        self._pending.append((fn, args, slot))
+        return slot
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -110,32 +112,32 @@ class _Batcher:
 
     def _run(self, batch: list[_Call]) -> None:  # on a pool thread
         outcomes: list[_Outcome] = []
-        for fn, args, future in batch:
+        for fn, args, slot in batch:
             try:
-                outcomes.append((future, True, fn(*args)))
+                outcomes.append((slot, True, fn(*args)))
             except BaseException as exc:  # delivered to the awaiting task
-                outcomes.append((future, False, exc))
+                outcomes.append((slot, False, exc))
         try:
-            self._loop.call_soon_threadsafe(_deliver, outcomes)
+            self._to_loop(_deliver, outcomes)
         except RuntimeError:
             pass  # the loop closed meanwhile: nobody is waiting any more
 
 
 def _deliver(outcomes: list[_Outcome]) -> None:
-    for future, ok, value in outcomes:
-        if future.cancelled():
+    for slot, ok, value in outcomes:
+        if slot.abandoned:
             for item in value if isinstance(value, tuple) else (value,):
                 if isinstance(item, io.IOBase):
                     item.close()  # an opened file nobody will read
             continue
         if ok:
-            future.set_result(value)
+            slot.set(value)
         else:
-            future.set_exception(value)
+            slot.fail(value)
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = \
-    weakref.WeakKeyDictionary()
+#: one batcher per event loop
+_batcher: RunVar[_Batcher] = RunVar("perlbal_disk_batcher")
 
 
 async def run_disk(inline: bool, fn: Callable[..., T], *args: object) -> T:
@@ -143,11 +145,12 @@ async def run_disk(inline: bool, fn: Callable[..., T], *args: object) -> T:
     loop turn), or right here when ``inline`` (``SERVER aio_mode = none``)."""
     if inline:
         return fn(*args)
-    loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
-    if batcher is None:
-        batcher = _batchers[loop] = _Batcher(loop)
-    return await batcher.call(fn, args)
+    try:
+        batcher = _batcher.get()
+    except LookupError:
+        batcher = _Batcher()
+        _batcher.set(batcher)
+    return await batcher.call(fn, args).wait()
 
 
 def open_file(path: str) -> BinaryIO:
@@ -194,23 +197,19 @@ async def send_file(ctx: RequestContext, fh: BinaryIO, offset: int, count: int) 
     """``count`` bytes of ``fh`` from ``offset``: zero-copy when the stream allows it."""
     if count <= 0:
         return
-    transport = getattr(ctx.stream, "_transport", None)
-    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-        sent = _sendfile_now(transport, fh, offset, count)
+    stream = ctx.stream
+    if isinstance(stream, FastStream) and stream.can_sendfile:
+        sent = _sendfile_now(stream.idle_tcp_socket(), fh, offset, count)
         offset, count = offset + sent, count - sent
-        if isinstance(ctx.stream, FastStream):
-            ctx.stream.bytes_out += sent
+        stream.bytes_out += sent
         if count == 0:
             return
         try:
             # flushes what the transport buffers first, then os.sendfile (or a
             # read/write fallback for TLS transports)
-            await asyncio.get_running_loop().sendfile(transport, fh, offset, count)
-            if isinstance(ctx.stream, FastStream):
-                ctx.stream.bytes_out += count  # sendfile bypasses send(): count it (metrics)
+            await stream.sendfile(fh, offset, count)
+            stream.bytes_out += count  # sendfile bypasses send(): count it (metrics)
             return
-        except (ConnectionError, OSError) as exc:
-            raise anyio.BrokenResourceError from exc
         except (RuntimeError, NotImplementedError):
             pass  # fall through to plain reads
     await run_disk(inline_disk(ctx), fh.seek, offset)
@@ -234,17 +233,14 @@ def inline_disk(ctx: RequestContext) -> bool:
     return server.get("aio_mode") == "none"
 
 
-def _sendfile_now(transport: asyncio.WriteTransport, fh: BinaryIO, offset: int,
-                  count: int) -> int:
+def _sendfile_now(sock: "socket.socket | None", fh: BinaryIO, offset: int, count: int) -> int:
     """As much of the file as the socket takes right now, by ``os.sendfile``
-    straight from the event loop, as Perl Perlbal does; asyncio's
-    ``loop.sendfile`` (used for the rest) registers and unregisters the socket
+    straight from the event loop, as Perl Perlbal does; the loop's
+    ``sendfile`` (used for the rest) registers and unregisters the socket
     on every call, which costs more than a small file's whole send.  Only when
     the transport has nothing buffered (so bytes stay in order) and the socket
-    is plain TCP (not TLS)."""
-    sock = transport.get_extra_info("socket")
-    if (sock is None or transport.get_write_buffer_size() or
-            transport.get_extra_info("sslcontext") is not None):
+    is plain TCP (not TLS): ``FastStream.idle_tcp_socket``."""
+    if sock is None:
         return 0
     sent_total = 0
     try:
@@ -257,5 +253,5 @@ def _sendfile_now(transport: asyncio.WriteTransport, fh: BinaryIO, offset: int,
     except (BlockingIOError, InterruptedError):
         pass
     except OSError:
-        pass  # let loop.sendfile meet (and report) the error
+        pass  # let the loop's sendfile meet (and report) the error
     return sent_total

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from perlbal import PERL_COMPAT_VERSION
-from perlbal.runtime.netstream import OPEN_PROTOCOLS
+from perlbal.runtime.aio import OPEN_PROTOCOLS
 from perlbal.runtime.relay import LIVE_BUFFERS
 
 if TYPE_CHECKING:

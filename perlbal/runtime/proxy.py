@@ -63,7 +63,7 @@ from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceive
                                    ModifyResponseHeaders, PrependBody, StartHttpRequest,
                                    ProxyReadRequest, StartProxyRequest, fire)
 from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
-from perlbal.runtime.netstream import FastStream, PeerGone
+from perlbal.runtime.aio import FastStream, PeerGone
 from perlbal.http.fields import UnsafeField, render_fields
 from perlbal.http.proxyproto import encode_v1, encode_v2
 from perlbal.http.upgrade import backend_upgrade_head, wants_upgrade

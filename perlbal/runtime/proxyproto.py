@@ -2,7 +2,7 @@
 
 The header comes before anything else on the connection -- before a TLS
 handshake too -- so it is read from the raw socket, ahead of the stream
-(``netstream.wrap_accepted``), and exactly its own bytes are consumed: what
+(``aio.wrap_accepted``), and exactly its own bytes are consumed: what
 follows belongs to HTTP or TLS.  It is peeked at (``MSG_PEEK``) until whole;
 a balancer writes it in one segment, so the wait between peeks is short.
 
@@ -16,11 +16,12 @@ Throttle (``FastStream.proxied_peer``, read by ``clientconn.serve_client``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
 from typing import Callable
+
+import anyio
 
 from perlbal.graph import Service
 from perlbal.http.proxyproto import ProxyHeader, ProxyProtocolError, parse
@@ -40,17 +41,8 @@ class ProxyRefused(Exception):
 
 
 async def _readable(sock: socket.socket, timeout: float | None) -> None:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(sock.fileno(), wake)
-    try:
-        await asyncio.wait_for(ready, timeout)
-    finally:
-        loop.remove_reader(sock.fileno())
+    with anyio.fail_after(timeout):
+        await anyio.wait_readable(sock)
 
 
 async def read_header(sock: socket.socket, svc: Service, peer_ip: str,
@@ -89,7 +81,7 @@ async def read_header(sock: socket.socket, svc: Service, peer_ip: str,
                 return header
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError
-            await asyncio.sleep(_RETRY)  # part of a header: the rest is on its way
+            await anyio.sleep(_RETRY)  # part of a header: the rest is on its way
     except ProxyRefused:
         raise
     except (ProxyProtocolError, TimeoutError, OSError) as exc:

@@ -23,7 +23,7 @@ import anyio
 
 from perlbal.http import BackendProtocolError, BackendSide, HttpError
 from perlbal.runtime.context import RECV_SIZE, RequestContext
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime.aio import FastStream
 
 #: what a broken or vanished peer raises on our streams
 BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)

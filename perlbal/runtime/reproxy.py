@@ -64,7 +64,7 @@ from perlbal.http.responses import reason_phrase
 from perlbal.plugins.hooks import ReproxyFhFinished, StartFileReproxy, fire
 from perlbal.runtime.context import RECV_SIZE, RequestContext
 from perlbal.runtime.diskio import inline_disk, open_file, run_disk, send_file
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime.aio import FastStream
 from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
 from perlbal.runtime.reproxy_guard import guard_file, guard_urls
 from perlbal.runtime.reproxy_manager import CacheEntry, ReproxyConn, ReproxyManager

@@ -26,7 +26,6 @@ most one ``bored`` list and then owned by nobody; nothing here writes to clients
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import time
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Callable
 import anyio
 
 from perlbal.graph import Graph, Service
-from perlbal.runtime.netstream import FastStream, open_connection
+from perlbal.runtime.aio import FastStream, open_connection
 
 if TYPE_CHECKING:
     from perlbal.runtime.stats import RuntimeStats
@@ -65,7 +64,7 @@ class _Host:
     bored: list[ReproxyConn] = field(default_factory=list)
     queued: int = 0
     backends: list[ReproxyConn] = field(default_factory=list)
-    waiters: deque["asyncio.Future[None]"] = field(default_factory=deque)
+    waiters: deque[anyio.Event] = field(default_factory=deque)
 
 
 @dataclass
@@ -167,13 +166,13 @@ class ReproxyManager:
                     return conn
                 limit = self.limit()
                 if limit and len(st.backends) + st.connecting >= limit:
-                    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                    st.waiters.append(fut)
+                    freed = anyio.Event()
+                    st.waiters.append(freed)
                     try:
-                        await fut
+                        await freed.wait()
                     finally:
-                        if fut in st.waiters:
-                            st.waiters.remove(fut)
+                        if freed in st.waiters:
+                            st.waiters.remove(freed)
                     continue
                 return await self._connect(st, ipport, host, port, client)
         finally:
@@ -228,9 +227,9 @@ class ReproxyManager:
     @staticmethod
     def _wake(st: _Host) -> None:
         while st.waiters:
-            fut = st.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+            freed = st.waiters.popleft()
+            if not freed.is_set():
+                freed.set()
                 return
 
     def close_all(self) -> None:

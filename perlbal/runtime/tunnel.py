@@ -27,7 +27,7 @@ import anyio
 from perlbal.http import BackendSide
 from perlbal.http.upgrade import client_switch_head
 from perlbal.runtime.context import RECV_SIZE, RequestContext
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime.aio import FastStream
 
 __all__ = ["run_tunnel"]
 

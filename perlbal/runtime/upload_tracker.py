@@ -20,13 +20,15 @@ a datagram arrives (so the table stays bounded by the traffic of the last
 
 from __future__ import annotations
 
-import asyncio
 import re
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["Tracker", "status_body", "wants_status", "record"]
+import anyio
+
+__all__ = ["serve_datagrams", "status_body", "wants_status", "record"]
 
 _DATAGRAM = re.compile(rb"UPLOAD:(\w{5,50}):(\d+):(\d+):(\d+):(\d+)")
 _STATUS_QUERY = re.compile(r"[?&]client_up_sess=(\w{5,50})\b")
@@ -83,11 +85,18 @@ def status_body(session: str) -> bytes:
             f"nowtime:{int(time.time())}}}").encode("ascii")
 
 
-class Tracker(asyncio.DatagramProtocol):
-    """One upload_tracker listener's datagram endpoint."""
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        record(data)
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # an ICMP error for a datagram we never sent: nothing to do
+async def serve_datagrams(sock: socket.socket) -> None:
+    """One upload_tracker listener: every datagram arriving on ``sock`` (non-blocking)
+    is recorded, until the caller's cancel scope ends this."""
+    while True:
+        await anyio.wait_readable(sock)
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                if sock.fileno() == -1:
+                    return
+                break  # an ICMP error for a datagram we never sent: nothing to do
+            record(data)

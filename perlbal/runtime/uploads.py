@@ -40,7 +40,6 @@ bytes remain, as ``UPLOAD:<session>:<done>:<content-length>:<start>:<now>``
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import dataclasses
 import errno
@@ -56,12 +55,13 @@ import anyio
 from anyio import to_thread
 
 from perlbal.runtime.context import RequestContext
-from perlbal.runtime.netstream import FastStream
+from perlbal.runtime.aio import FastStream, TaskSet
 
 __all__ = ["Spool", "spool_upload", "track_upload"]
 
 _SESSION = re.compile(r"[?&]client_up_sess=(\w{5,50})\b")
-_tasks: set["asyncio.Task[None]"] = set()
+#: the upload progress reporters running (plain tasks: see aio.TaskSet)
+_tasks = TaskSet()
 SendFn = Callable[[bytes], Awaitable[None]]
 
 
@@ -74,14 +74,11 @@ class Spool:
         self.reason = reason
 
     async def send_to(self, stream: object, send: SendFn) -> None:
-        """Send the whole body: sendfile on an asyncio transport, else reads and ``send``."""
-        transport = getattr(stream, "_transport", None)
-        if self.size and isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        """Send the whole body: the loop's sendfile on a FastStream, else reads and ``send``."""
+        if self.size and isinstance(stream, FastStream) and stream.can_sendfile:
             try:
-                await asyncio.get_running_loop().sendfile(transport, self.fh, 0, self.size)
+                await stream.sendfile(self.fh, 0, self.size)
                 return
-            except (ConnectionError, OSError) as exc:
-                raise anyio.BrokenResourceError from exc
             except (RuntimeError, NotImplementedError):
                 pass
         await to_thread.run_sync(self.fh.seek, 0)
@@ -287,10 +284,7 @@ def track_upload(ctx: RequestContext) -> None:
     listeners = _listeners(ctx) if match else []
     if not listeners or match is None:
         return
-    task = asyncio.get_running_loop().create_task(
-        _report(ctx, match.group(1), listeners, int(time.time())))
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    _tasks.start(_report(ctx, match.group(1), listeners, int(time.time())))
 
 
 async def _report(ctx: RequestContext, session: str, listeners: list[tuple[str, int]],
@@ -321,6 +315,6 @@ async def _report(ctx: RequestContext, session: str, listeners: list[tuple[str, 
                     except OSError:
                         pass
                 last_second, last_done = now, done
-            await asyncio.sleep(0.1)
+            await anyio.sleep(0.1)
     finally:
         sock.close()

@@ -1,31 +1,40 @@
-"""Lean TCP byte streams on asyncio Protocols, speaking anyio's ``ByteStream`` interface.
+"""The runtime's one door to asyncio, behind anyio-shaped interfaces.
 
-anyio's own socket stream pauses and resumes the transport around every
-``receive`` (two epoll_ctl calls per read) and asks for the current task on
-each call; on the proxy's hot path that was a third of the CPU.  These
-streams keep what arrives in a list and only pause the transport when more
-than ``READ_HIGH_WATER`` bytes wait unread (back-pressure: a peer that sends
-faster than we consume is throttled by TCP, so memory stays bounded).
+Everything else in ``perlbal/`` speaks anyio (task groups, ``anyio.Event``,
+``anyio.wait_readable``, ``anyio.sleep``, cancel scopes); a test in
+``tests/architecture/`` holds that no other module imports asyncio.  What is
+here is asyncio because it is measurably cheaper than anyio's equivalent on
+the hot paths, or because anyio has no equivalent:
 
-Everything else stays anyio: the streams are used from anyio tasks, awaiting
-them is cancellable by anyio cancel scopes, and they raise anyio's
-exceptions (``EndOfStream``, ``BrokenResourceError``, ``ClosedResourceError``).
+- ``FastStream``: TCP streams on ``asyncio.BufferedProtocol`` with anyio's
+  ``ByteStream`` interface (``receive``/``send``/``send_eof``/``aclose``,
+  anyio's exceptions).  anyio's own socket stream pauses and resumes the
+  transport around every ``receive`` (two epoll_ctl calls per read) and asks
+  for the current task on each call: a third of the proxy's CPU.
+- ``TaskSet``: one plain task per client connection, not a task-group child:
+  a child costs about 2 KB more (TaskHandle, its Event, a CancelScope with two
+  sets, a wrapper coroutine), which 10,000 idle keep-alive clients pay in full
+  (``bench/idle_rss.py``).
+- ``Slot`` (a one-shot value or error, awaited by one task, like an
+  ``anyio.Event`` that carries a result) and ``call_later`` timers: a backend
+  connection handed to a queued request, a receive timeout.  A future and a
+  timer handle cost a fraction of an Event plus a cancel scope per request.
+- ``call_soon``/``thread_caller``: what ``diskio`` batches disk calls of one
+  loop turn with (one thread hop for many: about 70 us a hop against 125 us
+  through ``anyio.to_thread``, before batching).
+- ``FastStream.sendfile``: the loop's zero-copy ``sendfile`` on a transport.
 
-Extras over ``ByteStream``:
+Measured (bench/proxy_bench.py and bench/webserver_bench.py, this module
+against the asyncio-everywhere layout before it, run side by side): see
+MEASURED below.
 
-- ``receive(timeout=...)`` and ``send(..., timeout)``: cheap timers
-  (``loop.call_later``) instead of cancel scopes; a receive raises
-  ``TimeoutError`` on expiry, a send that times out aborts the connection and
-  raises ``BrokenResourceError`` (a client that stops reading
-  must not hold its buffers and descriptor forever);
-- ``receive(watch=other)``: also give up with ``PeerGone`` as soon as
-  ``other`` reaches end of stream or is lost (a client that disconnects while
-  we wait for its backend's reply frees the backend at once, as Perl's
-  ``client_disconnected`` does);
-- ``_transport`` is the asyncio transport (the web server's sendfile uses it).
-
-Invariants: at most one task receives at a time; ``_size`` is the number of
-buffered unread bytes; reading is paused iff ``_size > READ_HIGH_WATER``.
+Stream invariants: at most one task receives at a time; ``_size`` is the number
+of buffered unread bytes; reading is paused iff ``_size > READ_HIGH_WATER``.
+Extras over ``ByteStream``: ``receive(timeout=..., watch=other)`` (a cheap
+timer instead of a cancel scope, raising ``TimeoutError``; ``PeerGone`` as soon
+as ``other`` ends: a client gone while we wait for its backend frees the
+backend at once, as Perl's ``client_disconnected``); ``send(..., timeout)``
+aborts a peer that stopped reading (``BrokenResourceError``).
 """
 
 from __future__ import annotations
@@ -36,12 +45,110 @@ import ssl
 import struct
 import threading
 import weakref
-from typing import Any, Callable, Mapping, cast
+from typing import Any, BinaryIO, Callable, Coroutine, Generic, Mapping, TypeVar, cast
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
 
-__all__ = ["FastStream", "PeerGone", "open_connection", "wrap_accepted", "READ_HIGH_WATER"]
+__all__ = ["FastStream", "PeerGone", "open_connection", "wrap_accepted", "READ_HIGH_WATER",
+           "Slot", "Timer", "call_later", "call_soon", "thread_caller", "TaskSet"]
+
+T = TypeVar("T")
+#: a pending ``call_later``: ``cancel()`` it
+Timer = asyncio.TimerHandle
+
+
+def call_later(delay: float, fn: Callable[..., object], *args: object) -> Timer:
+    """Run ``fn(*args)`` on the event loop after ``delay`` seconds (no task)."""
+    return asyncio.get_running_loop().call_later(delay, fn, *args)
+
+
+class Slot(Generic[T]):
+    """A value (or an error) one task waits for: an ``anyio.Event`` carrying a result."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def set(self, value: T) -> None:
+        if not self._fut.done():
+            self._fut.set_result(value)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._fut.done():
+            self._fut.set_exception(exc)
+
+    def is_set(self) -> bool:
+        return self._fut.done()
+
+    @property
+    def abandoned(self) -> bool:
+        """Closed, or its waiting task cancelled, before a value came."""
+        return self._fut.cancelled()
+
+    def value(self) -> T | None:
+        """What ``set`` gave, if it was set (and not failed or closed)."""
+        fut = self._fut
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            return fut.result()
+        return None
+
+    def expire_after(self, delay: float) -> Timer:
+        """Fail with ``TimeoutError`` after ``delay`` seconds unless set before."""
+        return asyncio.get_running_loop().call_later(delay, _expire, self._fut)
+
+    def close(self) -> None:
+        """Nobody waits any more: a later ``set``/``fail`` is ignored."""
+        fut = self._fut
+        if not fut.done():
+            fut.cancel()
+        elif not fut.cancelled():
+            fut.exception()  # an error nobody awaited is not logged as lost
+
+    async def wait(self) -> T:
+        return await self._fut
+
+
+class TaskSet:
+    """Plain tasks kept in a set (see the module docstring: a client connection
+    each); ``cancel_all`` and then ``wait_cancelled`` end them on shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cancelled: list[asyncio.Task[None]] = []
+
+    def start(self, coro: Coroutine[Any, Any, None],
+              on_done: Callable[[], None] | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if on_done is not None:
+            task.add_done_callback(lambda _task: on_done())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def cancel_all(self) -> None:
+        self._cancelled = list(self._tasks)
+        for task in self._cancelled:
+            task.cancel()
+
+    async def wait_cancelled(self, timeout: float) -> None:
+        tasks, self._cancelled = self._cancelled, []
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+
+def call_soon(fn: Callable[..., object], *args: object) -> None:
+    """Run ``fn(*args)`` on the event loop after the tasks ready this turn."""
+    asyncio.get_running_loop().call_soon(fn, *args)
+
+
+def thread_caller() -> Callable[..., object]:
+    """For a worker thread: call back into this loop without waiting
+    (raises ``RuntimeError`` once the loop has closed)."""
+    return asyncio.get_running_loop().call_soon_threadsafe
 
 #: Unread bytes kept before the transport stops reading.
 READ_HIGH_WATER = 262144
@@ -166,7 +273,7 @@ class _Protocol(asyncio.BufferedProtocol):
             drain.set_result(None)
 
 
-def _expire(fut: "asyncio.Future[None]") -> None:
+def _expire(fut: "asyncio.Future[Any]") -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
 
@@ -365,6 +472,52 @@ class FastStream(ByteStream):
     @property
     def closed(self) -> bool:
         return self._closed or self._protocol.lost
+
+    @property
+    def ended(self) -> bool:
+        """The peer closed its side or the connection is gone (bytes may still be unread)."""
+        return self._protocol.eof
+
+    def fail_on_end(self, slot: "Slot[Any]") -> bool:
+        """Fail ``slot`` with ``PeerGone`` when this stream ends; False if it has."""
+        if self._protocol.eof:
+            return False
+        self._protocol.watchers.append(slot._fut)
+        return True
+
+    def forget(self, slot: "Slot[Any]") -> None:
+        try:
+            self._protocol.watchers.remove(slot._fut)
+        except ValueError:
+            pass
+
+    # --- files -----------------------------------------------------------------
+
+    @property
+    def can_sendfile(self) -> bool:
+        """An open asyncio transport (the loop's ``sendfile`` works on it)."""
+        transport = self._transport
+        return isinstance(transport, asyncio.WriteTransport) and not transport.is_closing()
+
+    def idle_tcp_socket(self) -> socket.socket | None:
+        """The socket, when bytes may go to it directly now: plain TCP (not TLS)
+        and nothing queued in the transport (so bytes stay in order)."""
+        transport = self._transport
+        sock = transport.get_extra_info("socket")
+        if (sock is None or transport.get_write_buffer_size() or
+                transport.get_extra_info("sslcontext") is not None):
+            return None
+        return cast(socket.socket, sock)
+
+    async def sendfile(self, fh: BinaryIO, offset: int, count: int) -> None:
+        """The loop's ``sendfile``: what the transport buffers goes first, then
+        ``os.sendfile`` (or reads and writes under TLS).  ``BrokenResourceError``
+        when the peer is gone; ``RuntimeError``/``NotImplementedError`` when the
+        transport cannot (the caller then reads and sends)."""
+        try:
+            await self._loop.sendfile(self._transport, fh, offset, count)
+        except (ConnectionError, OSError) as exc:
+            raise anyio.BrokenResourceError from exc
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:

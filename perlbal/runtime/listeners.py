@@ -1,0 +1,219 @@
+"""Listening sockets: one per enabled, listening service (Perl's TCPListener, UploadListener).
+
+``Listeners.start`` binds synchronously, so a console ``ENABLE`` or
+``SET listen`` answers with Perl's error text at once; the socket is then
+served by the accept loop (``clients.py``) in the runtime's task group, or,
+before ``Runtime.serve`` has started, as soon as it starts.
+
+Invariants:
+- one ``Listener`` per enabled, listening service name; its accept loop runs
+  in its own cancel scope, so ``stop`` stops accepting while open
+  connections finish on their own;
+- a listener of an ``enable_ssl`` service carries its ``SSLContext``
+  (``tls.py``, built at bind time so ENABLE reports a bad certificate);
+- an ``upload_tracker`` service binds a UDP socket instead, read by
+  ``upload_tracker.serve_datagrams`` in a cancel scope of its own;
+- with SERVER workers > 1 (``workers.py``) every worker binds its own
+  SO_REUSEPORT socket to each address (``rebind``), except the management one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskGroup
+
+from perlbal.graph import Service
+
+if TYPE_CHECKING:
+    from perlbal.runtime.server import Runtime
+
+__all__ = ["Listener", "Listeners", "parse_listen"]
+
+
+def parse_listen(listen: str) -> tuple[socket.AddressFamily, str, int]:
+    """``ip:port``, bare ``port`` (0.0.0.0) or ``[v6]:port`` -> (family, host, port)."""
+    listen = listen.strip()
+    if listen.startswith("["):
+        host, _, port = listen[1:].partition("]:")
+        return socket.AF_INET6, host, int(port)
+    if ":" in listen:
+        host, _, port = listen.rpartition(":")
+        return socket.AF_INET, host, int(port)
+    return socket.AF_INET, "0.0.0.0", int(listen)
+
+
+@dataclass
+class Listener:
+    service: str
+    sock: socket.socket
+    scope: anyio.CancelScope | None = None  # created inside the event loop
+    closed: bool = False
+    tls: ssl.SSLContext | None = None  # enable_ssl: accepted sockets are wrapped (tls.py)
+    management: bool = False  # counted on its own max_connections budget
+
+
+class Listeners:
+    """The runtime's listening sockets, TCP and (upload_tracker) UDP."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+        self.open: dict[str, Listener] = {}
+        #: upload_tracker services: name -> (UDP socket, its reader's scope once the loop runs)
+        self.trackers: dict[str, tuple[socket.socket, anyio.CancelScope | None]] = {}
+        self._not_started: list[Listener] = []
+        self._tg: TaskGroup | None = None
+        #: SO_REUSEPORT on listeners (SERVER workers > 1: each worker binds its own)
+        self.reuse_port = False
+
+    def start(self, svc: Service) -> str | None:
+        """Bind ``svc``'s listener; Perl's error reason on failure."""
+        listen = svc.listen
+        if listen is None:
+            return None
+        if svc.role == "upload_tracker":
+            return self._start_tracker(svc, listen)
+        tls_context: ssl.SSLContext | None = None
+        if svc.get("enable_ssl"):
+            from perlbal.runtime.tls import TLSConfigError, build_context
+
+            try:
+                tls_context = build_context(svc)
+            except TLSConfigError as exc:
+                return str(exc)
+        try:
+            family, host, port = parse_listen(listen)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except (ValueError, OSError) as exc:
+            return f"Error creating listening socket: {exc}"
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port and svc.role != "management":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            text = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == errno.EADDRNOTAVAIL:
+                text = "Cannot assign requested address"
+            # Perl: "Error creating listening socket: " . $@, and $@ names the class
+            return f"Error creating listening socket: IO::Socket::INET: {text}"
+        old = self.open.pop(svc.name, None)
+        if old is not None:
+            self.close(old)
+        lst = Listener(svc.name, sock, tls=tls_context, management=svc.role == "management")
+        self.open[svc.name] = lst
+        if self._tg is not None:
+            self._tg.start_soon(self.runtime.clients.accept_loop, lst)
+        else:
+            self._not_started.append(lst)
+        return None
+
+    def stop(self, svc: Service) -> None:
+        lst = self.open.pop(svc.name, None)
+        if lst is not None:
+            self.close(lst)
+        self._stop_tracker(svc.name)
+
+    def close(self, lst: Listener) -> None:
+        lst.closed = True
+        if lst.scope is not None:
+            lst.scope.cancel()
+        if lst in self._not_started:
+            self._not_started.remove(lst)
+        try:
+            lst.sock.close()
+        except OSError:
+            pass
+
+    def any(self) -> bool:
+        return bool(self.open or self.trackers)
+
+    def begin(self, tg: TaskGroup) -> None:
+        """``Runtime.serve`` started: serve what was bound before."""
+        self._tg = tg
+        for lst in self._not_started:
+            tg.start_soon(self.runtime.clients.accept_loop, lst)
+        self._not_started.clear()
+        for name in list(self.trackers):
+            self._open_tracker(name)
+
+    def close_all(self) -> None:
+        for lst in list(self.open.values()):
+            self.close(lst)
+        self.open.clear()
+        for name in list(self.trackers):
+            self._stop_tracker(name)
+
+    def end(self) -> None:
+        self._tg = None
+
+    # --- SERVER workers = N ----------------------------------------------------
+
+    def is_management(self, lst: Listener) -> bool:
+        svc = self.runtime.graph.services.get(lst.service)
+        return svc is not None and svc.role == "management"
+
+    def rebind(self, lst: Listener) -> None:
+        """A fresh SO_REUSEPORT socket on the same address replaces ``lst.sock``."""
+        addr = lst.sock.getsockname()
+        family = lst.sock.family
+        lst.sock.close()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+        sock.setblocking(False)
+        lst.sock = sock
+
+    # --- upload_tracker: UDP (runtime/upload_tracker.py) ----------------------------
+
+    def _start_tracker(self, svc: Service, listen: str) -> str | None:
+        """Perl's UploadListener: a UDP socket bound at ENABLE, read in the loop."""
+        try:
+            family, host, port = parse_listen(listen)
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except (ValueError, OSError) as exc:
+            text = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+            return f"Error creating listening socket: IO::Socket::INET: {text}"
+        self._stop_tracker(svc.name)
+        self.trackers[svc.name] = (sock, None)
+        if self._tg is not None:
+            self._open_tracker(svc.name)
+        return None
+
+    def _open_tracker(self, name: str) -> None:
+        from perlbal.runtime.upload_tracker import serve_datagrams
+
+        entry = self.trackers.get(name)
+        if entry is None or entry[1] is not None or self._tg is None:
+            return
+        sock, scope = entry[0], anyio.CancelScope()
+        self.trackers[name] = (sock, scope)
+
+        async def read() -> None:
+            with scope:
+                await serve_datagrams(sock)
+
+        self._tg.start_soon(read)
+
+    def _stop_tracker(self, name: str) -> None:
+        entry = self.trackers.pop(name, None)
+        if entry is None:
+            return
+        sock, scope = entry
+        if scope is not None:
+            scope.cancel()
+        sock.close()
