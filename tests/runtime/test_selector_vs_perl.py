@@ -21,49 +21,21 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import management, pool, proxy_service, vhost_selector
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import LOOPBACK, free_ports
 
-CONF = """
-LOAD vhosts
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-CREATE SERVICE px_off
-SET role = reverse_proxy
-SET pool = p
-SET persist_client = off
-ENABLE px_off
-CREATE SERVICE px_on
-SET role = reverse_proxy
-SET pool = p
-SET persist_client = on
-ENABLE px_on
-CREATE SERVICE sel_on
-SET role = selector
-SET listen = 127.0.0.1:{sel_on}
-SET plugins = vhosts
-SET persist_client = on
-VHOST sel_on off.example = px_off
-VHOST sel_on console.example = mgmt
-ENABLE sel_on
-CREATE SERVICE sel_off
-SET role = selector
-SET listen = 127.0.0.1:{sel_off}
-SET plugins = vhosts
-SET persist_client = off
-VHOST sel_off on.example = px_on
-ENABLE sel_off
-CREATE SERVICE direct
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{direct}
-SET pool = p
-SET persist_client = off
-ENABLE direct
-"""
+
+def _conf(backend: Backend, sel_on: int, sel_off: int, direct: int, mgmt: int) -> str:
+    return ("LOAD vhosts\n" + pool("p", [backend]) + management(mgmt)
+            + proxy_service("px_off", None, "p", extra=["SET persist_client = off"])
+            + proxy_service("px_on", None, "p", extra=["SET persist_client = on"])
+            + vhost_selector("sel_on", sel_on, {"off.example": "px_off", "console.example": "mgmt"},
+                             extra=["SET persist_client = on"])
+            + vhost_selector("sel_off", sel_off, {"on.example": "px_on"},
+                             extra=["SET persist_client = off"])
+            + proxy_service("direct", direct, "p", extra=["SET persist_client = off"]))
+
 
 Starter = Callable[[str], AbstractContextManager[object]]
 _COUNTERS = re.compile(rb"X-Backend-(Conn|Req): \d+\r\n|\"(conn|req)\": \d+, ")
@@ -85,8 +57,7 @@ def _talk(port: int, data: bytes, timeout: float = 2.0) -> bytes:
 def _run(start: Starter) -> list[bytes]:
     sel_on, sel_off, direct, mgmt = free_ports(4)
     with Backend("b") as backend:
-        conf = CONF.format(backend=backend.address, sel_on=sel_on, sel_off=sel_off,
-                           direct=direct, mgmt=mgmt)
+        conf = _conf(backend, sel_on, sel_off, direct, mgmt)
         with start(conf):
             return [
                 # selector persist on, selected service off: kept alive (then the

@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from tests.runtime.pyserver import PyPerlbal  # noqa: E402
-from tests.support.configs import pool, proxy_service, service  # noqa: E402
+from tests.support.configs import pool, proxy_service, vhost_selector  # noqa: E402
 from tests.support.ports import free_ports  # noqa: E402
 
 
@@ -95,8 +95,7 @@ def stack() -> Iterator[Stack]:
         config = (pool("ws", [backend.port])
                   + proxy_service("proxy", proxy, "ws", extra=["SET persist_backend = on"])
                   + proxy_service("inner", None, "ws")
-                  + service("sel", "selector", listen=selector,
-                            extra=["SET plugins = vhosts", "VHOST sel * = inner"])
+                  + vhost_selector("sel", selector, {"*": "inner"})
                   + proxy_service("quiet", quiet, "ws", extra=["SET idle_timeout = 2"])
                   + proxy_service("off", off, "ws", extra=["SET allow_upgrade = off"]))
         with PyPerlbal("LOAD vhosts\n" + config) as server:

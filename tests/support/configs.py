@@ -15,9 +15,9 @@ is valid for ``/usr/bin/perlbal`` as much as for our server::
     #   SET persist_backend = on
     # ENABLE proxy
 
-The smaller pieces (``pool``, ``service``, ``proxy_service``, ``management``)
-compose into configs with several services; ``serve_proxy`` starts a proxy on
-free ports in front of some backends and hands back its ports.
+The smaller pieces (``pool``, ``service``, ``proxy_service``, ``vhost_selector``,
+``management``) compose into configs with several services; ``serve_proxy``
+starts a proxy on free ports in front of some backends and hands back its ports.
 
 A node is an ``int`` (a port on 127.0.0.1), an ``"ip:port"`` string, or
 anything with an ``address`` (``tests.support.backend.Backend``); a listen is
@@ -30,13 +30,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, Union
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol, Union
 
 from tests.support.perl_perlbal import management_config
 from tests.support.ports import LOOPBACK, free_ports
 
 __all__ = ["PERSIST", "Node", "ServedProxy", "address", "listen_address", "management", "pool",
-           "proxy_config", "proxy_service", "serve_proxy", "service", "web_config"]
+           "proxy_config", "proxy_service", "serve_proxy", "service", "vhost_selector",
+           "web_config"]
 
 
 class _HasAddress(Protocol):
@@ -91,6 +92,15 @@ def proxy_service(name: str, listen: Listen | None, pool: str, *,
                   extra: Iterable[str] = ()) -> str:
     """A reverse_proxy service; ``listen=None`` for one only a selector reaches."""
     return service(name, "reverse_proxy", listen=listen, pool=pool, extra=extra)
+
+
+def vhost_selector(name: str, listen: Listen, vhosts: Mapping[str, str], *,
+                   extra: Iterable[str] = ()) -> str:
+    """A selector with the vhosts plugin: ``extra`` lines, then ``VHOST name host = service``
+    for each entry of ``vhosts`` (in order; ``*`` is the default)."""
+    return service(name, "selector", listen=listen, extra=[
+        "SET plugins = vhosts", *extra,
+        *(f"VHOST {name} {host} = {target}" for host, target in vhosts.items())])
 
 
 _pool, _service = pool, service  # proxy_config's and web_config's arguments shadow them

@@ -16,6 +16,7 @@ from tests.support.configs import (
     proxy_service,
     serve_proxy,
     service,
+    vhost_selector,
     web_config,
 )
 from tests.support.perl_perlbal import (
@@ -154,6 +155,10 @@ def test_config_builders_write_the_scaffolding_perl_writes() -> None:
     assert service("s", "selector", listen=1, extra=["VHOST s * = inner"], enable=False) == (
         "CREATE SERVICE s\n  SET role = selector\n  SET listen = 127.0.0.1:1\n"
         "  VHOST s * = inner\n")
+    assert vhost_selector("s", "80", {"a.example": "x", "*": "y"},
+                          extra=["SET persist_client = on"]) == (
+        "CREATE SERVICE s\n  SET role = selector\n  SET listen = 80\n  SET plugins = vhosts\n"
+        "  SET persist_client = on\n  VHOST s a.example = x\n  VHOST s * = y\nENABLE s\n")
     assert pool("empty") == "CREATE POOL empty\n"
     assert management(5) == management_config(5)
 
@@ -165,8 +170,7 @@ def test_config_builders_pass_our_check(tmp_path: Path) -> None:
     conf.write_text(proxy_config(free_port(), [1], extra=PERSIST, load=["vhosts"])
                     + web_config(free_port(), tmp_path, service="files")
                     + pool("q", [2]) + proxy_service("inner", None, "q")
-                    + service("sel", "selector", listen=free_port(),
-                              extra=["SET plugins = vhosts", "VHOST sel * = inner"])
+                    + vhost_selector("sel", free_port(), {"*": "inner"})
                     + management(free_port()))
     result = check_paths([str(conf)])
     assert result.errors == [], result.errors
