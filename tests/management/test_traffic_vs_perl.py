@@ -21,40 +21,21 @@ from contextlib import AbstractContextManager
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import PERSIST, management, pool, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal, console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection, request
 
-CONF = """
-CREATE POOL pa
-POOL pa ADD {a}
-CREATE POOL pb
-POOL pb ADD {b}
-CREATE SERVICE keep
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{keep}
-SET pool = pa
-SET persist_client = on
-SET persist_backend = on
-ENABLE keep
-CREATE SERVICE plain
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{plain}
-SET pool = pb
-ENABLE plain
-CREATE POOL pc
-POOL pc ADD {c}
-CREATE SERVICE checked
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{checked}
-SET pool = pc
-SET verify_backend = on
-ENABLE checked
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+
+def _conf(a: Backend, b: Backend, c: Backend, keep: int, plain: int, checked: int,
+          mgmt: int) -> str:
+    return (pool("pa", [a]) + pool("pb", [b])
+            + proxy_service("keep", keep, "pa", extra=PERSIST)
+            + proxy_service("plain", plain, "pb")
+            + pool("pc", [c])
+            + proxy_service("checked", checked, "pc", extra=["SET verify_backend = on"])
+            + management(mgmt))
+
 
 COMMANDS = ["show service keep", "show service plain", "show service", "show pool",
             "show pool pa", "show pool pb", "show service checked", "nodes", "queues",
@@ -74,8 +55,7 @@ def _run(start: Starter) -> dict[str, list[str]]:
     with Backend("a") as a, Backend("b") as b, Backend("c") as c:
         names = {str(a.port): "A", str(b.port): "B", str(c.port): "C", str(keep): "KEEP",
                  str(plain): "PLAIN", str(checked): "CHECKED", str(mgmt): "MGMT"}
-        with start(CONF.format(a=a.address, b=b.address, c=c.address, keep=keep, plain=plain,
-                               checked=checked, mgmt=mgmt)):
+        with start(_conf(a, b, c, keep, plain, checked, mgmt)):
             with HTTPConnection(keep) as conn:
                 for i in range(3):
                     assert conn.request("GET", f"/k{i}", [("Host", "x")]).status == 200
