@@ -17,45 +17,20 @@ import time
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import management, pool, proxy_config, proxy_service
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports, port_accepts
 from tests.support.rawhttp import RawResponse, request
 
-BASE = """
-CREATE POOL p
-POOL p ADD {b1}
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = p
-ENABLE web
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+def _base(b1: str, web: int, mgmt: int) -> str:
+    return proxy_config(web, [b1], service="web", mgmt_port=mgmt)
 
-EDITED = """
-CREATE POOL p
-POOL p ADD {b2}
-CREATE POOL q
-POOL q ADD {b1}
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = p
-SET persist_client = on
-ENABLE web
-CREATE SERVICE other
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{other}
-SET pool = q
-ENABLE other
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+
+def _edited(b1: str, b2: str, web: int, other: int, mgmt: int) -> str:
+    """``_base`` with p's node swapped, web's persist_client on, a new pool and service."""
+    return (pool("p", [b2]) + pool("q", [b1])
+            + proxy_service("web", web, "p", extra=["SET persist_client = on"])
+            + proxy_service("other", other, "q") + management(mgmt))
 
 
 def _hup_and_wait(server: PyPerlbal, marker: str) -> str:
@@ -75,10 +50,10 @@ def _hup_and_wait(server: PyPerlbal, marker: str) -> str:
 def test_sighup_applies_only_the_difference() -> None:
     web, other, mgmt = free_ports(3)
     with Backend("b1") as b1, Backend("b2") as b2:
-        fill = dict(b1=b1.address, b2=b2.address, web=web, other=other, mgmt=mgmt)
-        with PyPerlbal(BASE.format(**fill)) as server, console(LOOPBACK, mgmt) as con:
+        with PyPerlbal(_base(b1.address, web, mgmt)) as server, console(LOOPBACK, mgmt) as con:
             assert request(web, "GET", "/").header("X-Backend-Name") == "b1"
-            (server.workdir / "perlbal.conf").write_text(EDITED.format(**fill))
+            (server.workdir / "perlbal.conf").write_text(
+                _edited(b1.address, b2.address, web, other, mgmt))
             report = _hup_and_wait(server, "reload:")
             assert "reload: " in report and "change(s)" in report
             for expected in (f"POOL p REMOVE {b1.address}", f"POOL p ADD {b2.address}",
@@ -98,9 +73,8 @@ def test_sighup_applies_only_the_difference() -> None:
 def test_sighup_with_an_error_is_rejected_whole() -> None:
     web, mgmt = free_ports(2)
     with Backend("b1") as b1, Backend("b2") as b2:
-        fill = dict(b1=b1.address, web=web, mgmt=mgmt)
-        with PyPerlbal(BASE.format(**fill)) as server:
-            broken = BASE.format(**fill).replace(
+        with PyPerlbal(_base(b1.address, web, mgmt)) as server:
+            broken = _base(b1.address, web, mgmt).replace(
                 f"POOL p ADD {b1.address}", f"POOL p ADD {b2.address}\nSET p.no_such_thing = 1")
             broken += "SET web.persist_client = maybe\n"
             (server.workdir / "perlbal.conf").write_text(broken)
@@ -121,7 +95,7 @@ def _slow_request(port: int, out: list[RawResponse | Exception]) -> None:
 def _graceful(stop: str) -> None:
     web, mgmt = free_ports(2)
     with Backend("slow", delay=1.0) as slow:
-        with PyPerlbal(BASE.format(b1=slow.address, web=web, mgmt=mgmt)) as server:
+        with PyPerlbal(_base(slow.address, web, mgmt)) as server:
             assert server.proc is not None
             results: list[RawResponse | Exception] = []
             client = threading.Thread(target=_slow_request, args=(web, results))
