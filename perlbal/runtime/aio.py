@@ -24,9 +24,15 @@ the hot paths, or because anyio has no equivalent:
   through ``anyio.to_thread``, before batching).
 - ``FastStream.sendfile``: the loop's zero-copy ``sendfile`` on a transport.
 
-Measured (bench/proxy_bench.py and bench/webserver_bench.py, this module
-against the asyncio-everywhere layout before it, run side by side): see
-MEASURED below.
+Measured when the rest moved to anyio (commit 9edaa89 against its parent,
+side by side in one run, wrk -t2 -c50, 1 worker, a box loaded by other work;
+medians of 2 runs, req/s and CPU us/req):
+  proxy 1 KiB (bench/proxy_bench.py)  1892 / 368 against 1997 / 377
+  web server 1k (webserver_bench.py)  2576 / 257 against 2701 / 301
+  web server 100k                     2216 / 393 against 1669 / 407
+i.e. no change beyond the noise (the min..max ranges overlap; CPU per request
+is not higher).  The accept loop now waits with ``anyio.wait_readable`` and
+accepts with a plain ``accept()`` (what ``loop.sock_accept`` did inside).
 
 Stream invariants: at most one task receives at a time; ``_size`` is the number
 of buffered unread bytes; reading is paused iff ``_size > READ_HIGH_WATER``.
