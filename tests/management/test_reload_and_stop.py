@@ -22,6 +22,7 @@ from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports, port_accepts
 from tests.support.rawhttp import RawResponse, request
 
+
 def _base(b1: str, web: int, mgmt: int) -> str:
     return proxy_config(web, [b1], service="web", mgmt_port=mgmt)
 

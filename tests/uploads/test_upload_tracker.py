@@ -20,25 +20,16 @@ from contextlib import AbstractContextManager
 
 from tests.runtime.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import send_raw
 
-CONF = """
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE status
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{status}
-SET pool = p
-SET persist_client = {persist}
-SET upload_status_listeners = 127.0.0.1:{tracker}
-ENABLE status
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+
+def _conf(backend: Backend, status: int, mgmt: int, tracker: int, persist: str) -> str:
+    return proxy_config(status, [backend], service="status", mgmt_port=mgmt, extra=[
+        f"SET persist_client = {persist}", f"SET upload_status_listeners = {LOOPBACK}:{tracker}"])
+
 
 # the UDP tracker is created on the console: the harnesses wait for TCP ports only
 TRACKER = ("CREATE SERVICE tracker", "SET role = upload_tracker",
@@ -73,8 +64,7 @@ def _ask(port: int, session: str, method: str = "GET") -> bytes:
 def _session_with_perl(start: Starter, persist: str) -> list[bytes]:
     status, mgmt, tracker = free_ports(3)
     with Backend("b") as backend:
-        conf = CONF.format(backend=backend.address, status=status, mgmt=mgmt, tracker=tracker,
-                           persist=persist)
+        conf = _conf(backend, status, mgmt, tracker, persist)
         with start(conf):
             enabled = _console(mgmt, [line.format(tracker=tracker) for line in TRACKER])
             seen = [enabled, _ask(status, "abcde")]
@@ -103,17 +93,10 @@ def test_status_replies_match_perl(need_perl_perlbal: None) -> None:
 def test_slow_upload_progress_polled_through_another_service() -> None:
     up, status, mgmt, tracker = free_ports(4)
     total = 5 * 1024 * 1024
-    conf = CONF + """
-CREATE SERVICE up
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{up}
-SET pool = p
-SET upload_status_listeners = 127.0.0.1:{tracker}
-ENABLE up
-"""
     with Backend("b") as backend:
-        with PyPerlbal(conf.format(backend=backend.address, status=status, mgmt=mgmt,
-                                   tracker=tracker, up=up, persist="off")) as server:
+        conf = _conf(backend, status, mgmt, tracker, "off") + proxy_service("up", up, "p", extra=[
+            f"SET upload_status_listeners = {LOOPBACK}:{tracker}"])
+        with PyPerlbal(conf) as server:
             assert _console(mgmt, [line.format(tracker=tracker) for line in TRACKER]) \
                 == b"OK\r\n|" * 4
             reply: list[bytes] = []
