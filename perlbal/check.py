@@ -318,8 +318,8 @@ class Checker:
         for name, svc in graph.services.items():
             node = self.where.get(name)
             if node is None:
-                node = ast.Blank.model_construct(
-                    file=self.result.files[0] if self.result.files else "<config>", line=1)
+                first = self.result.files[0] if self.result.files else "<config>"
+                node = ast.construct(ast.Blank, file=first, line=1)
             if svc.enabled and not svc.listen and name not in targets and \
                     svc.role != "upload_tracker":
                 self.add(node, "warning", f"service '{name}' is enabled but has no listen "

@@ -14,10 +14,11 @@ run is the real code path with other implementations behind them:
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Protocol, cast
 
 from perlbal import PERL_COMPAT_VERSION
 from perlbal import nodefile, queries
@@ -183,6 +184,34 @@ class Call:
 
 
 
+class _Recoerce:
+    """In a role's plan: this default is coerced again for each service."""
+
+
+class _RolePlan:
+    """The defaults one role gets: (param, raw text, value kept or _Recoerce)."""
+
+    def __init__(self, params: list[Param]) -> None:
+        self.params = params
+        self.steps: list[tuple[Param, str, ParamValue | type[_Recoerce]]] = []
+
+    def params_are(self, params: list[Param]) -> bool:
+        return len(params) == len(self.params) and all(map(operator.is_, params,
+                                                           self.params))
+
+
+class _EnvProbe:
+    """A ``CheckEnv`` that answers as ``env`` and notes whether it was asked."""
+
+    def __init__(self, env: CheckEnv) -> None:
+        self._env = env
+        self.asked = False
+
+    def __getattr__(self, name: str) -> Any:
+        self.asked = True
+        return getattr(self._env, name)
+
+
 class Interpreter:
     def __init__(self, graph: Graph | None = None, *, effects: Effects | None = None,
                  plugins: PluginRegistry | None = None, base_dir: str | None = None) -> None:
@@ -336,22 +365,63 @@ class Interpreter:
             self.effects.spawn_backends(svc)
         return call.ok()
 
+    #: per role, the plan of its defaults (see _init_role); shared by interpreters,
+    #: as what is cached in it depends on the parameter and its text alone
+    _role_plans: ClassVar[dict[tuple[str, tuple[tuple[str, str], ...]], _RolePlan]] = {}
+
     def _init_role(self, svc: Service) -> None:
-        """Perl's Service::init: every applicable parameter back to its default."""
-        quiet = Call(ast.Blank(), CommandContext(verbose=False))
+        """Perl's Service::init: every applicable parameter back to its default.
+
+        Coercing every default at every ``SET role`` was a third of checking a large
+        config, so the first time a role is set (with these plugins loaded and these
+        DEFAULTs) the defaults are coerced through a probe that sees whether the
+        coercion asked ``self.env`` anything: those whose value depends on their
+        text alone are kept (lists copied for each service); the others (a pool, a
+        directory, a file) are coerced again each time, in the same order as ever.
+        """
         params = list(REGISTRY.service.values())
         params += self.plugins.loaded_params(self.graph.plugins_loaded.values())
+        key = (svc.role or "", tuple(self.graph.defaults.items()))
+        plan = self._role_plans.get(key)
+        quiet = Call(ast.construct(ast.Blank), CommandContext(verbose=False))
+        if plan is not None and plan.params_are(params):
+            for param, text, kept in plan.steps:
+                value: ParamValue
+                if kept is _Recoerce:
+                    try:
+                        value = param.coerce(text, self.env, svc.name)
+                    except ParamError:
+                        continue
+                else:
+                    value = list(kept) if isinstance(kept, list) else cast(ParamValue, kept)
+                if param.effect is Effect.NONE:
+                    svc.params[param.name] = value  # all that _apply does for these
+                else:
+                    self._apply(svc, param, value, quiet)
+            return
+        plan = _RolePlan(params)
         for param in params:
             if param.roles != "*" and (svc.role or "") not in param.roles:
                 continue
             raw = self.graph.defaults.get(param.name, param.default)
             if raw is None:
                 continue
+            probe = _EnvProbe(self.env)
+            # a plugin's own coerce may read anything: never kept
+            pure = type(param).coerce is Param.coerce
             try:
-                value = param.coerce(raw, self.env, svc.name)
+                value = param.coerce(raw, cast(CheckEnv, probe), svc.name)
             except ParamError:
+                if probe.asked or not pure:
+                    plan.steps.append((param, raw, _Recoerce))
                 continue
+            pure = pure and not probe.asked
+            plan.steps.append((param, raw, (list(value) if isinstance(value, list) else value)
+                               if pure else _Recoerce))
             self._apply(svc, param, value, quiet)
+        if len(self._role_plans) >= 64:
+            self._role_plans.clear()
+        self._role_plans[key] = plan
 
     def _pool_set_via_service(self, svc: Service, key: str, raw: str, call: Call) -> bool:
         # Perl passes pool-only parameters through, vivifying NAME_pool if allowed

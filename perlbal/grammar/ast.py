@@ -8,7 +8,7 @@ normalisation); giving it meaning is the interpreter's job.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -182,3 +182,44 @@ class PluginCommand(Node):
 
 
 Command = Node
+
+
+N = TypeVar("N", bound=Node)
+_MISSING: Any = object()
+_LAYOUTS: dict[type[Node], tuple[dict[str, Any], frozenset[str]]] = {}
+
+
+def construct(cls: type[N], **values: Any) -> N:
+    """``cls.model_construct(**values)``, the same node, in a quarter of the time.
+
+    For fields already checked (by the grammar, or by the code making the node):
+    the parser makes one node per config line, and pydantic's model_construct
+    (a loop over every field, in Python) was a tenth of checking a large config.
+    ``values`` must name fields only; a node type this does not cover (aliases,
+    a post-init hook) or a required field left out goes to model_construct.
+    """
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        layout = _LAYOUTS[cls] = _layout(cls)
+    template, required = layout
+    if not template or not required.issubset(values):
+        return cls.model_construct(**values)
+    fields = template.copy()  # every field, in declaration order, at its default
+    fields.update(values)
+    node = cls.__new__(cls)
+    object.__setattr__(node, "__dict__", fields)
+    object.__setattr__(node, "__pydantic_fields_set__", set(values))
+    object.__setattr__(node, "__pydantic_extra__", None)
+    object.__setattr__(node, "__pydantic_private__", None)
+    return node
+
+
+def _layout(cls: type[Node]) -> tuple[dict[str, Any], frozenset[str]]:
+    fields = cls.__pydantic_fields__
+    if cls.__pydantic_post_init__ or cls.__private_attributes__ or any(
+            f.alias is not None or f.validation_alias is not None or f.default_factory
+            for f in fields.values()):
+        return {}, frozenset()  # not covered: model_construct for this type
+    template = {name: _MISSING if f.is_required() else f.get_default()
+                for name, f in fields.items()}
+    return template, frozenset(n for n, v in template.items() if v is _MISSING)

@@ -37,7 +37,7 @@ class Normalized:
         """1-based column in the raw line for a 0-based index into ``text``."""
         if index == 0 and self.expanded_columns is None and self.text:
             return len(self.line) - len(self.line.lstrip()) + 1  # no map needed
-        if not self.columns:
+        if not self.text or not self.columns:  # (the map of an empty text is empty)
             return 1
         index = max(0, min(index, len(self.columns) - 1))
         return self.columns[index] + 1

@@ -1,0 +1,164 @@
+"""What the grammar is made of, apart from the parsing itself: the plugin
+extension records (``SyntaxExtension``, ``PluginArgs``), the grammar text with
+its extensions and where its LALR tables are cached, and the header checks of
+HEADER INSERT.  Shared by ``parser`` (the dispatch and the common commands) and
+``larkparse`` (Lark), which import it and never each other's private parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+
+from perlbal.grammar import ast
+
+if TYPE_CHECKING:
+    from lark import Token
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One token a plugin rule matched: its terminal, its text and where it starts
+    (1-based column in the raw line, so a diagnostic can point at it)."""
+
+    kind: str
+    text: str
+    column: int
+
+
+PluginNode = TypeVar("PluginNode", bound=ast.PluginCommand)
+
+
+class PluginArgs:
+    """The tokens of one plugin command, handed to its ``SyntaxExtension.build``."""
+
+    def __init__(self, args: tuple[Arg | None, ...], base: Mapping[str, Any], plugin: str) -> None:
+        self.args = args
+        self.base = base
+        self.plugin = plugin
+
+    def get(self, *kinds: str) -> Arg | None:
+        """The first token of one of these terminals (None when the rule had none)."""
+        return next((a for a in self.args if a is not None and a.kind in kinds), None)
+
+    def every(self, kind: str) -> tuple[Arg, ...]:
+        return tuple(a for a in self.args if a is not None and a.kind == kind)
+
+    def build(self, cls: type[PluginNode], **fields: Any) -> PluginNode:
+        """``cls`` with ``fields``; an ``Arg`` becomes its text and records its
+        column under the field's name (``name.i`` for a tuple of them)."""
+        values: dict[str, Any] = {}
+        at: list[tuple[str, int]] = []
+        for name, value in fields.items():
+            if isinstance(value, Arg):
+                values[name] = value.text
+                at.append((name, value.column))
+            elif isinstance(value, tuple) and all(isinstance(v, Arg) for v in value):
+                values[name] = tuple(v.text for v in value)
+                at.extend((f"{name}.{i}", v.column) for i, v in enumerate(value))
+            else:
+                values[name] = value
+        return cls(plugin=self.plugin, at=tuple(at), **values, **self.base)
+
+
+@dataclass(frozen=True)
+class SyntaxExtension:
+    """A plugin's command: ``rule`` is the Lark body of rule ``<keyword>_cmd``.
+
+    ``terminals`` defines the terminals (and sub-rules) the rule uses; their
+    names must start with the upper-cased keyword (the lower-cased one for
+    rules) to stay apart.  ``build`` turns the matched tokens into the plugin's
+    typed node; without it the node is a ``PluginCommand`` whose ``args`` are
+    the tokens' texts (None for an absent optional).  ``mistakes`` names typical
+    wrong lines for ``UnexpectedInput.match_examples``: (hint, example lines).
+    """
+
+    keyword: str
+    plugin: str
+    rule: str
+    usage: str | None = None
+    terminals: str = ""
+    build: Callable[[PluginArgs], ast.PluginCommand] | None = None
+    mistakes: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+
+
+def _grammar_text() -> str:
+    from importlib import resources
+
+    return resources.files("perlbal.grammar").joinpath("perlbal.lark").read_text()
+
+
+_CORE_RULES = [
+    "create_cmd", "use_cmd", "pool_cmd", "set_cmd", "default_cmd", "header_cmd",
+    "enable_cmd", "load_cmd", "unload_cmd", "reload_cmd", "verbose_cmd", "shutdown_cmd",
+    "mime_cmd", "xs_cmd", "nodes_cmd", "show_cmd", "server_cmd", "socks_cmd", "states_cmd",
+    "simple_cmd", "any_args_cmd", "perl_only_cmd", "explain_cmd",
+]
+
+
+def grammar_text(extensions: tuple[SyntaxExtension, ...]) -> str:
+    """perlbal.lark plus one ``command`` alternative per extension, with its rule."""
+    rules = _CORE_RULES + [f"{e.keyword}_cmd" for e in extensions]
+    text = _grammar_text()
+    text += "\n?command: " + "\n        | ".join(rules) + "\n"
+    for ext in extensions:
+        text += f"\n{ext.keyword}_cmd: {ext.rule}\n{ext.terminals}\n"
+    return text
+
+
+def parser_cache_path(text: str) -> str | None:
+    """Where Lark keeps the LALR tables built for grammar ``text``: one file per
+    grammar (so plugin sets never evict each other) under the user's cache
+    directory; None when it cannot be created (then every start builds them)."""
+    import hashlib
+    import os
+
+    import lark
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "perlbal")
+    digest = hashlib.sha256(f"{lark.__version__}\0{text}".encode()).hexdigest()[:32]
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return os.path.join(folder, f"grammar-{digest}.lark") if os.access(folder, os.W_OK) else None
+
+
+class BadArgument(Exception):
+    """Raised inside the transformer for an argument we refuse although Perl takes it;
+    ``offset`` is where in the normalised line the offending text starts."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+# RFC 9110 section 5.1 (field-name = token) and 5.5 (field values hold no CTL
+# but HTAB).  Beyond Perl, which inserts whatever the line holds: a CR, LF or
+# NUL in an inserted header would corrupt or split every backend request.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _field_value_bad(c: str) -> bool:
+    return (c < " " and c != "\t") or c == "\x7f"
+
+
+def _visible(text: str) -> str:
+    """``text`` with control bytes spelled out, fit for an ERROR line."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def check_inserted_header(name: Token, value: Token) -> None:
+    bad = next((i for i, c in enumerate(name) if c not in _TCHAR), None)
+    if bad is not None:
+        raise BadArgument(f"invalid header name '{_visible(name)}': a header name is an "
+                           "RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)",
+                           (name.start_pos or 0) + bad)
+    bad = next((i for i, c in enumerate(value) if _field_value_bad(c)), None)
+    if bad is not None:
+        raise BadArgument(f"invalid header value '{_visible(value)}': control character "
+                           f"\\x{ord(value[bad]):02x} (only HTAB is allowed)",
+                           (value.start_pos or 0) + bad)

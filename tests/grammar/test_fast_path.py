@@ -1,0 +1,143 @@
+"""The parser's own reading of the common core commands (issue #16 part 6) must
+give exactly what Lark gives: the same node for every line it answers, and no
+answer (so Lark decides) for every other line."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import pytest
+
+from perlbal.grammar import ast
+from perlbal.grammar.fastparse import FAST as _FAST
+from perlbal.grammar.fastparse import FAST_TERMINALS
+from perlbal.grammar.fastparse import plain_extension as _plain_extension
+from perlbal.grammar.parser import CORE_COMMANDS, Parser, SyntaxExtension
+from perlbal.grammar.preprocess import Normalized
+from perlbal.plugins import default_plugin_registry
+
+PIECES = ["service", "pool", "web", "x_1", "a.b", "a.", ".b", "10.0.0.1", "1.2.3.4.5",
+          "1x2y3z4", ":", ":80", "80", "8080", "=", "==", "= ", "v=w", "On", "A-B", "é",
+          "١٢٣", "", " ", "#", "\t", "$", "add", "remove", "/var/www", "127.0.0.1:8080"]
+SKELETONS = {
+    "create": ["create service web", "create pool p_1"],
+    "use": ["use web"], "load": ["load vhosts"],
+    "pool": ["pool add p 10.0.0.1:8080", "pool p remove 1.2.3.4", "pool a b 1x2y3z4:9"],
+    "set": ["set role = web_server", "set web.listen = 127.0.0.1:80", "set web pool=p",
+            "set a.b.c = d = e", "set x = y"],
+    "default": ["default buffer_size = 1M", "default a=b"],
+    "server": ["server max_connections = 10", "server a.b=c d"],
+    "enable": ["enable web"], "disable": ["disable web"],
+}
+NOISE = [" ", "  ", ".", ":", "=", "a", "1", "é", "١", "-", "\t", "\n", "$", "#", "_"]
+
+
+def _lines(keyword: str, count: int, rng: random.Random) -> list[str]:
+    out = []
+    for _ in range(count):
+        if rng.random() < 0.3:
+            parts = [keyword] + [rng.choice(PIECES) for _ in range(rng.randint(0, 5))]
+            seps = [rng.choice([" ", " ", " ", "", "  "]) for _ in parts]
+            out.append("".join(p + s for p, s in zip(parts, seps)))
+            continue
+        line = list(rng.choice(SKELETONS[keyword]))
+        for _ in range(rng.randint(0, 3)):  # a few edits after the keyword
+            at = rng.randint(len(keyword), len(line))
+            what = rng.random()
+            if what < 0.4:
+                line.insert(at, rng.choice(NOISE))
+            elif what < 0.7 and at < len(line):
+                del line[at]
+            elif at < len(line):
+                line[at] = rng.choice(NOISE)
+        out.append("".join(line))
+    return out
+
+
+def _same(a: ast.Node, b: ast.Node) -> bool:
+    return (type(a) is type(b) and list(a.__dict__.items()) == list(b.__dict__.items())
+            and a.model_fields_set == b.model_fields_set)
+
+
+@pytest.fixture(scope="module")
+def parser() -> Parser:
+    return Parser(default_plugin_registry().syntax_extensions())
+
+
+def test_terminals_are_the_grammars(parser: Parser) -> None:
+    for name, pattern in FAST_TERMINALS.items():
+        term = parser.lark.get_terminal(name)
+        assert not term.pattern.flags
+        assert (term.pattern.value, term.priority) == (pattern, 2 if name == "SET_TARGET" else 0)
+
+
+@pytest.mark.parametrize("keyword", sorted(_FAST))
+def test_fast_answers_only_what_lark_answers_alike(parser: Parser, keyword: str) -> None:
+    rng = random.Random(keyword)
+    assert keyword in CORE_COMMANDS  # (a core command, not a plugin's)
+    answered = 0
+    lines = _lines(keyword, 1500, rng) + [
+        f"{keyword} " + " ".join(p) for p in itertools.product(PIECES[:12], repeat=2)]
+    for text in lines:
+        if text != text.lstrip():
+            continue
+        norm = Normalized(text, text.upper() if "=" not in text else text, text)
+        base: dict[str, Any] = {"file": "f", "line": 7, "column": 1, "text": text,
+                                "orig": norm.orig, "keyword": keyword}
+        fast = _FAST[keyword](norm, dict(base))
+        if fast is None:
+            continue
+        answered += 1
+        usage = CORE_COMMANDS[keyword].usage or ""
+        slow = parser._parse_with_lark(norm, dict(base), usage, None)
+        assert _same(fast, slow), (text, fast, slow)
+    assert answered > 100  # the vocabulary does reach the fast path
+
+
+def test_whole_parser_same_with_and_without_fast_path(parser: Parser) -> None:
+    slow = Parser(parser.extensions)
+    slow._fast = {}
+    rng = random.Random(16)
+    lines = ["CREATE SERVICE Web", "  SET role = reverse_proxy  # comment", "set web.listen=80",
+             "SET web listen = 127.0.0.1:80", "POOL pool1 ADD 10.0.0.1:8080",
+             "pool add p 10.0.0.2", "ENABLE web", "disable  web", "LOAD Vhosts",
+             "load vhosts", "DEFAULT buffer_size = 1M", "SERVER max_connections = 10",
+             "use web", "create pool", "set = x", "pool a b c", "enable", "enable a b",
+             "SET $HOME = ${ip:lo}", "SET x = $NOPE", "set role = ${bogus}"]
+    for keyword in sorted(_FAST):
+        lines += _lines(keyword, 300, rng)
+    for number, raw in enumerate(lines, start=1):
+        env = {"HOME": "/home/u", "NOPE": ""}
+        a = parser.parse_line(raw, file="c.conf", line=number, env=env)
+        b = slow.parse_line(raw, file="c.conf", line=number, env=env)
+        assert _same(a, b), (raw, a, b)
+
+
+def test_construct_is_model_construct() -> None:
+    base = {"file": "f", "line": 2, "column": 3, "text": "t", "orig": "T", "keyword": "k"}
+    samples: dict[type[ast.Node], dict[str, Any]] = {
+        ast.Blank: {}, ast.Set: {"target": None, "key": "k", "value": "v"},
+        ast.PoolEdit: {"word1": "a", "word2": "b", "ip": "1.2.3.4", "port": None},
+        ast.SyntaxFailure: {"usage": "u", "error_column": 4},
+        ast.PluginCommand: {"plugin": "P", "args": ("a", None)},
+        ast.Shutdown: {"graceful": True}, ast.Explain: {}}
+    for cls, fields in samples.items():
+        for values in ({**base, **fields}, fields):
+            made = ast.construct(cls, **values)
+            assert _same(made, cls.model_construct(**values))
+            assert made == cls(**values) and hash(made) == hash(cls(**values))
+            assert made.model_copy(update={"line": 9}) == cls(**{**values, "line": 9})
+
+
+def test_a_plugin_rule_that_may_change_core_lexing_turns_the_fast_path_off() -> None:
+    plain = SyntaxExtension(keyword="zz", plugin="Z", rule='"zz" ZZ_ARG', terminals="ZZ_ARG: /x/")
+    assert _plain_extension(plain)
+    for odd in (SyntaxExtension(keyword="zz", plugin="Z", rule="ZZ_ARG+"),
+                SyntaxExtension(keyword="zz", plugin="Z", rule='"zzz" ZZ_ARG'),
+                SyntaxExtension(keyword="zz", plugin="Z", rule='"zz" ZZ_ARG',
+                                terminals="ZZ_ARG: /x/\n%ignore /\\t/\n")):
+        assert not _plain_extension(odd)
+        assert Parser([odd])._fast == {}
+    assert Parser([plain])._fast == _FAST
