@@ -18,26 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection
 
-CONF = """
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET persist_client = on
-SET buffer_uploads_path = {spool}
-SET buffer_uploads = on
-SET buffer_backend_connect = {early}
-SET buffer_upload_threshold_time = {time}
-SET buffer_upload_threshold_rate = {rate}
-SET buffer_upload_threshold_size = {size}
-{extra}
-ENABLE proxy
-"""
+
+def upload_config(backend: Backend, port: int, spool: str, *, early: int, time: int, rate: int,
+                  size: int, extra: str = "") -> str:
+    """A buffering proxy on ``port`` spooling to ``spool``; ``extra``: more lines."""
+    return proxy_config(port, [backend], extra=[
+        "SET persist_client = on", f"SET buffer_uploads_path = {spool}", "SET buffer_uploads = on",
+        f"SET buffer_backend_connect = {early}", f"SET buffer_upload_threshold_time = {time}",
+        f"SET buffer_upload_threshold_rate = {rate}", f"SET buffer_upload_threshold_size = {size}",
+        *extra.splitlines()])
+
 
 Starter = Callable[[str], AbstractContextManager[object]]
 
@@ -83,8 +77,8 @@ def run_upload(start: Starter, mode: Mode) -> Outcome:
     out = Outcome()
     body = body_bytes(mode.body_size)
     with tempfile.TemporaryDirectory(prefix="spool-") as spool, Backend("b") as backend:
-        conf = CONF.format(backend=backend.address, port=port, spool=spool, early=mode.early,
-                           time=mode.time, rate=mode.rate, size=mode.size, extra=mode.extra)
+        conf = upload_config(backend, port, spool, early=mode.early, time=mode.time,
+                             rate=mode.rate, size=mode.size, extra=mode.extra)
         with start(conf):
             with HTTPConnection(port, timeout=30) as conn:
                 if mode.chunked:

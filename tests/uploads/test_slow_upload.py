@@ -26,7 +26,7 @@ from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection
-from tests.uploads.rig import CONF, body_bytes
+from tests.uploads.rig import body_bytes, upload_config
 
 SIZE = 5 * 1024 * 1024
 RATE = 100 * 1024  # bytes per second
@@ -59,8 +59,8 @@ def test_slow_upload_does_not_hold_a_backend() -> None:
     accepts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="spool-") as spool_dir, Backend("b") as backend:
         spool = Path(spool_dir)
-        conf = CONF.format(backend=backend.address, port=port, spool=spool_dir, early=102400,
-                           time=5, rate=0, size=256000, extra="")
+        conf = upload_config(backend, port, spool_dir, early=102400, time=5, rate=0,
+                             size=256000)
         stop = threading.Event()
 
         def watch() -> None:  # when does the backend see a new connection?
