@@ -15,25 +15,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import PERSIST, proxy_config
 from tests.support.ports import free_ports
 from tests.support.rawhttp import HTTPConnection, IncompleteResponse
 
 TARGET_BODY = b"0123456789abcdefghijklmnopqrstuvwxyz" * 10  # 360 bytes
 
-CONF = """
-CREATE POOL p
-POOL p ADD {primary}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET persist_client = on
-SET persist_backend = on
-SET enable_reproxy = {enable}
-SET reproxy_cache_maxsize = {cache}
-{extra}
-ENABLE proxy
-"""
+
+def reproxy_config(primary: Backend, port: int, *, enable: str, cache: int,
+                   extra: str = "") -> str:
+    """A keep-alive proxy on ``port`` in front of ``primary``; ``extra``: more lines."""
+    return proxy_config(port, [primary], extra=[
+        *PERSIST, f"SET enable_reproxy = {enable}", f"SET reproxy_cache_maxsize = {cache}",
+        *extra.splitlines()])
+
 
 Starter = Callable[[str], AbstractContextManager[object]]
 _VOLATILE = {"x-backend-conn", "x-backend-req"}
@@ -89,8 +84,7 @@ def run_scenario(start: Starter, primary_headers: Callable[[str], list[tuple[str
                                 body=b"primary body")
 
         with Backend("primary", handler=primary) as backend:
-            conf = CONF.format(primary=backend.address, port=port, enable=enable, cache=cache,
-                               extra=extra)
+            conf = reproxy_config(backend, port, enable=enable, cache=cache, extra=extra)
             with start(conf):
                 conn = HTTPConnection(port, timeout=20)
                 try:

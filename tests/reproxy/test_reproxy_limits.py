@@ -8,26 +8,16 @@ import time
 from tests.reproxy.harness import TARGET_BODY, target_handler
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import proxy_config
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
 
-CONF = """
-CREATE POOL p
-POOL p ADD {primary}
-CREATE SERVICE proxy
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET enable_reproxy = on
-SET reproxy_cache_maxsize = 4
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE proxy
-ENABLE mgmt
-SERVER max_reproxy_connections = 1
-"""
+
+def _conf(primary: Backend, port: int, mgmt: int) -> str:
+    return proxy_config(port, [primary], mgmt_port=mgmt,
+                        extra=["SET enable_reproxy = on", "SET reproxy_cache_maxsize = 4"],
+                        server=["max_reproxy_connections = 1"])
 
 
 def test_max_reproxy_connections_bounds_target_connections() -> None:
@@ -43,7 +33,7 @@ def test_max_reproxy_connections_bounds_target_connections() -> None:
                                          ("X-REPROXY-CACHE-FOR", "60")])
 
         with Backend("primary", handler=primary) as backend, \
-                PyPerlbal(CONF.format(primary=backend.address, port=port, mgmt=mgmt)):
+                PyPerlbal(_conf(backend, port, mgmt)):
             results: list[int] = []
 
             def fetch(path: str) -> None:

@@ -15,27 +15,17 @@ from contextlib import AbstractContextManager
 
 from tests.runtime.pyserver import PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import pool, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal
 from tests.support.ports import LOOPBACK, free_ports
 
-CONF = """
-CREATE POOL primary
-POOL primary ADD {primary}
-CREATE POOL second
-POOL second ADD {second}
-CREATE SERVICE other
-SET role = reverse_proxy
-SET pool = second
-SET persist_client = on
-ENABLE other
-CREATE SERVICE front
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = primary
-SET persist_client = on
-SET enable_reproxy = {reproxy}
-ENABLE front
-"""
+
+def _conf(primary: Backend, second: Backend, port: int, reproxy: str) -> str:
+    return (pool("primary", [primary]) + pool("second", [second])
+            + proxy_service("other", None, "second", extra=["SET persist_client = on"])
+            + proxy_service("front", port, "primary", extra=[
+                "SET persist_client = on", f"SET enable_reproxy = {reproxy}"]))
+
 
 Starter = Callable[[str], AbstractContextManager[object]]
 _COUNTERS = re.compile(rb"X-Backend-(Conn|Req): \d+\r\n|\"(conn|req)\": \d+, ")
@@ -63,8 +53,7 @@ def _talk(port: int, data: bytes) -> bytes:
 def _run(start: Starter, reproxy: str) -> tuple[list[bytes], list[str], list[str]]:
     (port,) = free_ports(1)
     with Backend("primary", handler=_primary) as primary, Backend("second") as second:
-        conf = CONF.format(primary=primary.address, second=second.address, port=port,
-                           reproxy=reproxy)
+        conf = _conf(primary, second, port, reproxy)
         with start(conf):
             seen = [
                 _talk(port, b"GET /to-other HTTP/1.0\r\nHost: h\r\n\r\n"),
