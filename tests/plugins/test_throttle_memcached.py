@@ -18,27 +18,18 @@ import time
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.memcached import Memcached
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
 
-CONF = """
-LOAD Throttle
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE px
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET initial_delay = {delay}
-SET throttle_threshold_seconds = 60
-SET max_concurrent = 10
-SET memcached_servers = {servers}
-SET memcached_async_clients = 2
-SET instance_name = {name}
-SET plugins = Throttle
-ENABLE px
-"""
+
+def _conf(port: int, *, backend: str, servers: str, delay: int, name: str) -> str:
+    return proxy_config(port, [backend], service="px", load=["Throttle"], extra=[
+        f"SET initial_delay = {delay}", "SET throttle_threshold_seconds = 60",
+        "SET max_concurrent = 10", f"SET memcached_servers = {servers}",
+        "SET memcached_async_clients = 2", f"SET instance_name = {name}",
+        "SET plugins = Throttle"])
 
 
 def _timed_get(port: int, path: str) -> tuple[int, float]:
@@ -51,9 +42,9 @@ def test_throttled_through_one_instance_throttled_through_another() -> None:
     port_a, port_b, port_c = free_ports(3)
     with Memcached() as mc, Backend("b") as backend:
         conf = dict(backend=backend.address, servers=mc.address, delay=2)
-        with PyPerlbal(CONF.format(port=port_a, name="site", **conf)), \
-                PyPerlbal(CONF.format(port=port_b, name="site", **conf)), \
-                PyPerlbal(CONF.format(port=port_c, name="other", **conf)):
+        with PyPerlbal(_conf(port=port_a, name="site", **conf)), \
+                PyPerlbal(_conf(port=port_b, name="site", **conf)), \
+                PyPerlbal(_conf(port=port_c, name="other", **conf)):
             first = _timed_get(port_a, "/1")
             stored_first = mc.raw_get("site127.0.0.1")
             # A saw this client a moment ago; while B delays it, memcached holds
@@ -109,10 +100,10 @@ def test_memcached_down_or_silent_falls_back_to_local_state() -> None:
     try:
         with Backend("b") as backend:
             conf = dict(backend=backend.address, delay=1, name="site")
-            with PyPerlbal(CONF.format(port=port_dead, servers=f"{LOOPBACK}:{dead_port}",
-                                       **conf)) as dead, \
-                    PyPerlbal(CONF.format(port=port_silent,
-                                          servers=f"{LOOPBACK}:{silent_port}", **conf)) as silent:
+            with PyPerlbal(_conf(port=port_dead, servers=f"{LOOPBACK}:{dead_port}",
+                                 **conf)) as dead, \
+                    PyPerlbal(_conf(port=port_silent, servers=f"{LOOPBACK}:{silent_port}",
+                                    **conf)) as silent:
                 results = {}
                 for name, port in (("dead", port_dead), ("silent", port_silent)):
                     results[name] = [_timed_get(port, f"/{name}{i}") for i in range(2)]

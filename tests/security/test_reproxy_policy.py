@@ -19,19 +19,13 @@ import pytest
 from tests.reproxy.harness import TARGET_BODY, target_handler
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import management, pool, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import RawResponse, request
 
-SERVICE = """
-CREATE SERVICE {name}
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{port}
-SET pool = p
-SET enable_reproxy = on
-{extra}
-ENABLE {name}
-"""
+def _reproxy(name: str, port: int, *extra: str) -> str:
+    return proxy_service(name, port, "p", extra=["SET enable_reproxy = on", *extra])
 
 
 def primary_handler(target_port: int) -> "object":
@@ -74,16 +68,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ports = dict(zip(names, free_ports(len(names))))
     with Backend("target", handler=target_handler) as target:
         with Backend("primary", handler=primary_handler(target.port)) as primary:  # type: ignore[arg-type]
-            conf = f"CREATE POOL p\nPOOL p ADD {primary.address}\n"
-            conf += SERVICE.format(name="open", port=ports["open"], extra="")
-            conf += SERVICE.format(name="roots", port=ports["roots"],
-                                   extra=f"SET reproxy_file_roots = {inside}")
-            conf += SERVICE.format(name="poolonly", port=ports["poolonly"],
-                                   extra="SET reproxy_url_hosts = pool")
-            conf += SERVICE.format(name="named", port=ports["named"],
-                                   extra=f"SET reproxy_url_hosts = 127.0.0.1:{target.port}")
-            conf += (f"CREATE SERVICE mgmt\nSET role = management\n"
-                     f"SET listen = 127.0.0.1:{ports['mgmt']}\nENABLE mgmt\n")
+            conf = (pool("p", [primary]) + _reproxy("open", ports["open"])
+                    + _reproxy("roots", ports["roots"], f"SET reproxy_file_roots = {inside}")
+                    + _reproxy("poolonly", ports["poolonly"], "SET reproxy_url_hosts = pool")
+                    + _reproxy("named", ports["named"],
+                               f"SET reproxy_url_hosts = 127.0.0.1:{target.port}")
+                    + management(ports["mgmt"]))
             with PyPerlbal(conf) as server:
                 yield Env(ports, inside, outside, target, primary, server)
 
@@ -157,8 +147,7 @@ def test_perl_serves_any_reproxy_file(tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_bytes(b"outside secret\n")
     port, = free_ports(1)
     with Backend("primary", handler=primary_handler(1)) as primary:  # type: ignore[arg-type]
-        conf = f"CREATE POOL p\nPOOL p ADD {primary.address}\n" + SERVICE.format(
-            name="open", port=port, extra="")
+        conf = pool("p", [primary]) + _reproxy("open", port)
         with PerlPerlbal(conf):
             resp = request(port, "GET", f"/file{tmp_path}/secret.txt", [("Host", "h")], timeout=20)
     assert resp.body == b"outside secret\n"

@@ -20,6 +20,7 @@ from perlbal.params import INTERMEDIATE_CIPHERS, PERL_CIPHERS, REGISTRY
 from tests.operating.certs import OPENSSL
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import pool, proxy_service
 from tests.support.ports import LOOPBACK, free_ports
 
 RSA_KX = "AES128-GCM-SHA256"
@@ -36,15 +37,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PyPerlbal
                     "key.pem", "-out", "cert.pem", "-subj", "/CN=localhost", "-days", "2"],
                    cwd=where, check=True, capture_output=True, timeout=60)
     default_port, perl_port = free_ports(2)
-    services = ""
-    for name, port, extra in (("modern", default_port, ""),
-                              ("legacy", perl_port, f"SET ssl_cipher_list = {PERL_CIPHERS}")):
-        services += (f"CREATE SERVICE {name}\nSET role = reverse_proxy\n"
-                     f"SET listen = {LOOPBACK}:{port}\nSET pool = p\nSET enable_ssl = on\n"
-                     f"SET ssl_cert_file = {where / 'cert.pem'}\n"
-                     f"SET ssl_key_file = {where / 'key.pem'}\n{extra}\nENABLE {name}\n")
+    tls = ["SET enable_ssl = on", f"SET ssl_cert_file = {where / 'cert.pem'}",
+           f"SET ssl_key_file = {where / 'key.pem'}"]
     with Backend("b") as backend:
-        with PyPerlbal(f"CREATE POOL p\nPOOL p ADD {backend.address}\n{services}") as running:
+        with PyPerlbal(pool("p", [backend]) + proxy_service("modern", default_port, "p", extra=tls)
+                       + proxy_service("legacy", perl_port, "p", extra=[
+                           *tls, f"SET ssl_cipher_list = {PERL_CIPHERS}"])) as running:
             yield running, default_port, perl_port
 
 
