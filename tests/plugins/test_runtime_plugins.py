@@ -30,7 +30,7 @@ from perlbal.plugins.hooks import EndProxyRequest, HookRunner, StartWebRequest
 from tests.plugins.imagecodec import decode_gif, make_gif
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
-from tests.support.configs import serve_proxy
+from tests.support.configs import management, pool, proxy_service, serve_proxy, web_config
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -63,47 +63,19 @@ def test_entry_points_are_discovered(plugin_site: Path, monkeypatch: pytest.Monk
     assert registry.command_owner("greetings") == "Greeting"
 
 
-CONF = """
-LOAD Greeting
-LOAD Failing
-LOAD Cgilike
-LOAD Palimg
-CREATE POOL p
-POOL p ADD {backend}
-CREATE SERVICE web
-  SET role = web_server
-  SET listen = 127.0.0.1:{p[0]}
-  SET docroot = {root}
-  SET plugins = Failing, Greeting, Palimg
-  SET greeting_text = hi there
-  SET greeting_path = /__hello
-  SET persist_client = on
-ENABLE web
-CREATE SERVICE px
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{p[1]}
-  SET pool = p
-  SET plugins = Failing
-ENABLE px
-CREATE SERVICE cgi
-  SET role = web_server
-  SET listen = 127.0.0.1:{p[2]}
-  SET docroot = {root}
-  SET plugins = Cgilike
-  PERLHANDLER = tests.plugins.cgi_handlers:hello
-ENABLE cgi
-CREATE SERVICE cgilater
-  SET role = web_server
-  SET listen = 127.0.0.1:{p[3]}
-  SET docroot = {root}
-  SET plugins = Cgilike
-  PERLHANDLER = tests.plugins.cgi_handlers:later
-ENABLE cgilater
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:{p[4]}
-ENABLE mgmt
-"""
+def _conf(ports: list[int], root: Path, backend: Backend) -> str:
+    web, px, cgi, cgilater, mgmt = ports
+    return ("".join(f"LOAD {name}\n" for name in ("Greeting", "Failing", "Cgilike", "Palimg"))
+            + pool("p", [backend])
+            + web_config(web, root, extra=[
+                "SET plugins = Failing, Greeting, Palimg", "SET greeting_text = hi there",
+                "SET greeting_path = /__hello", "SET persist_client = on"])
+            + proxy_service("px", px, "p", extra=["SET plugins = Failing"])
+            + web_config(cgi, root, service="cgi", extra=[
+                "SET plugins = Cgilike", "PERLHANDLER = tests.plugins.cgi_handlers:hello"])
+            + web_config(cgilater, root, service="cgilater", extra=[
+                "SET plugins = Cgilike", "PERLHANDLER = tests.plugins.cgi_handlers:later"])
+            + management(mgmt))
 
 PALETTE = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 0, 255)]
 FRAME_A = [[0, 1, 2, 3], [3, 2, 1, 0]]
@@ -124,7 +96,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     (root / "palimg" / "broken.gif").write_bytes(anim[:40])  # cut inside the first image
     ports = free_ports(5)
     with Backend("b") as backend:
-        conf = CONF.format(p=ports, root=root, backend=backend.address)
+        conf = _conf(ports, root, backend)
         with PyPerlbal(conf, extra_pythonpath=(str(site), str(EXAMPLE_SRC))) as srv:
             yield ports, srv
 
