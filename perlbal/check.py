@@ -176,11 +176,11 @@ class Checker:
         for warning in reply.warnings:
             self.add(node, "warning", warning,
                      blocks_start="the server would refuse ENABLE" in warning)
-        if isinstance(node, ast.Create | ast.Use | ast.Enable | ast.Set):
+        if isinstance(node, (ast.Create, ast.Use, ast.Enable, ast.Set)):
             self._remember(node)
         if self.perl and reply.ok:
             self._perl_refuses(node)
-        if isinstance(node, ast.Set | ast.Default | ast.Server):
+        if isinstance(node, (ast.Set, ast.Default, ast.Server)):
             for quote in ('"', "'"):
                 if node.value.count(quote) % 2:
                     self.add(node, "warning", f"unbalanced {quote} in the value: Perl Perlbal "
@@ -223,7 +223,8 @@ class Checker:
                          f"'{param.name}' (ours only: it answers \"unknown server option\")")
 
     def _remember(self, node: ast.Node) -> None:
-        name = getattr(node, "name", None) or getattr(node, "service", None)
+        fields = vars(node)  # (getattr on a pydantic model that lacks the field is slow)
+        name = fields.get("name") or fields.get("service")
         if isinstance(name, str):
             self.where.setdefault(name, node)
 

@@ -82,23 +82,25 @@ def _interface_ip(iface: str) -> str | None:
         sock.close()
 
 
+# \s is exactly what str.isspace() calls space, so what str.split() splits on (a
+# test checks every code point)
+_NON_SPACE = re.compile(r"\S+")
+
+
 def _fold(line: str) -> tuple[str, tuple[int, ...]]:
-    """Fold runs of whitespace to one space and trim, remembering source columns."""
-    chars: list[str] = []
+    """Fold runs of whitespace to one space and trim, remembering source columns
+    (a folded space comes from the first whitespace character of its run)."""
+    words: list[str] = []
     cols: list[int] = []
-    pending_space = -1
-    for i, ch in enumerate(line):
-        if ch.isspace():
-            if chars and pending_space < 0:
-                pending_space = i
-            continue
-        if pending_space >= 0:
-            chars.append(" ")
-            cols.append(pending_space)
-            pending_space = -1
-        chars.append(ch)
-        cols.append(i)
-    return "".join(chars), tuple(cols)
+    prev_end = -1
+    for m in _NON_SPACE.finditer(line):
+        start, end = m.span()
+        if prev_end >= 0:
+            cols.append(prev_end)
+        cols.extend(range(start, end))
+        words.append(m.group())
+        prev_end = end
+    return " ".join(words), tuple(cols)
 
 
 def _lower_before_equals(text: str) -> str:

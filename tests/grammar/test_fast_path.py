@@ -141,3 +141,39 @@ def test_a_plugin_rule_that_may_change_core_lexing_turns_the_fast_path_off() -> 
         assert not _plain_extension(odd)
         assert Parser([odd])._fast == {}
     assert Parser([plain])._fast == _FAST
+
+
+def _fold_by_chars(line: str) -> tuple[str, tuple[int, ...]]:
+    """The column map as it was first written, one character at a time."""
+    chars: list[str] = []
+    cols: list[int] = []
+    pending_space = -1
+    for i, ch in enumerate(line):
+        if ch.isspace():
+            if chars and pending_space < 0:
+                pending_space = i
+            continue
+        if pending_space >= 0:
+            chars.append(" ")
+            cols.append(pending_space)
+            pending_space = -1
+        chars.append(ch)
+        cols.append(i)
+    return "".join(chars), tuple(cols)
+
+
+def test_column_map_folds_what_isspace_calls_space() -> None:
+    import re
+    import sys
+
+    from perlbal.grammar.preprocess import _fold
+
+    space = re.compile(r"\s")
+    assert [c for c in range(sys.maxunicode + 1)
+            if chr(c).isspace() != bool(space.match(chr(c)))] == []
+    rng = random.Random(6)
+    alphabet = ["a", "B", "=", "é", " ", "  ", "\t", "\x1c", "\u2028", "\xa0", "\u3000", "#"]
+    for _ in range(3000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert _fold(line) == _fold_by_chars(line), repr(line)
+        assert _fold(line)[0] == " ".join(line.split())
