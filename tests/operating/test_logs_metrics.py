@@ -13,6 +13,7 @@ import pytest
 from perlbal.runtime.metrics import Family, merge, parse_snapshot
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config, web_config
 from tests.support.ports import LOOPBACK, free_ports
 
 
@@ -77,28 +78,11 @@ def test_access_logs_and_metrics_after_traffic(tmp_path: Path) -> None:
     clf = tmp_path / "proxy.log"
     jsonl = tmp_path / "web.log"
     with Backend(name="b1", response_size=1234) as be:
-        conf = f"""
-CREATE POOL p
-  POOL p ADD {LOOPBACK}:{be.port}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = {LOOPBACK}:{port}
-  SET pool = p
-  SET persist_backend = on
-  SET access_log = {clf}
-ENABLE proxy
-CREATE SERVICE web
-  SET role = web_server
-  SET listen = {LOOPBACK}:{web_port}
-  SET docroot = {docroot}
-  SET access_log = {jsonl}
-  SET access_log_format = json
-ENABLE web
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-"""
+        conf = (proxy_config(port, [be.port], extra=[
+                    "SET persist_backend = on", f"SET access_log = {clf}"])
+                + web_config(web_port, docroot, extra=[
+                    f"SET access_log = {jsonl}", "SET access_log_format = json"],
+                    mgmt_port=mgmt))
         with PyPerlbal(conf):
             r1 = _request(port, b'GET /a?b=1 HTTP/1.0\r\nReferer: http://x/"q"\r\n'
                                 b"User-Agent: tester/1.0\r\n\r\n")
@@ -144,21 +128,8 @@ ENABLE mgmt
 
 def test_metrics_count_connect_failures_and_can_be_off(tmp_path: Path) -> None:
     port, mgmt, dead = free_ports(3)
-    conf = f"""
-SERVER metrics = off
-CREATE POOL p
-  POOL p ADD {LOOPBACK}:{dead}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = {LOOPBACK}:{port}
-  SET pool = p
-  SET idle_timeout = 1
-ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-"""
+    conf = proxy_config(port, [dead], server=["metrics = off"], extra=["SET idle_timeout = 1"],
+                        mgmt_port=mgmt)
     with PyPerlbal(conf):
         assert _request(port, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 503")
         samples = parse_prometheus(_request(mgmt, b"GET /metrics HTTP/1.0\r\n\r\n")
