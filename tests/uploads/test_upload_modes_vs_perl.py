@@ -17,8 +17,11 @@ from tests.uploads.rig import Mode, body_bytes, both, run_upload
 MODES = {
     # Content-Length over buffer_upload_threshold_size: spooled at once
     "size": Mode(body_size=300000, size=250000, time=5),
-    # 10 KB/s with the rest estimated at > 1 s: spooled for time
-    "time": Mode(body_size=20000, piece=500, interval=0.05, time=1),
+    # 10 KB/s with the rest estimated at > 1 s: spooled for time.  The sample
+    # (early) spans 0.6 s of pacing and the rest 3.4 s, so a server that gets to
+    # the request late on a loaded machine (its sample already queued, so read
+    # fast) still estimates well over 1 s, as an unloaded one does
+    "time": Mode(body_size=40000, piece=500, interval=0.05, time=1, early=6000),
     # 10 KB/s under a 100 KB/s minimum rate: spooled for rate
     "rate": Mode(body_size=20000, piece=500, interval=0.05, rate=100000),
     # all at once, thresholds not met: streamed, never spooled
