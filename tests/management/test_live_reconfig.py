@@ -15,25 +15,18 @@ import time
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import (
+    PERSIST,
+    management,
+    pool,
+    proxy_config,
+    proxy_service,
+    service,
+    vhost_selector,
+)
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection, request
-
-CONF = """
-CREATE POOL p
-POOL p ADD {b1}
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = p
-SET persist_client = on
-SET persist_backend = on
-ENABLE web
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
 
 
 class Load:
@@ -89,7 +82,7 @@ def test_nodes_and_parameters_change_under_load_without_a_failed_request() -> No
     web, mgmt = free_ports(2)
     with Backend("b1", delay=0.01) as b1, Backend("b2", delay=0.01) as b2, \
             Backend("b3", delay=0.01) as b3:
-        with PyPerlbal(CONF.format(b1=b1.address, web=web, mgmt=mgmt)), \
+        with PyPerlbal(proxy_config(web, [b1], service="web", extra=PERSIST, mgmt_port=mgmt)), \
                 console(LOOPBACK, mgmt) as con, Load(web) as load:
             time.sleep(0.4)
             assert con.command(f"POOL p ADD {b2.address}") == ["OK"]
@@ -123,37 +116,14 @@ def test_nodes_and_parameters_change_under_load_without_a_failed_request() -> No
 def test_dumpconfig_rebuilds_the_same_graph_on_a_fresh_server() -> None:
     web, sel, mgmt = free_ports(3)
     with Backend("b1") as b1, Backend("b2") as b2:
-        conf = f"""
-LOAD vhosts
-CREATE POOL p
-POOL p ADD {b1.address}
-POOL p ADD {b2.address}
-SET p.balance_method = random
-CREATE POOL spare
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = p
-SET persist_client = on
-SET idle_timeout = 17
-SET connect_ahead = 2
-HEADER web INSERT X-Via: perlbal
-HEADER web REMOVE X-Secret
-ENABLE web
-CREATE SERVICE off
-SET role = web_server
-SET docroot = /tmp
-CREATE SERVICE sel
-SET role = selector
-SET listen = 127.0.0.1:{sel}
-SET plugins = vhosts
-VHOST www.example.com = web
-ENABLE sel
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+        conf = ("LOAD vhosts\n" + pool("p", [b1, b2], extra=["SET p.balance_method = random"])
+                + pool("spare")
+                + proxy_service("web", web, "p", extra=[
+                    "SET persist_client = on", "SET idle_timeout = 17", "SET connect_ahead = 2",
+                    "HEADER web INSERT X-Via: perlbal", "HEADER web REMOVE X-Secret"])
+                + service("off", "web_server", extra=["SET docroot = /tmp"], enable=False)
+                + vhost_selector("sel", sel, {"www.example.com": "web"})
+                + management(mgmt))
         queries = ["dumpconfig", "show service", "show pool", "show service web",
                    "show service off", "plugins"]
 
