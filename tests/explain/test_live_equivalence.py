@@ -21,6 +21,7 @@ from perlbal.dryrun import load_graph
 from perlbal.explain import ExplainArgs, Outcome, explain
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import management, pool, proxy_service, service, vhost_selector
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import IncompleteResponse, RawResponse, request
 
@@ -32,50 +33,18 @@ FILES = {
 
 
 def _config(front: int, paths: int, mgmt: int, app: str, api: str, docroot: Path) -> str:
-    return f"""
-LOAD vhosts
-LOAD vpaths
-CREATE POOL app_nodes
-  POOL app_nodes ADD {app}
-CREATE POOL api_nodes
-  POOL api_nodes ADD {api}
-CREATE SERVICE app
-  SET role = reverse_proxy
-  SET pool = app_nodes
-ENABLE app
-CREATE SERVICE api
-  SET role = reverse_proxy
-  SET pool = api_nodes
-ENABLE api
-CREATE SERVICE web
-  SET role = web_server
-  SET docroot = {docroot}
-  SET index_files = index.html
-  SET dirindexing = off
-ENABLE web
-CREATE SERVICE paths
-  SET role = selector
-  SET listen = {LOOPBACK}:{paths}
-  SET plugins = vpaths
-  SET default_service = web
-  VPATH ^/api/ = api
-ENABLE paths
-CREATE SERVICE front
-  SET role = selector
-  SET listen = {LOOPBACK}:{front}
-  SET plugins = vhosts
-  VHOST www.example.com = app
-  VHOST static.example.com = web
-  VHOST *.example.com = app
-  VHOST paths.example.com = paths
-  VHOST localhost;using:static.example.com = web
-  VHOST * = web
-ENABLE front
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-"""
+    return ("LOAD vhosts\nLOAD vpaths\n"
+            + pool("app_nodes", [app]) + pool("api_nodes", [api])
+            + proxy_service("app", None, "app_nodes") + proxy_service("api", None, "api_nodes")
+            + service("web", "web_server", extra=[
+                f"SET docroot = {docroot}", "SET index_files = index.html", "SET dirindexing = off"])
+            + service("paths", "selector", listen=paths, extra=[
+                "SET plugins = vpaths", "SET default_service = web", "VPATH ^/api/ = api"])
+            + vhost_selector("front", front, {
+                "www.example.com": "app", "static.example.com": "web", "*.example.com": "app",
+                "paths.example.com": "paths", "localhost;using:static.example.com": "web",
+                "*": "web"})
+            + management(mgmt))
 
 
 def _cases(front: int, paths: int, mgmt: int, mtime: str) -> list[tuple[int, str, str, list[tuple[str, str]]]]:
