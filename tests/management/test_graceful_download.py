@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests.runtime.pyserver import PyPerlbal
+from tests.support.configs import proxy_config
 from tests.support.ports import LOOPBACK, free_ports
 
 SIZE = 12 * 1024 * 1024
@@ -113,20 +114,8 @@ def _download(server: PyPerlbal, port: int) -> int:
 def test_sigterm_lets_a_slow_download_finish(toggle: bool) -> None:
     port, mgmt = free_ports(2)
     backend = BigBackend()
-    conf = f"""
-CREATE POOL p
-POOL p ADD {backend.address}
-CREATE SERVICE px
-SET role = reverse_proxy
-SET listen = {LOOPBACK}:{port}
-SET pool = p
-SET client_sndbuf_size = 65536
-ENABLE px
-CREATE SERVICE mgmt
-SET role = management
-SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-"""
+    conf = proxy_config(port, [backend.address], service="px", mgmt_port=mgmt,
+                        extra=["SET client_sndbuf_size = 65536"])
     try:
         with PyPerlbal(conf) as server:
             if toggle:

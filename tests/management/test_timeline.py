@@ -18,6 +18,7 @@ from perlbal.graph import Graph, Pool, Service
 from perlbal.runtime.stats import RuntimeStats
 from perlbal.runtime.timeline import CAPACITY, RESERVOIR, Timeline
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import proxy_config
 from tests.support.ports import free_ports
 from tests.support.pyserver import PyPerlbal
 from tests.support.rawhttp import request
@@ -63,24 +64,6 @@ def test_a_busy_second_keeps_a_bounded_reservoir_and_exact_counts() -> None:
     assert (quiet["requests"], quiet["p50"], quiet["p99"]) == (0, None, None)
 
 
-CONF = """
-CREATE POOL apps
-POOL apps ADD {b1}
-POOL apps ADD {b2}
-SET max_fails = 1
-SET fail_timeout = 30
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = apps
-ENABLE web
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
-
-
 @pytest.fixture
 def ejecting() -> Iterator[tuple[int, int, Backend, Backend]]:
     def fail(req: ReceivedRequest) -> BackendReply:
@@ -88,7 +71,8 @@ def ejecting() -> Iterator[tuple[int, int, Backend, Backend]]:
 
     web, mgmt = free_ports(2)
     with Backend("b1") as b1, Backend("b2", handler=fail) as b2:
-        with PyPerlbal(CONF.format(b1=b1.address, b2=b2.address, web=web, mgmt=mgmt)):
+        with PyPerlbal(proxy_config(web, [b1, b2], pool="apps", service="web", mgmt_port=mgmt,
+                                    pool_extra=["SET max_fails = 1", "SET fail_timeout = 30"])):
             yield web, mgmt, b1, b2
 
 

@@ -26,6 +26,7 @@ import pytest
 from tests.management.cdp import Browser, chromium_available
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -34,26 +35,12 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium not installed")
 
-CONF = """
-CREATE POOL first
-POOL first ADD {b1}
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = first
-ENABLE web
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
-
 
 @pytest.fixture
 def setup() -> Iterator[tuple[int, int, Backend, Backend]]:
     web, mgmt = free_ports(2)
     with Backend("b1") as b1, Backend("b2") as b2:
-        with PyPerlbal(CONF.format(b1=b1.address, web=web, mgmt=mgmt)):
+        with PyPerlbal(proxy_config(web, [b1], pool="first", service="web", mgmt_port=mgmt)):
             yield web, mgmt, b1, b2
 
 

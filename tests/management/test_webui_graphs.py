@@ -29,6 +29,7 @@ import pytest
 
 from tests.management.cdp import Browser, chromium_available
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
+from tests.support.configs import proxy_config
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.pyserver import PyPerlbal
 from tests.support.rawhttp import request
@@ -38,23 +39,10 @@ DELAY = 0.02
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium not installed")
 
-CONF = """
-CREATE POOL apps
-POOL apps ADD {b1}
-POOL apps ADD {b2}
-POOL apps ADD {dead}
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = apps
-SET persist_backend = on
-SET persist_client = on
-ENABLE web
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+
+def _conf(b1: Backend, b2: Backend, dead: str, web: int, mgmt: int) -> str:
+    return proxy_config(web, [b1, b2, dead], pool="apps", service="web", mgmt_port=mgmt,
+                        extra=["SET persist_backend = on", "SET persist_client = on"])
 
 
 def _fail_on_path(req: ReceivedRequest) -> BackendReply | None:
@@ -68,8 +56,7 @@ def setup() -> Iterator[tuple[int, int, Backend, Backend, str]]:
     web, mgmt, dead = free_ports(3)
     with Backend("b1", delay=DELAY) as b1, \
             Backend("b2", delay=DELAY, handler=_fail_on_path) as b2:
-        conf = CONF.format(b1=b1.address, b2=b2.address, dead=f"{LOOPBACK}:{dead}",
-                           web=web, mgmt=mgmt)
+        conf = _conf(b1, b2, f"{LOOPBACK}:{dead}", web, mgmt)
         with PyPerlbal(conf):
             yield web, mgmt, b1, b2, f"{LOOPBACK}:{dead}"
 

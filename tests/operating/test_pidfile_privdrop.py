@@ -22,13 +22,9 @@ import pytest
 from tests.operating.test_daemon import _run, _wait
 from tests.support.pyserver import ROOT, PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import management, proxy_config, web_config
 from tests.support.ports import LOOPBACK, free_ports, port_accepts
 from tests.support.rawhttp import request
-
-
-def _mgmt(port: int) -> str:
-    return (f"CREATE SERVICE mgmt\n  SET role = management\n"
-            f"  SET listen = {LOOPBACK}:{port}\nENABLE mgmt\n")
 
 
 def _wait_closed(port: int, timeout: float = 5.0) -> bool:
@@ -49,7 +45,7 @@ def test_pidfile_symlink_is_refused_not_followed(tmp_path: Path) -> None:
     pidfile = tmp_path / "perlbal.pid"
     pidfile.symlink_to(victim)  # planted by a local user where root writes its pidfile
     port, = free_ports(1)
-    with PyPerlbal(f"SERVER pidfile = {pidfile}\n" + _mgmt(port)) as server:
+    with PyPerlbal(f"SERVER pidfile = {pidfile}\n" + management(port)) as server:
         time.sleep(0.2)
         _out, err = server.output()
     assert victim.read_text() == "precious\n"
@@ -60,7 +56,7 @@ def test_pidfile_symlink_is_refused_not_followed(tmp_path: Path) -> None:
 def test_pidfile_is_0644_whatever_the_umask(tmp_path: Path) -> None:
     pidfile = tmp_path / "perlbal.pid"
     port, = free_ports(1)
-    server = PyPerlbal(f"SERVER pidfile = {pidfile}\n" + _mgmt(port))
+    server = PyPerlbal(f"SERVER pidfile = {pidfile}\n" + management(port))
     old = os.umask(0o077)  # inherited by the server
     try:
         server.start()
@@ -87,7 +83,7 @@ def test_daemon_exits_non_zero_when_the_pidfile_cannot_be_written(tmp_path: Path
         pidfile = tmp_path / "no-such-dir" / "perlbal.pid"
     port, = free_ports(1)
     conf = tmp_path / "perlbal.conf"
-    conf.write_text(f"SERVER pidfile = {pidfile}\n" + _mgmt(port))
+    conf.write_text(f"SERVER pidfile = {pidfile}\n" + management(port))
     proc = _run(conf, "--daemon")
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert f"can't write pidfile {pidfile}" in proc.stderr
@@ -138,13 +134,8 @@ def test_server_user_serves_every_role_when_it_cannot_read_the_install(
     try:
         with Backend(name="b") as backend:
             conf = public / "perlbal.conf"
-            conf.write_text(
-                f"SERVER user = nobody\nCREATE POOL p\n  POOL p ADD {backend.address}\n"
-                f"CREATE SERVICE proxy\n  SET role = reverse_proxy\n"
-                f"  SET listen = {LOOPBACK}:{proxy}\n  SET pool = p\nENABLE proxy\n"
-                f"CREATE SERVICE web\n  SET role = web_server\n"
-                f"  SET listen = {LOOPBACK}:{web}\n  SET docroot = {public}\nENABLE web\n"
-                + _mgmt(mgmt))
+            conf.write_text(proxy_config(proxy, [backend], server=["user = nobody"])
+                            + web_config(web, public, mgmt_port=mgmt))
             # -S: no site-packages of the venv; everything comes from the hidden copy
             env = dict(os.environ, PYTHONPATH=str(hidden_install))
             proc = subprocess.Popen(
