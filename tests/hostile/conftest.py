@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import PERSIST, proxy_config, web_config
 from tests.support.ports import free_ports
 from tests.support.rawhttp import request
 
@@ -77,30 +78,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     (docroot / "escape").symlink_to(outside)
     proxy, web, mgmt = free_ports(3)
     with Backend(name="b1") as backend:
-        config = f"""
-CREATE POOL p
-  POOL p ADD {backend.address}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{proxy}
-  SET pool = p
-  SET persist_client = on
-  SET persist_backend = on
-ENABLE proxy
-CREATE SERVICE web
-  SET role = web_server
-  SET listen = 127.0.0.1:{web}
-  SET docroot = {docroot}
-  SET persist_client = on
-  SET enable_put = on
-  SET enable_delete = on
-  SET max_put_size = 1k
-  SET enable_concatenate_get = on
-ENABLE web
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+        config = proxy_config(proxy, [backend], extra=PERSIST) + web_config(
+            web, docroot, mgmt_port=mgmt, extra=[
+                "SET persist_client = on", "SET enable_put = on", "SET enable_delete = on",
+                "SET max_put_size = 1k", "SET enable_concatenate_get = on"])
         with PyPerlbal(config) as server:
             yield Hostile(proxy, web, mgmt, backend, docroot, server)
