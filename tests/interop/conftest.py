@@ -25,6 +25,7 @@ from tests.runtime.pyserver import PyPerlbal
 from tests.support.digest_backend import BareLFBackend, digest_reply, payload, serve_wsgiref
 from tests.support.interop_servers import (
     Apache, AppServer, Nginx, apache_binary, nginx_binary, serve_http_server)
+from tests.support.configs import PERSIST, pool, proxy_service, web_config
 from tests.support.ports import free_ports
 
 #: size of the file every backend serves for GET / HEAD / Range
@@ -97,18 +98,9 @@ class Interop:
             time.sleep(0.1)
 
 
-def _proxy(name: str, port: int, pool: str, log: Path, extra: str = "") -> str:
-    return f"""
-CREATE SERVICE {name}
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{port}
-  SET pool = {pool}
-  SET persist_client = on
-  SET persist_backend = on
-  SET access_log = {log}
-  SET access_log_format = json
-{extra}ENABLE {name}
-"""
+def _proxy(name: str, port: int, pool: str, log: Path, *extra: str) -> str:
+    return proxy_service(name, port, pool, extra=[
+        *PERSIST, f"SET access_log = {log}", "SET access_log_format = json", *extra])
 
 
 @pytest.fixture(scope="package")
@@ -139,28 +131,18 @@ def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
         names = sorted(addresses)
         ports = free_ports(2 + 2 * len(names))
         web, web_proxy = ports[0], ports[1]
-        config = f"""
-CREATE SERVICE web
-  SET role = web_server
-  SET listen = 127.0.0.1:{web}
-  SET docroot = {docroot}
-  SET persist_client = on
-  SET enable_put = on
-  SET access_log = {log}
-  SET access_log_format = json
-ENABLE web
-CREATE POOL p_web
-  POOL p_web ADD 127.0.0.1:{web}
-""" + _proxy("webproxy", web_proxy, "p_web", log)
+        config = (web_config(web, docroot, extra=[
+                      "SET persist_client = on", "SET enable_put = on", f"SET access_log = {log}",
+                      "SET access_log_format = json"])
+                  + pool("p_web", [web]) + _proxy("webproxy", web_proxy, "p_web", log))
         proxies: dict[str, int] = {}
         buffered_proxies: dict[str, int] = {}
         for i, name in enumerate(names):
-            pool = "p_" + name.replace(".", "_").replace("-", "_")
+            p = "p_" + name.replace(".", "_").replace("-", "_")
             plain, buffered = ports[2 + 2 * i], ports[3 + 2 * i]
-            config += f"CREATE POOL {pool}\n  POOL {pool} ADD 127.0.0.1:{addresses[name]}\n"
-            config += _proxy(f"{pool[2:]}", plain, pool, log)
-            config += _proxy(f"{pool[2:]}_buffered", buffered, pool, log,
-                             f"  SET buffer_uploads = on\n  SET buffer_uploads_path = {spool}\n")
+            config += pool(p, [addresses[name]]) + _proxy(p[2:], plain, p, log)
+            config += _proxy(f"{p[2:]}_buffered", buffered, p, log, "SET buffer_uploads = on",
+                             f"SET buffer_uploads_path = {spool}")
             proxies[name], buffered_proxies[name] = plain, buffered
         with PyPerlbal(config) as server:
             yield Interop(web, web_proxy, docroot, log, server, proxies, buffered_proxies,
