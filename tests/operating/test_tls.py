@@ -13,6 +13,7 @@ from perlbal.interp import CommandContext, Interpreter
 from tests.operating.certs import make_pki
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config, service
 from tests.support.ports import LOOPBACK, free_ports
 
 
@@ -41,20 +42,10 @@ def _get(port: int, ctx: ssl.SSLContext, server_name: str, path: str = "/") -> t
     return str(cn), data
 
 
-def _conf(port: int, backend: int, pki: dict[str, Path], extra: str = "") -> str:
-    return f"""
-CREATE POOL p
-  POOL p ADD {LOOPBACK}:{backend}
-CREATE SERVICE secure
-  SET role = reverse_proxy
-  SET listen = {LOOPBACK}:{port}
-  SET pool = p
-  SET enable_ssl = on
-  SET ssl_cert_file = {pki['server-cert']}
-  SET ssl_key_file = {pki['server-key']}
-{extra}
-ENABLE secure
-"""
+def _conf(port: int, backend: int, pki: dict[str, Path], *extra: str) -> str:
+    return proxy_config(port, [backend], service="secure", extra=[
+        "SET enable_ssl = on", f"SET ssl_cert_file = {pki['server-cert']}",
+        f"SET ssl_key_file = {pki['server-key']}", *extra])
 
 
 def test_tls_handshake_and_proxied_request(pki: dict[str, Path]) -> None:
@@ -73,9 +64,9 @@ def test_tls_handshake_and_proxied_request(pki: dict[str, Path]) -> None:
 
 def test_sni_picks_the_certificate_for_the_name(pki: dict[str, Path]) -> None:
     port, = free_ports(1)
-    extra = (f"  SET ssl_sni_certs = a.test={pki['a-cert']}:{pki['a-key']}, "
-             f"*.b.test={pki['b-cert']}:{pki['b-key']}, b.test={pki['b-cert']}:{pki['b-key']}")
-    with Backend() as be, PyPerlbal(_conf(port, be.port, pki, extra)):
+    sni = (f"SET ssl_sni_certs = a.test={pki['a-cert']}:{pki['a-key']}, "
+           f"*.b.test={pki['b-cert']}:{pki['b-key']}, b.test={pki['b-cert']}:{pki['b-key']}")
+    with Backend() as be, PyPerlbal(_conf(port, be.port, pki, sni)):
         ctx = _client_context(pki)
         assert _get(port, ctx, "a.test")[0] == "a.test"
         assert _get(port, ctx, "b.test")[0] == "b.test"
@@ -87,8 +78,8 @@ def test_sni_picks_the_certificate_for_the_name(pki: dict[str, Path]) -> None:
 
 def test_client_certificate_required_with_verify_mode_3(pki: dict[str, Path]) -> None:
     port, = free_ports(1)
-    extra = f"  SET ssl_verify_mode = 3\n  SET ssl_ca_path = {pki['cadir']}"
-    with Backend() as be, PyPerlbal(_conf(port, be.port, pki, extra)):
+    with Backend() as be, PyPerlbal(_conf(port, be.port, pki, "SET ssl_verify_mode = 3",
+                                          f"SET ssl_ca_path = {pki['cadir']}")):
         cn, data = _get(port, _client_context(pki, cert=True), "localhost")
         assert data.startswith(b"HTTP/1.0 200 OK")
         # TLS 1.3: the refusal arrives with the first read after the handshake,
@@ -127,8 +118,7 @@ def test_check_warns_about_missing_certificates(tmp_path: Path) -> None:
     from perlbal.check import check_paths
 
     conf = tmp_path / "ssl.conf"
-    conf.write_text("CREATE SERVICE s\n  SET role = reverse_proxy\n  SET listen = 443\n"
-                    "  SET enable_ssl = on\nENABLE s\n")
+    conf.write_text(service("s", "reverse_proxy", listen="443", extra=["SET enable_ssl = on"]))
     result = check_paths([str(conf)])
     assert result.errors == []
     assert [w.message for w in result.warnings if "SSL" in w.message] == [

@@ -12,6 +12,7 @@ import pytest
 
 from perlbal.dnsmessage import A, SRV, DnsError, answers, query
 from tests.support.backend import Backend
+from tests.support.configs import proxy_config
 from tests.support.ports import free_ports
 from tests.support.pyserver import PyPerlbal
 
@@ -120,16 +121,8 @@ def test_pool_follows_its_records(zone: Zone, form: str) -> None:
             zone.records["_http._tcp.app.test"] = [
                 ("SRV", RSRV(priority=1, weight=1, port=ports[0], target="n1.app.test"))]
             zone.records["n1.app.test"] = [("A", RA("127.0.0.2"))]
-        config = f"""
-CREATE POOL app
-  SET app.dns_name = {dns_name}
-  SET app.dns_server = 127.0.0.1:{zone.port}
-CREATE SERVICE web
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{ports[1]}
-  SET pool = app
-ENABLE web
-"""
+        config = proxy_config(ports[1], [], pool="app", service="web", pool_extra=[
+            f"SET app.dns_name = {dns_name}", f"SET app.dns_server = 127.0.0.1:{zone.port}"])
         with PyPerlbal(config):
             _wait_until(lambda: _served_by(ports[1], 1) == ["one"])
             # the record changes: the new node takes over within the TTL, the old drains
@@ -169,9 +162,9 @@ def test_check_knows_dns_pools_and_proxy_protocol_trust(tmp_path: "object") -> N
     from perlbal.check import check_paths
 
     conf = Path(str(tmp_path)) / "ok.conf"
-    conf.write_text("CREATE POOL app\n  SET app.dns_name = app.example:8080\n"
-                    "CREATE SERVICE web\n  SET role = reverse_proxy\n  SET listen = 127.0.0.1:8080\n"
-                    "  SET pool = app\n  SET proxy_protocol = on\nENABLE web\n")
+    conf.write_text(proxy_config(8080, [], pool="app", service="web",
+                                 pool_extra=["SET app.dns_name = app.example:8080"],
+                                 extra=["SET proxy_protocol = on"]))
     messages = [d.message for d in check_paths([str(conf)]).warnings]
     assert not [m for m in messages if "no nodes" in m]  # DNS will give them
     assert [m for m in messages if "trusts no peer" in m]
@@ -184,10 +177,10 @@ def test_explain_names_dns_pools_upgrades_and_proxy_protocol(tmp_path: "object")
     from perlbal.explain import ExplainArgs, explain, render_text
 
     conf = Path(str(tmp_path)) / "site.conf"
-    conf.write_text("CREATE POOL app\n  SET app.dns_name = _http._tcp.app.example\n"
-                    "CREATE SERVICE web\n  SET role = reverse_proxy\n  SET listen = 127.0.0.1:8080\n"
-                    "  SET pool = app\n  SET proxy_protocol = on\n"
-                    "  SET trusted_upstream_proxies = 127.0.0.1/32\nENABLE web\n")
+    conf.write_text(proxy_config(8080, [], pool="app", service="web",
+                                 pool_extra=["SET app.dns_name = _http._tcp.app.example"],
+                                 extra=["SET proxy_protocol = on",
+                                        "SET trusted_upstream_proxies = 127.0.0.1/32"]))
     graph, errors = load_graph(str(conf))
     assert errors == []
     exp = explain(graph, ExplainArgs(url="http://127.0.0.1:8080/chat", headers=[
