@@ -22,25 +22,18 @@ from pathlib import Path
 import pytest
 
 from perlbal.console_client import Names, candidates, registry_names
+from tests.support.configs import pool, proxy_service, service
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.pyserver import PyPerlbal
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CONF = """
-CREATE POOL apps
-POOL apps ADD 127.0.0.1:9
-CREATE SERVICE web
-SET role = reverse_proxy
-SET listen = 127.0.0.1:{web}
-SET pool = apps
-ENABLE web
-CREATE SERVICE mgmt
-SET role = management
-SET listen = 127.0.0.1:{mgmt}
-ENABLE mgmt
-"""
+
+def _conf(web: int, mgmt: int, *mgmt_extra: str) -> str:
+    return (pool("apps", ["127.0.0.1:9"]) + proxy_service("web", web, "apps")
+            + service("mgmt", "management", listen=mgmt, extra=mgmt_extra))
+
 
 SERVERS = ["python", pytest.param("perl", marks=requires_perl_perlbal)]
 
@@ -49,7 +42,7 @@ SERVERS = ["python", pytest.param("perl", marks=requires_perl_perlbal)]
 def mgmt_port(request: pytest.FixtureRequest) -> Iterator[int]:
     web, mgmt = free_ports(2)
     server = PyPerlbal if request.param == "python" else PerlPerlbal
-    with server(CONF.format(web=web, mgmt=mgmt)):
+    with server(_conf(web, mgmt)):
         yield mgmt
 
 
@@ -106,7 +99,7 @@ def test_both_servers_answer_the_client_alike() -> None:
     out = {}
     for name, server in (("python", PyPerlbal), ("perl", PerlPerlbal)):
         web, mgmt = free_ports(2)
-        with server(CONF.format(web=web, mgmt=mgmt)):
+        with server(_conf(web, mgmt)):
             args = [a for c in commands for a in ("-c", c)]
             proc = run_console(f"{LOOPBACK}:{mgmt}", *args)
         assert proc.returncode == 1, proc.stdout  # SET web.nonsense
@@ -259,8 +252,7 @@ def test_reconnects_after_the_server_closed_an_idle_connection() -> None:
     from perlbal.console_client import Connection
 
     web, mgmt = free_ports(2)
-    conf = CONF.format(web=web, mgmt=mgmt).replace(
-        "SET role = management\n", "SET role = management\nSET idle_timeout = 1\n")
+    conf = _conf(web, mgmt, "SET idle_timeout = 1")
     with PyPerlbal(conf):
         conn = Connection(LOOPBACK, mgmt, timeout=5)
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from tests.plugins.imagecodec import decode_gif, decode_png, make_gif, make_png
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import management, pool, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -225,41 +226,19 @@ def test_web_plugins_same_as_perl(tmp_path: Path) -> None:
     assert decode_png(png[2][2])[0][2] == (0x12, 0x34, 0x56)  # type: ignore[index]
 
 
-PROXY_CONF = """
-LOAD Queues
-LOAD XFFExtras
-LOAD Highpri
-LOAD Stats
-LOAD FlvStreaming
-LOAD Throttle
+def _proxy_conf(ports: list[int], backend: Backend) -> str:
+    px, th, mgmt = ports[:3]
+    return ("".join(f"LOAD {name}\n" for name in (
+                "Queues", "XFFExtras", "Highpri", "Stats", "FlvStreaming", "Throttle"))
+            + pool("p", [backend])
+            + proxy_service("px", px, "p", extra=[
+                "SET plugins = Queues, XFFExtras, Highpri, Stats, FlvStreaming",
+                "SET send_backend_port = 1", "SET send_backend_proto = 1"])
+            + proxy_service("th", th, "p", extra=[
+                "SET plugins = Throttle", "SET initial_delay = 1",
+                "SET throttle_threshold_seconds = 60", "SET log_events = none"])
+            + management(mgmt))
 
-CREATE POOL p
-POOL p ADD {backend}
-
-CREATE SERVICE px
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{p[0]}
-  SET pool = p
-  SET plugins = Queues, XFFExtras, Highpri, Stats, FlvStreaming
-  SET send_backend_port = 1
-  SET send_backend_proto = 1
-ENABLE px
-
-CREATE SERVICE th
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{p[1]}
-  SET pool = p
-  SET plugins = Throttle
-  SET initial_delay = 1
-  SET throttle_threshold_seconds = 60
-  SET log_events = none
-ENABLE th
-
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:{p[2]}
-ENABLE mgmt
-"""
 
 BACKEND_SHOWN = ("x-queue-count", "x-queue-age", "x-hp-queue-count", "x-hp-queue-age",
                  "x-forwarded-port", "x-forwarded-proto", "range")
@@ -268,7 +247,7 @@ BACKEND_SHOWN = ("x-queue-count", "x-queue-age", "x-hp-queue-count", "x-hp-queue
 def _run_proxy(start: Starter, ports: list[int]) -> list[object]:
     seen: list[object] = []
     with Backend("b") as backend:
-        with start(PROXY_CONF.format(p=ports, backend=backend.address)):
+        with start(_proxy_conf(ports, backend)):
             for path in ("/x", "/login.bml", "/v.flv?start=100", "/v.flv?start=0"):
                 resp = request(ports[0], "GET", path, [("Host", "h")])
                 got = backend.log[-1]

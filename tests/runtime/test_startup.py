@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.support.pyserver import ROOT, PyPerlbal
 from tests.support.backend import Backend
+from tests.support.configs import management, pool, proxy_service, vhost_selector
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -44,32 +45,10 @@ def test_address_in_use_is_perls_error() -> None:
 def test_selector_vhosts_and_console_shutdown() -> None:
     sel, mgmt = free_ports(2)
     with Backend("one") as one, Backend("two") as two:
-        conf = f"""
-LOAD vhosts
-CREATE POOL p1
-POOL p1 ADD {one.address}
-CREATE POOL p2
-POOL p2 ADD {two.address}
-CREATE SERVICE s1
-SET role = reverse_proxy
-SET pool = p1
-ENABLE s1
-CREATE SERVICE s2
-SET role = reverse_proxy
-SET pool = p2
-ENABLE s2
-CREATE SERVICE sel
-SET role = selector
-SET listen = {LOOPBACK}:{sel}
-SET plugins = vhosts
-VHOST www.example.com = s1
-VHOST *.example.com = s2
-ENABLE sel
-CREATE SERVICE mgmt
-SET role = management
-SET listen = {LOOPBACK}:{mgmt}
-ENABLE mgmt
-"""
+        conf = ("LOAD vhosts\n" + pool("p1", [one]) + pool("p2", [two])
+                + proxy_service("s1", None, "p1") + proxy_service("s2", None, "p2")
+                + vhost_selector("sel", sel, {"www.example.com": "s1", "*.example.com": "s2"})
+                + management(mgmt))
         with PyPerlbal(conf) as server:
             def who(host: str) -> str | None:
                 resp = request(sel, "GET", "/", [("Host", host)])
