@@ -16,7 +16,7 @@ turns this off (``plain_extension``).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from perlbal.grammar import ast
 from perlbal.grammar.preprocess import Normalized
@@ -157,3 +157,119 @@ def plain_extension(ext: SyntaxExtension) -> bool:
     return (rule.startswith(quoted) and rule[len(quoted):len(quoted) + 1] in ("", " ")
             and not any(line.lstrip().startswith("%")
                         for line in (ext.terminals + "\n" + ext.rule).splitlines()))
+
+
+# --- plugin commands whose rule is a plain sequence ------------------------------
+#
+# VHOST and VPATH lines fill a large config too.  A plugin rule made only of its
+# keyword, its own regex terminals (some optional, [NAME]) and "=" or ":" is read
+# the same way: in each state the terminals Lark's contextual lexer would accept
+# (the optional ones up to the next required one) are tried in priority order.
+# A rule is taken only if nothing else could decide between them: distinct
+# priorities within a state, a literal always alone in its state, no terminal
+# that may begin at a space, no other command name that is a prefix of the
+# keyword (a longer alternative of the first state would be tried before it).
+
+_TERMINAL_DEF = re.compile(r"([A-Z][A-Z0-9_]*)(?:\.(\d+))?: /([^/]+)/")
+_SAFE_LITERALS = frozenset({'"="', '":"'})
+
+
+class LinearStep:
+    """One element of a linear rule: a terminal (maybe optional) or a literal."""
+
+    def __init__(self, name: str, pattern: str, priority: int, optional: bool,
+                 literal: bool) -> None:
+        self.name = name
+        self.pattern = pattern
+        self.match = re.compile(re.escape(pattern) if literal else pattern).match
+        self.priority = priority
+        self.optional = optional
+        self.literal = literal
+
+
+def linear_rule(ext: SyntaxExtension, other_keywords: Iterable[str]) -> LinearRule | None:
+    """The steps of ``ext``'s rule after its keyword, or None if it is not linear."""
+    if not plain_extension(ext) or ext.keyword == "graceful" or any(
+            k != ext.keyword and ext.keyword.startswith(k) for k in other_keywords):
+        return None  # ("graceful" is a named terminal of the core grammar: kept in the tree)
+    terminals: dict[str, tuple[str, int]] = {}
+    for line in ext.terminals.splitlines():
+        if not line.strip():
+            continue
+        m = _TERMINAL_DEF.fullmatch(line.strip())
+        if m is None or m.group(1).startswith("_") or "\\" in m.group(3)[-1:]:
+            return None
+        terminals[m.group(1)] = (m.group(3), int(m.group(2) or 0))
+    words = ext.rule.split()
+    if not words or words[0] != f'"{ext.keyword}"':
+        return None
+    steps: list[LinearStep] = []
+    for word in words[1:]:
+        optional = word.startswith("[") and word.endswith("]")
+        name = word[1:-1] if optional else word
+        if name in terminals:
+            pattern, priority = terminals[name]
+            if re.match(pattern, " ") is not None or re.match(pattern, "") is not None:
+                return None
+            steps.append(LinearStep(name, pattern, priority, optional, False))
+        elif word in _SAFE_LITERALS:
+            steps.append(LinearStep(word, word[1:-1], 0, False, True))
+        else:
+            return None
+    for k in range(len(steps)):
+        state = _state(steps, k)
+        if len({s.priority for s in state}) != len(state) or (
+                len(state) > 1 and any(s.literal for s in state)):
+            return None
+    return LinearRule(steps)
+
+
+def _state(steps: list[LinearStep], k: int) -> list[LinearStep]:
+    """What may come at step ``k``: the optional steps up to the next required one."""
+    state = []
+    for step in steps[k:]:
+        state.append(step)
+        if not step.optional:
+            break
+    return state
+
+
+class LinearRule:
+    """A linear rule's steps, and for each step the state the lexer is in there:
+    (index, step) of what it may match, highest priority first."""
+
+    def __init__(self, steps: list[LinearStep]) -> None:
+        self.steps = steps
+        self.states = [sorted(((steps.index(s), s) for s in _state(steps, k)),
+                              key=lambda pair: -pair[1].priority)
+                       for k in range(len(steps) + 1)]
+
+
+def read_linear(rule: LinearRule, keyword: str,
+                text: str) -> list[tuple[str, str, int] | None] | None:
+    """The (terminal, text, offset) of each non-literal step (None when an optional
+    one is absent), or None when the line does not read plainly."""
+    pos, k, end = len(keyword), 0, len(text)
+    out: list[tuple[str, str, int] | None] = []
+    while True:
+        state = rule.states[k]
+        while text.startswith(" ", pos):  # %ignore " ", unless a terminal begins there
+            if any(s.match(text, pos) for _, s in state):
+                return None
+            pos += 1
+        if not state:  # every step read
+            return out if pos == end else None
+        for index, step in state:
+            m = step.match(text, pos)
+            if m is not None:
+                break
+        else:
+            if pos == end and all(s.optional for _, s in state):
+                return out + [None for _ in state]  # the optional steps end the rule
+            return None
+        if m.end() == pos:
+            return None
+        out.extend(None for _ in range(k, index))  # skipped optional terminals
+        if not step.literal:
+            out.append((step.name, m.group(), pos))
+        k, pos = index + 1, m.end()

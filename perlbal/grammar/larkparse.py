@@ -15,7 +15,7 @@ from lark import Lark, Token, Transformer, Tree, UnexpectedInput
 
 from perlbal.grammar import ast
 from perlbal.grammar.syntax import (
-    Arg, PluginArgs, SyntaxExtension, check_inserted_header, grammar_text, parser_cache_path)
+    Arg, SyntaxExtension, check_inserted_header, grammar_text, parser_cache_path, plugin_node)
 from perlbal.grammar.preprocess import Normalized
 
 __all__ = ["Lark", "UnexpectedInput", "build", "to_ast"]
@@ -155,10 +155,4 @@ class _ToAst(Transformer[Token, ast.Node]):
         args = tuple(None if tok is None else Arg(tok.type, str(tok),
                                                   self.norm.source_column(tok.start_pos or 0))
                      for tok in _tokens(children))
-        if ext.build is not None:
-            return ext.build(PluginArgs(args, self.base, ext.plugin))
-        return ast.PluginCommand(plugin=ext.plugin, args=tuple(None if a is None else a.text
-                                                               for a in args),
-                                 at=tuple((f"args.{i}", a.column)
-                                          for i, a in enumerate(args) if a is not None),
-                                 **self.base)
+        return plugin_node(ext, args, self.base)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from perlbal.grammar import ast
-from perlbal.grammar.fastparse import FAST, plain_extension
+from perlbal.grammar.fastparse import FAST, LinearRule, linear_rule, plain_extension, read_linear
 from perlbal.grammar.preprocess import ExpansionError, Normalized, normalize
 from perlbal.grammar.syntax import (
     Arg as Arg, BadArgument, PluginArgs as PluginArgs, SyntaxExtension as SyntaxExtension,
-    grammar_text as grammar_text, parser_cache_path as parser_cache_path)
+    grammar_text as grammar_text, parser_cache_path as parser_cache_path, plugin_node)
 
 if TYPE_CHECKING:
     from lark import Lark
@@ -158,6 +158,8 @@ class Parser:
             raise ValueError(f"plugin commands clash with core commands: {sorted(dupes)}")
         self._lark: Lark | None = None
         self._fast = FAST if all(map(plain_extension, self.extensions)) else {}
+        # per plugin keyword, its rule's steps when it is a plain sequence (else None)
+        self._linear: dict[str, LinearRule | None] = {}
         # A config repeats lines ("SET role = reverse_proxy" in every service): a
         # core command that parsed once is copied with its new position.
         self._seen: dict[tuple[str, str], ast.Node] = {}
@@ -219,6 +221,10 @@ class Parser:
         seen = self._seen.get((norm.text, norm.orig))
         if seen is not None:
             return seen.model_copy(update={"file": file, "line": line, "column": base["column"]})
+        if ext is not None and self._fast:
+            node = self._read_plugin_command(ext, norm, base)
+            if node is not None:
+                return node
         fast = self._fast.get(basecmd) if core is not None else None
         result = fast(norm, base) if fast is not None else None
         if result is None:
@@ -229,6 +235,26 @@ class Parser:
             self._seen.clear()
         self._seen[(norm.text, norm.orig)] = result
         return result
+
+    def _read_plugin_command(self, ext: SyntaxExtension, norm: Normalized,
+                             base: dict[str, Any]) -> ast.Node | None:
+        """A plugin command whose rule is a plain sequence, without Lark (None: ask Lark)."""
+        if ext.keyword not in self._linear:
+            self._linear[ext.keyword] = linear_rule(
+                ext, [*CORE_COMMANDS, *self.ext_by_keyword])
+        steps = self._linear[ext.keyword]
+        tokens = read_linear(steps, ext.keyword, norm.text) if steps is not None else None
+        if tokens is None:
+            return None
+        args = tuple(None if t is None else Arg(t[0], t[1], norm.source_column(t[2]))
+                     for t in tokens)
+        try:
+            return plugin_node(ext, args, base)
+        except BadArgument as bad:
+            return ast.construct(ast.SyntaxFailure, usage=bad.message,
+                                 error_column=norm.source_column(bad.offset), **base)
+        except Exception:  # pragma: no cover - Lark's path raises it as it always did
+            return None
 
     def _parse_with_lark(self, norm: Normalized, base: dict[str, Any], usage: str,
                          ext: SyntaxExtension | None) -> ast.Node:

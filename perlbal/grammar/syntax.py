@@ -61,6 +61,19 @@ class PluginArgs:
         return cls(plugin=self.plugin, at=tuple(at), **values, **self.base)
 
 
+def plugin_node(ext: SyntaxExtension, args: tuple[Arg | None, ...],
+                base: Mapping[str, Any]) -> ast.PluginCommand:
+    """The node of plugin command ``ext`` whose rule matched the tokens ``args``
+    (None for an absent optional), whichever parser read them."""
+    if ext.build is not None:
+        return ext.build(PluginArgs(args, base, ext.plugin))
+    return ast.PluginCommand(plugin=ext.plugin, args=tuple(None if a is None else a.text
+                                                           for a in args),
+                             at=tuple((f"args.{i}", a.column)
+                                      for i, a in enumerate(args) if a is not None),
+                             **base)
+
+
 @dataclass(frozen=True)
 class SyntaxExtension:
     """A plugin's command: ``rule`` is the Lark body of rule ``<keyword>_cmd``.

@@ -105,7 +105,11 @@ def test_whole_parser_same_with_and_without_fast_path(parser: Parser) -> None:
              "pool add p 10.0.0.2", "ENABLE web", "disable  web", "LOAD Vhosts",
              "load vhosts", "DEFAULT buffer_size = 1M", "SERVER max_connections = 10",
              "use web", "create pool", "set = x", "pool a b c", "enable", "enable a b",
-             "SET $HOME = ${ip:lo}", "SET x = $NOPE", "set role = ${bogus}"]
+             "SET $HOME = ${ip:lo}", "SET x = $NOPE", "set role = ${bogus}",
+             "VHOST web Host.Example.com = svc", "vhost  a = b", "VPATH ^/A=b = svc",
+             "vhost a b c = d", "vhost = x", "perlrequire=x", "PERLREQUIRE = My::X", "stats",
+             "  throttle reload nope", "redirect host a", "patterns", "recent 5 6",
+             "vhost\ta\t=\tb  # c", "VHOST $HOME = svc"]
     for keyword in sorted(_FAST):
         lines += _lines(keyword, 300, rng)
     for number, raw in enumerate(lines, start=1):
@@ -177,3 +181,89 @@ def test_column_map_folds_what_isspace_calls_space() -> None:
         line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         assert _fold(line) == _fold_by_chars(line), repr(line)
         assert _fold(line)[0] == " ".join(line.split())
+
+
+PLUGIN_SKELETONS = {
+    "vhost": ["vhost web host.example.com = svc", "vhost *.a.com=svc_2", "vhost * = x"],
+    "vpath": ["vpath ^/a=b = svc", "vpath sel ^/static/ = files", "vpath .* =x"],
+    "redirect": ["redirect host www.a.com a.com", "redirect host x y"],
+    "patterns": ["patterns a b c", "patterns"], "stats": ["stats", "stats web"],
+    "recent": ["recent", "recent 10"], "throttle": ["throttle reload whitelist",
+                                                    "throttle reload config"],
+    "perlrequire": ["perlrequire = My::Module", "perlrequire=a.b"],
+    "perlhandler": ["perlhandler = My::Handler", "perlhandler=x"],
+}
+PLUGIN_PIECES = ["web", "host.example.com", "*.a.com", "*", "^/a=b", "=", "svc_1", "reload",
+                 "whitelist", "host", "x:y", "é", "-", "/", "a b", "My::M", "", " "]
+
+
+def test_plugin_terminals_are_read_as_lark_reads_them(parser: Parser) -> None:
+    from perlbal.grammar.fastparse import linear_rule
+
+    keywords = [*CORE_COMMANDS, *parser.ext_by_keyword]
+    linear = {e.keyword: linear_rule(e, keywords) for e in parser.extensions}
+    assert {k for k, r in linear.items() if r is not None} == set(PLUGIN_SKELETONS)
+    for rule in linear.values():
+        for step in rule.steps if rule is not None else ():
+            if not step.literal:
+                term = parser.lark.get_terminal(step.name)
+                assert (term.pattern.value, term.priority) == (step.pattern, step.priority)
+                assert not term.pattern.flags
+
+
+@pytest.mark.parametrize("keyword", sorted(PLUGIN_SKELETONS))
+def test_plugin_lines_read_without_lark_as_lark_reads_them(parser: Parser,
+                                                           keyword: str) -> None:
+    ext = parser.ext_by_keyword[keyword]
+    rng = random.Random(keyword)
+    SKELETONS[keyword] = PLUGIN_SKELETONS[keyword]  # (for _lines)
+    saved = PIECES[:]
+    PIECES[:] = PLUGIN_PIECES
+    try:
+        lines = _lines(keyword, 1500, rng)
+    finally:
+        PIECES[:] = saved
+        del SKELETONS[keyword]
+    answered = 0
+    for text in lines:
+        if text != text.lstrip() or "\n" in text:
+            continue
+        norm = Normalized(text, text, text)
+        base: dict[str, Any] = {"file": "f", "line": 7, "column": 1, "text": text,
+                                "orig": text, "keyword": keyword}
+        fast = parser._read_plugin_command(ext, norm, dict(base))
+        if fast is None:
+            continue
+        answered += 1
+        slow = parser._parse_with_lark(norm, dict(base), ext.usage or "", ext)
+        assert _same(fast, slow), (text, fast, slow)
+    assert answered > 50
+
+
+def test_generic_plugin_nodes_keep_lark_s_placeholders_and_drop_literals() -> None:
+    ext = SyntaxExtension(keyword="zzopt", plugin="Z",
+                          rule='"zzopt" [ZZOPT_A] ZZOPT_B "=" ZZOPT_C [ZZOPT_D]',
+                          terminals="ZZOPT_A.2: /\\d+(?= )/\nZZOPT_B: /[a-z]+/\n"
+                                    "ZZOPT_C: /\\w+/\nZZOPT_D: /:\\S+/\n")
+    parser = Parser([ext])
+    assert parser._fast
+    rng = random.Random(5)
+    pieces = ["1", "22", "abc", "x", "=", "9x", ":q", ":", "A", " ", ""]
+    answered = 0
+    shapes = [["", "1 ", "22 ", "1", "x "], ["abc", "x", "A"], ["=", " = ", " =", "= ", ""],
+              ["x", "A", "9x", ""], ["", " :q", ":q", " :", "  "]]
+    for n in range(3000):
+        if n % 3:
+            text = "zzopt " + "".join(rng.choice(options) for options in shapes)
+        else:
+            text = "zzopt" + "".join(rng.choice([" ", "", "  "]) + rng.choice(pieces)
+                                     for _ in range(rng.randint(0, 6)))
+        norm = Normalized(text, text, text)
+        base: dict[str, Any] = {"file": "f", "line": 1, "column": 1, "text": text,
+                                "orig": text, "keyword": "zzopt"}
+        fast = parser._read_plugin_command(ext, norm, dict(base))
+        if fast is None:
+            continue
+        answered += 1
+        assert _same(fast, parser._parse_with_lark(norm, dict(base), "u", ext)), text
+    assert answered > 100
