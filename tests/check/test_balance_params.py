@@ -11,26 +11,21 @@ from perlbal.check import check_paths
 from perlbal.dryrun import load_graph
 from perlbal.explain import ExplainArgs, explain
 from perlbal.params import REGISTRY
+from tests.support.configs import proxy_config
 from tests.support.perl_perlbal import PerlPerlbal, console, perl_perlbal_available
 from tests.support.ports import free_ports
 
 OURS_POOL = sorted(n for n, p in REGISTRY.pool.items() if p.beyond_perl)
-CONF = """CREATE POOL p
-  POOL p ADD 127.0.0.1:8001
-  POOL p ADD 127.0.0.1:8002
-  POOL p ADD 127.0.0.1:8003
-{lines}
-CREATE SERVICE s
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:8080
-  SET pool = p
-ENABLE s
-"""
+
+
+def _conf(lines: str) -> str:
+    """Pool p of three nodes with ``lines`` (its parameters), proxy s on :8080 in front."""
+    return proxy_config(8080, [8001, 8002, 8003], service="s", pool_extra=lines.splitlines())
 
 
 def _check(tmp_path: Path, lines: str, perl: bool = False) -> list[str]:
     conf = tmp_path / "p.conf"
-    conf.write_text(CONF.format(lines=lines))
+    conf.write_text(_conf(lines))
     return [d.message for d in check_paths([str(conf)], perl=perl).diagnostics]
 
 
@@ -74,7 +69,7 @@ def test_perl_refuses_what_we_flag_and_accepts_random() -> None:
 
 def test_explain_names_the_node_a_hash_key_maps_to(tmp_path: Path) -> None:
     conf = tmp_path / "p.conf"
-    conf.write_text(CONF.format(lines="SET p.balance_method = hash\nSET p.hash_key = uri"))
+    conf.write_text(_conf("SET p.balance_method = hash\nSET p.hash_key = uri"))
     graph, _ = load_graph(str(conf))
     nodes = set()
     for path in ("/a", "/b", "/c", "/d", "/e", "/f"):
@@ -92,8 +87,8 @@ def test_dumpconfig_keeps_the_pool_parameters(tmp_path: Path) -> None:
     from perlbal.interp import CommandContext, Interpreter
 
     it = Interpreter()
-    for line in CONF.format(lines="SET p.balance_method = least_conn\n"
-                            "SET p.health_check_uri = /hz\nSET p.max_fails = 2").splitlines():
+    for line in _conf("SET p.balance_method = least_conn\n"
+                      "SET p.health_check_uri = /hz\nSET p.max_fails = 2").splitlines():
         it.run_line(line, CommandContext())
     dump = it.run_line("dumpconfig", CommandContext())
     again = Interpreter()  # the dump rebuilds the same pool

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import proxy_config
+
 EXAMPLES = Path("/usr/share/doc/perlbal/examples")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,11 +68,7 @@ def test_reports_every_error_with_position_caret_and_hint(tmp_path: Path) -> Non
 
 
 def test_clean_config_says_what_it_checked(tmp_path: Path) -> None:
-    conf = write(tmp_path, (
-        "CREATE POOL p\n  POOL p ADD 127.0.0.1:8080\n"
-        "CREATE SERVICE web\n  SET role = reverse_proxy\n  SET pool = p\n"
-        "  SET listen = 127.0.0.1:8081\nENABLE web\n"
-    ))
+    conf = write(tmp_path, proxy_config(8081, [8080], service="web"))
     proc = run_check(conf)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK: checked 1 file(s): 1 service(s), 1 pool(s); 0 warning(s)"
