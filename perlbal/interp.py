@@ -194,6 +194,25 @@ class _RolePlan:
     def __init__(self, params: list[Param]) -> None:
         self.params = params
         self.steps: list[tuple[Param, str, ParamValue | type[_Recoerce]]] = []
+        #: the steps again, each run of kept values that only set svc.params (no
+        #: effect, not a list) as one dict: dict.update keeps their order
+        self.ops: list[dict[str, ParamValue] | tuple[Param, str,
+                                                      ParamValue | type[_Recoerce]]] = []
+
+    def compile(self) -> None:
+        run: dict[str, ParamValue] = {}
+        for step in self.steps:
+            param, _, kept = step
+            if kept is not _Recoerce and not isinstance(kept, list) and \
+                    param.effect is Effect.NONE:
+                run[param.name] = cast(ParamValue, kept)
+                continue
+            if run:
+                self.ops.append(run)
+                run = {}
+            self.ops.append(step)
+        if run:
+            self.ops.append(run)
 
     def params_are(self, params: list[Param]) -> bool:
         return len(params) == len(self.params) and all(map(operator.is_, params,
@@ -385,7 +404,11 @@ class Interpreter:
         plan = self._role_plans.get(key)
         quiet = Call(ast.construct(ast.Blank), CommandContext(verbose=False))
         if plan is not None and plan.params_are(params):
-            for param, text, kept in plan.steps:
+            for op in plan.ops:
+                if isinstance(op, dict):
+                    svc.params.update(op)
+                    continue
+                param, text, kept = op
                 value: ParamValue
                 if kept is _Recoerce:
                     try:
@@ -419,6 +442,7 @@ class Interpreter:
             plan.steps.append((param, raw, (list(value) if isinstance(value, list) else value)
                                if pure else _Recoerce))
             self._apply(svc, param, value, quiet)
+        plan.compile()
         if len(self._role_plans) >= 64:
             self._role_plans.clear()
         self._role_plans[key] = plan

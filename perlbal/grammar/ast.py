@@ -214,6 +214,20 @@ def construct(cls: type[N], **values: Any) -> N:
     return node
 
 
+def relocated(node: N, file: str, line: int, column: int) -> N:
+    """``node.model_copy(update={"file": ..., "line": ..., "column": ...})``, the same
+    copy made directly (a config repeats lines, each copied from the first)."""
+    fields = node.__dict__.copy()
+    fields["file"], fields["line"], fields["column"] = file, line, column
+    copy = type(node).__new__(type(node))
+    object.__setattr__(copy, "__dict__", fields)
+    object.__setattr__(copy, "__pydantic_extra__", None)
+    object.__setattr__(copy, "__pydantic_fields_set__",
+                       node.__pydantic_fields_set__ | {"file", "line", "column"})
+    object.__setattr__(copy, "__pydantic_private__", None)
+    return copy
+
+
 def _layout(cls: type[Node]) -> tuple[dict[str, Any], frozenset[str]]:
     fields = cls.__pydantic_fields__
     if cls.__pydantic_post_init__ or cls.__private_attributes__ or any(

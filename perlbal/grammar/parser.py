@@ -186,6 +186,10 @@ class Parser:
         return self.parse_normalized(norm, file=file, line=line)
 
     def parse_normalized(self, norm: Normalized, *, file: str, line: int) -> ast.Node:
+        # (what follows depends on the text alone: a line seen before is copied)
+        seen = self._seen.get((norm.text, norm.orig))
+        if seen is not None:
+            return ast.relocated(seen, file, line, norm.source_column(0))
         # Nodes are made with model_construct: every field comes from the grammar
         # (or from the lines above) already checked, and validating them again
         # built pydantic's validators at each start (a third of a small check).
@@ -218,9 +222,6 @@ class Parser:
             return ast.construct(
                 ast.SyntaxFailure, usage=usage, error_column=norm.source_column(len(basecmd)),
                 **base)
-        seen = self._seen.get((norm.text, norm.orig))
-        if seen is not None:
-            return seen.model_copy(update={"file": file, "line": line, "column": base["column"]})
         if ext is not None and self._fast:
             node = self._read_plugin_command(ext, norm, base)
             if node is not None:

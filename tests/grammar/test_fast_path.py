@@ -133,6 +133,8 @@ def test_construct_is_model_construct() -> None:
             assert _same(made, cls.model_construct(**values))
             assert made == cls(**values) and hash(made) == hash(cls(**values))
             assert made.model_copy(update={"line": 9}) == cls(**{**values, "line": 9})
+            moved = ast.relocated(made, "g", 9, 4)
+            assert _same(moved, made.model_copy(update={"file": "g", "line": 9, "column": 4}))
 
 
 def test_a_plugin_rule_that_may_change_core_lexing_turns_the_fast_path_off() -> None:
