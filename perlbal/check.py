@@ -161,18 +161,21 @@ class Checker:
             self._source(node.file, node.line), blocks_start))
 
     def _observe(self, node: ast.Node, reply: Reply) -> None:
-        if node.file not in self.result.files:
-            self.result.files.append(node.file)
-        self.last_line[node.file] = max(self.last_line.get(node.file, 0), node.line)
-        for path in self.env.missing_dirs:
-            self.add(node, "warning", f"directory '{path}' does not exist here; Perl Perlbal "
-                     "refuses to start unless it exists on the host that runs it",
-                     blocks_start=True)
-        self.env.missing_dirs.clear()
-        for path, found in self.env.relocated:
-            self.add(node, "warning", f"'{path}' is not in the working directory; found "
-                     f"{found}. Perl Perlbal resolves it against the directory it starts in")
-        self.env.relocated.clear()
+        file, env = node.file, self.env
+        if file not in self.result.files:
+            self.result.files.append(file)
+        self.last_line[file] = max(self.last_line.get(file, 0), node.line)
+        if env.missing_dirs:
+            for path in env.missing_dirs:
+                self.add(node, "warning", f"directory '{path}' does not exist here; Perl "
+                         "Perlbal refuses to start unless it exists on the host that runs it",
+                         blocks_start=True)
+            env.missing_dirs.clear()
+        if env.relocated:
+            for path, found in env.relocated:
+                self.add(node, "warning", f"'{path}' is not in the working directory; found "
+                         f"{found}. Perl Perlbal resolves it against the directory it starts in")
+            env.relocated.clear()
         for warning in reply.warnings:
             self.add(node, "warning", warning,
                      blocks_start="the server would refuse ENABLE" in warning)
@@ -182,10 +185,12 @@ class Checker:
             self._perl_refuses(node)
         if isinstance(node, (ast.Set, ast.Default, ast.Server)):
             for quote in ('"', "'"):
-                if node.value.count(quote) % 2:
+                if quote in node.value and node.value.count(quote) % 2:
                     self.add(node, "warning", f"unbalanced {quote} in the value: Perl Perlbal "
                              "has no quoting, the quote becomes part of the value",
                              node.column + node.orig.find(quote))
+        if reply.ok and not reply.lines:
+            return  # (the common case: nothing to report)
         errors = [ln[len("ERROR: "):] for ln in reply.lines if ln.startswith("ERROR: ")]
         if not reply.ok and not errors:
             errors = [self._silent_failure(node)]
