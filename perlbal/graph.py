@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from perlbal.params import ParamValue, pool_param
+from perlbal.params import ParamValue
 from perlbal.tunables import PoolTunables, ServerTunables, ServiceTunables
 
 
@@ -52,9 +52,6 @@ class Pool:
     def __post_init__(self) -> None:
         self.tunables = PoolTunables(self.params)
 
-    def get(self, name: str) -> ParamValue:
-        """A pool parameter by name (prefer ``tunables``)."""
-        return pool_param(self.params, name)
 
     def add(self, ip: str, port: int) -> None:
         self.remove(ip, port)  # no duplicates, re-added at the end as Perl does
@@ -98,10 +95,6 @@ class Service:
     def __post_init__(self) -> None:
         self.tunables = ServiceTunables(self.params)
 
-    def get(self, name: str, default: ParamValue = None) -> ParamValue:
-        """A parameter by name: only for those a third-party plugin declares (the
-        generated ``tunables`` cover the registry's and the stock plugins')."""
-        return self.params.get(name, default)
 
     @property
     def listen(self) -> str | None:

@@ -19,7 +19,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 # re-exported: callers import them from perlbal.params
 from perlbal.paramkinds import (
@@ -320,22 +320,6 @@ _P(Param("dns_refresh_min", Kind.SECONDS, "Beyond Perl: seconds at least between
          beyond_perl=True))
 _P(Param("dns_refresh_max", Kind.SECONDS, "Beyond Perl: seconds at most between two lookups "
          "of dns_name, whatever the TTL.", default="300", beyond_perl=True))
-
-def pool_param(pool_params: dict[str, ParamValue], name: str) -> ParamValue:
-    """A pool parameter's stored value, or its coerced default."""
-    if name in pool_params:
-        return pool_params[name]
-    return _POOL_DEFAULTS.get(name)
-
-
-class _NoEnv:
-    def __getattr__(self, name: str) -> Callable[..., bool]:
-        return lambda *args: True
-
-
-_POOL_DEFAULTS: dict[str, ParamValue] = {
-    p.name: p.coerce(p.default, _NoEnv()) for p in REGISTRY.pool.values()
-    if p.default is not None}
 
 # SERVER settings.
 _SV = REGISTRY.add_server

@@ -91,7 +91,7 @@ class Spawner:
         waiting = st.waiting
         if waiting and pool.balance_method != "random":
             waiting -= self._spawn_balanced(svc, pool, st, tg, now)
-        ahead = svc.get("connect_ahead", 0)
+        ahead = svc.tunables.connect_ahead
         needed = waiting + (ahead if isinstance(ahead, int) else 0)
         to_create = needed - (len(st.bored) + len(st.pending))
         to_create = min(to_create, len(pool.nodes) - len(st.pending), MAX_CONNECTS_AT_ONCE)
@@ -172,13 +172,13 @@ class Spawner:
             conn.sock_id = live.open_sock("Perlbal::BackendHTTP", ipport, svc.name, "connecting")
             pool = self.manager._pool(svc)
             # (a PROXY header must be a connection's first bytes: no OPTIONS before it)
-            sends_proxy = pool is not None and pool.get("send_proxy_protocol") in ("v1", "v2")
-            if (svc.get("verify_backend", False) and not self._noverify(ipport)
+            sends_proxy = pool is not None and pool.tunables.send_proxy_protocol in ("v1", "v2")
+            if (svc.tunables.verify_backend and not self._noverify(ipport)
                     and not sends_proxy):
                 st.pending[ipport] = ("verifying_backend", time.time())
                 if not await self._verify(svc, conn):
                     log.warning("backend %s failed verify_backend (OPTIONS %s) for service %s",
-                                ipport, svc.get("verify_backend_path", "*"), svc.name)
+                                ipport, svc.tunables.verify_backend_path, svc.name)
                     self.noverify[ipport] = time.monotonic() + NOVERIFY_SECONDS
                     self.manager._forget(conn)
                     conn.stream.abort()
@@ -224,7 +224,7 @@ class Spawner:
         return True
 
     async def _verify(self, svc: Service, conn: BackendConn) -> bool:
-        path = svc.get("verify_backend_path", "*")
+        path = svc.tunables.verify_backend_path
         self.manager.runtime.live.set_state(conn.sock_id, "verifying_backend")
         request = f"OPTIONS {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode("latin-1")
         side = BackendSide("OPTIONS")

@@ -213,7 +213,7 @@ class BackendManager:
             pass
         elif not self._in_pool(pool, conn.ipport):
             pass
-        elif not conn.uses and conn.created < now - SPARE_MAX_AGE and not svc.get("verify_backend"):
+        elif not conn.uses and conn.created < now - SPARE_MAX_AGE and not svc.tunables.verify_backend:
             pass
         else:
             return True
@@ -286,15 +286,13 @@ class BackendManager:
         key: str | None = None
         if pool.balance_method != "random" and pool.nodes:
             if pool.balance_method == "hash" and head is not None:
-                spec = pool.get("hash_key")
-                key = balance.request_key(spec if isinstance(spec, str) else "client_ip",
-                                          head, peer_ip)
+                key = balance.request_key(pool.tunables.hash_key, head, peer_ip)
             node = self.choose(pool, self.services.get(svc.name), key)
         conn = self.take_bored(svc, pool, node)
         if conn is not None:
             conn.counted = True
             self._count(conn.ipport, 1)
-            if svc.get("connect_ahead", 0):
+            if svc.tunables.connect_ahead:
                 self.spawn_backends(svc)
             return conn
         waiter = Waiter(Slot(), time.time(), priority, node, key, counted=node is not None)
@@ -333,9 +331,9 @@ class BackendManager:
         """The next waiter (Perl's get_client) that may take a connection to ``ipport``."""
         high, normal, low = st.queues
         hp_first = True
-        relief_size = svc.get("queue_relief_size", 0)
+        relief_size = svc.tunables.queue_relief_size
         if isinstance(relief_size, int) and relief_size > 0 and len(normal) >= relief_size:
-            chance = svc.get("queue_relief_chance", 0)
+            chance = svc.tunables.queue_relief_chance
             if isinstance(chance, int) and random.random() * 100 < chance:
                 hp_first = False
         order = (high, normal, low) if hp_first else (normal, high, low)
@@ -381,12 +379,12 @@ class BackendManager:
             self._hand(waiter, conn)
             conn.reused = conn.uses > 0
             live.set_state(conn.sock_id, "sending_req")
-            if st.waiting or svc.get("connect_ahead", 0):
+            if st.waiting or svc.tunables.connect_ahead:
                 self.spawn_backends(svc)
             return
-        cache = _int(svc.get("backend_persist_cache", 2))
+        cache = _int(svc.tunables.backend_persist_cache)
         if conn.uses and len(st.bored) >= cache:
-            linger = _int(svc.get("backend_persist_linger", 1))
+            linger = _int(svc.tunables.backend_persist_linger)
             if linger <= 0:  # Perl: closed at once ("too_many_bored")
                 self._forget(conn)
                 conn.stream.abort()
@@ -407,7 +405,7 @@ class BackendManager:
 
         def trim() -> None:
             st.trim_timer = None
-            cache = _int(svc.get("backend_persist_cache", 2))
+            cache = _int(svc.tunables.backend_persist_cache)
             now = time.monotonic()
             # the oldest idle first: take_bored reuses the newest used ones
             for conn in [c for c in st.bored if c.uses]:
@@ -453,8 +451,8 @@ class BackendManager:
         """Done with ``conn``: back to the queue/bored list when allowed, else closed."""
         self._uncount(conn)
         self._count_traffic(conn, svc.pool_name)
-        max_uses = svc.get("max_backend_uses", 0)
-        if (reusable and not conn.dedicated and svc.get("persist_backend", False)
+        max_uses = svc.tunables.max_backend_uses
+        if (reusable and not conn.dedicated and svc.tunables.persist_backend
                 and not self.runtime.draining
                 and not (isinstance(max_uses, int) and max_uses > 0 and conn.uses >= max_uses)
                 and not conn.stream.closed):

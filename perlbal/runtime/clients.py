@@ -55,11 +55,7 @@ class Clients:
     @property
     def max_connections(self) -> int:
         """SERVER max_connections (0: no limit on open client connections)."""
-        raw = self.runtime.graph.server.get("max_connections")
-        try:
-            return max(0, int(raw)) if raw is not None else 0
-        except ValueError:
-            return 0
+        return max(0, self.runtime.graph.settings.max_connections or 0)
 
     async def accept_loop(self, lst: Listener) -> None:
         if lst.closed:
@@ -111,18 +107,18 @@ class Clients:
         try:
             svc = runtime.graph.services.get(service_name)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sndbuf = svc.get("client_sndbuf_size", 0) if svc is not None else 0
+            sndbuf = svc.tunables.client_sndbuf_size if svc is not None else 0
             if isinstance(sndbuf, int) and sndbuf > 0:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
             proxied = None
-            if svc is not None and svc.get("proxy_protocol", False):
+            if svc is not None and svc.tunables.proxy_protocol:
                 try:  # before TLS and HTTP: the balancer's header (runtime/proxyproto.py)
                     proxied = (await proxyproto.read_header(
                         sock, svc, str(sock.getpeername()[0]), lambda: runtime.draining)).client
                 except proxyproto.ProxyRefused:
                     return
             if tls is not None:
-                timeout = svc.get("idle_timeout", 30) if svc is not None else 30
+                timeout = svc.tunables.idle_timeout if svc is not None else 30
                 try:
                     stream = await wrap_accepted(sock, tls, float(timeout or 60)
                                                  if isinstance(timeout, int) else 60.0)

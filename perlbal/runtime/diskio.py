@@ -55,7 +55,7 @@ SMALL_FILE = 64 * 1024
 #: pool threads when SERVER aio_threads is not set
 DEFAULT_THREADS = 4
 _threads = DEFAULT_THREADS
-_threads_setting: object = None  # the SERVER aio_threads value _threads was taken from
+_threads_setting: int | None = None  # the SERVER aio_threads value _threads was taken from
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -66,16 +66,12 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def _follow_threads_setting(value: object) -> None:
+def _follow_threads_setting(value: int | None) -> None:
     """SERVER aio_threads (Perl: IO::AIO::min_parallel), also when SET live:
     the pool is replaced; the old one finishes its jobs and goes."""
     global _threads, _threads_setting, _pool
     _threads_setting = value
-    try:
-        wanted = int(str(value)) if value is not None else DEFAULT_THREADS
-    except ValueError:
-        wanted = DEFAULT_THREADS
-    wanted = wanted if wanted > 0 else DEFAULT_THREADS
+    wanted = value if value is not None and value > 0 else DEFAULT_THREADS
     if wanted != _threads:
         _threads = wanted
         old, _pool = _pool, None
@@ -226,11 +222,11 @@ def inline_disk(ctx: RequestContext) -> bool:
     """``SERVER aio_mode = none``: disk calls on the event loop (see diskio).
     Also keeps the pool at ``SERVER aio_threads`` threads (a dictionary read
     per call; the pool is replaced only when the setting changed)."""
-    server = ctx.server.graph.server
-    threads = server.get("aio_threads")
+    settings = ctx.server.graph.settings
+    threads = settings.aio_threads
     if threads != _threads_setting:
         _follow_threads_setting(threads)
-    return server.get("aio_mode") == "none"
+    return settings.aio_mode == "none"
 
 
 def _sendfile_now(sock: "socket.socket | None", fh: BinaryIO, offset: int, count: int) -> int:

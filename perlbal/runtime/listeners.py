@@ -80,7 +80,7 @@ class Listeners:
         if svc.role == "upload_tracker":
             return self._start_tracker(svc, listen)
         tls_context: ssl.SSLContext | None = None
-        if svc.get("enable_ssl"):
+        if svc.tunables.enable_ssl:
             from perlbal.runtime.tls import TLSConfigError, build_context
 
             try:

@@ -88,14 +88,8 @@ def backend_timeout(svc: Service) -> float | None:
     the client's idle_timeout ends the wait (its socket sees no traffic while the
     backend thinks) and the client is closed without a word; here it gets 504
     before the reply head, and a cut connection after."""
-    limits = []
-    for name, default in (("backend_response_timeout", BACKEND_RESPONSE_TIMEOUT),
-                          ("idle_timeout", 30)):
-        raw = svc.params.get(name, default)
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raw = default
-        if raw > 0:
-            limits.append(float(raw))
+    limits = [float(seconds) for seconds in (svc.tunables.backend_response_timeout,
+                                             svc.tunables.idle_timeout) if seconds > 0]
     return min(limits) if limits else None
 
 _BROKEN = BROKEN
@@ -130,7 +124,7 @@ def _high_priority(svc: Service, ctx: RequestContext) -> bool:
     value (or "") contains high_priority_cookie_contents -- and an unset
     contents is the empty string, which every value contains.
     """
-    name = svc.params.get("high_priority_cookie")
+    name = svc.tunables.high_priority_cookie
     if not isinstance(name, str) or not name:
         return False
     cookies: dict[str, str] = {}
@@ -138,13 +132,13 @@ def _high_priority(svc: Service, ctx: RequestContext) -> bool:
         match = re.match(r"(.*)=(.*)", piece)
         if match is not None:
             cookies[unquote_plus(match.group(1))] = unquote_plus(match.group(2))
-    contents = svc.params.get("high_priority_cookie_contents")
+    contents = svc.tunables.high_priority_cookie_contents
     return str(contents or "") in (cookies.get(name) or "")
 
 
 def _upgrading(ctx: RequestContext) -> bool:
     """The request asks to switch protocols and the service relays upgrades."""
-    return bool(ctx.service.params.get("allow_upgrade", True)) and wants_upgrade(ctx.head)
+    return bool(ctx.service.tunables.allow_upgrade) and wants_upgrade(ctx.head)
 
 
 def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
@@ -154,14 +148,14 @@ def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
     if _upgrading(ctx):  # (perlbal.http.upgrade) HTTP/1.1, Upgrade kept
         return backend_upgrade_head(
             head, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
-            blind_proxy=bool(svc.params.get("blind_proxy", False)),
-            enable_reproxy=bool(svc.params.get("enable_reproxy", False)),
+            blind_proxy=bool(svc.tunables.blind_proxy),
+            enable_reproxy=bool(svc.tunables.enable_reproxy),
             remove=rules.remove, insert=rules.insert)
     headers = backend_request_headers(
         head.headers, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
-        blind_proxy=bool(svc.params.get("blind_proxy", False)),
-        persist_backend=bool(svc.params.get("persist_backend", False)),
-        enable_reproxy=bool(svc.params.get("enable_reproxy", False)),
+        blind_proxy=bool(svc.tunables.blind_proxy),
+        persist_backend=bool(svc.tunables.persist_backend),
+        enable_reproxy=bool(svc.tunables.enable_reproxy),
         remove=rules.remove, insert=rules.insert)
     if head.chunked:
         headers = set_header(headers, "Content-Length", str(body_length or 0))
@@ -172,7 +166,7 @@ def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
 
 
 def _retry_schedule(svc: Service) -> list[float]:
-    text = svc.params.get("error_retry_schedule", "0,.25,.50,1,1,1,1,1")
+    text = svc.tunables.error_retry_schedule
     out: list[float] = []
     for part in str(text).split(","):
         try:
@@ -191,7 +185,7 @@ async def handle(ctx: RequestContext) -> bool:
         if ctx.service.plugin_order and (await fire(StartProxyRequest(ctx))
                                          or await fire(StartHttpRequest(ctx))):
             return ctx.last_keep_alive
-        if ctx.service.get("upload_status_listeners"):
+        if ctx.service.tunables.upload_status_listeners:
             # Perl's handle_upload_tracking: the progress query is answered here
             session = upload_tracker.wants_status(ctx.head.target)
             if session is not None:
@@ -282,7 +276,7 @@ async def _proxy(ctx: RequestContext) -> bool:
     # UDP, and a slow, large or chunked upload is spooled to disk before a backend is asked for
     uploads.track_upload(ctx)
     spool = (await uploads.spool_upload(ctx)
-             if svc.params.get("buffer_uploads") and not ctx.body_done else None)
+             if svc.tunables.buffer_uploads and not ctx.body_done else None)
     if spool is not None:
         pass  # the whole body waits on disk
     elif head.chunked:
@@ -293,7 +287,7 @@ async def _proxy(ctx: RequestContext) -> bool:
             spool = await uploads.spool_rest(ctx, replay_body, "chunked")
             replay_body = None
     elif not ctx.body_done:
-        early = svc.params.get("buffer_backend_connect", 0)
+        early = svc.tunables.buffer_backend_connect
         early = early if isinstance(early, int) else 0
         remaining = ctx.http.remaining or 0
         if len(ctx.http.buffered) >= remaining or remaining <= early:
@@ -337,7 +331,7 @@ async def _proxy(ctx: RequestContext) -> bool:
         if conn is None:
             return await ctx.send_simple(503, keep_alive=False)
         try:
-            if schedule is None and svc.params.get("enable_error_retries"):
+            if schedule is None and svc.tunables.enable_error_retries:
                 schedule = _retry_schedule(svc)
             may_retry = schedule is not None and error_retries < len(schedule)
             return await _exchange(runtime, ctx, conn, request_head, replay_body, may_retry,
@@ -363,7 +357,7 @@ async def _proxy(ctx: RequestContext) -> bool:
 
 def _queue_timeout(svc: Service) -> float | None:
     """How long a client may wait for a backend: its idle_timeout (Perl's idle kill)."""
-    value = svc.params.get("idle_timeout", 30)
+    value = svc.tunables.idle_timeout
     return float(value) if isinstance(value, int) and value > 0 else None
 
 
@@ -486,10 +480,10 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     live.node_request_done(ipport)
     # reproxy (perlbal.runtime.reproxy): X-REPROXY-FILE / -URL hand the reply back to us;
     # the primary backend is freed first, as Perl's next_request does
-    if svc.params.get("enable_reproxy") and reproxy.wants_reproxy(resp):
+    if svc.tunables.enable_reproxy and reproxy.wants_reproxy(resp):
         backends.release(svc, conn, side.ended_cleanly and backend_keep_alive(resp, method))
         return await reproxy.take_over(runtime, ctx, resp)
-    service_name = resp.get("X-REPROXY-SERVICE") if svc.params.get("enable_reproxy") else None
+    service_name = resp.get("X-REPROXY-SERVICE") if svc.tunables.enable_reproxy else None
     if service_name:
         backends.release(svc, conn, side.done and side.ended_cleanly
                          and backend_keep_alive(resp, method))
@@ -556,7 +550,7 @@ def _proxy_header(ctx: RequestContext, pool: Pool | None, conn: BackendConn) -> 
     """The PROXY protocol header a pool with send_proxy_protocol starts a backend
     connection with (b"" otherwise).  Such a connection is this client's alone:
     it is never handed to another (``BackendConn.dedicated``: released as spent)."""
-    version = pool.get("send_proxy_protocol") if pool is not None else None
+    version = pool.tunables.send_proxy_protocol if pool is not None else None
     if version not in ("v1", "v2"):
         return b""
     conn.dedicated = True
@@ -589,7 +583,7 @@ async def _fail(ctx: RequestContext, status: int) -> bool:
 async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, side: BackendSide,
                  first: bytes, head_bytes: bytes, keep: bool, reusable: bool) -> bool:
     svc = ctx.service
-    limit = svc.params.get("buffer_size", 262144)
+    limit = svc.tunables.buffer_size
     buf = ByteBuffer(limit if isinstance(limit, int) else 262144)
     backends = runtime.backends
     whole = await relay_body(

@@ -54,7 +54,7 @@ async def read_header(sock: socket.socket, svc: Service, peer_ip: str,
         log.warning("service %s: PROXY protocol from %s refused: not a trusted upstream proxy "
                     "(trusted_upstream_proxies)", svc.name, peer_ip)
         raise ProxyRefused
-    raw = svc.params.get("idle_timeout", 30)
+    raw = svc.tunables.idle_timeout
     timeout = float(raw) if isinstance(raw, int) and raw > 0 else None
     deadline = time.monotonic() + timeout if timeout is not None else None
     try:

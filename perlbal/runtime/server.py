@@ -188,7 +188,7 @@ class Runtime:
             self._spawn_later.clear()
             for svc in list(self.graph.services.values()):
                 # Perl's enable: connect_ahead spares are opened as soon as a service runs
-                if svc.enabled and svc.role == "reverse_proxy" and svc.get("connect_ahead", 0):
+                if svc.enabled and svc.role == "reverse_proxy" and svc.tunables.connect_ahead:
                     self.backends.spawn_backends(svc)
             await self._shutdown.wait()
             self.workers.stop()

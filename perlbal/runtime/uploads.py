@@ -94,16 +94,11 @@ class Spool:
         self.fh.close()
 
 
-def _int(ctx: RequestContext, name: str, default: int) -> int:
-    value = ctx.service.get(name, default)
-    return value if isinstance(value, int) else default
-
-
 def _reason(ctx: RequestContext) -> str | None:
     """Spool at once, without sampling? (chunked, size)"""
     if ctx.head.chunked:
         return "chunked"
-    size = _int(ctx, "buffer_upload_threshold_size", 256000)
+    size = ctx.service.tunables.buffer_upload_threshold_size
     if size > 0 and (ctx.head.content_length or 0) >= size:
         return "size"
     return None
@@ -114,7 +109,7 @@ async def spool_upload(ctx: RequestContext) -> Spool | None:
 
     Only called with ``buffer_uploads`` on and a body still to read.
     """
-    early = _int(ctx, "buffer_backend_connect", 102400)
+    early = ctx.service.tunables.buffer_backend_connect
     reason = _reason(ctx)
     if reason is None and early <= 0:
         return None
@@ -125,8 +120,8 @@ async def spool_upload(ctx: RequestContext) -> Spool | None:
         duration = time.monotonic() - started or 1.0  # Perl: tv_interval(...) || 1
         rate = len(sample) / duration
         remain = ctx.http.remaining or 0
-        threshold_rate = _int(ctx, "buffer_upload_threshold_rate", 0)
-        threshold_time = _int(ctx, "buffer_upload_threshold_time", 5)
+        threshold_rate = ctx.service.tunables.buffer_upload_threshold_rate
+        threshold_time = ctx.service.tunables.buffer_upload_threshold_time
         if threshold_rate > 0 and rate < threshold_rate:
             reason = "rate"
         if threshold_time > 0 and (remain / rate if rate else float("inf")) > threshold_time:
@@ -230,7 +225,7 @@ async def _write_spool(ctx: RequestContext, sample: bytes, reason: str) -> Spool
         if sample:
             await to_thread.run_sync(fh.write, sample)
             size += len(sample)
-        limit = _int(ctx, "max_chunked_request_size", 209715200) if ctx.head.chunked else None
+        limit = ctx.service.tunables.max_chunked_request_size if ctx.head.chunked else None
         pending: list[bytes] = []
         pending_size = 0
         async for piece in ctx.body_chunks(limit if limit and limit > 0 else None):
@@ -294,7 +289,7 @@ async def _report(ctx: RequestContext, session: str, listeners: list[tuple[str, 
     sock.setblocking(False)
     last_second = 0
     last_done = -1
-    idle_limit = float(_int(ctx, "idle_timeout", 30) or 30)
+    idle_limit = float(ctx.service.tunables.idle_timeout or 30)
     last_progress = time.monotonic()
     try:
         while not ctx.body_done:

@@ -76,11 +76,7 @@ class Workers:
         """
         runtime = self.runtime
         listeners = runtime.sockets
-        raw = runtime.graph.server.get("workers")
-        try:
-            count = int(str(raw)) if raw is not None else 1
-        except ValueError:
-            count = 1
+        count = runtime.graph.settings.workers or 1
         if count <= 1:
             return 0
         self.count = runtime.live.worker_count = count

@@ -43,7 +43,9 @@ __all__ = ["Greeting"]
 
 
 def _text(svc: Service) -> str:
-    return str(svc.get("greeting_text") or "hello")
+    # a plugin's own parameters are read from the service's coerced values
+    # (perlbal's own are read as svc.tunables.<name>, typed)
+    return str(svc.params.get("greeting_text") or "hello")
 
 
 class Greeting(Plugin):
@@ -76,7 +78,7 @@ class Greeting(Plugin):
 
         Pure: it sees the service's configuration and the request (head, peer),
         never the running server, so ``perlbal explain`` can run it as is."""
-        path = str(svc.get("greeting_path") or "")
+        path = str(svc.params.get("greeting_path") or "")
         if not path:
             return None  # nothing configured: no step in explain's trace
         target = request.head.target.split("?", 1)[0]
