@@ -163,6 +163,9 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
         pidfile = None
     if user:  # every listener is bound (workers too): now give root up
         preload_modules()  # the new user may not be able to read our files
+        # the Lark parser is built on the first line that needs it (a console
+        # command): build it now, while the grammar and Lark's own files are readable
+        interp.parser.lark  # noqa: B018
         why = drop_privileges(user)
         if why is not None:  # checked above; only a failing setuid gets here
             log.critical("SERVER user: %s", why)
