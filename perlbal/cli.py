@@ -260,10 +260,28 @@ def _run_main(argv: Sequence[str]) -> int:
     return run_server(config, daemon=args.daemon)
 
 
+def _leave(status: int) -> int:
+    """End the process now, with ``status``, once the output is flushed.
+
+    ``perlbal check`` run as the command (``argv`` not given) leaves this way:
+    tearing the interpreter down frees every module and every node of a large
+    config one by one, about a tenth of checking one (issue #16 part 6).
+    Nothing is registered to run at exit on this path; if the output cannot be
+    flushed (a closed pipe) the interpreter's own exit reports it, as before.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return status
+    os._exit(status)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "check":
-        return _check_main(args[1:])
+        status = _check_main(args[1:])
+        return _leave(status) if argv is None else status
     if args and args[0] == "explain":
         return _explain_main(args[1:])
     if args and args[0] == "serve":

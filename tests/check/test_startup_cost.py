@@ -79,3 +79,23 @@ def test_unwritable_cache_dir_means_no_cache(tmp_path: Path) -> None:
                "print(it.run_line('create service x', ctx), it.run_line('verbose off', ctx))\n"
                "assert it.parser._lark is not None\n", env)  # (VERBOSE goes through Lark)
     assert out.splitlines() == ["None", "[] []"]
+
+
+def test_the_command_leaves_without_teardown_but_with_all_its_output(tmp_path: Path) -> None:
+    """Run as the command, check ends with os._exit once stdout and stderr are
+    flushed: every diagnostic still arrives (far more than a pipe holds) and the
+    exit status is the verdict's."""
+    conf = tmp_path / "many.conf"
+    conf.write_text("".join(f"CREATE SERVICE s{i}\nSET role = nope{i}\n" for i in range(600)))
+    for fmt, stream in (("json", "stdout"), ("text", "stderr")):
+        done = subprocess.run([sys.executable, "-m", "perlbal.cli", "check", "--format", fmt,
+                               str(conf)], capture_output=True, text=True, cwd=REPO,
+                              timeout=60)
+        assert done.returncode == 1
+        out = getattr(done, stream)
+        assert len(out) > 65536
+        if fmt == "json":
+            assert len(json.loads(out)["diagnostics"]) == 600
+        else:
+            assert out.count("error: Role not valid") == 600
+            assert out.rstrip().endswith("in 1 file(s)")
