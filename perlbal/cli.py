@@ -280,8 +280,14 @@ def _leave(status: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "check":
-        status = _check_main(args[1:])
-        return _leave(status) if argv is None else status
+        if argv is None:
+            # a short-lived process: the cyclic collector would walk every module
+            # and node again and again for garbage a check hardly makes
+            import gc
+
+            gc.disable()
+            return _leave(_check_main(args[1:]))
+        return _check_main(args[1:])
     if args and args[0] == "explain":
         return _explain_main(args[1:])
     if args and args[0] == "serve":
