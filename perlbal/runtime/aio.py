@@ -310,6 +310,10 @@ class FastStream(ByteStream):
     def buffered(self) -> int:
         return self._protocol.size
 
+    def peek(self) -> bytes:
+        """The bytes received and not read yet (they stay for ``receive``)."""
+        return b"".join(self._protocol.chunks)
+
     async def receive(self, max_bytes: int = 65536, *, timeout: float | None = None,
                       watch: "FastStream | None" = None) -> bytes:
         proto = self._protocol

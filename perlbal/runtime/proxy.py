@@ -15,105 +15,54 @@ Perl's ClientProxy + BackendHTTP, per request:
    service's high-priority (high_priority_cookie[_contents]) or normal queue,
    in order, for ``idle_timeout`` seconds at most (then 503); a client that
    disconnects while waiting, or while its backend thinks, frees it at once;
-3. the reply is framed by ``perlbal.http.BackendSide`` (h11); its head goes to
-   the client as HTTP/1.0 with Perl's keep-alive decision; the body is
-   relayed through ``relay.ByteBuffer``: a reader task
-   runs up to ``buffer_size`` ahead of the client, so the backend is released
-   (parked or closed) as soon as the whole reply is read.
+3. the reply (BackendHTTP's half) is read and relayed by
+   ``proxyreply.relay_reply``.
 
 Failures: no node in the pool -> 503 at once; nodes that refuse -> the client
-waits for another node (Perl's queue) up to idle_timeout, then 503; a backend
-that resets, sends garbage or stays silent -> 502 / 504 when nothing was sent
-to the client yet, else the client is closed.  A reused idle connection that
-fails before any reply byte is retried on another connection when the request
-can be replayed.  ``enable_error_retries``: a 500 reply to GET/HEAD is thrown
-away and the request asked again after each ``error_retry_schedule`` delay.
-A backend that saw any failure is closed, never parked.
+waits for another node (Perl's queue) up to idle_timeout, then 503; a request
+that cannot be sent -> 502.  A reused idle connection that fails before any
+reply byte is retried on another connection when the request can be replayed.
+``enable_error_retries``: a 500 reply to GET/HEAD is thrown away and the
+request asked again after each ``error_retry_schedule`` delay.  A backend that
+saw any failure is closed, never parked.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-import time
-from urllib.parse import unquote_plus
 from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote_plus
 
 import anyio
-import logging
-
-from perlbal.http import (
-    BackendProtocolError,
-    BackendSide,
-    HttpError,
-    ResponseHead,
-    backend_keep_alive,
-    backend_request_headers,
-    backend_request_line,
-    client_keep_alive,
-    client_response_headers,
-    render_head,
-    set_header,
-)
 from anyio.abc import SocketAttribute
 
 from perlbal import nodefile
 from perlbal.graph import Pool, Service
-from perlbal.plugins.hooks import (BackendClientAssigned, BackendResponseReceived,
-                                   EndProxyRequest, MakeHighPriority, MakeLowPriority,
-                                   ModifyResponseHeaders, PrependBody, StartHttpRequest,
-                                   ProxyReadRequest, StartProxyRequest, fire)
-from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
-from perlbal.runtime.aio import FastStream, PeerGone
+from perlbal.http import HttpError, backend_request_headers, backend_request_line, render_head, \
+    set_header
 from perlbal.http.fields import UnsafeField, render_fields
 from perlbal.http.proxyproto import encode_v1, encode_v2
 from perlbal.http.upgrade import backend_upgrade_head, wants_upgrade
-from perlbal.runtime.context import RECV_SIZE, RequestContext
-from perlbal.runtime.relay import BROKEN, ByteBuffer, relay_body
-from perlbal.runtime import reproxy, trust, tunnel, upload_tracker, uploads
+from perlbal.plugins.hooks import (BackendClientAssigned, EndProxyRequest, MakeHighPriority,
+                                   MakeLowPriority, ProxyReadRequest, StartHttpRequest,
+                                   StartProxyRequest, fire)
+from perlbal.runtime import proxyreply, reproxy, trust, upload_tracker, uploads
+from perlbal.runtime.aio import FastStream, PeerGone
+from perlbal.runtime.backends import HIGH, LOW, NORMAL, BackendConn
+from perlbal.runtime.context import RequestContext
+from perlbal.runtime.proxyreply import ErrorRetry, Retry, fail, log_fault
+from perlbal.runtime.relay import BROKEN
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
-#: Default seconds a backend may take to start answering, or stay silent in a reply
-#: body; the service's backend_response_timeout overrides it.
-BACKEND_RESPONSE_TIMEOUT = 60.0
-
 #: A chunked upload larger than this is spooled to disk before it goes to a backend.
 CHUNKED_IN_MEMORY = 1024 * 1024
-
-
-def backend_timeout(svc: Service) -> float | None:
-    """How long a backend may stay silent, before or within its reply (None: no
-    limit): the smaller of backend_response_timeout and idle_timeout.  In Perl
-    the client's idle_timeout ends the wait (its socket sees no traffic while the
-    backend thinks) and the client is closed without a word; here it gets 504
-    before the reply head, and a cut connection after."""
-    limits = [float(seconds) for seconds in (svc.tunables.backend_response_timeout,
-                                             svc.tunables.idle_timeout) if seconds > 0]
-    return min(limits) if limits else None
-
-_BROKEN = BROKEN
-
 
 log = logging.getLogger("perlbal.runtime")
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-#: what the client reads when the backend fails it (Perl sends no page: it hangs or closes)
-_FAIL_REASONS = {
-    502: "Bad gateway: the backend's reply was malformed, cut short or reset",
-    504: "Gateway timeout: the backend did not answer in time",
-}
-
-
-class _Retry(Exception):
-    """A reused backend connection died before answering; try a fresh one."""
-
-
-class _ErrorRetry(Exception):
-    """enable_error_retries: the backend answered 500 to a GET/HEAD; ask another one."""
-
-
 
 
 def _high_priority(svc: Service, ctx: RequestContext) -> bool:
@@ -225,7 +174,7 @@ def _pipelined_without_keep_alive(ctx: RequestContext) -> bool:
     waiting = ctx.http.buffered
     stream = ctx.stream
     if not waiting.strip(b"\r\n") and isinstance(stream, FastStream) and stream.buffered:
-        waiting += bytes(b"".join(stream._protocol.chunks))
+        waiting += stream.peek()
     return bool(waiting.strip(b"\r\n"))
 
 
@@ -336,7 +285,7 @@ async def _proxy(ctx: RequestContext) -> bool:
             may_retry = schedule is not None and error_retries < len(schedule)
             return await _exchange(runtime, ctx, conn, request_head, replay_body, may_retry,
                                    spool=spool)
-        except _Retry:
+        except Retry:
             # a pooled connection the backend closed as we reused it: an idempotent
             # request is sent once more on a fresh connection; anything else (a
             # POST) never twice (RFC 9110 section 9.2.2)
@@ -344,9 +293,9 @@ async def _proxy(ctx: RequestContext) -> bool:
             stale_retries += 1
             if ((replay_body is None and spool is None) or stale_retries > 1
                     or ctx.head.method not in _IDEMPOTENT):
-                _log_fault(ctx, None, "the backend connection broke again on the retry", 502)
-                return await _fail(ctx, 502)
-        except _ErrorRetry:
+                log_fault(ctx, None, "the backend connection broke again on the retry", 502)
+                return await fail(ctx, 502)
+        except ErrorRetry:
             runtime.backends.discard(conn)
             assert schedule is not None
             delay = schedule[error_retries]
@@ -371,28 +320,6 @@ async def _read_prefix(ctx: RequestContext, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def _read_response_head(conn: BackendConn, side: BackendSide, client: FastStream | None,
-                              timeout: float | None = BACKEND_RESPONSE_TIMEOUT) -> ResponseHead:
-    got_any = False
-    stream = conn.stream
-    while True:
-        try:
-            data = await stream.receive(RECV_SIZE, timeout=timeout, watch=client)
-        except anyio.EndOfStream:
-            data = b""
-        except (anyio.BrokenResourceError, OSError):
-            if not got_any and conn.reused:
-                raise _Retry from None  # a kept-alive connection the backend reset
-            raise
-        if not data and not got_any and conn.reused:
-            raise _Retry
-        got_any = True
-        side.receive_data(data)
-        head = side.next_head()
-        if head is not None:
-            return head
-
-
 async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
                     request_head: bytes, replay_body: bytes | None,
                     may_retry_500: bool = False, spool: uploads.Spool | None = None) -> bool:
@@ -404,13 +331,12 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
     live = runtime.live
     live.node_requests[ipport] = live.node_requests.get(ipport, 0) + 1
     conn.uses += 1
-    method = ctx.head.method
     backends = runtime.backends
     try:
         assigned = await _backend_client_assigned(ctx, conn, request_head)
     except UnsafeField as exc:
         backends.discard(conn)
-        _log_fault(ctx, conn.ipport, f"a plugin made the request head unsafe: {exc}", 500)
+        log_fault(ctx, conn.ipport, f"a plugin made the request head unsafe: {exc}", 500)
         await ctx.send_simple(500, keep_alive=False)
         return False
     if assigned is None:  # a plugin took the request over (or failed: 500 sent)
@@ -435,115 +361,14 @@ async def _exchange(runtime: "Runtime", ctx: RequestContext, conn: BackendConn,
                     anyio.ClosedResourceError):
                 backends.discard(conn)  # client went away mid-upload
                 return False
-    except _BROKEN as exc:
+    except BROKEN as exc:
         if conn.reused:
-            raise _Retry
+            raise Retry
         backends.discard(conn)
-        _log_fault(ctx, conn.ipport, f"sending the request failed: {exc!r}", 502)
-        return await _fail(ctx, 502)
-    live.set_state(conn.sock_id, "wait_res")
-    asked = time.monotonic()  # the node's reply time, for the web UI's graphs (timeline.py)
-    client = ctx.stream if isinstance(ctx.stream, FastStream) else None
-    # --- read the reply head ---
-    side = BackendSide(method, upgrade=_upgrading(ctx))
-    try:
-        resp = await _read_response_head(conn, side, client, backend_timeout(svc))
-        first = side.next_body() or b""  # what of the body came with the head
-    except _Retry:
-        raise
-    except PeerGone:
-        backends.discard(conn)  # the client left: free the backend at once
-        return False
-    except TimeoutError:
-        backends.discard(conn)
-        _log_fault(ctx, conn.ipport, "no reply within backend_response_timeout", 504)
-        live.timeline.node_reply(svc.pool_name or "", ipport, 504, None)
-        return await _fail(ctx, 504)
-    except (BackendProtocolError, *_BROKEN) as exc:
-        backends.discard(conn)
-        _log_fault(ctx, conn.ipport, str(exc) or repr(exc), 502)
-        live.timeline.node_reply(svc.pool_name or "", ipport, 502, None)
-        return await _fail(ctx, 502)
-    live.timeline.node_reply(svc.pool_name or "", ipport, resp.status, time.monotonic() - asked)
-    if resp.status == 101:  # the backend switched protocols: a byte tunnel from here on
-        live.node_response(ipport, 101)
-        live.node_request_done(ipport)
-        try:
-            await tunnel.run_tunnel(ctx, conn.stream, side)
-        finally:
-            backends.discard(conn)
-        return False
-    live.node_last_response[ipport] = time.time()
-    # Perl's NodeStats for ``nodes`` (Perl counts ``requests`` when the body is done)
-    live.node_response(ipport, resp.status)
-    backends.note_reply(svc, conn, resp.status)  # passive health (max_fails)
-    live.node_request_done(ipport)
-    # reproxy (perlbal.runtime.reproxy): X-REPROXY-FILE / -URL hand the reply back to us;
-    # the primary backend is freed first, as Perl's next_request does
-    if svc.tunables.enable_reproxy and reproxy.wants_reproxy(resp):
-        backends.release(svc, conn, side.ended_cleanly and backend_keep_alive(resp, method))
-        return await reproxy.take_over(runtime, ctx, resp)
-    service_name = resp.get("X-REPROXY-SERVICE") if svc.tunables.enable_reproxy else None
-    if service_name:
-        backends.release(svc, conn, side.done and side.ended_cleanly
-                         and backend_keep_alive(resp, method))
-        return await _reproxy_service(runtime, ctx, service_name)
-    if resp.status == 500 and may_retry_500 and method in ("GET", "HEAD"):
-        raise _ErrorRetry  # Perl's should_retry_after_500: the client never sees this reply
-    if svc.plugin_order and await fire(BackendResponseReceived(ctx, status=resp.status,
-                                                               headers=list(resp.headers))):
-        backends.discard(conn)  # a plugin answered the client itself
-        return ctx.last_keep_alive
-    live.set_state(conn.sock_id, "xfer_res")
-    keep = (client_keep_alive(ctx.head, resp.headers, resp.status,
-                              persist_client=ctx.persist_client)
-            and not runtime.draining)
-    out_headers = client_response_headers(resp.headers, keep_alive=keep,
-                                          idle_timeout=ctx.idle_timeout)
-    has_body = resp.has_body(method)
-    if has_body and resp.chunked:
-        # de-chunked for an HTTP/1.0 client: no length, so the client connection ends the body
-        keep = False
-        out_headers = set_header(out_headers, "Connection", "close")
-        out_headers = set_header(out_headers, "Keep-Alive", None)
-    # plugins may rewrite the head and put bytes before the body (FlvStreaming)
-    modify = ModifyResponseHeaders(ctx, status=resp.status, headers=out_headers, backend=True)
-    if await fire(modify) and ctx.response_started:  # the plugin failed: 500 sent
-        backends.discard(conn)
-        return False
-    try:
-        head_bytes = render_head(modify.status, modify.headers,
-                                 resp.reason if modify.status == resp.status else None)
-    except UnsafeField as exc:
-        backends.discard(conn)
-        _log_fault(ctx, conn.ipport, f"reply head cannot be sent: {exc}", 502)
-        return await _fail(ctx, 502)
-    if ctx.service.plugin_order:
-        prepend = PrependBody(ctx)
-        await fire(prepend)
-        head_bytes += bytes(prepend.data)
-    backend_reusable = backend_keep_alive(resp, method)
-    # --- fast path: the whole body is already here ---
-    if side.done:
-        backends.release(svc, conn, backend_reusable and side.ended_cleanly)
-        await ctx.send(head_bytes + first if first else head_bytes)
-        return keep
-    return await _relay(runtime, ctx, conn, side, first, head_bytes, keep, backend_reusable)
-
-
-async def _reproxy_service(runtime: "Runtime", ctx: RequestContext, name: str) -> bool:
-    """X-REPROXY-SERVICE (Perl's start_reproxy_service): the request, as the
-    client sent it, is handled anew by the service ``name``; the primary's
-    reply is dropped.  A request whose body went to the primary cannot be
-    sent again: it gets 502 (Perl would hand the new service a body that
-    never comes)."""
-    target = runtime.graph.services.get(name)
-    if target is None:
-        return await ctx.send_simple(404, "Vhost twiddling not configured for requested pair.")
-    if ctx.head.chunked or (ctx.head.content_length or 0) > 0:
-        _log_fault(ctx, None, f"X-REPROXY-SERVICE {name} for a request with a body", 502)
-        return await _fail(ctx, 502)
-    return await ctx.adopt(target)
+        log_fault(ctx, conn.ipport, f"sending the request failed: {exc!r}", 502)
+        return await fail(ctx, 502)
+    return await proxyreply.relay_reply(runtime, ctx, conn, upgrade=_upgrading(ctx),
+                                        may_retry_500=may_retry_500)
 
 
 def _proxy_header(ctx: RequestContext, pool: Pool | None, conn: BackendConn) -> bytes:
@@ -565,30 +390,3 @@ def _proxy_header(ctx: RequestContext, pool: Pool | None, conn: BackendConn) -> 
     elif ":" in server_ip and ":" not in client[0]:
         client = ("::ffff:" + client[0], client[1])
     return (encode_v1 if version == "v1" else encode_v2)(client, (server_ip, server_port))
-
-
-def _log_fault(ctx: RequestContext, ipport: str | None, what: str, status: int) -> None:
-    """One line per backend fault, with what an operator needs to find it."""
-    log.warning("service %s: backend %s: %s; client %s %s %s gets %d", ctx.service.name,
-                ipport or "-", what, ctx.peer_ip, ctx.head.method, ctx.head.target[:200],
-                status)
-
-
-async def _fail(ctx: RequestContext, status: int) -> bool:
-    if not ctx.response_started:
-        await ctx.send_simple(status, _FAIL_REASONS.get(status), keep_alive=False)
-    return False
-
-
-async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, side: BackendSide,
-                 first: bytes, head_bytes: bytes, keep: bool, reusable: bool) -> bool:
-    svc = ctx.service
-    limit = svc.tunables.buffer_size
-    buf = ByteBuffer(limit if isinstance(limit, int) else 262144)
-    backends = runtime.backends
-    whole = await relay_body(
-        ctx, head_bytes, buf, conn.stream, side, first, backend_timeout(svc),
-        release=lambda clean: backends.release(svc, conn, reusable and clean),
-        drop=lambda: backends.discard(conn),
-        length_known=side.head is not None and side.head.content_length is not None)
-    return keep and whole

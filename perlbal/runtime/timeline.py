@@ -2,8 +2,8 @@
 
 The request path only counts: ``request`` (a client request answered by a
 service, from accesslog.finish) and ``node_reply`` (a reply head from a pool
-node, or the 502/504 a node's failure became, from proxy._exchange) bump the
-integers of the second in progress and keep its durations in a small
+node, or the 502/504 a node's failure became, from proxyreply.relay_reply)
+bump the integers of the second in progress and keep its durations in a small
 reservoir.  Once a second ``run`` (a task of the runtime) closes that second
 into a sample and appends it to the ring: per service and per pool node the
 requests, 5xx and p50/p99 latency of that second, plus what is true at that
