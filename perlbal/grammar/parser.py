@@ -147,6 +147,12 @@ def typical_mistake(basecmd: str, text: str) -> str | None:
 _SEEN_MAX = 4096
 
 
+def _usage(basecmd: str, core: CoreCommand | None, ext: SyntaxExtension | None) -> str:
+    """What a line of this command that does not parse answers (Perl's usage text)."""
+    usage = core.usage if core is not None else ext.usage if ext is not None else None
+    return usage or f"Invalid syntax to '{basecmd}' command"
+
+
 class Parser:
     """Parses lines with the core grammar plus the given plugin extensions."""
 
@@ -186,18 +192,20 @@ class Parser:
         return self.parse_normalized(norm, file=file, line=line)
 
     def parse_normalized(self, norm: Normalized, *, file: str, line: int) -> ast.Node:
+        text = norm.text
+        column = norm.source_column(0)
         # (what follows depends on the text alone: a line seen before is copied)
-        seen = self._seen.get((norm.text, norm.orig))
+        key = (text, norm.orig)
+        seen = self._seen.get(key)
         if seen is not None:
-            return ast.relocated(seen, file, line, norm.source_column(0))
+            return ast.relocated(seen, file, line, column)
         # Nodes are made with model_construct: every field comes from the grammar
         # (or from the lines above) already checked, and validating them again
         # built pydantic's validators at each start (a third of a small check).
         base: dict[str, Any] = {
-            "file": file, "line": line, "column": norm.source_column(0),
-            "text": norm.text, "orig": norm.orig,
+            "file": file, "line": line, "column": column, "text": text, "orig": norm.orig,
         }
-        if not norm.text or norm.text[0].isspace():
+        if not text or text[0].isspace():
             return ast.construct(ast.Blank, **base)
         basecmd = norm.basecmd
         if basecmd is None:
@@ -208,20 +216,18 @@ class Parser:
         if core is None and ext is None:
             return ast.construct(ast.UnknownCommand, **base)
         if core is not None and core.no_opts:
-            if norm.text != basecmd:
+            if text != basecmd:
                 return ast.construct(
                     ast.SyntaxFailure, usage=f"The '{basecmd}' command takes no arguments",
                     error_column=norm.source_column(len(basecmd)), **base)
             return ast.construct(ast.Query, **base)
-        usage = (core.usage if core is not None else ext.usage if ext is not None else None)
-        usage = usage or f"Invalid syntax to '{basecmd}' command"
-        after = norm.text[len(basecmd):len(basecmd) + 1]
-        if core is not None and after not in ("", " ") and not core.any_args:
+        if core is not None and not core.any_args and \
+                text[len(basecmd):len(basecmd) + 1] not in ("", " "):
             # every core command regex wants whitespace (or the end) after its name;
             # a plugin's rule says itself (PERLREQUIRE=x needs none)
             return ast.construct(
-                ast.SyntaxFailure, usage=usage, error_column=norm.source_column(len(basecmd)),
-                **base)
+                ast.SyntaxFailure, usage=_usage(basecmd, core, ext),
+                error_column=norm.source_column(len(basecmd)), **base)
         if ext is not None and self._fast:
             node = self._read_plugin_command(ext, norm, base)
             if node is not None:
@@ -229,12 +235,12 @@ class Parser:
         fast = self._fast.get(basecmd) if core is not None else None
         result = fast(norm, base) if fast is not None else None
         if result is None:
-            result = self._parse_with_lark(norm, base, usage, ext)
+            result = self._parse_with_lark(norm, base, _usage(basecmd, core, ext), ext)
             if isinstance(result, (ast.SyntaxFailure, ast.PluginCommand)):
                 return result  # (a plugin node's fields hold token columns)
         if len(self._seen) >= _SEEN_MAX:
             self._seen.clear()
-        self._seen[(norm.text, norm.orig)] = result
+        self._seen[key] = result
         return result
 
     def _read_plugin_command(self, ext: SyntaxExtension, norm: Normalized,
