@@ -183,6 +183,8 @@ class Parser:
 
     def parse_line(self, raw: str, *, file: str = "<console>", line: int = 1,
                    env: Mapping[str, str] | None = None) -> ast.Node:
+        if not raw or raw.isspace():  # (what normalising it would make of it)
+            return ast.construct(ast.Blank, file=file, line=line, column=1, text="", orig="")
         try:
             norm = normalize(raw, env)
         except ExpansionError as exc:

@@ -269,3 +269,13 @@ def test_generic_plugin_nodes_keep_lark_s_placeholders_and_drop_literals() -> No
         answered += 1
         assert _same(fast, parser._parse_with_lark(norm, dict(base), "u", ext)), text
     assert answered > 100
+
+
+def test_blank_lines_are_what_normalising_them_makes(parser: Parser) -> None:
+    from perlbal.grammar.preprocess import normalize
+
+    for raw in ("", " ", "   ", "\t\r\n", "\r\n", "\x1c", "\u3000 \xa0", "\x0b\x0c"):
+        assert raw == "" or raw.isspace()
+        direct = parser.parse_line(raw, file="f", line=4)
+        assert _same(direct, parser.parse_normalized(normalize(raw), file="f", line=4))
+        assert isinstance(direct, ast.Blank)
