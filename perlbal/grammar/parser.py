@@ -11,9 +11,10 @@ Plugins contribute commands with ``SyntaxExtension``s: a rule added to the
 grammar as a new alternative of ``command``.  The core grammar file is never
 edited; the parser for each set of extensions is built once and cached.
 
-The common core commands are read without Lark (``fastparse``), and Lark is
-imported only when a line needs it (``larkparse``): a ``perlbal check`` of a
-config made of such lines never loads it.
+Commands whose rule is a plain sequence are read without Lark, by a reader
+derived from the same grammar text (``fastparse``), and Lark is imported only
+when a line needs it (``larkparse``): a ``perlbal check`` of a config made of
+such lines never loads it.  Both build the node with ``nodes.build``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from perlbal.grammar import ast
-from perlbal.grammar.fastparse import FAST, LinearRule, linear_rule, plain_extension, read_linear
+from perlbal.grammar.fastparse import FastReader, fast_reader
+from perlbal.grammar.nodes import CORE_BUILDERS, build as build_node
 from perlbal.grammar.preprocess import ExpansionError, Normalized, normalize
 from perlbal.grammar.syntax import (
     Arg as Arg, BadArgument, PluginArgs as PluginArgs, SyntaxExtension as SyntaxExtension,
-    grammar_text as grammar_text, parser_cache_path as parser_cache_path, plugin_node)
+    grammar_text as grammar_text, parser_cache_path as parser_cache_path, Tok)
 
 if TYPE_CHECKING:
     from lark import Lark
@@ -163,9 +165,8 @@ class Parser:
         if dupes:
             raise ValueError(f"plugin commands clash with core commands: {sorted(dupes)}")
         self._lark: Lark | None = None
-        self._fast = FAST if all(map(plain_extension, self.extensions)) else {}
-        # per plugin keyword, its rule's steps when it is a plain sequence (else None)
-        self._linear: dict[str, LinearRule | None] = {}
+        # the reader derived from this grammar text (None: every line goes to Lark)
+        self._fast: FastReader | None = fast_reader(self.extensions)
         # A config repeats lines ("SET role = reverse_proxy" in every service): a
         # core command that parsed once is copied with its new position.
         self._seen: dict[tuple[str, str], ast.Node] = {}
@@ -230,39 +231,41 @@ class Parser:
             return ast.construct(
                 ast.SyntaxFailure, usage=_usage(basecmd, core, ext),
                 error_column=norm.source_column(len(basecmd)), **base)
-        if ext is not None and self._fast:
-            node = self._read_plugin_command(ext, norm, base)
-            if node is not None:
-                return node
-        fast = self._fast.get(basecmd) if core is not None else None
-        result = fast(norm, base) if fast is not None else None
+        rule = self._fast.rule(basecmd) if self._fast is not None else None
+        tokens = rule.read(basecmd, text) if rule is not None else None
+        result = None
+        if tokens is not None:
+            assert rule is not None
+            result = self._build(rule.rule, tokens, norm, base, ext)
         if result is None:
             result = self._parse_with_lark(norm, base, _usage(basecmd, core, ext), ext)
-            if isinstance(result, (ast.SyntaxFailure, ast.PluginCommand)):
-                return result  # (a plugin node's fields hold token columns)
+        if isinstance(result, (ast.SyntaxFailure, ast.PluginCommand)):
+            return result  # (a plugin node's fields hold token columns)
         if len(self._seen) >= _SEEN_MAX:
             self._seen.clear()
         self._seen[key] = result
         return result
 
-    def _read_plugin_command(self, ext: SyntaxExtension, norm: Normalized,
-                             base: dict[str, Any]) -> ast.Node | None:
-        """A plugin command whose rule is a plain sequence, without Lark (None: ask Lark)."""
-        if ext.keyword not in self._linear:
-            self._linear[ext.keyword] = linear_rule(
-                ext, [*CORE_COMMANDS, *self.ext_by_keyword])
-        steps = self._linear[ext.keyword]
-        tokens = read_linear(steps, ext.keyword, norm.text) if steps is not None else None
-        if tokens is None:
-            return None
-        args = tuple(None if t is None else Arg(t[0], t[1], norm.source_column(t[2]))
-                     for t in tokens)
+    def _read_fast(self, norm: Normalized, base: dict[str, Any],
+                   ext: SyntaxExtension | None) -> ast.Node | None:
+        """The line's node from the reader derived from the grammar (None: ask Lark)."""
+        read = self._fast.read(base["keyword"], norm.text) if self._fast is not None else None
+        return None if read is None else self._build(read[0], read[1], norm, base, ext)
+
+    def _build(self, rule: str, tokens: list[Tok | None], norm: Normalized,
+               base: dict[str, Any], ext: SyntaxExtension | None) -> ast.Node | None:
+        """The node of the tokens the derived reader read (None: ask Lark)."""
         try:
-            return plugin_node(ext, args, base)
+            builder = CORE_BUILDERS.get(rule)
+            if builder is not None:
+                return builder(tokens, base, norm)
+            return build_node(rule, tokens, base, norm, self.ext_by_keyword)
         except BadArgument as bad:
             return ast.construct(ast.SyntaxFailure, usage=bad.message,
                                  error_column=norm.source_column(bad.offset), **base)
         except Exception:  # pragma: no cover - Lark's path raises it as it always did
+            if ext is None:
+                raise
             return None
 
     def _parse_with_lark(self, norm: Normalized, base: dict[str, Any], usage: str,

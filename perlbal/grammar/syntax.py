@@ -8,12 +8,18 @@ HEADER INSERT.  Shared by ``parser`` (the dispatch and the common commands) and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 from perlbal.grammar import ast
 
-if TYPE_CHECKING:
-    from lark import Token
+
+class Tok(NamedTuple):
+    """One token a rule matched, whichever parser read it: its terminal, its text
+    and where it starts in the normalised line (what ``nodes`` builds from)."""
+
+    type: str
+    text: str
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -164,14 +170,14 @@ def _visible(text: str) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
-def check_inserted_header(name: Token, value: Token) -> None:
-    bad = next((i for i, c in enumerate(name) if c not in _TCHAR), None)
+def check_inserted_header(name: Tok, value: Tok) -> None:
+    bad = next((i for i, c in enumerate(name.text) if c not in _TCHAR), None)
     if bad is not None:
-        raise BadArgument(f"invalid header name '{_visible(name)}': a header name is an "
+        raise BadArgument(f"invalid header name '{_visible(name.text)}': a header name is an "
                            "RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)",
-                           (name.start_pos or 0) + bad)
-    bad = next((i for i, c in enumerate(value) if _field_value_bad(c)), None)
+                           name.offset + bad)
+    bad = next((i for i, c in enumerate(value.text) if _field_value_bad(c)), None)
     if bad is not None:
-        raise BadArgument(f"invalid header value '{_visible(value)}': control character "
-                           f"\\x{ord(value[bad]):02x} (only HTAB is allowed)",
-                           (value.start_pos or 0) + bad)
+        raise BadArgument(f"invalid header value '{_visible(value.text)}': control character "
+                           f"\\x{ord(value.text[bad]):02x} (only HTAB is allowed)",
+                           value.offset + bad)

@@ -48,9 +48,9 @@ def test_check_does_not_import_the_server(tmp_path: Path) -> None:
 
 def test_lalr_tables_are_cached_per_grammar(tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path)}
-    # (MIME is not one of the commands the parser recognises without Lark)
+    # (NODES is not one of the commands the parser reads without Lark: NODE begins it)
     code = ("from perlbal.interp import CommandContext, Interpreter\n"
-            "assert Interpreter().run_line('mime list', CommandContext())[-1] == '.'\n")
+            "assert Interpreter().run_line('nodes', CommandContext())[-1] == '.'\n")
     _run(code, env)
     files = list((tmp_path / "perlbal").glob("grammar-*.lark"))
     assert len(files) == 1
@@ -76,9 +76,9 @@ def test_unwritable_cache_dir_means_no_cache(tmp_path: Path) -> None:
                "print(parser_cache_path(grammar_text(())))\n"
                "from perlbal.interp import Interpreter, CommandContext\n"
                "it, ctx = Interpreter(), CommandContext()\n"
-               "print(it.run_line('create service x', ctx), it.run_line('verbose off', ctx))\n"
-               "assert it.parser._lark is not None\n", env)  # (VERBOSE goes through Lark)
-    assert out.splitlines() == ["None", "[] []"]
+               "print(it.run_line('create service x', ctx), it.run_line('nodes', ctx))\n"
+               "assert it.parser._lark is not None\n", env)  # (NODES goes through Lark)
+    assert out.splitlines() == ["None", "[] ['.']"]
 
 
 def test_the_command_leaves_without_teardown_but_with_all_its_output(tmp_path: Path) -> None:
