@@ -222,12 +222,13 @@ class LinearRule:
         m = self.fullmatch(text, len(keyword))
         if m is None:
             return None
-        out: list[Tok | None] = [] if self.first_terminal is None else [
-            _tok((self.first_terminal, keyword, 0))]
         regs = m.regs
-        for name, group in self.kept:
-            start, end = regs[group]
-            out.append(None if start < 0 else _tok((name, text[start:end], start)))
+        out: list[Tok | None] = [
+            None if regs[group][0] < 0 else _tok((name, text[regs[group][0]:regs[group][1]],
+                                                  regs[group][0]))
+            for name, group in self.kept]
+        if self.first_terminal is not None:
+            out.insert(0, _tok((self.first_terminal, keyword, 0)))
         return out
 
 
@@ -306,6 +307,9 @@ def _regex(elements: list[_Element], groups: list[tuple[int, int]]) -> str:
     return "".join(parts) + " *+"
 
 
+_UNREAD = object()
+
+
 class FastReader:
     """The rules derived from one grammar text; ``read`` takes a line of any command
     (a rule is derived the first time its keyword is met)."""
@@ -346,8 +350,9 @@ class FastReader:
 
     def rule(self, keyword: str) -> LinearRule | None:
         """The derived rule read for lines of ``keyword`` (None: they go to Lark)."""
-        if keyword in self._rules:
-            return self._rules[keyword]
+        rule = self._rules.get(keyword, _UNREAD)
+        if rule is not _UNREAD:
+            return rule  # type: ignore[return-value]
         found = self._by_keyword.get(keyword)
         rule = None
         if found is not None and not found[1]:  # (no ?rule or !rule)
