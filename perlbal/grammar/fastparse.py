@@ -224,8 +224,7 @@ class LinearRule:
             return None
         regs = m.regs
         out: list[Tok | None] = [
-            None if regs[group][0] < 0 else _tok((name, text[regs[group][0]:regs[group][1]],
-                                                  regs[group][0]))
+            None if (span := regs[group])[0] < 0 else _tok((name, text[span[0]:span[1]], span[0]))
             for name, group in self.kept]
         if self.first_terminal is not None:
             out.insert(0, _tok((self.first_terminal, keyword, 0)))
