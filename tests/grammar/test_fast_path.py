@@ -167,7 +167,10 @@ def test_whole_parser_same_with_and_without_fast_path(parser: Parser) -> None:
              "VHOST web Host.Example.com = svc", "vhost  a = b", "VPATH ^/A=b = svc",
              "vhost a b c = d", "vhost = x", "perlrequire=x", "PERLREQUIRE = My::X", "stats",
              "  throttle reload nope", "redirect host a", "patterns", "recent 5 6",
-             "vhost\ta\t=\tb  # c", "VHOST $HOME = svc"]
+             "vhost\ta\t=\tb  # c", "VHOST $HOME = svc", "VERBOSE ON", "show service web",
+             "HEADER web INSERT X-Foo: Bar", "header web insert X\x01: y", "header w remove a:",
+             "MIME SET a b/c", "xs enable headers", "ACCESS allow ip 1.2.3.4", "socks all",
+             "EXPLAIN GET /A --host B", "crash", "dumpconfig now", "unload X", "shutdown"]
     for keyword in FAST_CORE:
         lines += _lines(keyword, 300, rng)
     for number, raw in enumerate(lines, start=1):
