@@ -3,15 +3,16 @@
 The registry (``params.REGISTRY``) and the stock plugins' ``params`` stay the
 one source of truth.  From them this writes one small class per scope -- a
 service's parameters, a pool's, the SERVER settings, and each stock plugin's --
-with a property per parameter whose return type follows its kind.  Code that
-reads a parameter goes through those properties (``svc.tunables.buffer_size``),
+with an attribute per parameter whose type follows its kind.  Code that
+reads a parameter goes through those attributes (``svc.tunables.buffer_size``),
 so mypy refuses a misspelt name or a value used as the wrong type, where a
 string lookup returned None in silence.
 
-What a property returns when the service has no value (the parameter does not
+What an attribute reads when the service has no value (the parameter does not
 apply to its role, or the service has no role yet): the registry default,
-coerced as a SET would coerce it, baked into the generated code; ``None`` (and
-an ``X | None`` type) when the parameter has no default.
+coerced as a SET would coerce it, baked into the generated code as the class
+attribute; ``None`` (and an ``X | None`` type) when the parameter has no
+default; lists read as read-only sequences (``()`` when absent).
 
 A test regenerates the file and compares it with the committed one.
 Regenerate with:  python -m perlbal.tunables_gen perlbal/tunables.py
@@ -96,48 +97,40 @@ def default_value(param: Param) -> ParamValue:
         return None
 
 
-# Descriptors the generated classes are made of: one isinstance check per read,
-# a fallback (the default) for a value of another type or none at all.
+# What the generated classes are made of.  A service's, a pool's or a plugin's
+# view *is* its params mapping: ``__dict__`` is that very dict, so reading a
+# parameter is the interpreter's own dict lookup, done in C (a per-read Python
+# descriptor cost ~5% of a proxied request's instructions), and a parameter
+# with no stored value falls through to the class attribute: its default.  The
+# values need no check on the way out: the interpreter stores only what the
+# parameter's coercer returned, whose type tests/architecture/test_tunables.py
+# holds to the annotation.  Only SECONDS (kept as the text written, read as a
+# float) is a descriptor; a data descriptor, so it is asked before the dict.
+# The SERVER settings are text and rarely read: descriptors parse them.
 _READERS = '''
-class _Values:
+class _Seconds:
+    """A SECONDS parameter, stored as the decimal text written, read as seconds."""
+
+    __slots__ = ("name", "default")
+
+    def __init__(self, name: str, default: float) -> None:
+        self.name, self.default = name, default
+
+    def __get__(self, view: object, owner: object = None) -> float:
+        value = view.__dict__.get(self.name)
+        return parse_seconds(value) if isinstance(value, str) else self.default
+
+    def __set__(self, view: object, value: object) -> None:
+        raise AttributeError(f"{self.name} is set with SET, not on its view")
+
+
+class _Text:
+    """A view of the SERVER settings (the text written, by name)."""
+
     __slots__ = ("_values",)
 
-    def __init__(self, values: Mapping[str, ParamValue]) -> None:
+    def __init__(self, values: Mapping[str, str]) -> None:
         self._values = values
-
-
-class _Bool:
-    __slots__ = ("name", "default")
-
-    def __init__(self, name: str, default: bool) -> None:
-        self.name, self.default = name, default
-
-    def __get__(self, view: _Values, owner: object = None) -> bool:
-        value = view._values.get(self.name)
-        return value if isinstance(value, bool) else self.default
-
-
-class _Int:
-    __slots__ = ("name", "default")
-
-    def __init__(self, name: str, default: int) -> None:
-        self.name, self.default = name, default
-
-    def __get__(self, view: _Values, owner: object = None) -> int:
-        value = view._values.get(self.name)
-        # bool is an int to isinstance; an int parameter never holds one
-        return value if type(value) is int else self.default
-
-
-class _Str:
-    __slots__ = ("name", "default")
-
-    def __init__(self, name: str, default: str) -> None:
-        self.name, self.default = name, default
-
-    def __get__(self, view: _Values, owner: object = None) -> str:
-        value = view._values.get(self.name)
-        return value if isinstance(value, str) else self.default
 
 
 class _OptStr:
@@ -146,55 +139,21 @@ class _OptStr:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __get__(self, view: _Values, owner: object = None) -> str | None:
-        value = view._values.get(self.name)
-        return value if isinstance(value, str) else None
-
-
-class _OptInt:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, view: _Values, owner: object = None) -> int | None:
-        value = view._values.get(self.name)
-        return value if type(value) is int else None
-
-
-class _List:
-    __slots__ = ("name", "default")
-
-    def __init__(self, name: str, default: tuple[str, ...] = ()) -> None:
-        self.name, self.default = name, default
-
-    def __get__(self, view: _Values, owner: object = None) -> list[str]:
-        value = view._values.get(self.name)
-        return value if isinstance(value, list) else list(self.default)
-
-
-class _Seconds:
-    __slots__ = ("name", "default")
-
-    def __init__(self, name: str, default: float) -> None:
-        self.name, self.default = name, default
-
-    def __get__(self, view: _Values, owner: object = None) -> float:
-        value = view._values.get(self.name)
-        return parse_seconds(value) if isinstance(value, str) else self.default
+    def __get__(self, view: _Text, owner: object = None) -> str | None:
+        return view._values.get(self.name)
 
 
 class _TextInt:
-    """A SERVER setting (kept as the text written) read as a number."""
+    """A SERVER setting read as a number (None: unset or not digits)."""
 
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __get__(self, view: _Values, owner: object = None) -> int | None:
+    def __get__(self, view: _Text, owner: object = None) -> int | None:
         value = view._values.get(self.name)
-        return int(value) if isinstance(value, str) and value.isdigit() else None
+        return int(value) if value is not None and value.isdigit() else None
 '''
 
 
@@ -204,21 +163,19 @@ def _line(param: Param, server_text: bool = False) -> str:
     name = param.name
     if server_text:
         reader = f"_TextInt({name!r})" if vt.annotation == "int" else f"_OptStr({name!r})"
-    elif vt.annotation == "list[str]":
-        # an absent list without a default reads as empty
-        assert isinstance(default, list) or default is None, name
-        reader = f"_List({name!r}, {tuple(default)!r})" if default else f"_List({name!r})"
-    elif vt.decode:
+        return f"    {name} = {reader}"
+    if vt.decode:
         from perlbal import paramkinds
 
         seconds = getattr(paramkinds, vt.decode)(default) if default is not None else 0.0
-        reader = f"_Seconds({name!r}, {seconds!r})"
-    elif default is None:
-        reader = f"_Opt{vt.annotation.capitalize()}({name!r})"
-    else:
-        cls = {"bool": "_Bool", "int": "_Int", "str": "_Str"}[vt.annotation]
-        reader = f"{cls}({name!r}, {default!r})"
-    return f"    {name} = {reader}"
+        return f"    {name} = _Seconds({name!r}, {seconds!r})"
+    if vt.annotation == "list[str]":
+        # read-only to its readers; an absent list reads as its default or empty
+        assert isinstance(default, list) or default is None, name
+        return f"    {name}: Sequence[str] = {tuple(default or ())!r}"
+    if default is None:
+        return f"    {name}: {vt.annotation} | None = None"
+    return f"    {name}: {vt.annotation} = {default!r}"
 
 
 def _stored(params: Iterable[Param], fields: Iterable[str] = ()) -> list[Param]:
@@ -234,7 +191,13 @@ def _stored(params: Iterable[Param], fields: Iterable[str] = ()) -> list[Param]:
 
 
 def _class(name: str, doc: str, params: Iterable[Param], server_text: bool = False) -> list[str]:
-    out = [f"class {name}(_Values):", f'    """{doc}"""', "", "    __slots__ = ()", ""]
+    if server_text:
+        out = [f"class {name}(_Text):", f'    """{doc}"""', "", "    __slots__ = ()", ""]
+    else:
+        out = [f"class {name}:", f'    """{doc}"""', "",
+               "    def __init__(self, values: dict[str, ParamValue]) -> None:",
+               "        self.__dict__ = values  # the live mapping itself: reads are its lookups",
+               ""]
     out += [_line(param, server_text) for param in params]
     return out
 
@@ -263,14 +226,14 @@ def generate() -> str:
     out = ['"""Typed reads of every parameter: generated by '
            '``python -m perlbal.tunables_gen perlbal/tunables.py``; do not edit.',
            "",
-           "Each class wraps the live mapping of stored values (a service's or pool's",
-           "``params``, the SERVER settings), so a SET is seen by the next read.  A",
-           "property returns the registry default when no value is stored; see",
-           '``perlbal/tunables_gen.py``."""',
+           "A service's, pool's or plugin's view is its live ``params`` mapping (a SET is",
+           "seen by the next read); an attribute is the stored value, or the registry",
+           "default when none is stored.  The SERVER settings' view parses their text.",
+           'See ``perlbal/tunables_gen.py``."""',
            "",
            "from __future__ import annotations",
            "",
-           "from typing import Mapping",
+           "from typing import Mapping, Sequence",
            "",
            "from perlbal.paramkinds import ParamValue, parse_seconds",
            "",

@@ -155,3 +155,43 @@ def test_no_parameter_is_read_by_its_name_as_a_string() -> None:
         if path.name not in _WRITERS:
             found += _string_reads(path, names)
     assert not found, "read these through .tunables:\n" + "\n".join(found)
+
+
+# --- what the views read is what coercion stored -----------------------------------
+
+def _configs() -> list[Path]:
+    found = sorted((ROOT / "examples").glob("*.conf"))
+    found += sorted(Path("/usr/share/doc/perlbal/examples").glob("*.conf"))
+    return found
+
+
+def _declared() -> dict[str, object]:
+    out: dict[str, object] = {p.name: p for p in REGISTRY.service.values()}
+    out.update((p.name, p) for p in REGISTRY.pool.values())
+    registry = default_plugin_registry()
+    out.update((p.name, p) for name in registry.names() for p in registry.get(name).params)
+    return out
+
+
+@pytest.mark.parametrize("config", _configs(), ids=lambda p: p.name)
+def test_every_stored_value_has_its_kinds_type(config: Path) -> None:
+    """The views hand stored values out unchecked (a read is the dict's own
+    lookup), so every value the interpreter stores must have the type its
+    attribute is annotated with: checked over real configs, every service and pool."""
+    from perlbal.dryrun import load_graph
+    from perlbal.paramkinds import Param
+
+    graph, _errors = load_graph(str(config))
+    declared = _declared()
+    checks = {"bool": bool, "int": int, "str": str, "list": list}
+    owners = [*graph.services.values(), *graph.pools.values()]
+    assert owners, config
+    for owner in owners:
+        for name, value in owner.params.items():
+            param = declared.get(name)
+            if not isinstance(param, Param) or value is None:
+                continue
+            expected = checks[tunables_gen.KIND_TYPES[param.kind].check]
+            assert isinstance(value, expected), (config.name, owner.name, name, value)
+            if expected is int:
+                assert not isinstance(value, bool), (config.name, owner.name, name)
