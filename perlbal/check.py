@@ -311,7 +311,7 @@ class Checker:
                 if isinstance(rule, (list, tuple)) and len(rule) == 2:
                     targets.add(str(rule[1]))
             default = svc.tunables.default_service
-            if isinstance(default, str):
+            if default is not None:
                 targets.add(default)
         listening = [s for s in graph.services.values() if s.enabled and
                      (s.listen or s.role == "upload_tracker")]

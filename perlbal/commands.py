@@ -134,8 +134,7 @@ def _h_header(it: Interpreter, node: ast.Node, call: Call) -> bool:
 
 def ssl_enable_error(svc: Service, is_file: Callable[[str], bool]) -> str | None:
     """Service.pm enable with enable_ssl: the files must exist (key first, Perl's words)."""
-    key = str(svc.tunables.ssl_key_file or "")
-    cert = str(svc.tunables.ssl_cert_file or "")
+    key, cert = svc.tunables.ssl_key_file, svc.tunables.ssl_cert_file
     if not is_file(key):
         return f"SSL key file ({key}) doesn't exist"
     if not is_file(cert):

@@ -202,9 +202,8 @@ def _get(svc: Service, head: RequestHead, root: str | None,
         return FileVerdict("refuse", 403, "Forbidden", path=path, uri=uri,
                            notes=[f"{path} resolves outside docroot"])
     if stat.S_ISDIR(st.st_mode):
-        index_files = svc.tunables.index_files or []
         tried: list[str] = []
-        for name in index_files if isinstance(index_files, list) else []:
+        for name in svc.tunables.index_files:
             candidate = f"{root}{uri}/{name}"
             cst = _stat(candidate)
             if cst is not None and stat.S_ISREG(cst.st_mode) and inside(root, candidate):

@@ -306,7 +306,7 @@ def _end(graph: Graph, where: Dispatched, steps: Trace, peer_ip: str = "",
     verdict = resolve(svc, request_as_served(svc, where.head), graph.mime)
     for note in verdict.notes:
         steps.append(Step("file", svc.name, verdict.kind, note))
-    docroot = str(svc.tunables.docroot or "")
+    docroot = svc.tunables.docroot or ""
     rel = verdict.path[len(docroot):] if verdict.path and verdict.path.startswith(docroot) \
         else verdict.uri
     if rel is not None:

@@ -301,7 +301,7 @@ def management_refusal(svc: Service, head: RequestHead) -> tuple[int, str] | Non
     if not name:
         return None  # HTTP/1.0 without Host: no browser sends that
     allowed = svc.tunables.allowed_hosts
-    if isinstance(allowed, list) and name in (entry.lower() for entry in allowed):
+    if name in (entry.lower() for entry in allowed):
         return None
     if name == "localhost":
         return None

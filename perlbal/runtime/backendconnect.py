@@ -91,8 +91,7 @@ class Spawner:
         waiting = st.waiting
         if waiting and pool.balance_method != "random":
             waiting -= self._spawn_balanced(svc, pool, st, tg, now)
-        ahead = svc.tunables.connect_ahead
-        needed = waiting + (ahead if isinstance(ahead, int) else 0)
+        needed = waiting + svc.tunables.connect_ahead
         to_create = needed - (len(st.bored) + len(st.pending))
         to_create = min(to_create, len(pool.nodes) - len(st.pending), MAX_CONNECTS_AT_ONCE)
         if to_create <= 0:

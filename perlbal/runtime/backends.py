@@ -332,9 +332,9 @@ class BackendManager:
         high, normal, low = st.queues
         hp_first = True
         relief_size = svc.tunables.queue_relief_size
-        if isinstance(relief_size, int) and relief_size > 0 and len(normal) >= relief_size:
+        if relief_size > 0 and len(normal) >= relief_size:
             chance = svc.tunables.queue_relief_chance
-            if isinstance(chance, int) and random.random() * 100 < chance:
+            if random.random() * 100 < chance:
                 hp_first = False
         order = (high, normal, low) if hp_first else (normal, high, low)
         for queue in order:
@@ -454,7 +454,7 @@ class BackendManager:
         max_uses = svc.tunables.max_backend_uses
         if (reusable and not conn.dedicated and svc.tunables.persist_backend
                 and not self.runtime.draining
-                and not (isinstance(max_uses, int) and max_uses > 0 and conn.uses >= max_uses)
+                and not (max_uses > 0 and conn.uses >= max_uses)
                 and not conn.stream.closed):
             pool = self._pool(svc)
             if pool is not None and self._in_pool(pool, conn.ipport):

@@ -215,7 +215,7 @@ async def _return_to_base(ctx: RequestContext, selector: Service, stream: FastSt
 
 def _limits(svc: Service) -> Limits:
     size = svc.tunables.max_request_head_size
-    return _limits_of(size if isinstance(size, int) and size > 0 else 16384)
+    return _limits_of(size if size > 0 else 16384)
 
 
 @functools.lru_cache(maxsize=64)

@@ -108,7 +108,7 @@ class Clients:
             svc = runtime.graph.services.get(service_name)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sndbuf = svc.tunables.client_sndbuf_size if svc is not None else 0
-            if isinstance(sndbuf, int) and sndbuf > 0:
+            if sndbuf > 0:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
             proxied = None
             if svc is not None and svc.tunables.proxy_protocol:

@@ -76,7 +76,7 @@ async def console(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> No
 def _idle_timeout(runtime: "Runtime", stream: ByteStream) -> float | None:
     """``idle_timeout`` of the management service whose listener accepted ``stream``
     (30 s when it cannot be told, as the parameter's default); None: no limit."""
-    value: object = 30
+    value = 30
     try:
         local = stream.extra(anyio.abc.SocketAttribute.local_address)
     except Exception:
@@ -92,8 +92,6 @@ def _idle_timeout(runtime: "Runtime", stream: ByteStream) -> float | None:
             if svc is not None and svc.role == "management":
                 value = svc.tunables.idle_timeout
                 break
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 30.0
     return float(value) if value > 0 else None
 
 

@@ -42,8 +42,7 @@ class Parking:
         if runtime.draining:
             return False
         svc = runtime.graph.services.get(service_name)
-        raw = svc.tunables.persist_client_idle_timeout if svc is not None else 30
-        timeout = raw if isinstance(raw, int) and not isinstance(raw, bool) else 30
+        timeout = svc.tunables.persist_client_idle_timeout if svc is not None else 30
         deadline = anyio.current_time() + timeout if timeout > 0 else math.inf
         if not stream.park(lambda: self._wake(stream)):
             # something arrived already: serve it rather than park

@@ -74,7 +74,7 @@ def _high_priority(svc: Service, ctx: RequestContext) -> bool:
     contents is the empty string, which every value contains.
     """
     name = svc.tunables.high_priority_cookie
-    if not isinstance(name, str) or not name:
+    if not name:
         return False
     cookies: dict[str, str] = {}
     for piece in re.split(r";\s+", ctx.head.get("Cookie") or ""):
@@ -87,7 +87,7 @@ def _high_priority(svc: Service, ctx: RequestContext) -> bool:
 
 def _upgrading(ctx: RequestContext) -> bool:
     """The request asks to switch protocols and the service relays upgrades."""
-    return bool(ctx.service.tunables.allow_upgrade) and wants_upgrade(ctx.head)
+    return ctx.service.tunables.allow_upgrade and wants_upgrade(ctx.head)
 
 
 def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
@@ -97,14 +97,14 @@ def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
     if _upgrading(ctx):  # (perlbal.http.upgrade) HTTP/1.1, Upgrade kept
         return backend_upgrade_head(
             head, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
-            blind_proxy=bool(svc.tunables.blind_proxy),
-            enable_reproxy=bool(svc.tunables.enable_reproxy),
+            blind_proxy=svc.tunables.blind_proxy,
+            enable_reproxy=svc.tunables.enable_reproxy,
             remove=rules.remove, insert=rules.insert)
     headers = backend_request_headers(
         head.headers, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
-        blind_proxy=bool(svc.tunables.blind_proxy),
-        persist_backend=bool(svc.tunables.persist_backend),
-        enable_reproxy=bool(svc.tunables.enable_reproxy),
+        blind_proxy=svc.tunables.blind_proxy,
+        persist_backend=svc.tunables.persist_backend,
+        enable_reproxy=svc.tunables.enable_reproxy,
         remove=rules.remove, insert=rules.insert)
     if head.chunked:
         headers = set_header(headers, "Content-Length", str(body_length or 0))
@@ -237,7 +237,6 @@ async def _proxy(ctx: RequestContext) -> bool:
             replay_body = None
     elif not ctx.body_done:
         early = svc.tunables.buffer_backend_connect
-        early = early if isinstance(early, int) else 0
         remaining = ctx.http.remaining or 0
         if len(ctx.http.buffered) >= remaining or remaining <= early:
             replay_body = await ctx.read_body()
@@ -307,7 +306,7 @@ async def _proxy(ctx: RequestContext) -> bool:
 def _queue_timeout(svc: Service) -> float | None:
     """How long a client may wait for a backend: its idle_timeout (Perl's idle kill)."""
     value = svc.tunables.idle_timeout
-    return float(value) if isinstance(value, int) and value > 0 else None
+    return float(value) if value > 0 else None
 
 
 async def _read_prefix(ctx: RequestContext, limit: int) -> bytes:

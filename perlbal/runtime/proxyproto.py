@@ -55,7 +55,7 @@ async def read_header(sock: socket.socket, svc: Service, peer_ip: str,
                     "(trusted_upstream_proxies)", svc.name, peer_ip)
         raise ProxyRefused
     raw = svc.tunables.idle_timeout
-    timeout = float(raw) if isinstance(raw, int) and raw > 0 else None
+    timeout = float(raw) if raw > 0 else None
     deadline = time.monotonic() + timeout if timeout is not None else None
     try:
         while True:

@@ -231,8 +231,7 @@ async def _reproxy_service(runtime: "Runtime", ctx: RequestContext, name: str) -
 async def _relay(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, side: BackendSide,
                  first: bytes, head_bytes: bytes, keep: bool, reusable: bool) -> bool:
     svc = ctx.service
-    limit = svc.tunables.buffer_size
-    buf = ByteBuffer(limit if isinstance(limit, int) else 262144)
+    buf = ByteBuffer(svc.tunables.buffer_size)
     backends = runtime.backends
     whole = await relay_body(
         ctx, head_bytes, buf, conn.stream, side, first, backend_timeout(svc),

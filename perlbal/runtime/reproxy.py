@@ -281,7 +281,7 @@ async def _relay_target(ctx: RequestContext, mgr: ReproxyManager, conn: ReproxyC
                         tresp: ResponseHead, side: BackendSide, first: bytes, head_bytes: bytes,
                         keep: bool, reusable: bool) -> bool:
     limit = ctx.service.tunables.buffer_size_reproxy_url
-    buf = ByteBuffer(limit if isinstance(limit, int) and limit > 0 else 51200)
+    buf = ByteBuffer(limit if limit > 0 else 51200)
     framed = tresp.content_length is not None  # else the close ends it: never reusable
     whole = await relay_body(
         ctx, head_bytes, buf, conn.stream, side, first, TARGET_TIMEOUT,

@@ -26,10 +26,6 @@ __all__ = ["guard_file", "guard_urls"]
 log = logging.getLogger("perlbal.runtime")
 
 
-def _strings(value: object) -> list[str]:
-    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
-
-
 async def _refuse(ctx: RequestContext, reason: str) -> None:
     log.warning("service %s: reproxy refused for %s %s: %s", ctx.service.name,
                 ctx.head.method, ctx.head.target, reason)
@@ -39,7 +35,7 @@ async def _refuse(ctx: RequestContext, reason: str) -> None:
 async def guard_file(ctx: RequestContext, value: str) -> str | None:
     """The X-REPROXY-FILE value to serve (resolved under reproxy_file_roots),
     or None when it was refused and the 502 has been sent."""
-    roots = _strings(ctx.service.tunables.reproxy_file_roots)
+    roots = ctx.service.tunables.reproxy_file_roots
     if not roots:
         return value
     try:
@@ -56,7 +52,7 @@ async def guard_file(ctx: RequestContext, value: str) -> str | None:
 async def guard_urls(runtime: "Runtime", ctx: RequestContext,
                      targets: list[ReproxyTarget]) -> bool:
     """True when reproxy_url_hosts forbids one of ``targets`` (the 502 has been sent)."""
-    allowed = _strings(ctx.service.tunables.reproxy_url_hosts)
+    allowed = ctx.service.tunables.reproxy_url_hosts
     pool = runtime.graph.pools.get(ctx.service.pool_name or "")
     nodes = [(node.ip, node.port) for node in pool.nodes] if pool is not None else []
     refusal = url_refusal(targets, allowed, nodes)

@@ -43,8 +43,7 @@ class TLSConfigError(Exception):
     """The service's TLS settings cannot be used; the text says why."""
 
 
-def _verify_mode(raw: object) -> ssl.VerifyMode:
-    mode = raw if isinstance(raw, int) else 0
+def _verify_mode(mode: int) -> ssl.VerifyMode:
     if not mode & 0x01:
         return ssl.CERT_NONE
     return ssl.CERT_REQUIRED if mode & 0x02 else ssl.CERT_OPTIONAL
@@ -70,7 +69,7 @@ def _why(exc: BaseException) -> str:
 
 def _context(svc: Service, cert_file: str, key_file: str | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ciphers = str(svc.tunables.ssl_cipher_list or "")
+    ciphers = svc.tunables.ssl_cipher_list
     if ciphers:
         try:
             ctx.set_ciphers(ciphers)
@@ -85,7 +84,7 @@ def _context(svc: Service, cert_file: str, key_file: str | None) -> ssl.SSLConte
     if mode is not ssl.CERT_NONE:
         ctx.verify_mode = mode
         ca_path = svc.tunables.ssl_ca_path
-        if isinstance(ca_path, str) and ca_path:
+        if ca_path:
             _load_cas(ctx, ca_path)
         else:
             ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
@@ -106,8 +105,8 @@ def build_context(svc: Service) -> ssl.SSLContext:
     reason = ssl_enable_error(svc, os.path.isfile)
     if reason is not None:
         raise TLSConfigError(reason)
-    key = str(svc.tunables.ssl_key_file)
-    default = _context(svc, str(svc.tunables.ssl_cert_file), key)
+    key = svc.tunables.ssl_key_file
+    default = _context(svc, svc.tunables.ssl_cert_file, key)
     entries = parse_sni_certs(svc.tunables.ssl_sni_certs)
     if not entries:
         return default

@@ -19,7 +19,7 @@ def trusted(svc: Service, peer_ip: str) -> bool:
     if svc.tunables.always_trusted:
         return True
     nets = svc.tunables.trusted_upstream_proxies
-    if not isinstance(nets, list) or not nets:
+    if not nets:
         return False
     key = tuple(nets)
     networks = _parsed.get(key)

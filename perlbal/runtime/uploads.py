@@ -197,7 +197,7 @@ def _remove_private_dir(pid: int, path: str) -> None:
 
 def _spool_name(ctx: RequestContext) -> str:
     svc = ctx.service
-    directory = str(svc.tunables.buffer_uploads_path or "").rstrip("/") or _private_spool_dir()
+    directory = (svc.tunables.buffer_uploads_path or "").rstrip("/") or _private_spool_dir()
     name = "-".join([svc.name, str(svc.listen or ""), "client", str(ctx.peer_port),
                      str(secrets.randbelow(0xFFFFFFFF))])
     return os.path.join(directory, name.replace("/", "_"))
