@@ -3,63 +3,16 @@
 A service's, pool's or plugin's view is its live ``params`` mapping (a SET is
 seen by the next read); an attribute is the stored value, or the registry
 default when none is stored.  The SERVER settings' view parses their text.
-See ``perlbal/tunables_gen.py``."""
+See ``perlbal/tunables_gen.py`` and ``perlbal/tunableparts.py``."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
-from perlbal.paramkinds import ParamValue, parse_seconds
+from perlbal.paramkinds import ParamValue
+from perlbal.tunableparts import OptText, Seconds, TextInt, TextView
 
 __all__ = ["ServiceTunables", "PoolTunables", "ServerTunables"]
-
-
-class _Seconds:
-    """A SECONDS parameter, stored as the decimal text written, read as seconds."""
-
-    __slots__ = ("name", "default")
-
-    def __init__(self, name: str, default: float) -> None:
-        self.name, self.default = name, default
-
-    def __get__(self, view: object, owner: object = None) -> float:
-        value = view.__dict__.get(self.name)
-        return parse_seconds(value) if isinstance(value, str) else self.default
-
-    def __set__(self, view: object, value: object) -> None:
-        raise AttributeError(f"{self.name} is set with SET, not on its view")
-
-
-class _Text:
-    """A view of the SERVER settings (the text written, by name)."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = values
-
-
-class _OptStr:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, view: _Text, owner: object = None) -> str | None:
-        return view._values.get(self.name)
-
-
-class _TextInt:
-    """A SERVER setting read as a number (None: unset or not digits)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, view: _Text, owner: object = None) -> int | None:
-        value = view._values.get(self.name)
-        return int(value) if value is not None and value.isdigit() else None
 
 
 class ServiceTunables:
@@ -141,39 +94,39 @@ class PoolTunables:
         self.__dict__ = values  # the live mapping itself: reads are its lookups
 
     dns_name: str = ''
-    dns_refresh_max = _Seconds('dns_refresh_max', 300.0)
-    dns_refresh_min = _Seconds('dns_refresh_min', 1.0)
+    dns_refresh_max = Seconds('dns_refresh_max', 300.0)
+    dns_refresh_min = Seconds('dns_refresh_min', 1.0)
     dns_server: str = ''
     fail_statuses: str = '500,502,503,504'
-    fail_timeout = _Seconds('fail_timeout', 10.0)
+    fail_timeout = Seconds('fail_timeout', 10.0)
     hash_key: str = 'client_ip'
     health_check_fall: int = 3
-    health_check_interval = _Seconds('health_check_interval', 2.0)
+    health_check_interval = Seconds('health_check_interval', 2.0)
     health_check_rise: int = 2
-    health_check_timeout = _Seconds('health_check_timeout', 2.0)
+    health_check_timeout = Seconds('health_check_timeout', 2.0)
     health_check_uri: str = ''
     max_fails: int = 0
     send_proxy_protocol: str = 'off'
 
 
-class ServerTunables(_Text):
+class ServerTunables(TextView):
     """The SERVER settings (SERVER name = value), kept as the text written."""
 
     __slots__ = ()
 
-    aio_mode = _OptStr('aio_mode')
-    aio_threads = _TextInt('aio_threads')
-    crash_backtrace = _OptStr('crash_backtrace')
-    error_log = _OptStr('error_log')
-    log_level = _OptStr('log_level')
-    max_connections = _TextInt('max_connections')
-    max_reproxy_connections = _TextInt('max_reproxy_connections')
-    metrics = _OptStr('metrics')
-    nice_level = _TextInt('nice_level')
-    pidfile = _OptStr('pidfile')
-    track_obj = _OptStr('track_obj')
-    user = _OptStr('user')
-    workers = _TextInt('workers')
+    aio_mode = OptText('aio_mode')
+    aio_threads = TextInt('aio_threads')
+    crash_backtrace = OptText('crash_backtrace')
+    error_log = OptText('error_log')
+    log_level = OptText('log_level')
+    max_connections = TextInt('max_connections')
+    max_reproxy_connections = TextInt('max_reproxy_connections')
+    metrics = OptText('metrics')
+    nice_level = TextInt('nice_level')
+    pidfile = OptText('pidfile')
+    track_obj = OptText('track_obj')
+    user = OptText('user')
+    workers = TextInt('workers')
 
 
 class EchoServiceTunables:

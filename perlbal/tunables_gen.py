@@ -15,6 +15,7 @@ attribute; ``None`` (and an ``X | None`` type) when the parameter has no
 default; lists read as read-only sequences (``()`` when absent).
 
 A test regenerates the file and compares it with the committed one.
+How a view reads (and why it is fast): ``perlbal/tunableparts.py``.
 Regenerate with:  python -m perlbal.tunables_gen perlbal/tunables.py
 """
 
@@ -97,78 +98,18 @@ def default_value(param: Param) -> ParamValue:
         return None
 
 
-# What the generated classes are made of.  A service's, a pool's or a plugin's
-# view *is* its params mapping: ``__dict__`` is that very dict, so reading a
-# parameter is the interpreter's own dict lookup, done in C (a per-read Python
-# descriptor cost ~5% of a proxied request's instructions), and a parameter
-# with no stored value falls through to the class attribute: its default.  The
-# values need no check on the way out: the interpreter stores only what the
-# parameter's coercer returned, whose type tests/architecture/test_tunables.py
-# holds to the annotation.  Only SECONDS (kept as the text written, read as a
-# float) is a descriptor; a data descriptor, so it is asked before the dict.
-# The SERVER settings are text and rarely read: descriptors parse them.
-_READERS = '''
-class _Seconds:
-    """A SECONDS parameter, stored as the decimal text written, read as seconds."""
-
-    __slots__ = ("name", "default")
-
-    def __init__(self, name: str, default: float) -> None:
-        self.name, self.default = name, default
-
-    def __get__(self, view: object, owner: object = None) -> float:
-        value = view.__dict__.get(self.name)
-        return parse_seconds(value) if isinstance(value, str) else self.default
-
-    def __set__(self, view: object, value: object) -> None:
-        raise AttributeError(f"{self.name} is set with SET, not on its view")
-
-
-class _Text:
-    """A view of the SERVER settings (the text written, by name)."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = values
-
-
-class _OptStr:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, view: _Text, owner: object = None) -> str | None:
-        return view._values.get(self.name)
-
-
-class _TextInt:
-    """A SERVER setting read as a number (None: unset or not digits)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, view: _Text, owner: object = None) -> int | None:
-        value = view._values.get(self.name)
-        return int(value) if value is not None and value.isdigit() else None
-'''
-
-
 def _line(param: Param, server_text: bool = False) -> str:
     vt = KIND_TYPES[param.kind]
     default = default_value(param)
     name = param.name
     if server_text:
-        reader = f"_TextInt({name!r})" if vt.annotation == "int" else f"_OptStr({name!r})"
+        reader = f"TextInt({name!r})" if vt.annotation == "int" else f"OptText({name!r})"
         return f"    {name} = {reader}"
     if vt.decode:
         from perlbal import paramkinds
 
         seconds = getattr(paramkinds, vt.decode)(default) if default is not None else 0.0
-        return f"    {name} = _Seconds({name!r}, {seconds!r})"
+        return f"    {name} = Seconds({name!r}, {seconds!r})"
     if vt.annotation == "list[str]":
         # read-only to its readers; an absent list reads as its default or empty
         assert isinstance(default, list) or default is None, name
@@ -192,7 +133,7 @@ def _stored(params: Iterable[Param], fields: Iterable[str] = ()) -> list[Param]:
 
 def _class(name: str, doc: str, params: Iterable[Param], server_text: bool = False) -> list[str]:
     if server_text:
-        out = [f"class {name}(_Text):", f'    """{doc}"""', "", "    __slots__ = ()", ""]
+        out = [f"class {name}(TextView):", f'    """{doc}"""', "", "    __slots__ = ()", ""]
     else:
         out = [f"class {name}:", f'    """{doc}"""', "",
                "    def __init__(self, values: dict[str, ParamValue]) -> None:",
@@ -229,18 +170,18 @@ def generate() -> str:
            "A service's, pool's or plugin's view is its live ``params`` mapping (a SET is",
            "seen by the next read); an attribute is the stored value, or the registry",
            "default when none is stored.  The SERVER settings' view parses their text.",
-           'See ``perlbal/tunables_gen.py``."""',
+           'See ``perlbal/tunables_gen.py`` and ``perlbal/tunableparts.py``."""',
            "",
            "from __future__ import annotations",
            "",
-           "from typing import Mapping, Sequence",
+           "from typing import Sequence",
            "",
-           "from perlbal.paramkinds import ParamValue, parse_seconds",
+           "from perlbal.paramkinds import ParamValue",
+           "from perlbal.tunableparts import OptText, Seconds, TextInt, TextView",
            "",
            "__all__ = [\"ServiceTunables\", \"PoolTunables\", \"ServerTunables\"]",
            "",
            ""]
-    out += _READERS.strip("\n").splitlines() + ["", ""]
     out += _class("ServiceTunables", "A service's parameters (CREATE SERVICE ... SET).",
                   _stored(REGISTRY.service.values()))
     out += ["", ""]
