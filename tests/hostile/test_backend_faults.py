@@ -56,7 +56,7 @@ def test_pooled_connection_closed_on_reuse_retries_a_get_once(
     got = request(port, "GET", "/two", [("Host", "x")])
     assert got.status == 200 and got.body == b"ok"
     assert script.seen.count(b"GET /two HTTP/1.0") == 2  # retried exactly once
-    assert script.conns == 2
+    assert script.connections == 2
 
 
 def test_oversized_reply_head_is_refused(proxy_for: Callable[[Script], int]) -> None:
@@ -78,7 +78,7 @@ def test_extra_bytes_after_a_reply_are_never_served(proxy_for: Callable[[Script]
         second = conn.request("GET", "/b", [("Host", "x")])
     assert first.body == b"ok"
     assert second.body == b"ok" and b"hijack" not in second.body
-    assert script.conns == 2  # the connection with extra bytes was not reused
+    assert script.connections == 2  # the connection with extra bytes was not reused
 
 
 def test_truncated_body_closes_the_client(proxy_for: Callable[[Script], int]) -> None:

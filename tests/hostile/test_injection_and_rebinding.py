@@ -108,7 +108,7 @@ def test_idle_backend_with_unread_bytes_is_never_reused() -> None:
             time.sleep(0.6)  # the late bytes sit on the pooled connection now
             second = request(port, "GET", "/second", [("Host", "x")])
             assert second.body == b"ok", second
-            assert script.conns == 2  # a fresh connection, not the poisoned one
+            assert script.connections == 2  # a fresh connection, not the poisoned one
     finally:
         script.close()
 

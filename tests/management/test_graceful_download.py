@@ -21,6 +21,7 @@ import pytest
 from tests.runtime.pyserver import PyPerlbal
 from tests.support.configs import proxy_config
 from tests.support.ports import LOOPBACK, free_ports
+from tests.support.threadserver import ThreadedServer
 
 SIZE = 12 * 1024 * 1024
 RATE = 4 * 1024 * 1024  # bytes a second the client reads
@@ -29,25 +30,16 @@ SLOW_PIECE, SLOW_PAUSE = 16384, 0.05  # the tail: 320 KB/s
 HEAD = b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
 
 
-class BigBackend:
+class BigBackend(ThreadedServer):
     """Answers every request with SIZE bytes, blocking on a slow reader (no timeout)."""
 
+    backlog = 8
+
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.listen(8)
-        self.address = f"{LOOPBACK}:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.address = f"{LOOPBACK}:{self.port}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             head = b""
             while b"\r\n\r\n" not in head:
@@ -62,9 +54,6 @@ class BigBackend:
                     conn.sendall(block)
             except OSError:
                 pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _console(port: int, *lines: str) -> bytes:

@@ -26,32 +26,18 @@ from tests.support.configs import management, pool, proxy_service
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection, request
+from tests.support.threadserver import ThreadedServer
 
 
-class RawBackend:
+class RawBackend(ThreadedServer):
     """Accepts connections; ``behaviour`` decides what each does after reading a head."""
 
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections = 0
         self.eof_seen: list[float] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             buf = b""
             while b"\r\n\r\n" not in buf:
@@ -71,9 +57,6 @@ class RawBackend:
                 except OSError:
                     pass
                 self.eof_seen.append(time.monotonic())
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Env:

@@ -4,7 +4,6 @@ PROXY header naming its client, and is never handed to another client."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,29 +12,20 @@ from perlbal.http.proxyproto import parse
 from tests.support.configs import PERSIST, proxy_config
 from tests.support.ports import free_ports
 from tests.support.pyserver import PyPerlbal
+from tests.support.threadserver import ThreadedServer
 
 
-class ProxyAwareBackend:
+class ProxyAwareBackend(ThreadedServer):
     """Reads a PROXY header, then HTTP/1.0 requests; answers with the client the
     header named, keeping the connection open (keep-alive) as long as asked."""
 
+    backlog = 32
+
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(32)
-        self.port = self.sock.getsockname()[1]
         self.headers: list[tuple[str, int] | None] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         buf = b""
         with conn:
             while (header := parse(buf)) is None:
@@ -56,9 +46,6 @@ class ProxyAwareBackend:
                 body = f"{client[0]}:{client[1]}".encode() if client else b"none"
                 conn.sendall(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d"
                              b"\r\n\r\n" % len(body) + body)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="module", params=["v1", "v2"])

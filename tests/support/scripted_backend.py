@@ -5,39 +5,23 @@ in exactly one way (reset, stall, cut a reply short, send extra bytes)."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from tests.support.threadserver import ThreadedServer
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 
 
-@dataclass
-class Script:
+class Script(ThreadedServer):
     """A backend whose n-th request (over all connections) is answered by
     ``replies[n](conn)``; it records every request head it read."""
 
-    replies: list[Callable[[socket.socket], None]]
-    seen: list[bytes] = field(default_factory=list)
-    conns: int = 0
+    def __init__(self, replies: list[Callable[[socket.socket], None]]) -> None:
+        self.replies = replies
+        self.seen: list[bytes] = []
+        super().__init__()
 
-    def __post_init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         buf = b""
         with conn:
             while True:
@@ -66,9 +50,6 @@ class Script:
                     return
                 if getattr(reply, "closes", False):
                     return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _send(data: bytes, close: bool = False) -> Callable[[socket.socket], None]:

@@ -190,3 +190,23 @@ def test_serve_proxy_starts_either_server_on_the_built_config(perl: bool) -> Non
             assert first.header("X-Backend-Name") == "b1"
             assert second.header("X-Backend-Conn") == first.header("X-Backend-Conn")
             assert px.mgmt_port is not None and port_accepts(px.mgmt_port)
+
+
+def test_threaded_server_serves_each_connection_and_counts_them() -> None:
+    import socket as _socket
+
+    from tests.support.threadserver import ThreadedServer
+
+    class Echo(ThreadedServer):
+        def serve(self, conn: _socket.socket) -> None:
+            with conn:
+                conn.sendall(conn.recv(100).upper())
+
+    with Echo() as server:
+        for word in (b"a", b"b"):
+            with _socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(word)
+                assert sock.recv(100) == word.upper()
+        assert server.connections == 2
+    with pytest.raises(OSError):
+        _socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
