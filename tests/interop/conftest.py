@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.digest_backend import BareLFBackend, digest_reply, payload, serve_wsgiref
 from tests.support.interop_servers import (
     Apache, AppServer, Nginx, apache_binary, nginx_binary, serve_http_server)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.configs import proxy_config
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.threadserver import ThreadedServer

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.plugins.test_runtime_plugins import _dist_info
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.configs import pool, proxy_config, proxy_service, web_config
 from tests.support.ports import free_ports

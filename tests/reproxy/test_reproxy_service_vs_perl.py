@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
 from tests.support.configs import pool, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from tests.runtime.pyserver import PyPerlbal  # noqa: E402
+from tests.support.pyserver import PyPerlbal  # noqa: E402
 from tests.support.configs import pool, proxy_service, vhost_selector  # noqa: E402
 from tests.support.ports import free_ports  # noqa: E402
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from tests.runtime.pyserver import PyPerlbal
+from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.configs import proxy_config, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal
