@@ -43,15 +43,17 @@ class BackendSpec:
     ranges: bool  # answers a single Range with 206
     body: bytes = payload(DOWNLOAD_SIZE)
     head_length: int = DOWNLOAD_SIZE  # Content-Length of the reply to HEAD
-    #: the reply to a body has a Content-Length; without one (Apache's CGI
-    #: answering an HTTP/1.0 request, http.server's close-delimited POST) the
-    #: proxy cannot keep the client connection, as Perl cannot
-    framed_uploads: bool = True
+    #: the reply to a body has a Content-Length; without one (http.server's
+    #: close-delimited POST) the proxy cannot keep the client connection, as
+    #: Perl cannot.  None: the backend decides reply by reply (Apache's CGI
+    #: answering an HTTP/1.0 request gets a Content-Length only when the script
+    #: has finished before Apache sends its first bytes, a race)
+    framed_uploads: bool | None = True
 
 
 BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec("nginx", "/file.bin", "/upload", False, True),
-    BackendSpec("apache", "/file.bin", "/cgi/digest", True, True, framed_uploads=False),
+    BackendSpec("apache", "/file.bin", "/cgi/digest", True, True, framed_uploads=None),
     BackendSpec("http.server", "/file.bin", "/digest", True, False, framed_uploads=False),
     BackendSpec("wsgiref", f"/bytes/{DOWNLOAD_SIZE}", "/digest", True, True),
     BackendSpec("gunicorn", f"/bytes/{DOWNLOAD_SIZE}", "/digest", True, True),
