@@ -20,28 +20,18 @@ run by run so both see the same load.
     .venv/bin/python bench/check_bench.py --runs 3 --no-targets   (smoke)
     .venv/bin/python bench/check_bench.py --no-targets --baseline-root /tmp/old
 
-Measured 2026-12-02 (issue #16 part 6), 2 shared cores with a load of 1.5-1.8
-from other test runs; median (min) wall time of 9 runs, ours against the
-commit before (e97931c) alternating, .pyc precompiled for both:
+Measured 2026-12-02, quiet machine (load 0.6), median (min) of 9 runs
+alternating with the commit before issue #16 part 6 (e97931c), .pyc for both:
 
-    config   before (e97931c)     after               target
-    small    0.471 s (0.401)      0.378 s (0.296)     0.2 s: MISSED
-    11k      1.833 s (1.512)      0.759 s (0.595)     0.6 s: MISSED
+    config   before (e97931c)     now                 target
+    small    0.191 s (0.183)      0.137 s (0.134)     0.2 s: MET
+    11k      0.677 s (0.660)      0.291 s (0.272)     0.6 s: MET
 
-and compiled from source on every run (no .pyc; 7 runs): small 0.566 ->
-0.416 s, 11k 1.930 -> 0.843 s.  What the 11k check spends now (in-process,
-GC off, medians of 5): imports 0.25 s, plugin registry 0.06-0.1 s, parsing
-0.18-0.28 s (0.12 s warm), executing 0.12 s, check's own bookkeeping 0.04 s.
-
-Why small misses: the floor on this machine is what is imported, not what is
-checked.  ``python -c pass`` 48 ms; ``from pydantic import BaseModel`` 186 ms
-(min 137); with the AST module's 29 node classes 258 ms; ``import
-perlbal.check`` (also importlib.metadata for plugin entry points, the
-parameter registry, the graph) 355 ms; checking the 5-line file adds about
-15 ms to that.  The AST must stay pydantic models (design card), so < 0.2 s
-needs pydantic's import cheaper than it is here, or a faster machine.
-11k misses by about 0.15 s: mostly the same fixed 0.3 s, and the per-line
-work left is in files this change did not own (execute/commands, plugins).
+``python -c pass`` took 10 ms that day.  In an earlier session the same
+machine was about 2.5x slower (``python -c pass`` 48 ms; before 0.471 /
+1.833 s, now 0.378 / 0.759 s, both targets missed): compare the ratios
+(small 0.72x, 11k 0.43x), and see bench/README.md for what the floor is made
+of (imports: pydantic, the AST node classes, the plugin registry).
 """
 
 from __future__ import annotations
