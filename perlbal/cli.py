@@ -165,13 +165,24 @@ def _explain_main(argv: Sequence[str]) -> int:
     parser.add_argument("--fail-under", type=float, metavar="PERCENT",
                         help="with --expect: fail when rule coverage is lower")
     try:
-        args = parser.parse_args(list(argv))
+        args = parser.parse_intermixed_args(list(argv))
     except (SystemExit, argparse.ArgumentError) as exc:
         if isinstance(exc, SystemExit) and exc.code == 0:
             return 0
         if isinstance(exc, argparse.ArgumentError):
             print(f"perlbal explain: {exc}", file=sys.stderr)
         return 2
+    positional: list[str] = args.url
+    if len(positional) == 2 and positional[0].isalpha() and positional[0].isupper():
+        method_word: str | None = positional[0]
+        positional = positional[1:]
+    else:
+        method_word = None
+    if len(positional) > 1:
+        print(f"perlbal explain: one URL, optionally after a method word; got "
+              f"{' '.join(args.url)}", file=sys.stderr)
+        return 2
+    url = positional[0] if positional else None
     try:
         graph, errors = load_graph(args.config)
     except OSError as exc:
@@ -184,10 +195,10 @@ def _explain_main(argv: Sequence[str]) -> int:
         return 2
     if args.expect:
         return _route_tests(graph, args.expect, args.fail_under, args.format)
-    if not args.url:
+    if not url:
         print("perlbal explain: give a URL or --expect ROUTES", file=sys.stderr)
         return 2
-    words = [args.url, "--from", args.peer_ip] + [w for h in args.header for w in ("-H", h)]
+    words = ([method_word] if method_word else []) + [url, "--from", args.peer_ip] + [w for h in args.header for w in ("-H", h)]
     for flag, value in (("--listen", args.listen), ("--method", args.method),
                         ("--host", args.host)):
         if value:

@@ -114,8 +114,14 @@ class Explanation(BaseModel):
 
 def _parser(prog: str, console: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, add_help=not console, exit_on_error=False)
-    parser.add_argument("url", nargs="?", help="http://host[:port]/path?query, or a path "
-                        "with --host")
+    if console:
+        parser.add_argument("url", nargs="?", help="http://host[:port]/path?query, or a path "
+                            "with --host")
+    else:
+        # the command line: an optional method word, then the URL (``POST http://x/``)
+        parser.add_argument("url", nargs="*", metavar="[METHOD] URL",
+                            help="http://host[:port]/path?query, or a path with --host; "
+                            "a method word may come first")
     parser.add_argument("--listen", help="the listener (ip:port) the request arrives on")
     parser.add_argument("--method", "-X", default=None)
     parser.add_argument("--header", "-H", action="append", default=[], metavar="'K: V'")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,27 @@ def test_cli_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["outcome"]["service"] == "app"
     assert {"kind", "subject", "decision", "reason", "rule"} <= set(data["steps"][0])
+
+
+@pytest.mark.parametrize("words", [
+    ["POST", "http://shop.example.com:8000/cart", "--from", "10.0.0.9"],
+    ["--from", "10.0.0.9", "POST", "http://shop.example.com:8000/cart"],
+    ["-X", "POST", "--from", "10.0.0.9", "http://shop.example.com:8000/cart"],
+])
+def test_cli_method_word_before_the_url(words: list[str]) -> None:
+    """docs/explain.md: a method word may come first, options before or after it."""
+    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", "explain", "-c", str(SITE),
+                           *words], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(
+        "request  POST /cart (Host: shop.example.com:8000) from 10.0.0.9\n"), proc.stdout
+
+
+def test_cli_more_than_one_url_is_a_usage_error() -> None:
+    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", "explain", "-c", str(SITE),
+                           "http://a.example.com:8000/", "http://b.example.com:8000/"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and "one URL" in proc.stderr, proc.stderr
 
 
 def test_route_file_of_the_example_passes(capsys: pytest.CaptureFixture[str]) -> None:
