@@ -1,12 +1,14 @@
-"""Every ``perlbal check`` / ``perlbal explain`` command shown in docs/ and README.md runs.
+"""Every ``perlbal check`` / ``explain`` / ``fmt --check`` command shown in docs/ and README.md runs.
 
 Commands in fenced or indented code blocks are collected.  Synopsis lines
 (``[--opt]``, ``...``, ``a|b``) are skipped; a command naming a file that is not
 in the repository must use one of the documented placeholder names, so a doc
 cannot point at an example that does not exist.  The rest run from the
 repository root and must not fail unexpectedly: exit 0 (or 1 when the doc's
-own output shows a failure), no traceback, and every ``=> ...`` outcome line the
-doc prints must be what the command prints.
+own output shows a failure), no traceback, and the output the doc prints under
+the command must be what the command prints, line for line, where a line
+holding only ``...`` stands for any number of lines.  File patterns
+(``examples/*.conf``) are expanded as a shell would.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 PAGES = sorted((REPO / "docs").glob("**/*.md")) + [REPO / "README.md"]
 #: file names the docs use for "your own file", never meant to exist here
 PLACEHOLDERS = {"perlbal.conf", "routes.txt", "site.conf", "bad.routes"}
-_COMMAND = re.compile(r"^\s*(?:\$ )?(?:\.venv/bin/)?perlbal (check|explain)\b(.*)$")
+_COMMAND = re.compile(r"^\s*(?:\$ )?(?:\.venv/bin/)?perlbal (check|explain|fmt)\b(.*)$")
+#: any perlbal command line, run here or not: it ends the output shown above it
+_ANY_COMMAND = re.compile(r"^\s*(?:\$ )?(?:\.venv/bin/)?perlbal\b")
 
 
 @dataclass
@@ -74,10 +78,10 @@ def _shown() -> list[Shown]:
                     continue
                 output: list[str] = []
                 for after in body[offset + 1:]:
-                    if _COMMAND.match(after) or not after.strip():
+                    if _ANY_COMMAND.match(after) or not after.strip():
                         break
                     output.append(after)
-                args = [match.group(1), *shlex.split(match.group(2))]
+                args = [match.group(1), *shlex.split(match.group(2), comments=True)]
                 found.append(Shown(str(page.relative_to(REPO)), start + offset, args, output))
     return found
 
@@ -88,25 +92,51 @@ SHOWN = _shown()
 def test_the_docs_show_commands() -> None:
     assert len([s for s in SHOWN if s.args[0] == "check"]) >= 2
     assert len([s for s in SHOWN if s.args[0] == "explain"]) >= 4
+    assert len([s for s in SHOWN if s.args[0] == "fmt" and "--check" in s.args]) >= 2
+    assert len([s for s in SHOWN if len(s.output) >= 5]) >= 3
+
+
+def _matches(shown: list[str], printed: list[str]) -> bool:
+    """Whether the printed lines are the shown ones, a ``...`` line matching any run."""
+    if not shown:
+        return not printed
+    if shown[0].strip() == "...":
+        return any(_matches(shown[1:], printed[i:]) for i in range(len(printed) + 1))
+    return bool(printed) and printed[0].rstrip() == shown[0].rstrip() and _matches(
+        shown[1:], printed[1:])
+
+
+def test_matches() -> None:
+    assert _matches(["a", "  ...", "d"], ["a", "b", "c", "d"])
+    assert _matches(["a", "...", "b"], ["a", "b"])
+    assert not _matches(["a", "...", "d"], ["a", "b"])
+    assert not _matches(["a", "b"], ["a", "b", "c"])
+    assert not _matches(["a", "c"], ["a", "b"])
 
 
 @pytest.mark.parametrize("shown", SHOWN, ids=[s.id for s in SHOWN])
 def test_shown_command_runs(shown: Shown) -> None:
     if any(re.search(r"[\[\]|]|\.\.\.", arg) for arg in shown.args):
         pytest.skip("a synopsis, not a command")
-    files = [arg for arg in shown.args if re.search(r"\.(conf|routes|txt)$", arg)]
+    if shown.args[0] == "fmt" and "--check" not in shown.args:
+        pytest.skip("fmt without --check rewrites files")
+    args = [shown.args[0]]
+    for arg in shown.args[1:]:
+        expanded = sorted(str(p.relative_to(REPO)) for p in REPO.glob(arg)) if "*" in arg else []
+        args += expanded or [arg]
+    files = [arg for arg in args if re.search(r"\.(conf|routes|txt)$", arg)]
     missing = [name for name in files if not (REPO / name).exists()]
     assert all(name in PLACEHOLDERS for name in missing), (
         f"{shown.id} names {missing}, which is neither in the repository nor a placeholder")
     if missing:
         pytest.skip(f"placeholder file {missing}")
-    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", *shown.args],
+    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     everything = proc.stdout + proc.stderr
     assert "Traceback" not in everything, everything
     shows_failure = any(re.search(r"FAILED|error:|MISMATCH", line) for line in shown.output)
     assert proc.returncode == (1 if shows_failure else 0), (shown.id, everything)
-    for line in shown.output:
-        if line.lstrip().startswith("=> "):
-            assert line.strip() in [out.strip() for out in proc.stdout.splitlines()], (
-                shown.id, line, proc.stdout)
+    if shown.output:
+        assert _matches(shown.output, everything.splitlines()), (
+            f"{shown.id}: the doc shows\n" + "\n".join(shown.output)
+            + "\nbut the command prints\n" + everything)
