@@ -174,6 +174,9 @@ def main(argv: Sequence[str]) -> int:
                 result = check_paths([tmp.name])
             finally:
                 os.unlink(tmp.name)
+            for diag in result.diagnostics:  # name stdin as given, not the scratch file
+                if diag.file == tmp.name:
+                    diag.file = "-"
         else:
             result = check_paths([path])
         if result.errors:

@@ -112,3 +112,10 @@ def test_errors_are_never_rewritten(tmp_path: Path) -> None:
     assert f"{conf}:2:" in result.stderr and "not formatted" in result.stderr
     assert conf.read_text() == bad
     assert _fmt(str(tmp_path / "missing.conf")).returncode == 2
+
+
+def test_errors_on_stdin_are_named_as_stdin() -> None:
+    result = _fmt("-", stdin="CREATE SERVICE web\n  SET rol = web_server\n")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("-:2:3: error: "), result.stderr
+    assert "/tmp" not in result.stderr
