@@ -9,6 +9,12 @@ own output shows a failure), no traceback, and the output the doc prints under
 the command must be what the command prints, line for line, where a line
 holding only ``...`` stands for any number of lines.  File patterns
 (``examples/*.conf``) are expanded as a shell would.
+
+Every fenced config block (no language, with a ``CREATE SERVICE`` or ``CREATE
+POOL`` line) must pass ``perlbal check`` without errors (warnings, such as a
+docroot missing on this machine, are allowed), unless the line before its fence
+is ``<!-- fragment: why -->``: a piece of a config that leans on lines shown
+elsewhere.
 """
 
 from __future__ import annotations
@@ -140,3 +146,58 @@ def test_shown_command_runs(shown: Shown) -> None:
         assert _matches(shown.output, everything.splitlines()), (
             f"{shown.id}: the doc shows\n" + "\n".join(shown.output)
             + "\nbut the command prints\n" + everything)
+
+
+@dataclass
+class ConfigBlock:
+    page: str
+    line: int
+    text: str
+    fragment: bool
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def _config_blocks() -> list[ConfigBlock]:
+    found: list[ConfigBlock] = []
+    for page in PAGES:
+        lines = page.read_text().splitlines()
+        i = 0
+        while i < len(lines):
+            if not lines[i].startswith("```"):
+                i += 1
+                continue
+            language, start = lines[i][3:].strip(), i + 1
+            fragment = i > 0 and lines[i - 1].startswith("<!-- fragment:")
+            i += 1
+            body: list[str] = []
+            while i < len(lines) and not lines[i].startswith("```"):
+                body.append(lines[i])
+                i += 1
+            i += 1
+            if (language == "" and any(re.match(r"\s*CREATE (SERVICE|POOL) ", ln, re.I)
+                                       for ln in body)
+                    and not any(ln.lstrip().startswith("$ ") for ln in body)):
+                found.append(ConfigBlock(str(page.relative_to(REPO)), start + 1,
+                                         "\n".join(body) + "\n", fragment))
+    return found
+
+
+CONFIGS = _config_blocks()
+
+
+def test_the_docs_show_configs() -> None:
+    assert len([c for c in CONFIGS if not c.fragment]) >= 8
+
+
+@pytest.mark.parametrize("block", CONFIGS, ids=[c.id for c in CONFIGS])
+def test_config_block_passes_check(block: ConfigBlock, tmp_path: Path) -> None:
+    if block.fragment:
+        pytest.skip("marked as a fragment")
+    conf = tmp_path / "shown.conf"
+    conf.write_text(block.text)
+    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", "check", str(conf)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, f"{block.id}:\n{block.text}\n{proc.stdout}{proc.stderr}"
