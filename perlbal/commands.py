@@ -181,12 +181,12 @@ def _h_enable(it: Interpreter, node: ast.Node, call: Call) -> bool:
 def _h_load(it: Interpreter, node: ast.Node, call: Call) -> bool:
     assert isinstance(node, ast.Load)
     typed = node.name
-    for candidate in (typed, typed.lower(), typed[:1].upper() + typed[1:].lower()):
-        plugin = it.plugins.find(candidate)
-        if plugin is not None:
-            plugin.load(it)
-            it.graph.plugins_loaded[typed.lower()] = candidate
-            return call.ok()
+    found = it.plugins.find_first((typed, typed.lower(), typed[:1].upper() + typed[1:].lower()))
+    if found is not None:
+        candidate, plugin = found
+        plugin.load(it)
+        it.graph.plugins_loaded[typed.lower()] = candidate
+        return call.ok()
     return call.err(
         f"Can't locate Perlbal/Plugin/{typed}.pm in @INC (you may need to install the "
         f"Perlbal::Plugin::{typed} module) (no stock plugin or 'perlbal.plugins' entry "

@@ -239,7 +239,10 @@ class Interpreter:
             self.graph.mime.update(DEFAULT_MIME)
         self.effects: Effects = effects if effects is not None else DryEffects()
         self.plugins = plugins if plugins is not None else default_plugin_registry()
-        self.parser = Parser(self.plugins.syntax_extensions())
+        # third-party plugins' commands join the grammar when a line first needs
+        # one (the registry reads its entry points then, not at every start)
+        self.parser = Parser(self.plugins.syntax_extensions(discover=False),
+                             more=self.plugins.syntax_extensions)
         self.env: CheckEnv = DiskEnv(self, base_dir)
         self.start_time = int(time.time())
         self.run_started = False

@@ -20,7 +20,7 @@ such lines never loads it.  Both build the node with ``nodes.build``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from perlbal.grammar import ast
 from perlbal.grammar.fastparse import FastReader, fast_reader
@@ -158,18 +158,36 @@ def _usage(basecmd: str, core: CoreCommand | None, ext: SyntaxExtension | None) 
 class Parser:
     """Parses lines with the core grammar plus the given plugin extensions."""
 
-    def __init__(self, extensions: Iterable[SyntaxExtension] = ()) -> None:
+    def __init__(self, extensions: Iterable[SyntaxExtension] = (), *,
+                 more: Callable[[], Iterable[SyntaxExtension]] | None = None) -> None:
+        """``more``: asked, when a line's command is neither core nor one of
+        ``extensions``, for every extension there is (the plugin registry reads
+        its entry points then); if it names new ones the grammar grows."""
+        self._more = more
+        self._lark: Lark | None = None
+        # A config repeats lines ("SET role = reverse_proxy" in every service): a
+        # core command that parsed once is copied with its new position.
+        self._seen: dict[tuple[str, str], ast.Node] = {}
+        self._set_extensions(extensions)
+
+    def _set_extensions(self, extensions: Iterable[SyntaxExtension]) -> None:
         self.extensions = tuple(sorted(extensions, key=lambda e: e.keyword))
         self.ext_by_keyword = {e.keyword: e for e in self.extensions}
         dupes = set(CORE_COMMANDS) & set(self.ext_by_keyword)
         if dupes:
             raise ValueError(f"plugin commands clash with core commands: {sorted(dupes)}")
-        self._lark: Lark | None = None
+        self._lark = None
         # the reader derived from this grammar text (None: every line goes to Lark)
         self._fast: FastReader | None = fast_reader(self.extensions)
-        # A config repeats lines ("SET role = reverse_proxy" in every service): a
-        # core command that parsed once is copied with its new position.
-        self._seen: dict[tuple[str, str], ast.Node] = {}
+
+    def _learn(self, keyword: str) -> SyntaxExtension | None:
+        """The extension for ``keyword`` after asking ``more`` (None: there is none)."""
+        if self._more is None:
+            return None
+        extensions = tuple(self._more())
+        if {e.keyword for e in extensions} != set(self.ext_by_keyword):
+            self._set_extensions(extensions)
+        return self.ext_by_keyword.get(keyword)
 
     @property
     def lark(self) -> Lark:
@@ -217,7 +235,9 @@ class Parser:
         core = CORE_COMMANDS.get(basecmd)
         ext = self.ext_by_keyword.get(basecmd)
         if core is None and ext is None:
-            return ast.construct(ast.UnknownCommand, **base)
+            ext = self._learn(basecmd)
+            if ext is None:
+                return ast.construct(ast.UnknownCommand, **base)
         if core is not None and core.no_opts:
             if text != basecmd:
                 return ast.construct(

@@ -12,13 +12,18 @@ same extension points the core uses:
 Stock plugins live in this package, one module each.  Third-party plugins are
 found through the ``perlbal.plugins`` entry-point group: the entry point loads a
 ``Plugin`` subclass.  A plugin registering a name or command twice fails loudly.
+
+The entry points are read the first time something asks for a plugin or a
+command the stock set does not have, or for the whole list (``names``,
+``syntax_extensions``): importing importlib.metadata and scanning the installed
+distributions is about a tenth of a small ``perlbal check``, and a config that
+uses only stock plugins never needs it.
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
-from typing import TYPE_CHECKING, ClassVar, Iterable
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable
 
 from perlbal.graph import Service
 from perlbal.grammar import ast
@@ -94,9 +99,15 @@ def _check_hook_names(plugin: Plugin) -> None:
 
 
 class PluginRegistry:
-    def __init__(self) -> None:
+    """The plugins a server or a check knows, by name and by command keyword.
+
+    ``discover``, if given, finds more plugins (the entry points); it is called
+    once, the first time a lookup misses or the whole list is asked for."""
+
+    def __init__(self, discover: Callable[[], Iterable[Plugin]] | None = None) -> None:
         self._plugins: dict[str, Plugin] = {}
         self._command_owner: dict[str, str] = {}
+        self._discover = discover
 
     def add(self, plugin: Plugin) -> None:
         if not plugin.name:
@@ -110,20 +121,65 @@ class PluginRegistry:
             self._command_owner[ext.keyword] = plugin.name
         self._plugins[plugin.name] = plugin
 
+    def discover(self) -> None:
+        """Add what ``discover`` finds, once (later calls do nothing)."""
+        found, self._discover = self._discover, None
+        if found is None:
+            return
+        for plugin in found():
+            try:
+                self.add(plugin)
+            except ValueError:  # a misspelt hook, a name taken: that plugin only
+                import logging
+
+                logging.getLogger("perlbal.plugins").exception(
+                    "could not add plugin %s", type(plugin).__name__)
+
     def find(self, name: str) -> Plugin | None:
-        return self._plugins.get(name)
+        plugin = self._plugins.get(name)
+        if plugin is None and self._discover is not None:
+            self.discover()
+            plugin = self._plugins.get(name)
+        return plugin
+
+    def find_first(self, names: Iterable[str]) -> tuple[str, Plugin] | None:
+        """The first of ``names`` that names a plugin, with it: the plugins known
+        so far are asked first, so a stock plugin is found without reading the
+        entry points (a third-party plugin cannot take a stock plugin's name in
+        another case)."""
+        names = list(names)
+        for name in names:
+            plugin = self._plugins.get(name)
+            if plugin is not None:
+                return name, plugin
+        if self._discover is not None:
+            self.discover()
+            return self.find_first(names)
+        return None
 
     def get(self, name: str) -> Plugin:
-        return self._plugins[name]
+        plugin = self.find(name)
+        if plugin is None:
+            raise KeyError(name)
+        return plugin
 
     def names(self) -> list[str]:
+        self.discover()
         return sorted(self._plugins)
 
-    def syntax_extensions(self) -> list[SyntaxExtension]:
+    def syntax_extensions(self, *, discover: bool = True) -> list[SyntaxExtension]:
+        """Every plugin's commands; ``discover=False``: only those of the plugins
+        known so far (the parser asks for the rest when a line needs them)."""
+        if discover:
+            self.discover()
         return [ext for p in self._plugins.values() for ext in p.commands]
 
     def command_owner(self, keyword: str) -> str | None:
-        return self._command_owner.get(keyword)
+        owner = self._command_owner.get(keyword)
+        if owner is None and self._discover is not None:
+            self.discover()
+            owner = self._command_owner.get(keyword)
+        return owner
 
     def loaded_params(self, loaded: Iterable[str]) -> list[Param]:
         return [p for name in loaded if name in self._plugins
@@ -153,18 +209,28 @@ STOCK_MODULES = ("vhosts", "vpaths", "accesscontrol", "include", "redirect", "hi
 
 
 def default_plugin_registry() -> PluginRegistry:
-    """Stock plugins plus every ``perlbal.plugins`` entry point that loads."""
-    registry = PluginRegistry()
+    """Stock plugins now; every ``perlbal.plugins`` entry point that loads, when
+    first needed (see the module's docstring)."""
+    registry = PluginRegistry(discover=entry_point_plugins)
     for module_name in STOCK_MODULES:
         module = importlib.import_module(f"perlbal.plugins.{module_name}")
         registry.add(module.PLUGIN)
+    return registry
+
+
+def entry_point_plugins() -> list[Plugin]:
+    """An instance of each ``perlbal.plugins`` entry point's class; one that
+    fails to load or to instantiate is logged and left out, as a broken
+    third-party plugin must not stop the server."""
+    from importlib import metadata
+
+    plugins: list[Plugin] = []
     for entry in metadata.entry_points(group="perlbal.plugins"):
         try:
-            cls = entry.load()
-            registry.add(cls())
-        except Exception:  # a broken third-party plugin must not stop the server
+            plugins.append(entry.load()())
+        except Exception:
             import logging
 
             logging.getLogger("perlbal.plugins").exception(
                 "could not load plugin entry point %s", entry.name)
-    return registry
+    return plugins

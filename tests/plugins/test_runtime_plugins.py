@@ -30,7 +30,8 @@ from perlbal.plugins.hooks import EndProxyRequest, HookRunner, StartWebRequest
 from tests.plugins.imagecodec import decode_gif, make_gif
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
-from tests.support.configs import management, pool, proxy_service, serve_proxy, web_config
+from tests.support.configs import (
+    management, pool, proxy_service, serve_proxy, vhost_selector, web_config)
 from tests.support.perl_perlbal import console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import request
@@ -61,6 +62,62 @@ def test_entry_points_are_discovered(plugin_site: Path, monkeypatch: pytest.Monk
     registry = default_plugin_registry()
     assert registry.find("Greeting") is not None and registry.find("Failing") is not None
     assert registry.command_owner("greetings") == "Greeting"
+
+
+def test_entry_points_are_read_only_when_something_asks(
+        plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stock lookup never reads the entry points; a miss reads them once."""
+    calls: list[int] = []
+
+    def discover() -> list[Plugin]:
+        calls.append(1)
+        return []
+
+    registry = PluginRegistry(discover=discover)
+    stock = default_plugin_registry()
+    for name in stock.names():
+        registry.add(stock.get(name))
+    assert registry.find("Vhosts") is not None and registry.command_owner("vhost") == "Vhosts"
+    assert registry.syntax_extensions(discover=False)
+    assert calls == []
+    assert registry.find("NoSuchPlugin") is None and registry.find("Other") is None
+    assert registry.command_owner("nosuch") is None and registry.names()
+    assert calls == [1]
+
+
+def test_a_third_party_command_is_parsed_before_anything_asked_for_its_plugin(
+        plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter's parser starts with the stock commands only; the first
+    line naming another command makes the registry read its entry points, and
+    the grammar grows by that plugin's commands."""
+    from perlbal.grammar import ast as nodes
+    from perlbal.interp import Interpreter
+
+    monkeypatch.setattr(sys, "path", [str(plugin_site), str(EXAMPLE_SRC), *sys.path])
+    it = Interpreter()
+    assert "greetings" not in it.parser.ext_by_keyword
+    node = it.parser.parse_line("GREETINGS")
+    assert isinstance(node, nodes.PluginCommand) and node.plugin == "Greeting"
+    assert isinstance(it.parser.parse_line("GREETINGZ"), nodes.UnknownCommand)
+    assert it.plugins.find("Greeting") is not None
+
+
+def test_check_of_a_stock_config_reads_no_entry_points(tmp_path: Path) -> None:
+    """What makes it lazy: a check using only stock plugins never imports
+    importlib.metadata (about a tenth of a small check's wall time)."""
+    conf = tmp_path / "site.conf"
+    web, sel = free_ports(2)
+    conf.write_text("LOAD vhosts\n" + web_config(web, tmp_path)
+                    + vhost_selector("sel", sel, {"example.com": "web"}))
+    probe = ("import sys\n"
+             "from perlbal.check import check_paths\n"
+             f"result = check_paths([{str(conf)!r}], perl=False)\n"
+             "assert not result.errors, [d.render() for d in result.errors]\n"
+             "print('importlib.metadata' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
 
 
 def _conf(ports: list[int], root: Path, backend: Backend) -> str:
