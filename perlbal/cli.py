@@ -3,7 +3,7 @@
     perlbal [--config=FILE | -c FILE] [--daemon]   run the server (Perl's flags)
     perlbal --version | --help
     perlbal check [--strict] [--perl] [--format text|json] FILE...
-    perlbal explain -c FILE [options] URL | --expect ROUTES [--fail-under PCT]
+    perlbal explain -c FILE [options] [METHOD] URL | --expect ROUTES [--fail-under PCT]
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
     perlbal console [HOST:PORT] [-c COMMAND]...      a client for the management port
     perlbal fmt [--check] FILE...                    rewrite configs in one canonical layout
@@ -29,7 +29,7 @@ DEFAULT_CONFIG = "/etc/perlbal/perlbal.conf"
 USAGE = """Usage: perlbal [OPTS]
        perlbal check [--strict] [--perl] [--format text|json] FILE...
        perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex]
-       perlbal explain -c FILE [--header 'K: V']... URL   (or --expect ROUTES)
+       perlbal explain -c FILE [--header 'K: V']... [METHOD] URL   (or --expect ROUTES)
        perlbal console [HOST:PORT] [-c COMMAND]...   (the management console, with
                         history and tab completion; -c runs commands for scripts)
        perlbal fmt [--check] FILE...   (one canonical layout; --check: diff, exit 1;
