@@ -34,7 +34,7 @@ USAGE = """Usage: perlbal [OPTS]
                         history and tab completion; -c runs commands for scripts)
        perlbal fmt [--check] FILE...   (one canonical layout; --check: diff, exit 1;
                         - reads stdin; a file with errors is never rewritten: exit 2)
-       perlbal lsp   (a language server for editors, on stdio; pip install 'perlbal[lsp]')
+       perlbal lsp   (a language server for editors, on stdio; needs the [lsp] extra)
   --help           This usage info
   --version        Print perlbal release version
   --config=[file]  Specify Perlbal config file

@@ -116,7 +116,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         server = _server()
     except ImportError:
-        print("perlbal lsp needs pygls: pip install 'perlbal[lsp]'", file=sys.stderr)
+        print("perlbal lsp needs pygls: pip install -e '.[lsp]' in the perlbal checkout "
+              "(or pip install 'pygls>=2.0')", file=sys.stderr)
         return 2
     server.start_io()
     return 0
