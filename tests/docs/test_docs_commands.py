@@ -31,7 +31,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PAGES = sorted((REPO / "docs").glob("**/*.md")) + [REPO / "README.md"]
 #: file names the docs use for "your own file", never meant to exist here
-PLACEHOLDERS = {"perlbal.conf", "routes.txt", "site.conf", "bad.routes"}
+PLACEHOLDERS = {"perlbal.conf", "routes.txt"}
 _COMMAND = re.compile(r"^\s*(?:\$ )?(?:\.venv/bin/)?perlbal (check|explain|fmt)\b(.*)$")
 #: any perlbal command line, run here or not: it ends the output shown above it
 _ANY_COMMAND = re.compile(r"^\s*(?:\$ )?(?:\.venv/bin/)?perlbal\b")
