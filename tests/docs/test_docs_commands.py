@@ -15,6 +15,13 @@ POOL`` line) must pass ``perlbal check`` without errors (warnings, such as a
 docroot missing on this machine, are allowed), unless the line before its fence
 is ``<!-- fragment: why -->``: a piece of a config that leans on lines shown
 elsewhere.
+
+A console session a doc shows (a block whose first line is ``$ nc HOST PORT``
+or ``$ telnet HOST PORT``) must say which config
+it runs on, with ``<!-- console: examples/FILE.conf -->`` on the line before
+the block; the server is then started on that config (its listeners moved to
+free loopback ports) and each command typed is sent to its console, whose
+reply must be the one shown (``...`` again standing for any lines).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_ports
+from tests.support.pyserver import PyPerlbal
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = sorted((REPO / "docs").glob("**/*.md")) + [REPO / "README.md"]
@@ -201,3 +211,103 @@ def test_config_block_passes_check(block: ConfigBlock, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "perlbal.cli", "check", str(conf)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, f"{block.id}:\n{block.text}\n{proc.stdout}{proc.stderr}"
+
+
+@dataclass
+class Transcript:
+    page: str
+    line: int
+    config: str | None
+    exchanges: list[tuple[str, list[str]]]
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+_SESSION = re.compile(r"^\$ (?:nc|telnet) ")
+
+
+def _is_terminator(line: str) -> bool:
+    return line == "." or line == "OK" or line.startswith("ERROR:")
+
+
+def _transcripts() -> list[Transcript]:
+    found: list[Transcript] = []
+    for page in PAGES:
+        lines = page.read_text().splitlines()
+        for start, body in _blocks(page.read_text()):
+            if not body or not _SESSION.match(body[0]):
+                continue
+            before = lines[start - 3] if start >= 3 else ""
+            marker = re.match(r"<!-- console: (\S+) -->", before)
+            exchanges: list[tuple[str, list[str]]] = []
+            command: str | None = None
+            reply: list[str] = []
+            for line in body[1:]:
+                if not line.strip():
+                    continue
+                if command is None:
+                    command = line
+                    continue
+                reply.append(line)
+                if _is_terminator(line):
+                    exchanges.append((command, reply))
+                    command, reply = None, []
+            if command is not None:
+                exchanges.append((command, reply))
+            found.append(Transcript(str(page.relative_to(REPO)), start,
+                                    marker.group(1) if marker else None, exchanges))
+    return found
+
+
+TRANSCRIPTS = _transcripts()
+
+
+def test_the_docs_show_console_sessions() -> None:
+    assert TRANSCRIPTS
+
+
+def _on_free_ports(config: str) -> tuple[str, int]:
+    """The config with every listener on a free port and paths made absolute;
+    and the management listener's new port."""
+    ports = sorted(set(re.findall(r"(?im)^\s*SET\s+listen\s*=\s*127\.0\.0\.1:(\d+)", config)))
+    fresh = free_ports(len(ports))
+    mgmt = None
+    for old, new in zip(ports, fresh):
+        config = config.replace(f"127.0.0.1:{old}\n", f"127.0.0.1:{new}\n")
+    for block in re.split(r"(?im)^CREATE SERVICE ", config):
+        if re.search(r"(?im)SET\s+role\s*=\s*management", block):
+            mgmt = int(re.search(r"(?im)SET\s+listen\s*=\s*127\.0\.0\.1:(\d+)", block).group(1))
+    assert mgmt is not None, "the config has no management listener"
+    config = re.sub(r"(?m)=\s*(examples/\S*)", lambda m: f"= {REPO / m.group(1)}", config)
+    return config, mgmt
+
+
+def _console(port: int, command: str) -> list[str]:
+    """One command on a fresh console connection; its reply, up to its end."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(command.encode() + b"\r\nperlbal_console_sync\r\n")
+        data = b""
+        sync = b"ERROR: unknown command: perlbal_console_sync\r\n"
+        while not data.endswith(sync):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode().removesuffix(sync.decode()).splitlines()
+
+
+@pytest.mark.parametrize("session", TRANSCRIPTS, ids=[t.id for t in TRANSCRIPTS])
+def test_console_session_replies_as_shown(session: Transcript) -> None:
+    assert session.config, (
+        f"{session.id}: say which config the session runs on: <!-- console: FILE -->")
+    config, mgmt = _on_free_ports((REPO / session.config).read_text())
+    with PyPerlbal(config):
+        for command, shown in session.exchanges:
+            printed = _console(mgmt, command)
+            assert _matches(shown, printed), (
+                f"{session.id}: {command}\nthe doc shows\n" + "\n".join(shown)
+                + "\nbut the console answers\n" + "\n".join(printed))
