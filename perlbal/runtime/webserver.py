@@ -44,6 +44,7 @@ import base64
 import errno
 import hashlib
 import html
+import logging
 import os
 import re
 import secrets
@@ -68,6 +69,8 @@ from perlbal.runtime.context import RequestContext
 from perlbal.runtime.diskio import inline_disk, open_file, resolve_and_read, run_disk, send_file
 
 __all__ = ["handle"]
+
+log = logging.getLogger("perlbal.runtime")
 
 _PUT_PATH = re.compile(r"((?:/[\w\-.]+)*)/([\w\-.]+)", re.ASCII)
 _DELETE_PATH = re.compile(r"(?:/[\w\-.]+)+", re.ASCII)
@@ -349,7 +352,13 @@ async def _put(ctx: RequestContext) -> bool:
                 done = True
                 return await ctx.send_simple(
                     400, f"Content-MD5 mismatch, expected: {expect} actual: {actual}")
-        await run_disk(inline_disk(ctx), os.replace, temp, os.path.join(directory, filename))
+        try:
+            await run_disk(inline_disk(ctx), os.replace, temp, os.path.join(directory, filename))
+        except OSError as exc:  # e.g. the name is a directory: Perl's open fails the same way
+            log.warning("PUT %s: %s", os.path.join(directory, filename), exc.strerror or exc)
+            await run_disk(inline_disk(ctx), _unlink_quietly, temp)  # gone before we answer
+            done = True
+            return await ctx.send_simple(500, "Internal error")
         done = True
         return await ctx.send_simple(201 if expected_md5 is not None else 200)
     finally:

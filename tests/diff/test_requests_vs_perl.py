@@ -22,6 +22,7 @@ import os
 import re
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -42,16 +43,13 @@ MTIME = 1_600_000_000
 LMOD = "Sun, 13 Sep 2020 12:26:40 GMT"  # MTIME as an HTTP date
 EXCHANGE_TIMEOUT = 3.0
 
-#: request headers the backend echoes back in its body
-ECHOED = ("host", "content-length", "range", "if-modified-since", "connection",
-          "x-forwarded-for", "transfer-encoding")
-
 
 def _populate(root: Path) -> None:
     (root / "index.html").write_bytes(b"<h1>top index</h1>\n")
     (root / "hello.txt").write_bytes(b"hello, world\n")
     (root / "data.bin").write_bytes(bytes(range(256)) * 2)
     (root / "a b.txt").write_bytes(b"space in name\n")
+    (root / "follow.txt").write_bytes(b"FOLLOW_UP's, never PUT or DELETEd\n")
     (root / "sub").mkdir()
     (root / "sub" / "index.html").write_bytes(b"<h1>sub index</h1>\n")
     (root / "sub" / "page.css").write_bytes(b"p{}\n")
@@ -63,86 +61,145 @@ def _populate(root: Path) -> None:
 
 class EchoBackend(ThreadedServer):
     """Reads one request (head plus a Content-Length body), answers 200 with
-    its method, target and the ``ECHOED`` headers it got, then closes."""
+    its request line and every header it got (sorted by name, repeated ones
+    joined), then closes.  A target under /b/ picks another reply
+    (``BACKEND_REPLIES``)."""
 
     def serve(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(EXCHANGE_TIMEOUT)
+            data = b""
             try:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    lines = head.decode("latin-1").split("\r\n")
+                    got: dict[str, str] = {}
+                    for line in lines[1:]:  # repeated fields joined as Perl joins them
+                        name, _, value = line.partition(":")
+                        key = name.strip().lower()
+                        got[key] = f"{got[key]}, {value.strip()}" if key in got else value.strip()
+                    length = int(got.get("content-length", "0") or 0)
+                    while len(data) < length:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    body, data = data[:length], data[length:]
+                    echo = [lines[0]] + [f"{n}: {got[n]}" for n in sorted(got)]
+                    text = ("\n".join(echo) + "\n").encode("latin-1") + b"body:" + body
+                    method, target = lines[0].split(" ")[:2]
+                    reply = _backend_reply(target, text, method.upper() == "HEAD")
+                    conn.sendall(reply)
+                    if (got.get("connection", "").lower() != "keep-alive"
+                            or b"Content-Length" not in reply.split(b"\n\n")[0]
+                            and b"Content-Length" not in reply.split(b"\r\n\r\n")[0]):
                         return
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                got: dict[str, str] = {}
-                for line in lines[1:]:  # repeated fields joined as Perl joins them
-                    name, _, value = line.partition(":")
-                    key = name.strip().lower()
-                    got[key] = f"{got[key]}, {value.strip()}" if key in got else value.strip()
-                length = int(got.get("content-length", "0") or 0)
-                while len(body) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    body += chunk
-                echo = [lines[0]] + [f"{n}: {got[n]}" for n in ECHOED if n in got
-                                     and n != "x-forwarded-for"]
-                if "x-forwarded-for" in got:
-                    echo.append("x-forwarded-for: present")
-                text = ("\n".join(echo) + "\n").encode("latin-1") + b"body:" + body[:length]
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                             b"X-Backend: echo\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(text), text))
             except OSError:
                 return
 
 
-def _config(docroot: Path, web: int, proxy: int, backend: int) -> str:
+#: what the backend answers to a target under /b/ (``{n}`` the body's length,
+#: ``{body}`` the echo); any other target gets OK
+BACKEND_REPLIES = {
+    "ok": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {n}\r\n\r\n{body}",
+    "304": b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n",
+    "204": b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "close": b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}",
+    "ka10": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: {n}\r\n\r\n{body}",
+    "500": b"HTTP/1.1 500 Oops\r\nContent-Length: {n}\r\n\r\n{body}",
+    "302": b"HTTP/1.1 302 Found\r\nLocation: http://example.com/x\r\nContent-Length: 0\r\n\r\n",
+    "cookies": b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: {n}"
+               b"\r\n\r\n{body}",
+    "lf": b"HTTP/1.1 200 OK\nContent-Length: {n}\nX-Lf: yes\n\n{body}",
+    "range": b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-4/10\r\n"
+             b"Content-Length: 5\r\n\r\nhello",
+    "closeconn": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n{body}",
+}
+
+
+def _backend_reply(target: str, text: bytes, head: bool) -> bytes:
+    path = target.split("?")[0]
+    kind = path[3:] if path.startswith("/b/") and path[3:] in BACKEND_REPLIES else "ok"
+    reply = BACKEND_REPLIES[kind].replace(b"{n}", b"%d" % len(text))
+    status, eol, rest = reply.partition(b"\n")  # every reply says it came from here
+    reply = status + eol + b"X-Backend: echo" + (b"\r\n" if status.endswith(b"\r") else b"\n") + rest
+    return reply.replace(b"{body}", b"" if head else text)
+
+
+#: the services each server runs: web_server on the docroot; another on a copy
+#: with listings, concatenation, PUT and DELETE on; reverse_proxy to the backend
+#: without and with persistent backend connections
+SERVICES = ("web", "web2", "proxy", "proxy2")
+
+
+def _config(docroot: Path, docroot2: Path, ports: dict[str, int], backend: int) -> str:
     return f"""CREATE SERVICE web
   SET role = web_server
-  SET listen = 127.0.0.1:{web}
+  SET listen = 127.0.0.1:{ports['web']}
   SET docroot = {docroot}
   SET dirindexing = 0
   SET persist_client = on
 ENABLE web
+CREATE SERVICE web2
+  SET role = web_server
+  SET listen = 127.0.0.1:{ports['web2']}
+  SET docroot = {docroot2}
+  SET dirindexing = 1
+  SET enable_concatenate_get = 1
+  SET enable_put = 1
+  SET enable_delete = 1
+  SET max_put_size = 100
+  SET persist_client = on
+ENABLE web2
 CREATE POOL p
   POOL p ADD 127.0.0.1:{backend}
 CREATE SERVICE proxy
   SET role = reverse_proxy
-  SET listen = 127.0.0.1:{proxy}
+  SET listen = 127.0.0.1:{ports['proxy']}
   SET pool = p
   SET persist_client = on
 ENABLE proxy
+CREATE SERVICE proxy2
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:{ports['proxy2']}
+  SET pool = p
+  SET persist_client = on
+  SET persist_backend = on
+ENABLE proxy2
 """
 
 
 @dataclass
-class Side:
-    web: int
-    proxy: int
-
-
-@dataclass
 class Servers:
-    ours: Side
-    perl: Side
+    ours: dict[str, int]
+    perl: dict[str, int]
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     base = tmp_path_factory.mktemp("reqdiff")
-    roots = {"py": base / "py", "perl": base / "perl"}
-    for root in roots.values():
-        root.mkdir()
-        _populate(root)
-    ports = free_ports(4)
-    ours, perl = Side(ports[0], ports[1]), Side(ports[2], ports[3])
+    with serving(base) as servers:
+        yield servers
+
+
+@contextmanager
+def serving(base: Path) -> Iterator[Servers]:
+    """Both servers and the backend, on docroots made under ``base``."""
+    for name in ("py", "py2", "perl", "perl2"):
+        (base / name).mkdir()
+        _populate(base / name)
+    ports = free_ports(2 * len(SERVICES))
+    ours = dict(zip(SERVICES, ports))
+    perl = dict(zip(SERVICES, ports[len(SERVICES):]))
     with EchoBackend() as backend:
-        with PyPerlbal(_config(roots["py"], ours.web, ours.proxy, backend.port)):
-            with PerlPerlbal(_config(roots["perl"], perl.web, perl.proxy, backend.port)):
+        with PyPerlbal(_config(base / "py", base / "py2", ours, backend.port)):
+            with PerlPerlbal(_config(base / "perl", base / "perl2", perl, backend.port)):
                 yield Servers(ours, perl)
 
 
@@ -154,6 +211,7 @@ PATHS = [
     "/a%20b.txt", "/a b.txt", "/%68ello.txt", "/sub/../hello.txt", "/../hello.txt",
     "/sub/%2e%2e/hello.txt", "//hello.txt", "/hello.txt/", "/sub//page.css",
     "/%2fhello.txt", "/hello%2etxt", "/%zz", "/sub/.", "*", "hello.txt",
+    *(f"/b/{kind}" for kind in BACKEND_REPLIES), "/b/304", "/b/chunked", "/b/close",
     "http://localhost/hello.txt", "http://LOCALHOST:81", "/sub?a", "/sub/..", "/sub/../..",
     "/sub/../../hello.txt", "/.hidden", "/hello.txt%00", "/sub%5cpage.css", "/sub/%2e%2e", "/hello.txt.", "/index.html%3f",
     "/??hello.txt,index.html", "/sub/%2E%2E/index.html", "/%7esub", "/HELLO.TXT",
@@ -171,12 +229,16 @@ IMS = [LMOD, "Mon, 01 Jan 2001 00:00:00 GMT", "garbage", LMOD + "; length=13",
 
 @dataclass
 class Case:
-    service: str  # "web" or "proxy"
+    service: str  # one of SERVICES
     method: str
     target: str
     version: str
     headers: list[tuple[str, str]]
     body: bytes
+
+    @property
+    def role(self) -> str:
+        return "web" if self.service.startswith("web") else "proxy"
 
     def raw(self) -> bytes:
         head = f"{self.method} {self.target} {self.version}\r\n"
@@ -186,7 +248,7 @@ class Case:
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
-    service = draw(st.sampled_from(["web", "proxy"]))
+    service = draw(st.sampled_from(SERVICES))
     method = draw(st.sampled_from(["GET", "GET", "GET", "HEAD", "HEAD", "POST", "PUT",
                                    "DELETE", "OPTIONS", "PATCH", "get", "TRACE"]))
     target = draw(st.sampled_from(PATHS)) + draw(st.sampled_from(QUERIES))
@@ -243,7 +305,7 @@ COMPARED = ("content-type", "content-length", "content-range", "connection",
 
 #: sent on the same connection after the first reply: does the connection
 #: carry on where it should, with the first request's body consumed?
-FOLLOW_UP = b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+FOLLOW_UP = b"GET /follow.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
 def exchange(port: int, case: Case) -> Seen:
@@ -269,6 +331,10 @@ def exchange(port: int, case: Case) -> Seen:
     except OSError as exc:
         return Seen(f"error {type(exc).__name__}")
     fields = tuple((name, _norm(name, reply.header(name))) for name in COMPARED)
+    names = ",".join(sorted({k.lower() for k, _ in reply.headers} - {"date", "server"}))
+    fields += (("names", names), ("line", f"{reply.version} {reply.reason}"),
+               ("last-modified", reply.header("last-modified")),
+               ("keep-alive", reply.header("keep-alive")))
     return Seen(reply.status, fields, reply.body, then)
 
 
@@ -331,12 +397,12 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
         return ours, ours
     # "the web server looks for .. in the path only"; Perl refuses (403 Bogus
     # URL) a URI whose query string holds "/../".
-    if (case.service == "web" and "/../" in unquote(query) and perl.status == 403
+    if (case.role == "web" and "/../" in unquote(query) and perl.status == 403
             and "/../" not in unquote(path)):
         return ours, ours
     # "a web_server path with NUL or backslash (decoded) gets 400"; Perl looks
     # the file up with the name cut at the NUL.
-    if case.service == "web" and ("\0" in unquote(path) or "\\" in unquote(path)) \
+    if case.role == "web" and ("\0" in unquote(path) or "\\" in unquote(path)) \
             and ours.status == 400 and _error_page(ours):
         return ours, ours
     # "a HEAD request's Content-Length body is read as its body"; Perl takes
@@ -347,12 +413,12 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
     # "a chunked request body reaches the backend whatever buffer_uploads
     # says"; without buffer_uploads Perl takes the chunks for a pipelined
     # request and answers 400 Can't pipeline to HTTP/1.0.
-    if (case.service == "proxy" and _header(case, "transfer-encoding") == "chunked"
+    if (case.role == "proxy" and _header(case, "transfer-encoding") == "chunked"
             and perl.status == 400):
         return ours, ours
     # "the web server answers a suffix range bytes=-N with the last N bytes";
     # Perl serves bytes 0 to N.  The rest of the reply must still match.
-    if (case.service == "web" and ours.status == perl.status == 206
+    if (case.role == "web" and ours.status == perl.status == 206
             and re.fullmatch(r"bytes=-[0-9]+", _header(case, "range") or "")):
         assert (perl.get("content-range") or "").startswith("bytes 0-")
         ranged = ("content-range", "content-length")
@@ -362,12 +428,20 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
                     then=perl.then)
     # "the web server reads a request's body before the next request on the
     # connection"; Perl parses that body as the next request (400 or a close).
-    if case.service == "web" and case.body and ours.status == perl.status and ours.then == 200:
+    # (A PUT it refuses: Perl says Connection: close, we keep the connection.)
+    if case.role == "web" and case.body and ours.status == perl.status and ours.then == 200:
+        kept = ("connection", "keep-alive", "names")
+        perl = Seen(perl.status, tuple((k, ours.get(k) if k in kept else v)
+                                       for k, v in perl.fields), perl.body, ours.then)
+    # "a HEAD of a directory listing has no body"; Perl sends the listing, which
+    # the client reads as the start of the next reply.
+    if (case.role == "web" and case.method == "HEAD" and isinstance(perl.then, str)
+            and perl.then.startswith("partial b\"<html>")):
         perl = Seen(perl.status, perl.fields, perl.body, ours.then)
     # "Perl's reverse proxy sometimes closes a connection it has just said
     # keep-alive on" when the backend hangs up right after its reply (a race in
     # BackendHTTP); the follow-up request then finds it closed.
-    if (case.service == "proxy" and perl.then == "closed" and ours.then == 200
+    if (case.role == "proxy" and perl.then == "closed" and ours.then == 200
             and perl.get("connection") == ours.get("connection") == "keep-alive"):
         perl = Seen(perl.status, perl.fields, perl.body, ours.then)
     # "an HTTP/1.0 request with a chunked body is read, answered and then the
@@ -376,6 +450,13 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
             and ours.get("connection") == "close" and ours.then == "closed"):
         perl = Seen(perl.status, tuple((k, ours.get(k) if k == "connection" else v)
                                        for k, v in perl.fields), perl.body, perl.then)
+    # "a chunked backend reply is passed on de-chunked"; Perl relays the
+    # chunks and Transfer-Encoding: chunked under its HTTP/1.0 status line.
+    if (case.role == "proxy" and perl.get("transfer-encoding") == "chunked"
+            and ours.get("transfer-encoding") is None and ours.body == perl.body):
+        perl = Seen(perl.status, tuple(
+            (k, ours.get(k) if k in ("transfer-encoding", "names") else v)
+            for k, v in perl.fields), perl.body, perl.then)
     # Error pages are generated text on both sides; their wording is ours.  The
     # status, the Connection header and what follows on the connection are compared.
     if _error_page(ours) and _error_page(perl) and ours.status == perl.status:
@@ -395,10 +476,8 @@ def _as_perl_needs_it(case: Case) -> Case:
 
 
 def _check(servers: Servers, case: Case) -> None:
-    ours_side, perl_side = servers.ours, servers.perl
-    port = {"web": (ours_side.web, perl_side.web), "proxy": (ours_side.proxy, perl_side.proxy)}
-    ours = exchange(port[case.service][0], case)
-    perl = exchange(port[case.service][1], _as_perl_needs_it(case))
+    ours = exchange(servers.ours[case.service], case)
+    perl = exchange(servers.perl[case.service], _as_perl_needs_it(case))
     ours_n, perl_n = _intended(case, ours, perl)
     assert ours_n == perl_n, f"request {case.service} {case.raw()!r}\nours: {ours}\nperl: {perl}"
 
@@ -435,6 +514,9 @@ FOUND = [
     _case("web", "HEAD / HTTP/1.1|Host: x|Content-Length: 7", b"a=1&b=2"),  # Perl: closed
     _case("web", "POST / HTTP/1.0|Connection: keep-alive|Transfer-Encoding: chunked",
           b"1\r\nx\r\n0\r\n\r\n"),  # Perl says keep-alive, we close
+    _case("proxy", "GET /b/chunked HTTP/1.1|Host: x"),  # Perl relays the chunks
+    _case("web2", "HEAD /noindex/ HTTP/1.0"),  # Perl sends the listing
+    _case("web2", "PUT /sub HTTP/1.1|Host: x|Content-Length: 1", b"x"),  # was: we closed
     # and a few that must simply match
     _case("web", "GET /sub HTTP/1.1|Host: x"),
     _case("web", "GET /sub/ HTTP/1.1|Host: x|If-Modified-Since: " + LMOD),
