@@ -247,6 +247,10 @@ def _route_tests(graph: "Graph", path: str, fail_under: float | None, fmt: str) 
     return 1 if report.failures or low else 0
 
 
+#: the words ``main`` dispatches on before the server's own options
+SUBCOMMANDS = ("check", "explain", "serve", "lsp", "fmt", "console")
+
+
 def _run_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="perlbal", add_help=False)
     parser.add_argument("--config", "-c")
@@ -255,8 +259,19 @@ def _run_main(argv: Sequence[str]) -> int:
     parser.add_argument("--version", action="store_true")
     args, rest = parser.parse_known_args(list(argv))
     if rest:
-        sys.stderr.write(f"Unknown option: {' '.join(rest)}\n" + USAGE)
-        return 2
+        # as Perl's Getopt::Long says it (the name, without dashes, lower case)
+        # and exits 1; a stray word, which Perl would ignore, is an error here too
+        for item in rest:
+            if item.startswith("-") and item != "-":
+                sys.stderr.write(f"Unknown option: {item.lstrip('-').split('=', 1)[0].lower()}\n")
+            else:
+                import difflib
+
+                close = difflib.get_close_matches(item, SUBCOMMANDS, n=1)
+                hint = f" (did you mean 'perlbal {close[0]}'?)" if close else ""
+                sys.stderr.write(f"Unknown argument: {item}{hint}\n")
+        sys.stderr.write(USAGE)
+        return 1
     if args.help:
         sys.stderr.write(USAGE)
         return 0
