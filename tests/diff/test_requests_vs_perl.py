@@ -23,7 +23,7 @@ import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -49,7 +49,7 @@ def _populate(root: Path) -> None:
     (root / "hello.txt").write_bytes(b"hello, world\n")
     (root / "data.bin").write_bytes(bytes(range(256)) * 2)
     (root / "a b.txt").write_bytes(b"space in name\n")
-    (root / "follow.txt").write_bytes(b"FOLLOW_UP's, never PUT or DELETEd\n")
+    (root / "follow.txt").write_bytes(b"asked for second, never PUT or DELETEd\n")
     (root / "sub").mkdir()
     (root / "sub" / "index.html").write_bytes(b"<h1>sub index</h1>\n")
     (root / "sub" / "page.css").write_bytes(b"p{}\n")
@@ -67,7 +67,9 @@ class EchoBackend(ThreadedServer):
 
     def serve(self, conn: socket.socket) -> None:
         with conn:
-            conn.settimeout(EXCHANGE_TIMEOUT)
+            # never the first to drop an idle kept-alive connection: Perl would
+            # reuse it and close the client (ours retries; docs/migrating.md)
+            conn.settimeout(120)
             data = b""
             try:
                 while True:
@@ -83,7 +85,9 @@ class EchoBackend(ThreadedServer):
                         name, _, value = line.partition(":")
                         key = name.strip().lower()
                         got[key] = f"{got[key]}, {value.strip()}" if key in got else value.strip()
-                    length = int(got.get("content-length", "0") or 0)
+                    # leniently, as Perl reads it: "+7", "007" and "7, 7" are 7
+                    number = re.match(r"\+?([0-9]+)", got.get("content-length", ""))
+                    length = int(number.group(1)) if number else 0
                     while len(data) < length:
                         chunk = conn.recv(65536)
                         if not chunk:
@@ -165,10 +169,12 @@ CREATE SERVICE proxy
   SET pool = p
   SET persist_client = on
 ENABLE proxy
+CREATE POOL p2
+  POOL p2 ADD 127.0.0.1:{backend}
 CREATE SERVICE proxy2
   SET role = reverse_proxy
   SET listen = 127.0.0.1:{ports['proxy2']}
-  SET pool = p
+  SET pool = p2
   SET persist_client = on
   SET persist_backend = on
 ENABLE proxy2
@@ -235,15 +241,18 @@ class Case:
     version: str
     headers: list[tuple[str, str]]
     body: bytes
+    #: sent on the same connection once the reply is in (a GET of /follow.txt when None)
+    second: Case | None = None
+    eol: str = "\r\n"
 
     @property
     def role(self) -> str:
         return "web" if self.service.startswith("web") else "proxy"
 
     def raw(self) -> bytes:
-        head = f"{self.method} {self.target} {self.version}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in self.headers)
-        return head.encode("latin-1") + b"\r\n" + self.body
+        head = f"{self.method} {self.target} {self.version}{self.eol}"
+        head += "".join(f"{k}: {v}{self.eol}" for k, v in self.headers)
+        return head.encode("latin-1") + self.eol.encode() + self.body
 
 
 @st.composite
@@ -275,11 +284,29 @@ def cases(draw: st.DrawFn) -> Case:
             headers.append(("Transfer-Encoding", "chunked"))
             body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
         else:
-            headers.append(("Content-Length", str(len(body))))
-    if draw(st.integers(0, 5)) == 0:
-        headers.append(draw(st.sampled_from([("Accept", "*/*"), ("X-Forwarded-For", "10.1.2.3"),
-                                             ("Range", "bytes=1-2"), ("Cookie", "a=b")])))
-    return Case(service, method, target, version, headers, body)
+            n = len(body)  # (a zero written 000 keeps Perl waiting for a body: FOUND)
+            headers.append(("Content-Length", draw(st.sampled_from(
+                [str(n), str(n), f"00{n}", f"{n}, {n}", f"+{n}"] if n else ["0"]))))
+    if draw(st.integers(0, 4)) == 0:
+        headers.append(draw(st.sampled_from([
+            ("Accept", "*/*"), ("X-Forwarded-For", "10.1.2.3"), ("Range", "bytes=1-2"),
+            ("Cookie", "a=b"), ("X-Empty", ""), ("X-Fold", "a\r\n b"), ("X-Bad ", "1"),
+            ("X-Tab", "a\tb"), ("Expect", "100-continue"), ("TE", "trailers"),
+            ("Keep-Alive", "300"), ("Proxy-Connection", "keep-alive")])))
+    eol = "\n" if draw(st.integers(0, 9)) == 0 else "\r\n"
+    return Case(service, method, target, version, headers, body, None, eol)
+
+
+@st.composite
+def sequences(draw: st.DrawFn) -> Case:
+    """A request, and half the time a second one to the same service on the
+    same connection (else a GET of /follow.txt)."""
+    first = draw(cases())
+    if draw(st.booleans()):
+        second = draw(cases())
+        first.second = Case(first.service, second.method, second.target, second.version,
+                            second.headers, second.body, None, second.eol)
+    return first
 
 
 # --- one exchange and what is compared --------------------------------------------------
@@ -291,8 +318,8 @@ class Seen:
     status: int | str
     fields: tuple[tuple[str, str | None], ...] = ()
     body: bytes = b""
-    #: the status of FOLLOW_UP on the same connection, or "closed"
-    then: int | str = "closed"
+    #: the reply to the second request on the same connection, or "closed"
+    then: Seen | str = "closed"
 
     def get(self, name: str) -> str | None:
         return dict(self.fields).get(name)
@@ -303,14 +330,21 @@ COMPARED = ("content-type", "content-length", "content-range", "connection",
             "transfer-encoding", "location", "accept-ranges", "x-backend")
 
 
-#: sent on the same connection after the first reply: does the connection
-#: carry on where it should, with the first request's body consumed?
-FOLLOW_UP = b"GET /follow.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+def _second(case: Case) -> Case:
+    """What is sent after ``case`` on the same connection."""
+    if case.second is not None:
+        return case.second
+    return Case(case.service, "GET", "/follow.txt", "HTTP/1.1",
+                [("Host", "localhost"), ("Connection", "close")], b"")
+
+
+def _closed(exc: IncompleteResponse) -> str:
+    return "closed" if not exc.partial else f"partial {exc.partial[:60]!r}"
 
 
 def exchange(port: int, case: Case) -> Seen:
-    """Send ``case`` on a fresh connection, read the reply; then, unless the
-    server closed, send ``FOLLOW_UP`` and record its status (or "closed")."""
+    """Send ``case`` on a fresh connection and read the reply; then, unless
+    the server closed, send ``_second(case)`` and record its reply (or "closed")."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=EXCHANGE_TIMEOUT) as sock:
             sock.sendall(case.raw())
@@ -318,24 +352,29 @@ def exchange(port: int, case: Case) -> Seen:
             try:
                 reply: RawResponse = _read_response(reader, case.method)
             except IncompleteResponse as exc:
-                return Seen("closed" if not exc.partial else f"partial {exc.partial[:60]!r}")
-            then: int | str = "closed"
+                return Seen(_closed(exc))
+            then: Seen | str = "closed"
             if not reader.eof:
+                second = _second(case)
                 try:
-                    sock.sendall(FOLLOW_UP)
-                    then = _read_response(reader, "GET").status
+                    sock.sendall(second.raw())
+                    then = _seen(_read_response(reader, second.method))
                 except IncompleteResponse as exc:
-                    then = "closed" if not exc.partial else f"partial {exc.partial[:60]!r}"
+                    then = _closed(exc)
                 except OSError:
                     then = "closed"
     except OSError as exc:
         return Seen(f"error {type(exc).__name__}")
+    return replace(_seen(reply), then=then)
+
+
+def _seen(reply: RawResponse) -> Seen:
     fields = tuple((name, _norm(name, reply.header(name))) for name in COMPARED)
     names = ",".join(sorted({k.lower() for k, _ in reply.headers} - {"date", "server"}))
     fields += (("names", names), ("line", f"{reply.version} {reply.reason}"),
                ("last-modified", reply.header("last-modified")),
                ("keep-alive", reply.header("keep-alive")))
-    return Seen(reply.status, fields, reply.body, then)
+    return Seen(reply.status, fields, reply.body)
 
 
 def _norm(name: str, value: str | None) -> str | None:
@@ -422,46 +461,69 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
             and re.fullmatch(r"bytes=-[0-9]+", _header(case, "range") or "")):
         assert (perl.get("content-range") or "").startswith("bytes 0-")
         ranged = ("content-range", "content-length")
-        ours = Seen(ours.status, tuple(f for f in ours.fields if f[0] not in ranged),
-                    then=ours.then)
-        perl = Seen(perl.status, tuple(f for f in perl.fields if f[0] not in ranged),
-                    then=perl.then)
+        ours = replace(ours, fields=tuple(f for f in ours.fields if f[0] not in ranged),
+                       body=b"")
+        perl = replace(perl, fields=tuple(f for f in perl.fields if f[0] not in ranged),
+                       body=b"")
     # "the web server reads a request's body before the next request on the
     # connection"; Perl parses that body as the next request (400 or a close).
     # (A PUT it refuses: Perl says Connection: close, we keep the connection.)
-    if case.role == "web" and case.body and ours.status == perl.status and ours.then == 200:
+    if (case.role == "web" and case.body and ours.status == perl.status
+            and isinstance(ours.then, Seen)):
         kept = ("connection", "keep-alive", "names")
-        perl = Seen(perl.status, tuple((k, ours.get(k) if k in kept else v)
-                                       for k, v in perl.fields), perl.body, ours.then)
+        perl = replace(perl, fields=tuple((k, ours.get(k) if k in kept else v)
+                                          for k, v in perl.fields),
+                       then=ours.then)
     # "a HEAD of a directory listing has no body"; Perl sends the listing, which
     # the client reads as the start of the next reply.
     if (case.role == "web" and case.method == "HEAD" and isinstance(perl.then, str)
             and perl.then.startswith("partial b\"<html>")):
-        perl = Seen(perl.status, perl.fields, perl.body, ours.then)
-    # "Perl's reverse proxy sometimes closes a connection it has just said
-    # keep-alive on" when the backend hangs up right after its reply (a race in
-    # BackendHTTP); the follow-up request then finds it closed.
-    if (case.role == "proxy" and perl.then == "closed" and ours.then == 200
+        perl = replace(perl, then=ours.then)
+    # "Perl's reverse proxy ... sometimes leaves the next request on a
+    # kept-alive client connection unanswered" when the backend hangs up right
+    # after its reply (a race in BackendHTTP): we time out, or find it closed.
+    if (case.role == "proxy" and perl.then == "closed" and isinstance(ours.then, Seen)
             and perl.get("connection") == ours.get("connection") == "keep-alive"):
-        perl = Seen(perl.status, perl.fields, perl.body, ours.then)
+        perl = replace(perl, then=ours.then)
     # "an HTTP/1.0 request with a chunked body is read, answered and then the
     # connection is closed" (so we say Connection: close; Perl says keep-alive).
     if (case.version == "HTTP/1.0" and _header(case, "transfer-encoding") == "chunked"
             and ours.get("connection") == "close" and ours.then == "closed"):
-        perl = Seen(perl.status, tuple((k, ours.get(k) if k == "connection" else v)
-                                       for k, v in perl.fields), perl.body, perl.then)
+        perl = replace(perl, fields=tuple((k, ours.get(k) if k == "connection" else v)
+                                          for k, v in perl.fields))
     # "a chunked backend reply is passed on de-chunked"; Perl relays the
     # chunks and Transfer-Encoding: chunked under its HTTP/1.0 status line.
     if (case.role == "proxy" and perl.get("transfer-encoding") == "chunked"
             and ours.get("transfer-encoding") is None and ours.body == perl.body):
-        perl = Seen(perl.status, tuple(
+        perl = replace(perl, fields=tuple(
             (k, ours.get(k) if k in ("transfer-encoding", "names") else v)
-            for k, v in perl.fields), perl.body, perl.then)
+            for k, v in perl.fields))
+    # "a Content-Length that is not digits (+5) gets 400" (RFC 9110 section
+    # 8.6); Perl reads it as a number.
+    length_field = _header(case, "content-length") or ""
+    if length_field.startswith("+") and _refused(ours):
+        return ours, ours
+    # "a Content-Length written 000 is zero"; Perl takes the string for true,
+    # waits for a body and closes.
+    if (re.fullmatch(r"00+", length_field) and perl.status == "closed"
+            and not _error_page(ours)):
+        return ours, ours
+    # "bare-LF heads are accepted"; Perl drops one with a chunked body.
+    if (case.eol == "\n" and _header(case, "transfer-encoding") == "chunked"
+            and perl.status == "closed" and isinstance(ours.status, int)):
+        return ours, ours
+    # "a concatenated GET of files that exist is served"; Perl tests errno
+    # left over from an earlier call and may answer 404 Base directory not a
+    # directory for a directory that is there.
+    if (case.role == "web" and "??" in case.target and perl.status == 404
+            and perl.body.endswith(b"Base directory not a directory")
+            and ours.status in (200, 304)):
+        return ours, ours
     # Error pages are generated text on both sides; their wording is ours.  The
     # status, the Connection header and what follows on the connection are compared.
     if _error_page(ours) and _error_page(perl) and ours.status == perl.status:
-        ours = Seen(ours.status, (("connection", ours.get("connection")),), b"", ours.then)
-        perl = Seen(perl.status, (("connection", perl.get("connection")),), b"", perl.then)
+        ours = replace(ours, fields=(("connection", ours.get("connection")),), body=b"")
+        perl = replace(perl, fields=(("connection", perl.get("connection")),), body=b"")
     return ours, perl
 
 
@@ -472,22 +534,40 @@ def _as_perl_needs_it(case: Case) -> Case:
     5.5)": Perl keeps trailing whitespace, so ``Range: bytes=0-4 `` is no
     range there, and it forwards the space."""
     headers = [(name, value.strip(" \t")) for name, value in case.headers]
-    return Case(case.service, case.method, case.target, case.version, headers, case.body)
+    # "Content-Length: 7, 7 is forwarded as 7"; Perl forwards the list.
+    headers = [(name, re.sub(r"\A([0-9]+), \1\Z", r"\1", value)
+                if name.lower() == "content-length" else value) for name, value in headers]
+    # "hop-by-hop request fields (Keep-Alive, TE, Proxy-Connection) and
+    # Expect are not forwarded"; Perl passes them to the backend.
+    if case.role == "proxy":
+        headers = [(name, value) for name, value in headers
+                   if name.lower() not in ("keep-alive", "te", "proxy-connection", "expect")]
+    second = None if case.second is None else _as_perl_needs_it(case.second)
+    return Case(case.service, case.method, case.target, case.version, headers, case.body,
+                second, case.eol)
+
+
+def _as_seen(then: Seen | str) -> Seen:
+    return then if isinstance(then, Seen) else Seen(then)
 
 
 def _check(servers: Servers, case: Case) -> None:
     ours = exchange(servers.ours[case.service], case)
     perl = exchange(servers.perl[case.service], _as_perl_needs_it(case))
     ours_n, perl_n = _intended(case, ours, perl)
+    if isinstance(ours_n.then, Seen) or isinstance(perl_n.then, Seen):
+        ours_then, perl_then = _intended(_second(case), _as_seen(ours_n.then),
+                                         _as_seen(perl_n.then))
+        ours_n, perl_n = replace(ours_n, then=ours_then), replace(perl_n, then=perl_then)
     assert ours_n == perl_n, f"request {case.service} {case.raw()!r}\nours: {ours}\nperl: {perl}"
 
 
-def _case(service: str, raw: str, body: bytes = b"") -> Case:
+def _case(service: str, raw: str, body: bytes = b"", eol: str = "\r\n") -> Case:
     head, *lines = raw.split("|")
     method, rest = head.split(" ", 1)
     target, version = rest.rsplit(" ", 1)
     headers = [(name, value[1:]) for name, _, value in (line.partition(":") for line in lines)]
-    return Case(service, method, target, version, headers, body)
+    return Case(service, method, target, version, headers, body, None, eol)
 
 
 #: one request for each difference found so far (all but the last are
@@ -517,6 +597,14 @@ FOUND = [
     _case("proxy", "GET /b/chunked HTTP/1.1|Host: x"),  # Perl relays the chunks
     _case("web2", "HEAD /noindex/ HTTP/1.0"),  # Perl sends the listing
     _case("web2", "PUT /sub HTTP/1.1|Host: x|Content-Length: 1", b"x"),  # was: we closed
+    _case("proxy", "POST / HTTP/1.0|Content-Length: +1", b"x"),  # Perl forwards, we 400
+    _case("proxy2", "PUT / HTTP/1.0|Content-Length: 7, 7", b"a=1&b=2"),  # Perl: "7, 7"
+    _case("proxy", "GET / HTTP/1.0|Content-Length: 000"),  # Perl waits for a body
+    _case("proxy2", "GET / HTTP/1.0|Keep-Alive: 300|TE: trailers|Expect: 100-continue"),
+    _case("web2", "GET /b HTTP/1.1|Host: x|Transfer-Encoding: chunked",
+          b"1\r\nx\r\n0\r\n\r\n", eol="\n"),  # Perl closes
+    Case("proxy2", "GET", "/", "HTTP/1.1", [("Host", "x")], b"",  # a second request
+         Case("proxy2", "GET", "/", "HTTP/1.1", [("Host", "a"), ("Host", "b")], b"")),
     # and a few that must simply match
     _case("web", "GET /sub HTTP/1.1|Host: x"),
     _case("web", "GET /sub/ HTTP/1.1|Host: x|If-Modified-Since: " + LMOD),
@@ -533,6 +621,6 @@ def test_found_differences(servers: Servers, case: Case) -> None:
 
 @settings(max_examples=100, deadline=2 * EXCHANGE_TIMEOUT * 1000 + 2000, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(case=cases())
+@given(case=sequences())
 def test_generated_requests_answered_like_perl(servers: Servers, case: Case) -> None:
     _check(servers, case)
