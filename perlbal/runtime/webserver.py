@@ -322,7 +322,11 @@ async def _put(ctx: RequestContext) -> bool:
     except OSError:
         raise _Refuse(500, "Unable to create directory") from None
     # (Expect: 100-continue is answered by ctx.body_chunks when the body is first wanted)
-    fd, temp = await run_disk(inline_disk(ctx), _create_temp, directory, filename)
+    try:
+        fd, temp = await run_disk(inline_disk(ctx), _create_temp, directory, filename)
+    except OSError as exc:  # e.g. a file where the directory should be: as Perl's open fails
+        log.warning("PUT %s: %s", os.path.join(directory, filename), exc.strerror or exc)
+        raise _Refuse(500, "Internal error") from None
     done = False
     try:
         digest = hashlib.md5()
