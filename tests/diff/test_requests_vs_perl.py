@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -100,9 +100,10 @@ class EchoBackend(ThreadedServer):
                     method, target = lines[0].split(" ")[:2]
                     reply = _backend_reply(target, text, method.upper() == "HEAD")
                     conn.sendall(reply)
-                    if (got.get("connection", "").lower() != "keep-alive"
-                            or b"Content-Length" not in reply.split(b"\n\n")[0]
-                            and b"Content-Length" not in reply.split(b"\r\n\r\n")[0]):
+                    framed = (b"Content-Length" in reply.split(b"\n\n")[0]
+                              or b"Content-Length" in reply.split(b"\r\n\r\n")[0]
+                              or reply.startswith((b"HTTP/1.1 304", b"HTTP/1.1 204")))
+                    if got.get("connection", "").lower() != "keep-alive" or not framed:
                         return
             except OSError:
                 return
@@ -268,8 +269,9 @@ def cases(draw: st.DrawFn) -> Case:
     target = draw(st.sampled_from(PATHS)) + draw(st.sampled_from(QUERIES))
     version = draw(st.sampled_from(["HTTP/1.0", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]))
     headers: list[tuple[str, str]] = []
-    # a PUT or DELETE is not given what we refuse on purpose and Perl serves
-    # (two Hosts, Content-Length: +5): the docroots would differ from then on
+    # a PUT or DELETE is not given what we serve or refuse on purpose unlike
+    # Perl (two Hosts, Content-Length: +5, a bare-LF head with a body): the
+    # docroots would differ from then on
     mutating = method in ("PUT", "DELETE")
     if draw(st.integers(0, 9)) == 0 and not mutating:
         headers.append(("Host", "a.example"))  # a second Host below, or the only one
@@ -302,7 +304,7 @@ def cases(draw: st.DrawFn) -> Case:
             ("Cookie", "a=b"), ("X-Empty", ""), ("X-Fold", "a\r\n b"), ("X-Bad ", "1"),
             ("X-Tab", "a\tb"), ("Expect", "100-continue"), ("TE", "trailers"),
             ("Keep-Alive", "300"), ("Proxy-Connection", "keep-alive")])))
-    eol = "\n" if draw(st.integers(0, 9)) == 0 else "\r\n"
+    eol = "\n" if draw(st.integers(0, 9)) == 0 and not mutating else "\r\n"
     return Case(service, method, target, version, headers, body, None, eol)
 
 
@@ -312,7 +314,9 @@ def sequences(draw: st.DrawFn) -> Case:
     same connection (else a GET of /follow.txt)."""
     first = draw(cases())
     if draw(st.booleans()):
-        second = draw(cases())
+        # (not a PUT or DELETE: where only one server answers the first request,
+        # only one would write)
+        second = draw(cases().filter(lambda case: case.method not in ("PUT", "DELETE")))
         first.second = Case(first.service, second.method, second.target, second.version,
                             second.headers, second.body, None, second.eol)
         first.pipelined = first.role == "web" and draw(st.integers(0, 3)) == 0
@@ -473,15 +477,16 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
         return ours, ours
     # "a chunked request body reaches the backend whatever buffer_uploads
     # says"; without buffer_uploads Perl takes the chunks for a pipelined
-    # request and answers 400 Can't pipeline to HTTP/1.0.
+    # request and answers 400 Can't pipeline to HTTP/1.0, or forwards the
+    # Transfer-Encoding header without the body.
     if (case.role == "proxy" and _header(case, "transfer-encoding") == "chunked"
-            and perl.status == 400):
+            and (perl.status == 400 or b"\ntransfer-encoding: chunked\n" in perl.body)):
         return ours, ours
     # "the web server answers a suffix range bytes=-N with the last N bytes";
     # Perl serves bytes 0 to N.  The rest of the reply must still match.
     if (case.role == "web" and ours.status == perl.status == 206
-            and re.fullmatch(r"bytes=-[0-9]+", _header(case, "range") or "")):
-        assert (perl.get("content-range") or "").startswith("bytes 0-")
+            and re.fullmatch(r"bytes=-[0-9]+", _header(case, "range") or "")
+            and (perl.get("content-range") or "").startswith("bytes 0-")):
         ranged = ("content-range", "content-length")
         ours = replace(ours, fields=tuple(f for f in ours.fields if f[0] not in ranged),
                        body=b"")
@@ -500,8 +505,17 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
     # "PUT replaces a file by renaming a temporary file over it, so the
     # directory's mtime (a listing's Last-Modified) changes"; Perl truncates
     # the file and writes it in place.
-    if (case.service == "web2" and ours.body.startswith(b"<html><body>")
-            and ours.body == perl.body):
+    listing = ours.status == 200 and ours.get("content-type") == "text/html" \
+        and ours.get("accept-ranges") is None  # (a file's reply has Accept-Ranges)
+    # "directory listings percent-encode the file names in their links"; Perl
+    # writes them as they are (a space, a quote).
+    if case.service == "web2" and listing and ours.body != perl.body:
+        raw_links = re.sub(rb"href='([^']*)'",
+                           lambda m: b"href='" + unquote_to_bytes(m.group(1)) + b"'", ours.body)
+        if raw_links == perl.body:
+            perl = replace(perl, body=ours.body, fields=tuple(
+                (k, ours.get(k) if k == "content-length" else v) for k, v in perl.fields))
+    if case.service == "web2" and listing and ours.body == perl.body:
         perl = replace(perl, fields=tuple((k, ours.get(k) if k == "last-modified" else v)
                                           for k, v in perl.fields))
     # "a HEAD of a directory listing has no body"; Perl sends the listing, which
@@ -519,8 +533,9 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
     # connection is closed" (so we say Connection: close; Perl says keep-alive).
     if (case.version == "HTTP/1.0" and _header(case, "transfer-encoding") == "chunked"
             and ours.get("connection") == "close" and ours.then == "closed"):
-        perl = replace(perl, fields=tuple((k, ours.get(k) if k == "connection" else v)
-                                          for k, v in perl.fields))
+        kept = ("connection", "keep-alive", "names")
+        perl = replace(perl, fields=tuple((k, ours.get(k) if k in kept else v)
+                                          for k, v in perl.fields), then=ours.then)
     # "a chunked backend reply is passed on de-chunked"; Perl relays the
     # chunks and Transfer-Encoding: chunked under its HTTP/1.0 status line.
     if (case.role == "proxy" and perl.get("transfer-encoding") == "chunked"
