@@ -18,12 +18,15 @@ Perl's ClientHTTPBase/ClientProxy/ClientManage read loop, as one coroutine:
 - pipelined requests are answered strictly in order: the next head is parsed
   only after the handler of the previous one returned.
 
-Invariant: no exception escapes to the client as text; handler failures are
-logged once and the connection is closed.
+Invariant: no exception escapes to the client as text; a handler failure that
+is not the connection's own (the peer gone, a timeout) is logged once, answered
+``500 Internal error`` if no byte of the reply went out, and the connection is
+closed.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import logging
@@ -262,5 +265,28 @@ async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
             except Exception:
                 pass
         return False
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
         return False
+    except Exception as exc:
+        if isinstance(exc, OSError) and _peer_gone(exc):
+            return False
+        # A fault of ours or of the disk (a handler's unexpected OSError, a bug),
+        # not of the connection: logged, and answered 500 when nothing of the
+        # reply has gone out yet, instead of a connection closed without a word.
+        log.exception("request %s %s on %s failed", ctx.head.method, ctx.head.target,
+                      ctx.service.name)
+        if not ctx.response_started:
+            try:
+                await ctx.send_simple(500, "Internal error", keep_alive=False)
+            except Exception:
+                pass
+        return False
+
+
+#: errors of a socket whose peer went away or timed out: nothing to answer
+_PEER_GONE_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
+                               errno.ECONNABORTED, errno.ETIMEDOUT, errno.EBADF})
+
+
+def _peer_gone(exc: OSError) -> bool:
+    return isinstance(exc, (ConnectionError, TimeoutError)) or exc.errno in _PEER_GONE_ERRNOS

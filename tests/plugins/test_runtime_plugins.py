@@ -242,6 +242,22 @@ def test_a_raising_plugin_gets_500_and_the_next_request_is_served(server: Any,
     assert "boom in start_" in srv.output()[1]  # logged, with the traceback
 
 
+@pytest.mark.parametrize("which", [0, 1])
+def test_an_unexpected_fault_is_answered_500_not_a_closed_connection(server: Any,
+                                                                      which: int) -> None:
+    """A fault nothing else catches (here a plugin's decide() raising, on the web
+    server and the proxy) is logged and answered 500 before the connection
+    closes; the server goes on."""
+    ports, srv = server
+    crash = request(ports[which], "GET", "/crash", [("Host", "t")])
+    assert crash.status == 500 and b"Internal error" in crash.body
+    assert crash.header("Connection") == "close"
+    assert request(ports[which], "GET", "/a.txt", [("Host", "t")]).status == 200
+    assert srv.proc.poll() is None
+    log = srv.output()[1]
+    assert "request GET /crash on " in log and "LookupError: crash in decide" in log
+
+
 def test_cgilike_python_handlers(server: Any) -> None:
     ports, _ = server
     hello = request(ports[2], "GET", "/hello?name=py", [("Host", "t")])
