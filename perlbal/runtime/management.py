@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
 import anyio.abc
@@ -68,15 +68,14 @@ async def console(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> No
     sock_id = runtime.live.open_sock("Perlbal::ClientManage",
                                      f"Perlbal::ClientManage(R): open to {where}")
     try:
-        await _console_loop(runtime, stream, buffered, _idle_timeout(runtime, stream))
+        owner = _owning_service(runtime, stream)
+        await _console_loop(runtime, stream, buffered, lambda: _idle_timeout(runtime, owner))
     finally:
         runtime.live.close_sock(sock_id)
 
 
-def _idle_timeout(runtime: "Runtime", stream: ByteStream) -> float | None:
-    """``idle_timeout`` of the management service whose listener accepted ``stream``
-    (30 s when it cannot be told, as the parameter's default); None: no limit."""
-    value = 30
+def _owning_service(runtime: "Runtime", stream: ByteStream) -> str | None:
+    """The management service whose listener accepted ``stream`` (None: not told)."""
     try:
         local = stream.extra(anyio.abc.SocketAttribute.local_address)
     except Exception:
@@ -90,13 +89,21 @@ def _idle_timeout(runtime: "Runtime", stream: ByteStream) -> float | None:
                 and bound[0] in (local[0], "0.0.0.0", "::"):
             svc = runtime.graph.services.get(name)
             if svc is not None and svc.role == "management":
-                value = svc.tunables.idle_timeout
-                break
+                return name
+    return None
+
+
+def _idle_timeout(runtime: "Runtime", service: str | None) -> float | None:
+    """The console's idle limit now: ``idle_timeout`` of its management service,
+    read at every wait so a live ``SET`` applies to open consoles too (30 s, the
+    parameter's default, when the service cannot be told); None: no limit."""
+    svc = runtime.graph.services.get(service) if service is not None else None
+    value = svc.tunables.idle_timeout if svc is not None else 30
     return float(value) if value > 0 else None
 
 
 async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes,
-                        idle_timeout: float | None = None) -> None:
+                        idle_timeout: Callable[[], float | None] = lambda: None) -> None:
     ctx = CommandContext(verbose=True)
     buf = buffered
     while True:
@@ -126,7 +133,7 @@ async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes,
             await _refuse(stream)
             return
         data = b""
-        with anyio.move_on_after(idle_timeout):  # silent too long: close (None: no limit)
+        with anyio.move_on_after(idle_timeout()):  # silent too long: close (None: no limit)
             try:
                 data = await stream.receive(65536)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,

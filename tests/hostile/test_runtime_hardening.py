@@ -225,6 +225,30 @@ def test_idle_console_connection_is_closed_after_idle_timeout() -> None:
             assert 1.5 < time.monotonic() - started < 6
 
 
+def test_a_live_idle_timeout_applies_to_consoles_already_open() -> None:
+    """The limit is read at every wait: a console opened under no limit is
+    closed by a later SET from another console, and one opened under a short
+    limit is kept once the limit is lifted."""
+    mgmt, = free_ports(1)
+    with PyPerlbal(f"CREATE SERVICE mgmt\n  SET role = management\n"
+                   f"  SET listen = {LOOPBACK}:{mgmt}\n  SET idle_timeout = 0\nENABLE mgmt\n"):
+        with socket.create_connection((LOOPBACK, mgmt), timeout=5) as idle, \
+                socket.create_connection((LOOPBACK, mgmt), timeout=5) as admin:
+            assert b"mgmt" in _console_line(idle, b"show service")
+            assert _console_line(admin, b"SET mgmt.idle_timeout = 1") == b"OK\r\n"
+            assert _console_line(idle, b"show service")  # its next wait has the limit
+            started = time.monotonic()
+            _data, closed = _read_until_closed(idle, 8)
+            assert closed and time.monotonic() - started < 5
+        with socket.create_connection((LOOPBACK, mgmt), timeout=5) as kept, \
+                socket.create_connection((LOOPBACK, mgmt), timeout=5) as admin:
+            assert b"mgmt" in _console_line(kept, b"show service")
+            assert _console_line(admin, b"SET mgmt.idle_timeout = 0") == b"OK\r\n"
+            assert b"mgmt" in _console_line(kept, b"show service")
+            time.sleep(1.6)
+            assert b"mgmt" in _console_line(kept, b"show service")  # lifted: kept
+
+
 def test_console_connections_are_capped_by_max_connections() -> None:
     mgmt, = free_ports(1)
     with PyPerlbal(f"SERVER max_connections = 2\nCREATE SERVICE mgmt\n"
