@@ -1,0 +1,368 @@
+"""Mutated configs: Perl Perlbal 1.80 and ours must agree on accept / refuse.
+
+Seeds are configs Perl runs (wild configs it accepts, and our examples), with
+comments and blank lines dropped, listen addresses moved to free 127.0.0.1
+ports and docroots to a temporary directory.  Hypothesis (derandomized, no
+shrinking: every example costs a Perl start) mutates one line of a seed: drop,
+duplicate, swap, a SET value of another kind, keyword case, spaces and tabs, a
+trailing comment, a renamed pool or service at one place, an unknown
+parameter, an unknown role.
+
+Perl's verdict comes from really running ``/usr/bin/perlbal --config=FILE``:
+refused when it exits (its last ``ERROR:`` line is the reason), accepted when
+it is still up once its ports accept.  Perl does not print the line that
+failed, so a refused config is run a second time with ``uptime`` after every
+line (a command with no effect that prints ``version 1.80``): the number of
+those lines printed before the error is the failing line.  Ours: ``check``
+(errors or not, and the line of the first one) for every case, and for every
+fourth case also our server started on the same file.
+
+Differences documented in docs/migrating.md are excepted below, each with the
+sentence it rests on.  Cases this test found and that were fixed are replayed
+in FOUND.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from perlbal.check import check_paths
+from tests.check.test_wild_configs import WILD
+from tests.support.perl_perlbal import PERLBAL_BIN, perl_perlbal_available
+from tests.support.ports import free_ports, port_accepts
+
+REPO = Path(__file__).resolve().parents[2]
+PY = REPO / ".venv" / "bin" / "python"
+if not PY.exists():
+    PY = Path(sys.executable)
+
+pytestmark = pytest.mark.skipif(not perl_perlbal_available(), reason="Perl Perlbal not installed")
+
+SEED_FILES = [
+    WILD / "14-puppet-webserver.conf",
+    WILD / "15-mogilefs-testapp.conf",
+    WILD / "16-mogstored-builtin-2004.conf",
+    WILD / "21-test-perlbalconf-missing-service.conf",
+    WILD / "22-test-perlbalconf-ssl-webserver.conf",
+    REPO / "examples" / "webserver.conf",
+    REPO / "examples" / "load-balancer.conf",
+    REPO / "examples" / "virtual-hosts.conf",
+    REPO / "examples" / "reproxy.conf",
+    REPO / "examples" / "storage-node.conf",
+]
+
+_LISTEN = re.compile(r"^(\s*set\s+(?:\S+\s+)?\S*listen\s*=\s*)(\S+)(.*)$", re.I)
+_DOCROOT = re.compile(r"^(\s*set\s+\S*docroot\s*=\s*)(\S+)(.*)$", re.I)
+_PORT_TOKEN = "@PORT{}@"
+
+
+def _seed_lines(path: Path) -> list[str]:
+    """Non-comment, non-blank lines; listen values become port placeholders."""
+    out: list[str] = []
+    n = 0
+    for raw in path.read_text().splitlines():
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        m = _LISTEN.match(raw)
+        if m:
+            raw = f"{m.group(1)}{_PORT_TOKEN.format(n)}{m.group(3)}"
+            n += 1
+        m = _DOCROOT.match(raw)
+        if m:
+            raw = f"{m.group(1)}@DOCROOT@{m.group(3)}"
+        out.append(raw)
+    return out
+
+
+SEEDS = {p.name: _seed_lines(p) for p in SEED_FILES if p.exists()}
+
+SET_VALUES = ["10k", "1m", "abc", "on", "off", "yes", "2", "0", "17", "", "-1", "1.5"]
+UNKNOWN_ROLES = ["webserver", "proxy", "reverseproxy", "Web_Server", "static"]
+UNKNOWN_PARAMS = ["bogus_param", "persist_clinet", "listen_port", "max_conn"]
+
+
+def _mutate(draw: st.DrawFn, lines: list[str]) -> tuple[str, list[str]]:
+    """One mutation of lines: (description, new lines)."""
+    lines = list(lines)
+    n = len(lines)
+    kind = draw(st.sampled_from(["drop", "dup", "swap", "value", "value", "value", "case",
+                                 "value_case", "space", "tight", "comment", "rename",
+                                 "unknown_param", "unknown_role"]))
+    i = draw(st.integers(0, n - 1))
+    sets = [k for k, line in enumerate(lines) if re.match(r"\s*set\s", line, re.I)
+            and "=" in line and not _LISTEN.match(line) and "@DOCROOT@" not in line]
+    if kind == "drop":
+        desc = f"drop line {i + 1}: {lines[i].strip()!r}"
+        del lines[i]
+    elif kind == "dup":
+        desc = f"duplicate line {i + 1}: {lines[i].strip()!r}"
+        lines.insert(i, lines[i])
+    elif kind == "swap":
+        j = draw(st.integers(0, n - 1).filter(lambda j: j != i))
+        desc = f"swap lines {i + 1} and {j + 1}"
+        lines[i], lines[j] = lines[j], lines[i]
+    elif kind == "value" and sets:
+        i = draw(st.sampled_from(sets))
+        value = draw(st.sampled_from(SET_VALUES))
+        lines[i] = re.sub(r"=.*$", f"= {value}", lines[i])
+        desc = f"line {i + 1} value -> {value!r}: {lines[i].strip()!r}"
+    elif kind == "value_case" and sets:
+        i = draw(st.sampled_from(sets))
+        how = draw(st.sampled_from(["upper", "title"]))
+        head, sep, tail = lines[i].partition("=")
+        lines[i] = head + sep + getattr(tail, how)()
+        desc = f"line {i + 1} value {how}: {lines[i].strip()!r}"
+    elif kind == "tight" and "=" in lines[i]:
+        lines[i] = re.sub(r"\s*=\s*", "=", lines[i])
+        desc = f"line {i + 1} no spaces around '=': {lines[i].strip()!r}"
+    elif kind == "case":
+        how = draw(st.sampled_from(["upper", "lower", "swapcase", "title"]))
+        head, sep, tail = lines[i].partition("=")
+        head = getattr(head, how)().replace("@port", "@PORT").replace("@docroot@", "@DOCROOT@")
+        head = re.sub(r"@Port(\d+)@", r"@PORT\1@", head)
+        lines[i] = head + sep + tail
+        desc = f"line {i + 1} {how}: {lines[i].strip()!r}"
+    elif kind == "space":
+        pad = draw(st.sampled_from([" ", "\t", " \t ", "\t\t"]))
+        lines[i] = pad + re.sub(r"\s+", lambda m: m.group(0) + pad, lines[i].strip()) + pad
+        desc = f"line {i + 1} spaced: {lines[i]!r}"
+    elif kind == "comment":
+        note = draw(st.sampled_from([" # note", "#x", "\t# = 1", " ## SET role = x"]))
+        lines[i] = lines[i] + note
+        desc = f"line {i + 1} comment: {lines[i].strip()!r}"
+    elif kind == "rename":
+        names = sorted({m.group(1) for line in lines
+                        if (m := re.match(r"\s*create\s+(?:pool|service)\s+(\S+)", line, re.I))})
+        name = draw(st.sampled_from(names))
+        uses = [k for k, line in enumerate(lines) if re.search(rf"(?<![\w.]){re.escape(name)}\b", line)]
+        i = draw(st.sampled_from(uses))
+        lines[i] = re.sub(rf"(?<![\w.]){re.escape(name)}\b", name + "_x", lines[i])
+        desc = f"rename {name!r} on line {i + 1}: {lines[i].strip()!r}"
+    elif kind == "unknown_param":
+        param = draw(st.sampled_from(UNKNOWN_PARAMS))
+        lines.insert(i + 1, f"  SET {param} = 1")
+        desc = f"insert after line {i + 1}: SET {param} = 1"
+    else:  # unknown_role, or 'value' on a seed without SET lines
+        roles = [k for k, line in enumerate(lines) if re.search(r"\brole\s*=", line, re.I)]
+        i = draw(st.sampled_from(roles))
+        role = draw(st.sampled_from(UNKNOWN_ROLES))
+        lines[i] = re.sub(r"=.*$", f"= {role}", lines[i])
+        desc = f"line {i + 1} role -> {role!r}"
+    return desc, lines
+
+
+@dataclass
+class Verdict:
+    accepted: bool
+    line: int | None = None
+    message: str = ""
+
+
+def _render(lines: list[str], docroot: str) -> tuple[str, list[int]]:
+    """Config text with placeholders filled; the ports it listens on."""
+    text = "\n".join(lines) + "\n"
+    used = sorted({int(k) for k in re.findall(r"@PORT(\d+)@", text)})
+    ports = dict(zip(used, free_ports(len(used)) if used else []))
+    text = re.sub(r"@PORT(\d+)@", lambda m: f"127.0.0.1:{ports[int(m.group(1))]}", text)
+    return text.replace("@DOCROOT@", docroot), sorted(ports.values())
+
+
+def _run(argv: list[str], cwd: str, ports: list[int], cap: float) -> tuple[int | None, str]:
+    """Start argv; None once it is up (all ports accept, or alive at cap), else
+    its exit status.  Always killed before returning.  Returns its output."""
+    out_path = Path(cwd) / f"out.{time.monotonic_ns()}"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + cap
+            status: int | None = None
+            while True:
+                status = proc.poll()
+                if status is not None:
+                    break
+                if (ports and all(port_accepts(p, timeout=0.05) for p in ports)) \
+                        or time.monotonic() > deadline:
+                    time.sleep(0.15)  # a later line may still fail
+                    status = proc.poll()
+                    break
+                time.sleep(0.02)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+    return status, out_path.read_text(errors="replace")
+
+
+def perl_verdict(text: str, ports: list[int], work: str) -> Verdict:
+    conf = Path(work) / "perl.conf"
+    conf.write_text(text)
+    status, out = _run([PERLBAL_BIN, f"--config={conf}"], work, ports, cap=0.8)
+    if status is None:
+        return Verdict(True)
+    errors = [line for line in out.splitlines() if line.startswith("ERROR:")]
+    message = errors[-1] if errors else out.strip().splitlines()[-1] if out.strip() else ""
+    # find the failing line: 'uptime' after each line prints 'version 1.80'
+    marked = Path(work) / "perl-marked.conf"
+    marked.write_text("".join(f"{line}\nuptime\n" for line in text.splitlines()))
+    mstatus, mout = _run([PERLBAL_BIN, f"--config={marked}"], work, ports, cap=0.8)
+    line: int | None = None
+    if mstatus is not None and "Error starting up." in mout:
+        line = mout.count("version 1.80") + 1
+    return Verdict(False, line, message)
+
+
+def our_check(text: str, work: str) -> Verdict:
+    conf = Path(work) / "ours.conf"
+    conf.write_text(text)
+    cwd = os.getcwd()
+    os.chdir(work)  # relative paths (pidfile, node files) as the server sees them
+    try:
+        result = check_paths([str(conf)])
+    finally:
+        os.chdir(cwd)
+    if not result.errors:
+        return Verdict(True)
+    first = result.errors[0]
+    return Verdict(False, first.line, first.message)
+
+
+def our_start(text: str, ports: list[int], work: str) -> Verdict:
+    conf = Path(work) / "ours-run.conf"
+    conf.write_text(text)
+    status, out = _run([str(PY), "-m", "perlbal.cli", f"--config={conf}"], work, ports, cap=3.0)
+    return Verdict(status is None, None, out.strip()[-300:])
+
+
+def _excepted(desc: str, text: str, perl: Verdict, ours: Verdict) -> str | None:
+    """The docs/migrating.md sentence that covers this difference, if any."""
+    if perl.accepted and not ours.accepted and "no enabled service listens" in ours.message \
+            and re.search(r"^\s*disable\s", text, re.I | re.M):
+        # docs/migrating.md: "A configuration that ENABLEs and then DISABLEs every
+        # listening service stops with 'No services or management port configured'
+        # ...; Perl keeps running, its closed listener still accepting connections"
+        return "disable-in-config"
+    return None
+
+
+#: every comparison made: (description, Perl's verdict, our check's)
+TALLY: list[tuple[str, Verdict, Verdict]] = []
+
+
+def compare(desc: str, lines: list[str], start_ours: bool) -> str | None:
+    """None when both agree, else a description of the mismatch."""
+    with tempfile.TemporaryDirectory(prefix="mut-") as work:
+        docroot = os.path.join(work, "htdocs")
+        os.mkdir(docroot)
+        text, ports = _render(lines, docroot)
+        perl = perl_verdict(text, ports, work)
+        ours = our_check(text, work)
+        TALLY.append((desc, perl, ours))
+        problems = []
+        if perl.accepted != ours.accepted:
+            problems.append(f"check: perl {perl} / ours {ours}")
+        elif not perl.accepted and perl.line is not None and perl.line != ours.line:
+            problems.append(f"line: perl {perl} / ours {ours}")
+        if start_ours:
+            run = our_start(text, ports, work)
+            if run.accepted != perl.accepted:
+                problems.append(f"start: perl {perl} / our server {run}")
+        if not problems:
+            return None
+        if _excepted(desc, text, perl, ours):
+            return None
+        numbered = "\n".join(f"  {k + 1:3}: {line}" for k, line in enumerate(text.splitlines()))
+        return f"{desc}\n{numbered}\n  " + "\n  ".join(problems)
+
+
+def test_seeds_run_under_both() -> None:
+    assert len(SEEDS) >= 8
+    for name, lines in SEEDS.items():
+        assert compare(f"seed {name}", lines, start_ours=True) is None, name
+
+
+_W = ["CREATE SERVICE w", "  SET role = web_server", "  SET listen = @PORT0@",
+      "  SET docroot = @DOCROOT@"]
+
+#: mismatches this test found, kept as fixed examples (ours now agrees with
+#: Perl).  None so far: the generated mutations below all agreed.
+FOUND: list[tuple[str, list[str]]] = []
+
+#: hand-written cases beside the generated ones, met while probing around them
+PROBES: list[tuple[str, list[str]]] = [
+    ("bool 2", [*_W, "  SET dirindexing = 2", "ENABLE w"]),
+    ("size 10K", [*_W, "  SET max_put_size = 10K", "ENABLE w"]),
+    ("size 1g", [*_W, "  SET max_put_size = 1g", "ENABLE w"]),
+    ("int -1", [*_W, "  SET idle_timeout = -1", "ENABLE w"]),
+    ("server max_connections empty", ["SERVER max_connections =", *_W, "ENABLE w"]),
+    ("pool node without port", ["CREATE POOL p", "POOL p ADD 10.0.0.1", *_W, "ENABLE w"]),
+    ("remove absent node", ["CREATE POOL p", "POOL p REMOVE 10.0.0.1:80", *_W, "ENABLE w"]),
+    ("two equals", [*_W, "  SET dirindexing == on", "ENABLE w"]),
+    ("value with =", [*_W, "  SET index_files = a=b", "ENABLE w"]),
+    ("unknown dotted service", [*_W, "SET zz.dirindexing = on", "ENABLE w"]),
+    ("enable upper case", [*_W, "ENABLE W"]),
+    ("SET plugins unknown", [*_W, "  SET plugins = foo", "ENABLE w"]),
+    # an intended difference, excepted in _excepted (docs/migrating.md)
+    ("enable then disable", [*_W, "ENABLE w", "DISABLE w"]),
+]
+
+
+@pytest.mark.parametrize("desc,lines", FOUND + PROBES, ids=[f[0] for f in FOUND + PROBES])
+def test_found_and_probed_cases_agree(desc: str, lines: list[str]) -> None:
+    assert compare(desc, lines, start_ours=True) is None
+
+
+def test_disable_difference_is_still_there() -> None:
+    """The exception above is not dead: Perl still accepts, we still refuse."""
+    del TALLY[:]
+    assert compare("enable then disable", [*_W, "ENABLE w", "DISABLE w"], start_ours=False) is None
+    (_, perl, ours), = TALLY
+    assert perl.accepted and not ours.accepted
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: Perl takes 'SET listen = 0' for no listen "
+                   "('0' is false in Perl) and stops with 'No services ...'; ours binds a "
+                   "random port (graph/interp/commands/listeners all read svc.listen)")
+def test_listen_zero_is_no_listener() -> None:
+    lines = ["CREATE SERVICE w", "  SET role = web_server", "  SET listen = 0",
+             "  SET docroot = @DOCROOT@", "ENABLE w"]
+    assert compare("listen 0", lines, start_ours=False) is None
+
+
+def test_mutations_agree_with_perl() -> None:
+    mismatches: list[str] = []
+    seen: list[int] = [0]
+
+    @settings(max_examples=60, derandomize=True, database=None, deadline=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def one(data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(SEEDS)))
+        desc, lines = _mutate(data.draw, SEEDS[name])
+        seen[0] += 1
+        problem = compare(f"{name}: {desc}", lines, start_ours=seen[0] % 4 == 0)
+        if problem:
+            mismatches.append(problem)
+
+    del TALLY[:]
+    one()
+    assert seen[0] >= 40
+    if os.environ.get("MUTATIONS_VERBOSE"):
+        for desc, perl, ours in TALLY:
+            print(f"{desc}\n    perl {perl}\n    ours {ours}")
+    # both outcomes occur, and Perl's failing line was found for refusals
+    refused = [perl for _, perl, _ in TALLY if not perl.accepted]
+    assert len(refused) >= 10 and len(TALLY) - len(refused) >= 10, len(refused)
+    assert sum(perl.line is not None for perl in refused) >= len(refused) // 2
+    assert not mismatches, f"{len(mismatches)} mismatch(es):\n" + "\n\n".join(mismatches)
