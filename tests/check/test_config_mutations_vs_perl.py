@@ -167,6 +167,10 @@ class Verdict:
     accepted: bool
     line: int | None = None
     message: str = ""
+    #: ours only: lines of warnings that say the server will not start here
+    blocking: tuple[int, ...] = ()
+    #: ours only: the first error line under ``check --perl`` (None: no error)
+    perl_mode_line: int | None = None
 
 
 def _render(lines: list[str], docroot: str) -> tuple[str, list[int]]:
@@ -230,12 +234,15 @@ def our_check(text: str, work: str) -> Verdict:
     os.chdir(work)  # relative paths (pidfile, node files) as the server sees them
     try:
         result = check_paths([str(conf)])
+        strict = check_paths([str(conf)], perl=True)
     finally:
         os.chdir(cwd)
+    blocking = tuple(d.line for d in result.diagnostics if d.blocks_start)
+    perl_mode_line = strict.errors[0].line if strict.errors else None
     if not result.errors:
-        return Verdict(True)
+        return Verdict(True, blocking=blocking, perl_mode_line=perl_mode_line)
     first = result.errors[0]
-    return Verdict(False, first.line, first.message)
+    return Verdict(False, first.line, first.message, blocking, perl_mode_line)
 
 
 def our_start(text: str, ports: list[int], work: str) -> Verdict:
@@ -246,7 +253,26 @@ def our_start(text: str, ports: list[int], work: str) -> Verdict:
 
 
 def _excepted(desc: str, text: str, perl: Verdict, ours: Verdict) -> str | None:
-    """The docs/migrating.md sentence that covers this difference, if any."""
+    """The docs/migrating.md sentence that covers this difference, if any.
+    (Our server's own verdict must still be Perl's except where said.)"""
+    if not perl.accepted and ours.accepted and perl.line is not None \
+            and perl.line in ours.blocking:
+        # docs/migrating.md: "perlbal check reports a missing docroot or
+        # buffer_uploads_path directory as a warning that says the file will not
+        # start on this host ...; the server refuses it at that line as Perl does"
+        return "host-fact-warning"
+    if not perl.accepted and ours.accepted and perl.line is not None \
+            and ours.perl_mode_line == perl.line:
+        # docs/migrating.md, New: our extensions (SERVER user, ...); Perl refuses
+        # them, and so does check --perl, at the same line
+        return "extension"
+    if not perl.accepted and ours.accepted and "Net::Netmask not installed" in perl.message:
+        # docs/migrating.md: "trusted_upstream_proxies works without Perl's Net::Netmask"
+        return "netmask"
+    if not perl.accepted and ours.accepted and "Can't find IP of interface" in perl.message:
+        # docs/migrating.md: "${ip:IFACE} ... Perl 1.80 parses /sbin/ifconfig's
+        # old 'inet addr:' output and dies on today's"
+        return "ifconfig"
     if perl.accepted and not ours.accepted and "no enabled service listens" in ours.message \
             and re.search(r"^\s*disable\s", text, re.I | re.M):
         # docs/migrating.md: "A configuration that ENABLEs and then DISABLEs every
@@ -255,6 +281,9 @@ def _excepted(desc: str, text: str, perl: Verdict, ours: Verdict) -> str | None:
         return "disable-in-config"
     return None
 
+
+#: differences let through, with the reason: (description, reason)
+EXCEPTED: list[tuple[str, str]] = []
 
 #: every comparison made: (description, Perl's verdict, our check's)
 TALLY: list[tuple[str, Verdict, Verdict]] = []
@@ -274,13 +303,17 @@ def compare(desc: str, lines: list[str], start_ours: bool) -> str | None:
             problems.append(f"check: perl {perl} / ours {ours}")
         elif not perl.accepted and perl.line is not None and perl.line != ours.line:
             problems.append(f"line: perl {perl} / ours {ours}")
+        reason = _excepted(desc, text, perl, ours) if problems else None
+        if reason:
+            EXCEPTED.append((desc, reason))
+            problems = []
         if start_ours:
             run = our_start(text, ports, work)
-            if run.accepted != perl.accepted:
+            # our server too differs for these reasons, but not for a missing
+            # directory: it refuses that as Perl does
+            if run.accepted != perl.accepted and reason in (None, "host-fact-warning"):
                 problems.append(f"start: perl {perl} / our server {run}")
         if not problems:
-            return None
-        if _excepted(desc, text, perl, ours):
             return None
         numbered = "\n".join(f"  {k + 1:3}: {line}" for k, line in enumerate(text.splitlines()))
         return f"{desc}\n{numbered}\n  " + "\n  ".join(problems)
@@ -292,6 +325,8 @@ def test_seeds_run_under_both() -> None:
         assert compare(f"seed {name}", lines, start_ours=True) is None, name
 
 
+_RP = ["CREATE POOL p", "POOL p ADD 127.0.0.1:9", "CREATE SERVICE r",
+       "  SET role = reverse_proxy", "  SET listen = @PORT0@", "  SET pool = p"]
 _W = ["CREATE SERVICE w", "  SET role = web_server", "  SET listen = @PORT0@",
       "  SET docroot = @DOCROOT@"]
 
@@ -313,22 +348,28 @@ PROBES: list[tuple[str, list[str]]] = [
     ("unknown dotted service", [*_W, "SET zz.dirindexing = on", "ENABLE w"]),
     ("enable upper case", [*_W, "ENABLE W"]),
     ("SET plugins unknown", [*_W, "  SET plugins = foo", "ENABLE w"]),
-    # an intended difference, excepted in _excepted (docs/migrating.md)
+    # intended differences, excepted in _excepted (docs/migrating.md)
     ("enable then disable", [*_W, "ENABLE w", "DISABLE w"]),
+    ("missing docroot", [*_W[:3], "  SET docroot = /nonexistent/x", "ENABLE w"]),
+    ("missing buffer_uploads_path", [*_RP, "  SET buffer_uploads_path = /nonexistent", "ENABLE r"]),
+    ("SERVER user", ["SERVER user = nobody", *_W, "ENABLE w"]),
+    ("trusted_upstream_proxies", [*_RP, "  SET trusted_upstream_proxies = 10.0.0.0/8", "ENABLE r"]),
+    ("ip of interface", [*_W, "  SET index_files = ${ip:lo}", "ENABLE w"]),
 ]
+
+#: each excepted probe and the exception it needs (so none is dead)
+EXCEPTED_PROBES = {"enable then disable": "disable-in-config", "missing docroot": "host-fact-warning",
+                   "missing buffer_uploads_path": "host-fact-warning", "SERVER user": "extension",
+                   "trusted_upstream_proxies": "netmask", "ip of interface": "ifconfig"}
 
 
 @pytest.mark.parametrize("desc,lines", FOUND + PROBES, ids=[f[0] for f in FOUND + PROBES])
 def test_found_and_probed_cases_agree(desc: str, lines: list[str]) -> None:
+    del EXCEPTED[:]
     assert compare(desc, lines, start_ours=True) is None
-
-
-def test_disable_difference_is_still_there() -> None:
-    """The exception above is not dead: Perl still accepts, we still refuse."""
-    del TALLY[:]
-    assert compare("enable then disable", [*_W, "ENABLE w", "DISABLE w"], start_ours=False) is None
-    (_, perl, ours), = TALLY
-    assert perl.accepted and not ours.accepted
+    # an excepted probe still differs, for the documented reason; the others agree outright
+    assert [reason for _, reason in EXCEPTED] == (
+        [EXCEPTED_PROBES[desc]] if desc in EXCEPTED_PROBES else [])
 
 
 @pytest.mark.xfail(strict=True, reason="not fixed: Perl takes 'SET listen = 0' for no listen "
@@ -366,3 +407,13 @@ def test_mutations_agree_with_perl() -> None:
     assert len(refused) >= 10 and len(TALLY) - len(refused) >= 10, len(refused)
     assert sum(perl.line is not None for perl in refused) >= len(refused) // 2
     assert not mismatches, f"{len(mismatches)} mismatch(es):\n" + "\n\n".join(mismatches)
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: Perl expands an unset $VAR to nothing after "
+                   "trimming the line, so 'SET index_files = $UNSET' sets ' ' (its regex "
+                   "' ?= ?(.+)' takes the space); ours trims again and answers the SET usage "
+                   "error (the fix is in both parsers of perlbal/grammar)")
+def test_unset_env_variable_leaves_a_space() -> None:
+    os.environ.pop("PERLBAL_TEST_UNSET_XX", None)
+    lines = [*_W, "  SET index_files = $PERLBAL_TEST_UNSET_XX", "ENABLE w"]
+    assert compare("unset $VAR", lines, start_ours=False) is None
