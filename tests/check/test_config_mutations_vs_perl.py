@@ -385,8 +385,10 @@ def test_mutations_agree_with_perl() -> None:
     mismatches: list[str] = []
     seen: list[int] = [0]
 
-    @settings(max_examples=60, derandomize=True, database=None, deadline=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    # MUTATIONS_EXAMPLES=250 for a longer hunt (about 90 s more)
+    @settings(max_examples=int(os.environ.get("MUTATIONS_EXAMPLES", "60")), derandomize=True,
+              database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
     @given(st.data())
     def one(data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(SEEDS)))
@@ -417,3 +419,26 @@ def test_unset_env_variable_leaves_a_space() -> None:
     os.environ.pop("PERLBAL_TEST_UNSET_XX", None)
     lines = [*_W, "  SET index_files = $PERLBAL_TEST_UNSET_XX", "ENABLE w"]
     assert compare("unset $VAR", lines, start_ours=False) is None
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed (perlbal/interp.py _init_role, which another "
+                   "change was editing): Perl applies a DEFAULT at each SET role and refuses "
+                   "that line ('MC:err: Expecting boolean value ...') when the value is bad; "
+                   "ours skips the bad default and accepts")
+def test_bad_default_refused_at_set_role() -> None:
+    lines = ["DEFAULT persist_client = abc", *_W, "ENABLE w"]
+    assert compare("bad DEFAULT", lines, start_ours=False) is None
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed (perlbal/commands.py _h_xs, which another "
+                   "change was editing): Perl's XS disable fails 'Unable to disable module.' "
+                   "when the module is not enabled (the case at start); ours answers "
+                   "'Module disabled.'")
+def test_xs_disable_when_not_enabled() -> None:
+    assert compare("XS disable", ["XS disable headers", *_W, "ENABLE w"], start_ours=False) is None
+
+
+def test_xs_disable_after_enable() -> None:
+    """The same line after XS enable: both accept (so the xfail above is about the state)."""
+    lines = ["XS enable headers", "XS disable headers", *_W, "ENABLE w"]
+    assert compare("XS enable, disable", lines, start_ours=False) is None
