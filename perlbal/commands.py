@@ -186,6 +186,7 @@ def _h_load(it: Interpreter, node: ast.Node, call: Call) -> bool:
         candidate, plugin = found
         plugin.load(it)
         it.graph.plugins_loaded[typed.lower()] = candidate
+        it.graph.plugin_case[typed.lower()] = candidate
         return call.ok()
     return call.err(
         f"Can't locate Perlbal/Plugin/{typed}.pm in @INC (you may need to install the "
@@ -205,7 +206,8 @@ def _h_unload(it: Interpreter, node: ast.Node, call: Call) -> bool:
 
 def _h_reload(it: Interpreter, node: ast.Node, call: Call) -> bool:
     assert isinstance(node, ast.Reload)
-    proper = it.graph.plugins_loaded.get(node.name.lower())
+    # Perl looks the name up in %PluginCase, which UNLOAD leaves alone
+    proper = it.graph.plugin_case.get(node.name.lower())
     if proper is None:
         return call.err(f"Unknown/unloaded plugin '{node.name}'")
     return call.err(f"Plugin Perlbal::Plugin::{proper} doesn't support reloading")

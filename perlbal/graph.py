@@ -116,6 +116,10 @@ class Graph:
     vivify_pools: bool = True
     # lower-case plugin name -> proper case, for loaded plugins
     plugins_loaded: dict[str, str] = field(default_factory=dict)
+    # lower-case name -> proper case of every plugin LOADed so far; unlike
+    # plugins_loaded it survives UNLOAD (Perl's %PluginCase), so error
+    # messages keep naming the plugin as its file is named
+    plugin_case: dict[str, str] = field(default_factory=dict)
     server: dict[str, str] = field(default_factory=dict)
     mime: dict[str, str] = field(default_factory=dict)
     service_autonumber: int = 0

@@ -513,7 +513,8 @@ class Interpreter:
         for word in re.split(r"[\s,]+", raw):
             if not word or word == "none":
                 continue
-            proper = self.graph.plugins_loaded.get(word.lower(), word.lower())
+            proper = self.graph.plugins_loaded.get(word.lower()) or self.graph.plugin_case.get(
+                word.lower(), word.lower())
             if proper in seen:
                 continue
             if proper not in self.graph.plugins_loaded.values():
