@@ -255,6 +255,8 @@ def _h_xs(it: Interpreter, node: ast.Node, call: Call) -> bool:
             it.xs_enabled[node.module] = True
             return call.ok()
         if node.sub == "disable":
+            if not it.xs_enabled[node.module]:  # as Perl's disable(): only an enabled one
+                return call.err("Unable to disable module.")
             it.xs_enabled[node.module] = False
             return call.out("Module disabled.")
         return call.err("Usage: xs [ <enable|disable> <module> ]")

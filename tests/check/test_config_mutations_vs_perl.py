@@ -437,11 +437,9 @@ def test_bad_default_refused_at_set_role() -> None:
     assert compare("bad DEFAULT", lines, start_ours=False) is None
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed (perlbal/commands.py _h_xs, which another "
-                   "change was editing): Perl's XS disable fails 'Unable to disable module.' "
-                   "when the module is not enabled (the case at start); ours answers "
-                   "'Module disabled.'")
 def test_xs_disable_when_not_enabled() -> None:
+    """Perl's XS disable fails 'Unable to disable module.' when the module is not
+    enabled (the case at start); ours answered 'Module disabled.'."""
     assert compare("XS disable", ["XS disable headers", *_W, "ENABLE w"], start_ours=False) is None
 
 
