@@ -353,7 +353,9 @@ class Interpreter:
             assert isinstance(value, str)
             svc.role = value
             svc.params["role"] = value
-            self._init_role(svc)
+            refused = self._init_role(svc)
+            if refused is not None:  # a DEFAULT this role cannot take: Perl's init dies
+                return call.err(refused)
             return call.ok()
         if effect is Effect.REBIND:
             old = svc.listen
@@ -391,8 +393,12 @@ class Interpreter:
     #: as what is cached in it depends on the parameter and its text alone
     _role_plans: ClassVar[dict[tuple[str, tuple[tuple[str, str], ...]], _RolePlan]] = {}
 
-    def _init_role(self, svc: Service) -> None:
+    def _init_role(self, svc: Service) -> str | None:
         """Perl's Service::init: every applicable parameter back to its default.
+
+        A value set by ``DEFAULT`` that this parameter refuses is skipped and its
+        error returned (the first), for ``SET role`` to answer, as Perl refuses the
+        line whose init applied it; the registry's own defaults never refuse.
 
         Coercing every default at every ``SET role`` was a third of checking a large
         config, so the first time a role is set (with these plugins loaded and these
@@ -406,6 +412,7 @@ class Interpreter:
         key = (svc.role or "", tuple(self.graph.defaults.items()))
         plan = self._role_plans.get(key)
         quiet = Call(ast.construct(ast.Blank), CommandContext(verbose=False))
+        refused: str | None = None
         if plan is not None and plan.params_are(params):
             for op in plan.ops:
                 if isinstance(op, dict):
@@ -416,7 +423,8 @@ class Interpreter:
                 if kept is _Recoerce:
                     try:
                         value = param.coerce(text, self.env, svc.name)
-                    except ParamError:
+                    except ParamError as exc:
+                        refused = refused or self._bad_default(param, text, exc)
                         continue
                 else:
                     value = list(kept) if isinstance(kept, list) else cast(ParamValue, kept)
@@ -424,7 +432,7 @@ class Interpreter:
                     svc.params[param.name] = value  # all that _apply does for these
                 else:
                     self._apply(svc, param, value, quiet)
-            return
+            return refused
         plan = _RolePlan(params)
         for param in params:
             if param.roles != "*" and (svc.role or "") not in param.roles:
@@ -437,8 +445,10 @@ class Interpreter:
             pure = type(param).coerce is Param.coerce
             try:
                 value = param.coerce(raw, cast(CheckEnv, probe), svc.name)
-            except ParamError:
-                if probe.asked or not pure:
+            except ParamError as exc:
+                bad = self._bad_default(param, raw, exc)
+                refused = refused or bad
+                if probe.asked or not pure or bad is not None:
                     plan.steps.append((param, raw, _Recoerce))
                 continue
             pure = pure and not probe.asked
@@ -449,6 +459,13 @@ class Interpreter:
         if len(self._role_plans) >= 64:
             self._role_plans.clear()
         self._role_plans[key] = plan
+        return refused
+
+    def _bad_default(self, param: Param, raw: str, exc: ParamError) -> str | None:
+        """The error of a ``DEFAULT`` value ``param`` refused (None: not a DEFAULT's)."""
+        if self.graph.defaults.get(param.name) != raw:
+            return None
+        return f"{exc} (from DEFAULT {param.name} = {raw})"
 
     def _pool_set_via_service(self, svc: Service, key: str, raw: str, call: Call) -> bool:
         # Perl passes pool-only parameters through, vivifying NAME_pool if allowed

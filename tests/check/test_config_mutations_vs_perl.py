@@ -428,11 +428,9 @@ def test_unset_env_variable_leaves_a_space() -> None:
     assert compare("unset $VAR", lines, start_ours=False) is None
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed (perlbal/interp.py _init_role, which another "
-                   "change was editing): Perl applies a DEFAULT at each SET role and refuses "
-                   "that line ('MC:err: Expecting boolean value ...') when the value is bad; "
-                   "ours skips the bad default and accepts")
 def test_bad_default_refused_at_set_role() -> None:
+    """Perl applies a DEFAULT at each SET role and refuses that line ('MC:err:
+    Expecting boolean value ...') when the value is bad; ours skipped it."""
     lines = ["DEFAULT persist_client = abc", *_W, "ENABLE w"]
     assert compare("bad DEFAULT", lines, start_ours=False) is None
 

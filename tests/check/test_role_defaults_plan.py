@@ -85,3 +85,23 @@ def test_defaults_that_ask_the_disk_are_asked_again(tmp_path: Path) -> None:
     recoerced = {p.name for p, _, kept in plan.steps if kept is _Recoerce}
     assert set(asked) & {p.name for p, _, _ in plan.steps} <= recoerced
     assert Call(ast.construct(ast.Blank), CommandContext()).lines == []
+
+
+def test_a_default_the_role_refuses_fails_set_role_every_time() -> None:
+    """Perl's init applies each DEFAULT through the parameter's setter and dies
+    on a bad one, failing the SET role line: the first service of the role and
+    the later ones (from the plan) alike; every other default is still applied."""
+    Interpreter._role_plans.clear()
+    it = Interpreter()
+    ctx = CommandContext()
+    _run(it, ["DEFAULT persist_client = abc", "DEFAULT buffer_size = 512k"])
+    for name in ("a", "b", "c"):
+        _run(it, [f"CREATE SERVICE {name}"])
+        reply = it.run(f"SET {name}.role = reverse_proxy", ctx)
+        assert not reply.ok
+        assert reply.lines == ["ERROR: Expecting boolean value for parameter 'persist_client' "
+                               "(from DEFAULT persist_client = abc)"]
+        assert it.graph.services[name].tunables.buffer_size == 512 * 1024
+        assert it.graph.services[name].role == "reverse_proxy"
+    _run(it, ["DEFAULT persist_client = on", "CREATE SERVICE d", "SET d.role = reverse_proxy"])
+    assert it.graph.services["d"].tunables.persist_client is True
