@@ -98,7 +98,10 @@ class Service:
 
     @property
     def listen(self) -> str | None:
-        return self.tunables.listen
+        """Where the service listens; None: nowhere.  ``SET listen = 0`` is
+        nowhere too: Perl tests the text for truth, and "0" is false there."""
+        value = self.tunables.listen
+        return None if value == "0" else value
 
     @property
     def pool_name(self) -> str | None:

@@ -10,8 +10,12 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
@@ -23,8 +27,9 @@ from tests.support.configs import (
     proxy_service,
     service,
     vhost_selector,
+    web_config,
 )
-from tests.support.perl_perlbal import console
+from tests.support.perl_perlbal import PerlPerlbal, console
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import HTTPConnection, request
 
@@ -144,3 +149,22 @@ def test_dumpconfig_rebuilds_the_same_graph_on_a_fresh_server() -> None:
             assert request(sel, "GET", "/", [("Host", "www.example.com")]).status == 200
         for q in queries:
             assert after[q] == before[q], q
+
+
+def test_listen_zero_stops_listening_as_in_perl(tmp_path: Path) -> None:
+    """SET listen = 0 on an enabled service: Perl takes '0' for false and closes
+    the port without opening another; so do we (we had bound a system-chosen
+    port); a real address afterwards listens again.  Same replies as Perl's."""
+    replies = {}
+    for name, server in (("python", PyPerlbal), ("perl", PerlPerlbal)):
+        web, web2, mgmt = free_ports(3)
+        conf = web_config(web, tmp_path) + management(mgmt)
+        with server(conf), console(LOOPBACK, mgmt) as con:
+            got = [con.command("SET web.listen = 0"), con.command("SHOW SERVICE web")]
+            with pytest.raises(OSError):
+                socket.create_connection((LOOPBACK, web), timeout=1).close()
+            got.append(con.command(f"SET web.listen = {LOOPBACK}:{web2}"))
+            socket.create_connection((LOOPBACK, web2), timeout=2).close()
+            replies[name] = [[line.replace(str(web2), "WEB2") for line in r] for r in got]
+    assert replies["python"] == replies["perl"]
+    assert "     listening: --" in replies["perl"][1]
