@@ -229,6 +229,11 @@ def _line(draw: st.DrawFn) -> str:
     if kind == 8:
         verb = draw(st.sampled_from(("LOAD", "load", "UNLOAD", "unload", "RELOAD")))
         name = draw(st.sampled_from(PLUGINS))
+        if verb.lower() == "unload" and name in ("Redirect", "Cgilike"):
+            # Intended (docs/migrating.md): Perl's Redirect and Cgilike leave
+            # their REDIRECT / PERLREQUIRE / PERLHANDLER commands behind on
+            # UNLOAD; ours remove them.  Global, so never generated.
+            verb = "LOAD"
         return f"{verb} {_case(draw, name)}"
     if kind == 9:
         # Only RFC 9110 token names and plain values: HEADER INSERT refusing
@@ -324,7 +329,7 @@ _UPTIME_RE = re.compile(r"^(starttime|uptime) \d+$")
 _INC_RE = re.compile(r"^(ERROR: Can't locate \S+ in @INC).*$", re.S)
 # Replies whose lines come from a Perl hash walk: compared as sorted lists.
 _HASH_ORDERED = re.compile(r"^\s*(show\s+(service|pool)\s*$|plugins|queues|nodes|states|"
-                           r"backends|pending|mime(\s+list)?\s*$)", re.I)
+                           r"backends|pending|mime(\s+list)?\s*$|patterns|stats|recent)", re.I)
 _DUMPCONFIG = re.compile(r"^\s*dumpconfig\b", re.I)
 
 
