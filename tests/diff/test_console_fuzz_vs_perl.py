@@ -253,7 +253,7 @@ def _line(draw: st.DrawFn) -> str:
     if kind == 12:
         # Only values the parameter takes: DEFAULT stores any text, and Perl
         # answers every later SET role with a stack trace when it does not fit
-        # (docs/migrating.md; we skip such a default).  DEFAULT is global, so
+        # (docs/migrating.md; ours answers one ERROR line).  DEFAULT is global, so
         # one bad value would spoil every later example.
         key, value = draw(st.sampled_from((("persist_client", "on"), ("idle_timeout", "99"),
                                            ("buffer_size", "10k"), ("nonsense", "x"),
