@@ -326,6 +326,8 @@ def _h_explain(it: Interpreter, node: ast.Node, call: Call) -> bool:
 
 
 def _h_perl_only(it: Interpreter, node: ast.Node, call: Call) -> bool:
+    if node.keyword == "state" and node.text.lower().split() != ["state", "changes"]:
+        return call.err("Invalid syntax to 'state' command")  # Perl's only form: state changes
     return queries.perl_only(node.keyword, call)
 
 

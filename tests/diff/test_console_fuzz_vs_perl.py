@@ -403,6 +403,10 @@ FOUND: list[list[str]] = [
     # replies said "Plugin Vhosts ..." there, ours "Plugin vhosts ..." /
     # "Unknown/unloaded plugin 'vhosts'".
     ["LOAD vhosts", "UNLOAD vhosts", "SET rp0.plugins = vhosts", "RELOAD VHOSTS"],
+    # 'state' other than 'state changes' (which is ours to explain, see
+    # docs/migrating.md): Perl's "Invalid syntax to 'state' command"; ours had
+    # answered the explanation to every form.
+    ["state", "STATE foo", "state changes x"],
 ]
 
 
