@@ -319,8 +319,9 @@ class Checker:
             first = self.result.files[0]
             self.result.diagnostics.append(Diagnostic(
                 first, max(1, self.last_line.get(first, 1)), 1, "error",
-                "no enabled service listens: Perl Perlbal stops with 'No services or "
-                "management port configured.  Nothing to do.  Stopping.'"))
+                "no enabled service listens, so the server would not start (Perl Perlbal, "
+                "when nothing was ever enabled, stops with 'No services or management "
+                "port configured.  Nothing to do.  Stopping.')"))
         for name, svc in graph.services.items():
             node = self.where.get(name)
             if node is None:
