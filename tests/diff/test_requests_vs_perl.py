@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.configs import PERSIST, proxy_config, web_config
 from tests.support.perl_perlbal import PerlPerlbal, requires_perl_perlbal
 from tests.support.ports import free_ports
 from tests.support.pyserver import PyPerlbal
@@ -145,42 +146,14 @@ SERVICES = ("web", "web2", "proxy", "proxy2")
 
 
 def _config(docroot: Path, docroot2: Path, ports: dict[str, int], backend: int) -> str:
-    return f"""CREATE SERVICE web
-  SET role = web_server
-  SET listen = 127.0.0.1:{ports['web']}
-  SET docroot = {docroot}
-  SET dirindexing = 0
-  SET persist_client = on
-ENABLE web
-CREATE SERVICE web2
-  SET role = web_server
-  SET listen = 127.0.0.1:{ports['web2']}
-  SET docroot = {docroot2}
-  SET dirindexing = 1
-  SET enable_concatenate_get = 1
-  SET enable_put = 1
-  SET enable_delete = 1
-  SET max_put_size = 100
-  SET persist_client = on
-ENABLE web2
-CREATE POOL p
-  POOL p ADD 127.0.0.1:{backend}
-CREATE SERVICE proxy
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{ports['proxy']}
-  SET pool = p
-  SET persist_client = on
-ENABLE proxy
-CREATE POOL p2
-  POOL p2 ADD 127.0.0.1:{backend}
-CREATE SERVICE proxy2
-  SET role = reverse_proxy
-  SET listen = 127.0.0.1:{ports['proxy2']}
-  SET pool = p2
-  SET persist_client = on
-  SET persist_backend = on
-ENABLE proxy2
-"""
+    return (web_config(ports["web"], docroot, extra=["SET dirindexing = 0",
+                                                     "SET persist_client = on"])
+            + web_config(ports["web2"], docroot2, service="web2", extra=[
+                "SET dirindexing = 1", "SET enable_concatenate_get = 1", "SET enable_put = 1",
+                "SET enable_delete = 1", "SET max_put_size = 100", "SET persist_client = on"])
+            + proxy_config(ports["proxy"], [backend], extra=["SET persist_client = on"])
+            + proxy_config(ports["proxy2"], [backend], pool="p2", service="proxy2",
+                           extra=PERSIST))
 
 
 @dataclass
