@@ -530,8 +530,8 @@ class Interpreter:
         for word in re.split(r"[\s,]+", raw):
             if not word or word == "none":
                 continue
-            proper = self.graph.plugins_loaded.get(word.lower()) or self.graph.plugin_case.get(
-                word.lower(), word.lower())
+            # (plugin_case holds every LOADed name, the loaded ones included)
+            proper = self.graph.plugin_case.get(word.lower(), word.lower())
             if proper in seen:
                 continue
             if proper not in self.graph.plugins_loaded.values():

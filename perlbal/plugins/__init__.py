@@ -23,6 +23,7 @@ uses only stock plugins never needs it.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Callable, ClassVar, Iterable
 
 from perlbal.graph import Service
@@ -32,6 +33,8 @@ from perlbal.params import Param
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
+
+log = logging.getLogger("perlbal.plugins")
 
 
 class PluginError(Exception):
@@ -130,17 +133,11 @@ class PluginRegistry:
             try:
                 self.add(plugin)
             except ValueError:  # a misspelt hook, a name taken: that plugin only
-                import logging
-
-                logging.getLogger("perlbal.plugins").exception(
-                    "could not add plugin %s", type(plugin).__name__)
+                log.exception("could not add plugin %s", type(plugin).__name__)
 
     def find(self, name: str) -> Plugin | None:
-        plugin = self._plugins.get(name)
-        if plugin is None and self._discover is not None:
-            self.discover()
-            plugin = self._plugins.get(name)
-        return plugin
+        found = self.find_first((name,))
+        return None if found is None else found[1]
 
     def find_first(self, names: Iterable[str]) -> tuple[str, Plugin] | None:
         """The first of ``names`` that names a plugin, with it: the plugins known
@@ -229,8 +226,5 @@ def entry_point_plugins() -> list[Plugin]:
         try:
             plugins.append(entry.load()())
         except Exception:
-            import logging
-
-            logging.getLogger("perlbal.plugins").exception(
-                "could not load plugin entry point %s", entry.name)
+            log.exception("could not load plugin entry point %s", entry.name)
     return plugins

@@ -311,6 +311,7 @@ async def _put(ctx: RequestContext) -> bool:
         if not await run_disk(inline_disk(ctx), os.path.isdir, required):
             raise _Refuse(404, "Base directory does not exist")
     directory = docroot + "/" + path
+    target = os.path.join(directory, filename)
     # checked before anything is created: through a symlink that leads out of
     # docroot, not even the missing parent directories may be made
     if not await run_disk(inline_disk(ctx), _inside, docroot, directory):
@@ -325,7 +326,7 @@ async def _put(ctx: RequestContext) -> bool:
     try:
         fd, temp = await run_disk(inline_disk(ctx), _create_temp, directory, filename)
     except OSError as exc:  # e.g. a file where the directory should be: as Perl's open fails
-        log.warning("PUT %s: %s", os.path.join(directory, filename), exc.strerror or exc)
+        log.warning("PUT %s: %s", target, exc.strerror or exc)
         raise _Refuse(500, "Internal error") from None
     done = False
     try:
@@ -357,9 +358,9 @@ async def _put(ctx: RequestContext) -> bool:
                 return await ctx.send_simple(
                     400, f"Content-MD5 mismatch, expected: {expect} actual: {actual}")
         try:
-            await run_disk(inline_disk(ctx), os.replace, temp, os.path.join(directory, filename))
+            await run_disk(inline_disk(ctx), os.replace, temp, target)
         except OSError as exc:  # e.g. the name is a directory: Perl's open fails the same way
-            log.warning("PUT %s: %s", os.path.join(directory, filename), exc.strerror or exc)
+            log.warning("PUT %s: %s", target, exc.strerror or exc)
             await run_disk(inline_disk(ctx), _unlink_quietly, temp)  # gone before we answer
             done = True
             return await ctx.send_simple(500, "Internal error")
