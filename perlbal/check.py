@@ -26,8 +26,11 @@ from perlbal.grammar import ast
 from perlbal.grammar.parser import CORE_COMMANDS
 from perlbal.interp import CommandContext, DiskEnv, DryEffects, Interpreter, Reply
 from perlbal.params import CORE_ROLES, REGISTRY, did_you_mean
+from perlbal.safefile import read_text
 
-Severity = Literal["error", "warning"]
+#: a note says what the dry run did instead of acting (PERLREQUIRE: where the
+#: module would be imported from); it never fails a check, even with --strict
+Severity = Literal["error", "warning", "note"]
 
 
 @dataclass
@@ -43,7 +46,10 @@ class Diagnostic:
     blocks_start: bool = False
 
     def render(self) -> str:
-        head = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        # line 0: about the whole file (one named on the command line that cannot
+        # be read), so no made-up position (#27)
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        head = f"{where}: {self.severity}: {self.message}"
         if not self.source:
             return head
         caret = " " * max(0, self.column - 1) + "^"
@@ -146,9 +152,8 @@ class Checker:
     def _source(self, file: str, line: int) -> str:
         lines = self.sources.get(file)
         if lines is None:
-            try:
-                with open(file, encoding="utf-8", errors="replace") as fh:
-                    lines = fh.read().splitlines()
+            try:  # (an INCLUDEd file, read once already: the same rules again)
+                lines = read_text(file).splitlines()
             except OSError:
                 lines = []
             self.sources[file] = lines
@@ -178,7 +183,10 @@ class Checker:
             env.relocated.clear()
         for warning in reply.warnings:
             self.add(node, "warning", warning,
-                     blocks_start="the server would refuse ENABLE" in warning)
+                     blocks_start="the server would refuse ENABLE" in warning
+                     or "cannot be read here" in warning)
+        for note in reply.notes:
+            self.add(node, "note", note)
         if isinstance(node, (ast.Create, ast.Use, ast.Enable, ast.Set)):
             self._remember(node)
         if self.perl and reply.ok:
@@ -286,9 +294,8 @@ class Checker:
     # --- whole files ---------------------------------------------------------------
 
     def check_file(self, path: str) -> None:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
+        try:  # named by the operator: a pipe is fine (check <(...)), still bounded
+            text = read_text(path, regular_only=False)
         except OSError as exc:
             self.result.diagnostics.append(Diagnostic(path, 0, 0, "error",
                                                       f"cannot read: {exc.strerror}"))

@@ -23,6 +23,8 @@ def _server() -> Any:
     from perlbal import lsp_features as f
 
     server = LanguageServer("perlbal", __version__)
+    _SEVERITY = {"error": t.DiagnosticSeverity.Error, "warning": t.DiagnosticSeverity.Warning,
+                 "note": t.DiagnosticSeverity.Information}
 
     def publish(uri: str) -> None:
         document = server.workspace.get_text_document(uri)
@@ -30,8 +32,7 @@ def _server() -> Any:
             range=t.Range(start=t.Position(line=d.line, character=d.column),
                           end=t.Position(line=d.line, character=d.end_column)),
             message=d.message, source="perlbal check",
-            severity=(t.DiagnosticSeverity.Error if d.severity == "error"
-                      else t.DiagnosticSeverity.Warning))
+            severity=_SEVERITY[d.severity])
             for d in f.diagnostics(document.source, document.path or "perlbal.conf")]
         server.text_document_publish_diagnostics(
             t.PublishDiagnosticsParams(uri=uri, diagnostics=items, version=document.version))

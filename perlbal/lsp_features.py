@@ -42,7 +42,7 @@ class Finding:
     line: int  # 0-based
     column: int  # 0-based
     end_column: int
-    severity: str  # "error" | "warning"
+    severity: str  # "error" | "warning" | "note"
     message: str
 
 

@@ -5,7 +5,9 @@ comment; other text on the line is ignored, as Perl's regex does).  The
 interpreter reads it when the parameter is set; the runtime reads it again
 before it opens backend connections, when the file changed and was last
 looked at more than ``RELOAD_FREQ`` seconds ago.  A vanished or unreadable
-file keeps the nodes already known.
+file keeps the nodes already known.  Beyond Perl, the file must be a regular
+file of at most 16 MiB (``perlbal.safefile``): Perl reads ``/dev/zero`` or a
+FIFO until memory runs out or for ever (#24 item 8).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import time
 
 from perlbal.graph import Node, Pool
+from perlbal.safefile import read_text
 
 __all__ = ["RELOAD_FREQ", "parse", "load", "refresh"]
 
@@ -34,8 +37,11 @@ def parse(text: str) -> list[Node]:
     return found
 
 
-def load(pool: Pool) -> bool:
-    """(Re)read a pool's node file if it changed; True when the nodes were replaced."""
+def load(pool: Pool, *, raise_errors: bool = False) -> bool:
+    """(Re)read a pool's node file if it changed; True when the nodes were replaced.
+
+    A file that cannot be read keeps the nodes already known; ``raise_errors``
+    raises its ``OSError`` instead (``SET nodefile`` reports it)."""
     path = pool.nodefile
     if not path:
         return False
@@ -43,9 +49,10 @@ def load(pool: Pool) -> bool:
         mtime = os.stat(path).st_mtime
         if mtime == pool.nodefile_mtime:
             return False
-        with open(path, encoding="latin-1") as fh:
-            text = fh.read()
+        text = read_text(path, encoding="latin-1")
     except OSError:
+        if raise_errors:
+            raise
         return False
     pool.nodefile_mtime = mtime
     pool.replace_nodes(parse(text))

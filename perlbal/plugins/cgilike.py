@@ -1,7 +1,8 @@
 """Cgilike: answer requests with an in-process function.
 
 Config:
-  ``PERLREQUIRE = <module>``            import a Python module (dotted name)
+  ``PERLREQUIRE = <module>``            import a Python module (dotted name); a
+                                        dry run (check, lsp) only says where it is
   ``PERLHANDLER = <module>:<function>`` the handler of the context's service
 Both keep Perl's names and the ``=`` (which is what preserves the case of
 the value), and both print nothing on success, as in Perl.  Where Perl takes a
@@ -25,6 +26,8 @@ that cannot be found or raises: 500 "Error in handler: ...".
 from __future__ import annotations
 
 import importlib
+import sys
+from importlib.machinery import ModuleSpec
 from typing import TYPE_CHECKING
 
 from perlbal.graph import Service
@@ -57,6 +60,55 @@ class PerlHandler(ast.PluginCommand):
     handler: str
 
 
+def _find_spec(fullname: str, path: list[str] | None) -> ModuleSpec | None:
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is not None:
+            spec = find(fullname, path, None)
+            if spec is not None:
+                return spec  # type: ignore[no-any-return]
+    return None
+
+
+def module_origin(name: str) -> str:
+    """Where ``import name`` would load ``name`` from, found without running any of it.
+
+    ``importlib.util.find_spec("a.b")`` imports package ``a`` (runs its
+    ``__init__``) to learn its ``__path__``.  Here each level is looked up with
+    the import system's own finders (``sys.meta_path``) in the parent's
+    ``submodule_search_locations``, so no module code runs.  Raises what the
+    import would raise when it would not find the module, in Python's words.
+    """
+    if name.startswith("."):
+        raise TypeError(f"the 'package' argument is required to perform a relative import "
+                        f"for {name!r}")
+    parts = name.split(".")
+    path: list[str] | None = None
+    spec: ModuleSpec | None = None
+    for depth in range(1, len(parts) + 1):
+        fullname = ".".join(parts[:depth])
+        if not parts[depth - 1]:
+            raise ModuleNotFoundError(f"No module named '{fullname}'", name=fullname)
+        loaded = sys.modules.get(fullname)
+        spec = getattr(loaded, "__spec__", None) if loaded is not None else \
+            _find_spec(fullname, path)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named '{fullname}'", name=fullname)
+        if depth < len(parts):
+            locations = spec.submodule_search_locations
+            if locations is None:
+                raise ModuleNotFoundError(f"No module named '{name}'; '{fullname}' is not "
+                                          "a package", name=name)
+            path = list(locations)
+    assert spec is not None
+    if spec.origin in (None, "namespace"):
+        where = ", ".join(spec.submodule_search_locations or [])
+        return f"namespace package {name} ({where})"
+    if spec.has_location:
+        return f"{name} from {spec.origin}"
+    return f"{name} ({spec.origin})"  # built-in, frozen
+
+
 def _build_require(args: PluginArgs) -> PerlRequire:
     return args.build(PerlRequire, module=args.get("PERLREQUIRE_NAME"))
 
@@ -87,6 +139,13 @@ class Cgilike(Plugin):
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
         if isinstance(node, PerlRequire):
             try:
+                if not it.owns_process:
+                    # check, lsp, a reload's dry run: never run code a config names
+                    # (#24 item 9); say where the server would import it from
+                    call.notes.append(f"PERLREQUIRE = {node.module}: the server imports "
+                                      f"{module_origin(node.module)} when it runs this line; "
+                                      "a dry run does not run it")
+                    return True
                 importlib.import_module(node.module)
             except Exception as exc:  # any failure of the import is the user's to see
                 return call.err(f"Failed to load {node.module}: {type(exc).__name__}: {exc}",

@@ -9,6 +9,10 @@ As Perl's Include.pm (which calls ``Perlbal::load_config`` for each file):
   does not fail the INCLUDE (Perl prints it to stdout), so we report it as a
   warning of the command (``perlbal check`` shows it);
 - a file that cannot be opened fails the INCLUDE with Perl's message.
+Beyond Perl, an included file must be a regular file of at most 16 MiB
+(``perlbal.safefile``): ``INCLUDE = /dev/stdin`` would have the language server
+read its own input, ``/dev/zero`` would never end (#24 item 8).  Anything else
+fails the INCLUDE the same way, saying what the path is.
 Relative names resolve against the interpreter's base directory (the main
 config file's) when it has one, else the working directory.
 
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 from perlbal.grammar import ast
 from perlbal.grammar.parser import PluginArgs, SyntaxExtension
 from perlbal.plugins import Plugin
+from perlbal.safefile import read_text
 
 if TYPE_CHECKING:
     from perlbal.interp import Call, Interpreter
@@ -77,8 +82,7 @@ class Include(Plugin):
         for index, word in enumerate(node.patterns):
             for path in _expand(word, base_dir if isinstance(base_dir, str) else None):
                 try:
-                    with open(path, encoding="utf-8", errors="replace") as fh:
-                        text = fh.read()
+                    text = read_text(path)
                 except OSError as exc:
                     return call.err(f"Error opening config file ({path}): {exc.strerror}",
                                     node.column_of(f"patterns.{index}"))

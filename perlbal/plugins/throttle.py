@@ -43,6 +43,7 @@ from perlbal.params import Kind, Param
 from perlbal.plugins import Plugin, PluginError
 from perlbal.plugins._common import EnumParam, PatternParam, context_service
 from perlbal.plugins._memcached import MemcachedClient, MemcachedError, parse_servers
+from perlbal.safefile import read_text
 from perlbal.tunables import ThrottleTunables
 
 if TYPE_CHECKING:
@@ -99,9 +100,8 @@ PARAMS: tuple[Param, ...] = (
 
 def load_cidr_list(path: str) -> list[str]:
     """Perl's load_cidr_list: the first run of [0-9/.] on each line is a network."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()
+    try:  # a regular file under the cap, as every file a config names (#24 item 8)
+        lines = read_text(path).split("\n")
     except OSError as exc:
         raise PluginError(f"Unable to open file {path}: {exc.strerror}") from None
     nets: list[str] = []

@@ -35,8 +35,8 @@ ENABLE web
 
 
 class Client:
-    def __init__(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+    def __init__(self, *more_paths: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *more_paths]))
         self.proc = subprocess.Popen([sys.executable, "-m", "perlbal.cli", "lsp"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
