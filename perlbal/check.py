@@ -8,9 +8,14 @@ checks beyond Perl Perlbal look at the finished graph (they are warnings:
 Perl would accept the config).
 
 Severity policy, matching Perl's verdicts on real configs: a missing docroot
-or upload spool directory is a warning (content is deployed separately, and
-the directory may exist on the target host); a missing node file, TLS key or
-certificate is an error, as Perl refuses those at the SET line.
+or upload spool directory, TLS key or certificate is a warning (content and
+keys are deployed separately, and may exist on the target host); a missing
+node file is an error, as Perl refuses it at the SET line.  Those warnings,
+and what else this host lacks to start the server (``perlbal.checkhost``: a
+TLS file this user cannot read, a port it may not bind), are marked
+``blocks_start``; ``--here`` makes each an error and also bind-probes the
+listeners.  What is wrong wherever the server runs (a key that does not match
+its certificate, an expired certificate) is an error.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from perlbal import checkhost
 from perlbal.graph import Graph
 from perlbal.grammar import ast
 from perlbal.grammar.parser import CORE_COMMANDS
@@ -131,10 +137,14 @@ class _CheckEnv(DiskEnv):
 
 
 class Checker:
-    def __init__(self, perl: bool = False, live_rules: bool = False) -> None:
+    def __init__(self, perl: bool = False, live_rules: bool = False,
+                 here: bool = False) -> None:
         #: --perl: also an error for each line Perl Perlbal 1.80 itself would refuse
         #: because it uses one of our extensions (Param.beyond_perl)
         self.perl = perl
+        #: --here: bind-probe the listeners, and what would stop the server starting
+        #: on this host (blocks_start) is an error, not a warning
+        self.here = here
         self.interp = Interpreter(Graph(), effects=DryEffects())
         #: live_rules: judge the disk as the running server will (SIGHUP reload)
         self.env = _CheckEnv(self.interp, live_rules)
@@ -146,6 +156,11 @@ class Checker:
         self.last_line: dict[str, int] = {}
         # where things were defined / referenced, for positioned graph checks
         self.where: dict[str, ast.Node] = {}
+        #: (service or pool, parameter) -> the line that last set it; the ENABLE
+        #: line of each service (checkhost positions its findings with these)
+        self.set_at: dict[tuple[str, str], ast.Node] = {}
+        self.enabled_at: dict[str, ast.Node] = {}
+        self._context: dict[str, str | None] = {}  # file -> what a bare SET names
 
     # --- per line --------------------------------------------------------------
 
@@ -183,12 +198,12 @@ class Checker:
             env.relocated.clear()
         for warning in reply.warnings:
             self.add(node, "warning", warning,
-                     blocks_start="the server would refuse ENABLE" in warning
-                     or "cannot be read here" in warning)
+                     blocks_start="the server would refuse ENABLE" in warning)
         for note in reply.notes:
             self.add(node, "note", note)
         if isinstance(node, (ast.Create, ast.Use, ast.Enable, ast.Set)):
             self._remember(node)
+            self._track(node, reply)
         if self.perl and reply.ok:
             self._perl_refuses(node)
         if isinstance(node, (ast.Set, ast.Default, ast.Server)):
@@ -209,6 +224,22 @@ class Checker:
         for message in errors:
             self.add(node, severity, message.replace("\n", " ") + self._hint(node, message),
                      column)
+
+    def _track(self, node: ast.Node, reply: Reply) -> None:
+        """Which line set what (as Perl's context: CREATE and USE name the target
+        of a bare SET, per file: an INCLUDEd file starts with none)."""
+        if isinstance(node, ast.Create):
+            self._context[node.file] = node.name
+        elif isinstance(node, ast.Use):
+            self._context[node.file] = node.name
+        elif not reply.ok:
+            return
+        elif isinstance(node, ast.Set):
+            owner = node.target or self._context.get(node.file)
+            if owner is not None:
+                self.set_at[(owner, node.key.lower())] = node
+        elif isinstance(node, ast.Enable) and node.verb == "enable":
+            self.enabled_at[node.service] = node
 
     def _perl_refuses(self, node: ast.Node) -> None:
         if isinstance(node, ast.Set) and node.key.lower() in REGISTRY.pool \
@@ -362,23 +393,24 @@ class Checker:
                     self.add(node, "warning", f"management service '{name}' listens on "
                              f"{svc.listen}: the console has no authentication, bind it to "
                              "127.0.0.1")
-            if svc.listen and svc.enabled:
-                port = int(svc.listen.rsplit(":", 1)[-1])
-                if port < 1024 and hasattr(os, "geteuid") and os.geteuid() != 0:
-                    self.add(node, "warning", f"port {port} needs root (or "
-                             "CAP_NET_BIND_SERVICE) to bind")
             for target in (svc.extra.get("vhosts") or {}).values():
                 if target not in graph.services:
                     self.add(node, "warning", f"selector '{name}' maps to service '{target}', "
                              "which is never created: those requests will fail")
+        if not self.env.live_rules:  # (a reload's dry run: the server prepares those)
+            checkhost.run(self, here=self.here)
+        if self.here:
+            for diag in self.result.diagnostics:
+                if diag.blocks_start:
+                    diag.severity = "error"
         self.result.diagnostics.sort(key=lambda d: (self.result.files.index(d.file)
                                                     if d.file in self.result.files else 99,
                                                     d.line, d.column))
         return self.result
 
 
-def check_paths(paths: list[str], *, perl: bool = False) -> CheckResult:
-    checker = Checker(perl=perl)
+def check_paths(paths: list[str], *, perl: bool = False, here: bool = False) -> CheckResult:
+    checker = Checker(perl=perl, here=here)
     for path in paths:
         checker.check_file(path)
     return checker.finish()

@@ -2,7 +2,7 @@
 
     perlbal [--config=FILE | -c FILE] [--daemon]   run the server (Perl's flags)
     perlbal --version | --help
-    perlbal check [--strict] [--perl] [--format text|json] FILE...
+    perlbal check [--strict] [--perl] [--here] [--format text|json] FILE...
     perlbal explain -c FILE [options] [METHOD] URL | --expect ROUTES [--fail-under PCT]
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
     perlbal console [HOST:PORT] [-c COMMAND]...      a client for the management port
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "/etc/perlbal/perlbal.conf"
 
 USAGE = """Usage: perlbal [OPTS]
-       perlbal check [--strict] [--perl] [--format text|json] FILE...
+       perlbal check [--strict] [--perl] [--here] [--format text|json] FILE...
        perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex]
        perlbal explain -c FILE [--header 'K: V']... [METHOD] URL   (or --expect ROUTES)
        perlbal console [HOST:PORT] [-c COMMAND]...   (the management console, with
@@ -47,6 +47,9 @@ Lint Perlbal config files without starting anything.  Every line runs through
 the same interpreter the server uses, against a graph with no sockets; every
 problem is reported as FILE:LINE:COL with the source line, not only the first.
 (This is not Perl Perlbal's perlbal-check, which monitors a running server.)
+With --here, what would stop the server starting on this host (a missing
+docroot or TLS file, an unreadable key, a port this user may not bind or that
+is taken) is an error instead of a warning.
 Exit status: 0 clean, 1 errors (or warnings with --strict), 2 usage."""
 
 
@@ -58,6 +61,10 @@ def _check_main(argv: Sequence[str]) -> int:
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--here", action="store_true",
+                        help="this host must be able to start it: what it lacks (a "
+                             "docroot, a readable key, the right to bind a port, a free "
+                             "port) is an error, and each listener is bound for a moment")
     parser.add_argument("--perl", action="store_true",
                         help="also an error for each of our extensions Perl Perlbal 1.80 "
                              "would refuse (for a config that must run under both)")
@@ -65,7 +72,7 @@ def _check_main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
-    result = check_paths(args.files, perl=args.perl)
+    result = check_paths(args.files, perl=args.perl, here=args.here)
     if args.format == "json":
         print(result.to_json())
         return result.exit_code(args.strict)
@@ -76,7 +83,7 @@ def _check_main(argv: Sequence[str]) -> int:
         blockers = len(result.start_blockers)
         verdict = "" if not blockers else (
             f". It will NOT start on this host as it is: {blockers} of the warnings name "
-            "a directory or file it needs that is missing here")
+            "something it needs that this host lacks (--here makes them errors)")
         print(f"OK: checked {len(result.files)} file(s): {result.services} service(s), "
               f"{result.pools} pool(s); {warnings} warning(s){verdict}")
     else:

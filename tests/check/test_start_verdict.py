@@ -31,7 +31,7 @@ def test_debian_examples_are_said_not_to_start(name: str, count: int) -> None:
     assert proc.stdout.startswith("OK: checked 1 file(s)")
     assert proc.stdout.strip().endswith(
         f"warning(s). It will NOT start on this host as it is: {count} of the warnings name "
-        "a directory or file it needs that is missing here")
+        "something it needs that this host lacks (--here makes them errors)")
 
 
 def test_a_file_that_starts_gets_a_plain_ok(tmp_path: Path) -> None:
