@@ -22,7 +22,6 @@ from typing import Any, Callable, ClassVar, Iterable, Protocol, cast
 
 from perlbal import PERL_COMPAT_VERSION
 from perlbal import nodefile, queries
-from perlbal.safefile import FileRefused
 from perlbal.graph import Graph, Pool, Service
 from perlbal.grammar import ast
 from perlbal.grammar.parser import PERL_HELP, Parser
@@ -57,7 +56,6 @@ class Reply:
     warnings: list[str] = field(default_factory=list)
     # where in the line the (first) error points, when the handler knows the token
     error_column: int | None = None
-    # what a dry run did instead of acting (check shows them as notes)
     notes: list[str] = field(default_factory=list)
 
 
@@ -162,9 +160,7 @@ class Call:
         self.lines: list[str] = []
         # things Perl prints to stderr with warn(); check turns them into warnings
         self.warnings: list[str] = []
-        # a dry run's word on what it did instead of acting (PERLREQUIRE: where
-        # the module would be imported from); check prints them as notes
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # a dry run's word on what it did not do (check: notes)
         self.error_column: int | None = None
 
     def out(self, *lines: str) -> bool:
@@ -521,20 +517,10 @@ class Interpreter:
             pool.nodefile_mtime = 0.0
             return call.ok()
         assert isinstance(value, str)
-        pool.nodefile = value
-        pool.nodefile_mtime = 0.0
-        try:
-            nodefile.load(pool, raise_errors=True)
-        except FileRefused as exc:  # a device or FIFO, or over the cap (#24 item 8)
-            pool.nodefile = None
-            at = call.node.orig.rfind(value)
-            return call.err(f"Node file {value} not read: {exc.strerror}",
-                            call.node.column + at if at >= 0 else None)
-        except FileNotFoundError:
-            pass  # (check: found beside the config instead; it warns about that)
-        except OSError as exc:  # Perl keeps the file and its empty node list, silently
-            call.warnings.append(f"node file {value} cannot be read here: {exc.strerror}; "
-                                 f"pool {pool.name} has no nodes from it until it can")
+        error, warnings = nodefile.set_file(pool, value)
+        call.warnings.extend(warnings)
+        if error is not None:  # (a device, a FIFO, a file over the cap: #24 item 8)
+            return call.err(error, call.node.column + max(call.node.orig.rfind(value), 0))
         return call.ok()
 
     def _set_plugins(self, svc: Service, raw: str, call: Call) -> bool:

@@ -17,9 +17,9 @@ import re
 import time
 
 from perlbal.graph import Node, Pool
-from perlbal.safefile import read_text
+from perlbal.safefile import FileRefused, read_text
 
-__all__ = ["RELOAD_FREQ", "parse", "load", "refresh"]
+__all__ = ["RELOAD_FREQ", "parse", "load", "set_file", "refresh"]
 
 #: Perl's NODEFILE_RELOAD_FREQ: seconds between two looks at a node file
 RELOAD_FREQ = 3.0
@@ -57,6 +57,28 @@ def load(pool: Pool, *, raise_errors: bool = False) -> bool:
     pool.nodefile_mtime = mtime
     pool.replace_nodes(parse(text))
     return True
+
+
+def set_file(pool: Pool, path: str) -> tuple[str | None, list[str]]:
+    """``SET nodefile = path``: read it now; (the error that refuses the line, warnings).
+
+    Beyond Perl, a device, a FIFO or a file over the cap is refused (Perl would
+    read it until memory runs out, or for ever).  A file that cannot be read is
+    kept, with no nodes from it until it can be, as Perl keeps it (silently:
+    ours is a warning, which check shows)."""
+    pool.nodefile = path
+    pool.nodefile_mtime = 0.0
+    try:
+        load(pool, raise_errors=True)
+    except FileRefused as exc:
+        pool.nodefile = None
+        return f"Node file {path} not read: {exc.strerror}", []
+    except FileNotFoundError:
+        pass  # (check: found beside the config instead, which it warns about)
+    except OSError as exc:
+        return None, [f"node file {path} cannot be read here: {exc.strerror}; pool "
+                      f"{pool.name} has no nodes from it until it can"]
+    return None, []
 
 
 def refresh(pool: Pool) -> None:
