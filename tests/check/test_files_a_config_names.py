@@ -102,3 +102,16 @@ def test_a_file_named_on_the_command_line(tmp_path: Path) -> None:
                            timeout=60)
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.startswith("OK: checked 1 file(s): 1 service(s)")
+
+
+def test_the_server_refuses_them_too(tmp_path: Path) -> None:
+    """The same interpreter starts the server: an INCLUDE of a FIFO stops start-up
+    with the reason (Perl blocks at the open for ever)."""
+    path, why = _target(tmp_path, "fifo")
+    conf = tmp_path / "s.conf"
+    conf.write_text(f"LOAD Include\nINCLUDE = {path}\n" + WEB.format(tmp=tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "perlbal.runtime.main", f"--config={conf}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert f"ERROR: Error opening config file ({path}): {why}" in proc.stdout + proc.stderr
