@@ -10,7 +10,8 @@ files and the rights it needs where check runs (#25 item 5):
   list and CA path too).  A key that does not match its certificate, a file
   that is not PEM, an expired certificate: an error at the line that set the
   file.  A file this user cannot read: a start blocker (the server may run as
-  another user), an error with ``--here``.
+  another user), an error with ``--here``.  The CA files of ``ssl_ca_path``
+  the server loads one by one must be regular files too.
 - **Ports**: a port below ``net.ipv4.ip_unprivileged_port_start`` (1024
   unless the host lowered it) without CAP_NET_BIND_SERVICE (root has it) is a
   start blocker.
@@ -171,6 +172,23 @@ def _check_pair(checker: "Checker", svc: Service, cert: str, key: str | None,
     return True
 
 
+def _check_ca_files(checker: "Checker", svc: Service, node: ast.Node) -> bool:
+    """The ``*.pem`` / ``*.crt`` files of ssl_ca_path that the server loads one by one
+    when it verifies clients: each must be a regular file under the cap, or OpenSSL
+    would block on a FIFO there (check's and the server's start alike)."""
+    ca_path = svc.tunables.ssl_ca_path
+    if not svc.tunables.ssl_verify_mode & 0x01 or not ca_path or not os.path.isdir(ca_path):
+        return True
+    try:
+        names = sorted(os.listdir(ca_path))
+    except OSError as exc:
+        _report(checker, node, "warning", f"CA directory {ca_path} cannot be read here: "
+                f"{exc.strerror}", blocks_start=True)
+        return False
+    return all(_read(checker, node, os.path.join(ca_path, name), "CA file") is not None
+               for name in names if name.endswith((".pem", ".crt")))
+
+
 def _check_tls(checker: "Checker", svc: Service, enable: ast.Node) -> None:
     def at(key: str) -> ast.Node:
         return checker.set_at.get((svc.name, key)) or enable
@@ -181,17 +199,29 @@ def _check_tls(checker: "Checker", svc: Service, enable: ast.Node) -> None:
     for _host, cert, key in parse_sni_certs(svc.tunables.ssl_sni_certs):
         pairs.append((cert, key, at("ssl_sni_certs"), at("ssl_sni_certs")))
     loaded = [_check_pair(checker, svc, *pair) for pair in pairs]
-    if not all(loaded):
+    if not all(loaded) or not _check_ca_files(checker, svc, at("ssl_ca_path")):
+        return
+    import ssl
+
+    ciphers = svc.tunables.ssl_cipher_list
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+    except ssl.SSLError as exc:  # ("No cipher can be selected.": the args, no reason)
+        _report(checker, at("ssl_cipher_list"), "error", f"OpenSSL takes no cipher from "
+                f"ssl_cipher_list '{ciphers}' ({exc.args[-1]}): the server would refuse "
+                f"ENABLE {svc.name}")
         return
     from perlbal.runtime.tls import TLSConfigError, build_context  # (only for TLS configs)
 
-    try:  # what else the server's context needs: the cipher list, the CA path
+    try:  # the server's own context, as ENABLE builds it (the CA path too)
         build_context(svc)
     except TLSConfigError as exc:
         message = str(exc)
-        node = at("ssl_cipher_list") if message.startswith("SSL cipher list") else \
-            at("ssl_ca_path") if message.startswith("SSL CA path") else enable
+        node = at("ssl_ca_path") if message.startswith("SSL CA path") else enable
         _report(checker, node, "error", f"{message}: the server would refuse ENABLE {svc.name}")
+    except Exception as exc:  # whatever else stops it: said, never a traceback
+        _report(checker, enable, "error", f"the TLS context of {svc.name} cannot be built "
+                f"({type(exc).__name__}: {exc}): the server would not start it")
 
 
 # --- ports -----------------------------------------------------------------------

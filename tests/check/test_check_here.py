@@ -203,3 +203,42 @@ def test_a_port_already_taken_only_with_here(tmp_path: Path) -> None:
     assert (f"{conf}:4:16: error: 127.0.0.1:{port} is already in use on this host: the "
             "server could not bind it\n") in here.stderr
     assert run_check("--here", str(conf)).returncode == 0  # free again
+
+
+def test_the_rest_of_the_tls_context(tmp_path: Path, pki: dict[str, Path]) -> None:
+    """A cipher list OpenSSL takes nothing from, and a FIFO among the CA files the
+    server loads one by one (OpenSSL would block reading it), at their lines."""
+    conf = tmp_path / "tls.conf"
+    base = tls_service(8443, pki["server-cert"], pki["server-key"], tmp_path)
+    conf.write_text(base.replace("ENABLE", "  SET ssl_cipher_list = NOPE-CIPHER\nENABLE"))
+    proc = run_check(str(conf))
+    assert proc.returncode == 1
+    assert (f"{conf}:8:25: error: OpenSSL takes no cipher from ssl_cipher_list 'NOPE-CIPHER' "
+            "(No cipher can be selected.): the server would refuse ENABLE secure\n"
+            ) in proc.stderr
+    cas = tmp_path / "cas"
+    cas.mkdir()
+    os.mkfifo(cas / "blocking.pem")
+    conf.write_text(base.replace("ENABLE", f"  SET ssl_verify_mode = 1\n"
+                                           f"  SET ssl_ca_path = {cas}\nENABLE"))
+    proc = run_check(str(conf))
+    assert proc.returncode == 1
+    assert (f"{conf}:9:21: error: CA file {cas}/blocking.pem not read: a FIFO (named pipe), "
+            "not a regular file\n") in proc.stderr
+
+
+def test_an_unreadable_node_file_is_a_warning(shared_dir: Path) -> None:
+    """The server starts with it (no nodes from it, as Perl, silently): a warning."""
+    _as_nobody_or_skip()
+    nodes = shared_dir / "nodes.txt"
+    nodes.write_text("127.0.0.1:8080\n")
+    nodes.chmod(0o600)
+    conf = shared_dir / "pool.conf"
+    conf.write_text(f"CREATE POOL p\n  SET nodefile = {nodes}\n"
+                    "CREATE SERVICE rp\n  SET role = reverse_proxy\n  SET pool = p\n"
+                    "  SET listen = 127.0.0.1:8089\nENABLE rp\n")
+    conf.chmod(0o644)
+    proc = run_check(str(conf), as_nobody=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (f"{conf}:2:3: warning: node file {nodes} cannot be read here: Permission denied; "
+            "pool p has no nodes from it until it can\n") in proc.stderr
