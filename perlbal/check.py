@@ -204,6 +204,8 @@ class Checker:
         if isinstance(node, (ast.Create, ast.Use, ast.Enable, ast.Set)):
             self._remember(node)
             self._track(node, reply)
+        elif isinstance(node, ast.Server) and reply.ok:
+            self.set_at[("SERVER", node.key.lower())] = node
         if self.perl and reply.ok:
             self._perl_refuses(node)
         if isinstance(node, (ast.Set, ast.Default, ast.Server)):

@@ -12,6 +12,9 @@ files and the rights it needs where check runs (#25 item 5):
   file.  A file this user cannot read: a start blocker (the server may run as
   another user), an error with ``--here``.  The CA files of ``ssl_ca_path``
   the server loads one by one must be regular files too.
+- **``SERVER user``**: a user or group that does not exist here, or a start
+  as another user than root, stops the server before it serves: a start
+  blocker (``perlbal.runtime.daemon.drop_privileges``' own dry run).
 - **Ports**: a port below ``net.ipv4.ip_unprivileged_port_start`` (1024
   unless the host lowered it) without CAP_NET_BIND_SERVICE (root has it) is a
   start blocker.
@@ -53,9 +56,9 @@ _CAP_NET_BIND_SERVICE = 10
 
 def _report(checker: "Checker", node: ast.Node, severity: "Severity", message: str,
             blocks_start: bool = False) -> None:
-    """``Checker.add``, the caret on a SET line's value (the file or port at fault)."""
+    """``Checker.add``, the caret on a SET / SERVER line's value (the file, port, user)."""
     column = None
-    if isinstance(node, ast.Set):
+    if isinstance(node, (ast.Set, ast.Server)):
         at = node.orig.rfind(node.value)
         column = node.column + at if at >= 0 else None
     checker.add(node, severity, message, column, blocks_start)
@@ -293,8 +296,23 @@ def _check_listen(checker: "Checker", svc: Service, enable: ast.Node, here: bool
         _report(checker, node, "warning", reason, blocks_start=True)
 
 
+def _check_user(checker: "Checker") -> None:
+    """``SERVER user``: the server stops before serving when it cannot become it."""
+    spec = checker.interp.graph.settings.user
+    node = checker.set_at.get(("SERVER", "user"))
+    if not spec or node is None:
+        return
+    from perlbal.runtime.daemon import drop_privileges  # (only when SERVER user is set)
+
+    why = drop_privileges(spec, dry_run=True)  # the server's own test, before it binds
+    if why is not None:
+        _report(checker, node, "warning", f"SERVER user: {why}: the server would stop at "
+                "start-up here", blocks_start=True)
+
+
 def run(checker: "Checker", *, here: bool) -> None:
     """Every host check on the finished graph (``here``: bind-probe the listeners too)."""
+    _check_user(checker)
     for name, svc in checker.interp.graph.services.items():
         enable = checker.enabled_at.get(name)
         if not svc.enabled or enable is None:

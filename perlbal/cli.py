@@ -48,8 +48,8 @@ the same interpreter the server uses, against a graph with no sockets; every
 problem is reported as FILE:LINE:COL with the source line, not only the first.
 (This is not Perl Perlbal's perlbal-check, which monitors a running server.)
 With --here, what would stop the server starting on this host (a missing
-docroot or TLS file, an unreadable key, a port this user may not bind or that
-is taken) is an error instead of a warning.
+docroot or TLS file, an unreadable key, a SERVER user it lacks, a port this
+user may not bind or that is taken) is an error instead of a warning.
 Exit status: 0 clean, 1 errors (or warnings with --strict), 2 usage."""
 
 

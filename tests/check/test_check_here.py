@@ -242,3 +242,19 @@ def test_an_unreadable_node_file_is_a_warning(shared_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (f"{conf}:2:3: warning: node file {nodes} cannot be read here: Permission denied; "
             "pool p has no nodes from it until it can\n") in proc.stderr
+
+
+def test_a_server_user_this_host_lacks(tmp_path: Path) -> None:
+    """The server stops before it serves when it cannot become SERVER user."""
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"SERVER user = perlbal-no-such-user\nCREATE SERVICE w\n"
+                    f"  SET role = web_server\n  SET docroot = {tmp_path}\n"
+                    "  SET listen = 127.0.0.1:8089\nENABLE w\n")
+    message = (f"{conf}:1:15: {{}}: SERVER user: no such user 'perlbal-no-such-user': the "
+               "server would stop at start-up here\n")
+    plain = run_check(str(conf))
+    assert plain.returncode == 0
+    assert message.format("warning") in plain.stderr
+    here = run_check("--here", str(conf))
+    assert here.returncode == 1
+    assert message.format("error") in here.stderr
