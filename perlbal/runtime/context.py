@@ -33,6 +33,7 @@ Invariants a handler relies on / must keep:
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
@@ -47,11 +48,14 @@ from perlbal.http import ClientSide, HttpError, RequestHead, simple_response
 from perlbal.http.connection import BODY
 from perlbal.runtime import trust
 from perlbal.runtime.aio import FastStream
+from perlbal.runtime.bodylimit import body_limit
 
 if TYPE_CHECKING:
     from perlbal.interp import Interpreter
     from perlbal.plugins import PluginRegistry
     from perlbal.runtime.stats import RuntimeStats
+
+log = logging.getLogger("perlbal.runtime")
 
 __all__ = ["RequestContext", "ServerHandle", "Handler", "RECV_SIZE", "CONTINUE"]
 
@@ -230,12 +234,15 @@ class RequestContext:
         ``stop_after``: stop once that many bytes were yielded (a Content-Length
         body exactly there; a chunked one may overshoot by one piece).
 
-        Raises ``HttpError`` (400 bad chunking, 413 over ``max_size``, 408 when
-        the body is too slow: see ``_body_deadline``) and ``anyio.EndOfStream``
-        if the client disconnects mid-body.
+        Raises ``HttpError`` (400 bad chunking, 413 over ``max_size`` or over
+        the request's own limit, ``bodylimit.body_limit``: max_chunked_request_size,
+        max_put_size, max_content_length; 408 when the body is too slow: see
+        ``_body_deadline``) and ``anyio.EndOfStream`` if the client disconnects
+        mid-body.  A piece that crosses a limit is never yielded.
         """
         http = self.http
         given = 0
+        limit = body_limit(self.service, self.head, self.listener_service)
         while stop_after is None or given < stop_after:
             piece = http.next_body(None if stop_after is None else stop_after - given)
             if piece is None:
@@ -257,6 +264,10 @@ class RequestContext:
                 return
             if max_size is not None and http.body_size > max_size:
                 raise HttpError(413, "request body too large")
+            if limit is not None and http.body_size > limit.size:
+                log.info("client %s on %s: request body refused: over %s (%d bytes)",
+                         self.peer_ip, self.service.name, limit.parameter, limit.size)
+                raise HttpError(413, limit.reason)
             given += len(piece)
             yield piece
 

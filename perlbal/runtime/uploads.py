@@ -225,10 +225,10 @@ async def _write_spool(ctx: RequestContext, sample: bytes, reason: str) -> Spool
         if sample:
             await to_thread.run_sync(fh.write, sample)
             size += len(sample)
-        limit = ctx.service.tunables.max_chunked_request_size if ctx.head.chunked else None
         pending: list[bytes] = []
         pending_size = 0
-        async for piece in ctx.body_chunks(limit if limit and limit > 0 else None):
+        # (max_chunked_request_size and the other limits: body_chunks, runtime/bodylimit.py)
+        async for piece in ctx.body_chunks():
             pending.append(piece)
             pending_size += len(piece)
             if pending_size >= 262144:  # one write per ~256 KiB, off the event loop

@@ -341,11 +341,11 @@ async def _put(ctx: RequestContext) -> bool:
                         continue  # the plugin took this piece
                     digest.update(piece)
                     await run_disk(inline_disk(ctx), out.write, piece)
-            except HttpError as exc:  # chunking error or max_chunked_request_size
+            except HttpError as exc:  # chunking error, or a limit (runtime/bodylimit.py)
                 out.close()
                 await run_disk(inline_disk(ctx), _unlink_quietly, temp)  # gone before we answer
                 done = True
-                await ctx.send_simple(exc.status, keep_alive=False)
+                await ctx.send_simple(exc.status, exc.reason, keep_alive=False)
                 return False
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 return False  # the client went away mid-upload: nothing is kept
