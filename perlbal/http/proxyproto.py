@@ -6,7 +6,8 @@ naming the client's address, then relays the client's bytes unchanged.
 ``parse(data)`` reads that header from the first bytes of a connection:
 
 * ``None``: not enough bytes yet (call again with more);
-* ``ProxyHeader(client, consumed)``: ``client`` is ``(ip, port)``, or None for
+* ``ProxyHeader(client, consumed)``: ``client`` is ``(ip, port)`` (an
+  IPv4-mapped IPv6 address unmapped, as at accept: ``perlbal.http.peer``), or None for
   ``PROXY UNKNOWN`` / a v2 ``LOCAL`` command / an address family other than
   TCP over IPv4 or IPv6 (then the peer's own address stands); ``consumed`` is
   the header's length, the client's bytes start after it;
@@ -25,6 +26,8 @@ import ipaddress
 import re
 import struct
 from dataclasses import dataclass
+
+from perlbal.http.peer import unmapped_ip
 
 __all__ = ["ProxyHeader", "ProxyProtocolError", "parse", "encode_v1", "encode_v2",
            "V1_MAX", "V2_SIGNATURE"]
@@ -52,7 +55,7 @@ def _address(text: str, family: bytes) -> str:
         raise ProxyProtocolError("bad address in PROXY header") from None
     if (address.version == 4) != (family == b"TCP4"):
         raise ProxyProtocolError("address does not match the PROXY family")
-    return str(address)
+    return unmapped_ip(str(address))
 
 
 def _port(text: bytes) -> int:
@@ -102,7 +105,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     if family_protocol == 0x21:  # TCP over IPv6
         if length < 36:
             raise ProxyProtocolError("short PROXY v2 IPv6 addresses")
-        source = str(ipaddress.IPv6Address(body[0:16]))
+        source = unmapped_ip(str(ipaddress.IPv6Address(body[0:16])))
         return ProxyHeader((source, struct.unpack("!H", body[32:34])[0]), consumed)
     return ProxyHeader(None, consumed)  # UNSPEC, UDP, unix: keep the peer's address
 

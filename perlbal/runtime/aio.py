@@ -300,6 +300,8 @@ class FastStream(ByteStream):
         self.bytes_out = 0
         #: the client's address a PROXY protocol header named (perlbal.runtime.proxyproto)
         self.proxied_peer: tuple[str, int] | None = None
+        #: the peer's address as accepted, IPv4-mapped unmapped (runtime/clients.py)
+        self._peer: tuple[str, int] | None = None
 
     # --- reading -------------------------------------------------------------
 
@@ -511,10 +513,23 @@ class FastStream(ByteStream):
             raise anyio.BrokenResourceError from exc
 
     @property
+    def peer(self) -> tuple[str, int] | None:
+        """The peer's address: as the accept loop set it (an IPv4-mapped one
+        unmapped: ``perlbal.http.peer``), else the transport's."""
+        if self._peer is not None:
+            return self._peer
+        name = self._transport.get_extra_info("peername")
+        return (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
+
+    @peer.setter
+    def peer(self, value: tuple[str, int] | None) -> None:
+        self._peer = value
+
+    @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         transport = self._transport
         return {
-            SocketAttribute.remote_address: lambda: transport.get_extra_info("peername"),
+            SocketAttribute.remote_address: lambda: self.peer,
             SocketAttribute.local_address: lambda: transport.get_extra_info("sockname"),
             SocketAttribute.raw_socket: lambda: transport.get_extra_info("socket"),
         }

@@ -5,6 +5,8 @@ Invariants:
   task in ``aio.TaskSet`` rather than a task-group child (about 2 KB less per
   connection); the role is looked up per request, so ``SET role``/``SET pool``
   apply next time;
+- the peer's address is taken from ``accept`` once, an IPv4-mapped one
+  unmapped (``perlbal.http.peer``), and rides on the stream (``FastStream.peer``);
 - a TLS listener's handshake (and a PROXY protocol header before it,
   ``proxyproto.py``) is done before the connection loop sees a byte;
 - while ``limited`` (open clients of non-management listeners) is at SERVER
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from perlbal.http.peer import client_address
 from perlbal.runtime import admission, proxyproto
 from perlbal.runtime.aio import FastStream, TaskSet, wrap_accepted
 from perlbal.runtime.listeners import Listener
@@ -65,7 +68,7 @@ class Clients:
         with lst.scope:
             while True:
                 try:
-                    sock, _addr = lst.sock.accept()
+                    sock, accepted = lst.sock.accept()
                 except (BlockingIOError, InterruptedError):
                     await anyio.wait_readable(lst.sock)
                     continue
@@ -76,6 +79,8 @@ class Clients:
                     await anyio.sleep(0.05)
                     continue
                 sock.setblocking(False)
+                # ::ffff:a.b.c.d (a dual-stack [::] listener) is a.b.c.d from here on
+                peer = client_address(accepted)
                 live.accepted[lst.service] = live.accepted.get(lst.service, 0) + 1
                 limit = self.max_connections
                 opened = self.management if lst.management else self.limited
@@ -87,15 +92,15 @@ class Clients:
                     self.tasks.start(admission.refuse(sock, lst.tls, limit))
                 elif lst.management:  # never parked: done when the task is
                     self.management += 1
-                    self.tasks.start(self._run(sock, lst.service, lst.tls, False),
+                    self.tasks.start(self._run(sock, peer, lst.service, lst.tls, False),
                                      self._management_closed)
                 else:
-                    self.tasks.start(self._run(sock, lst.service, lst.tls, True))
+                    self.tasks.start(self._run(sock, peer, lst.service, lst.tls, True))
 
     def _management_closed(self) -> None:
         self.management -= 1
 
-    async def _run(self, sock: socket.socket, service_name: str,
+    async def _run(self, sock: socket.socket, peer: tuple[str, int], service_name: str,
                    tls: ssl.SSLContext | None = None, limited: bool = False) -> None:
         from perlbal.runtime.clientconn import serve_client
 
@@ -114,7 +119,7 @@ class Clients:
             if svc is not None and svc.tunables.proxy_protocol:
                 try:  # before TLS and HTTP: the balancer's header (runtime/proxyproto.py)
                     proxied = (await proxyproto.read_header(
-                        sock, svc, str(sock.getpeername()[0]), lambda: runtime.draining)).client
+                        sock, svc, peer[0], lambda: runtime.draining)).client
                 except proxyproto.ProxyRefused:
                     return
             if tls is not None:
@@ -127,7 +132,7 @@ class Clients:
                     return
             else:
                 stream = await wrap_accepted(sock)
-            stream.proxied_peer = proxied
+            stream.peer, stream.proxied_peer = peer, proxied
             park = await serve_client(runtime, stream, service_name)
         except OSError:
             pass
