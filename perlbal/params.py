@@ -108,6 +108,10 @@ _S(Param("proxy_protocol", Kind.BOOL, "Beyond Perl: every connection starts with
          "trusted_upstream_proxies names (or always_trusted) may connect; an untrusted peer, "
          "a missing or malformed header closes the connection with a log line.", default="0",
          beyond_perl=True))
+_S(Param("proxy_protocol_timeout", Kind.SECONDS, "Beyond Perl: seconds a connection to a "
+         "proxy_protocol service has to deliver its whole PROXY header, whatever idle_timeout "
+         "says (0 too); then it is closed with a log line. 0: the default, 10. A v2 header "
+         "longer than 16 KiB is refused.", default="10", beyond_perl=True))
 _S(Param("always_trusted", Kind.BOOL, "Trust X-Forwarded-For and friends from every client "
          "(only when every client is your own proxy).", default="0"))
 _S(Param("backend_response_timeout", Kind.INT, "Beyond Perl (which waits forever): seconds "

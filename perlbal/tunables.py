@@ -68,6 +68,7 @@ class ServiceTunables:
     persist_client_idle_timeout: int = 30
     pool: str | None = None
     proxy_protocol: bool = False
+    proxy_protocol_timeout = Seconds('proxy_protocol_timeout', 10.0)
     queue_relief_chance: int = 0
     queue_relief_size: int = 0
     reproxy_file_roots: Sequence[str] = ()

@@ -13,6 +13,17 @@ naming the client's address, then relays the client's bytes unchanged.
   the header's length, the client's bytes start after it;
 * ``ProxyProtocolError``: not a PROXY header, or a malformed one.
 
+``HeaderReader`` reads one header off a connection without taking a byte past
+it: ``window()`` says how many bytes to look at (MSG_PEEK), ``take(peeked)``
+how many of them belong to the header (consume exactly those); as every byte
+looked at that belongs to the header is consumed, a half-sent header leaves
+nothing unread, so the caller can wait for readability instead of polling.
+
+A v2 header may announce up to 16 + 65,535 bytes; more than ``V2_MAX``
+(16 KiB, HAProxy's default buffer, far beyond the addresses and the TLVs
+balancers send: AWS's VPC endpoint ID, Azure's link ID, TLS details) is
+refused as soon as its length field arrives.
+
 Both sending sides are covered by ``encode_v1`` / ``encode_v2``.  The formats
 are those of HAProxy's proxy-protocol.txt: v1 is one text line of at most 107
 bytes, v2 a 16-byte binary header (12-byte signature, version/command,
@@ -29,10 +40,12 @@ from dataclasses import dataclass
 
 from perlbal.http.peer import unmapped_ip
 
-__all__ = ["ProxyHeader", "ProxyProtocolError", "parse", "encode_v1", "encode_v2",
-           "V1_MAX", "V2_SIGNATURE"]
+__all__ = ["ProxyHeader", "ProxyProtocolError", "HeaderReader", "parse", "encode_v1",
+           "encode_v2", "V1_MAX", "V2_MAX", "V2_SIGNATURE"]
 
 V1_MAX = 107
+#: the longest v2 header accepted, its 16-byte fixed part included (see the docstring)
+V2_MAX = 16384
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _V1 = re.compile(rb"PROXY (?:UNKNOWN[^\r\n]*|(TCP4|TCP6) ([0-9A-Fa-f.:]+) ([0-9A-Fa-f.:]+) "
                  rb"([0-9]{1,5}) ([0-9]{1,5}))\r\n")
@@ -82,15 +95,27 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
     return ProxyHeader((source, _port(match.group(4))), end + 2)
 
 
-def _parse_v2(data: bytes) -> ProxyHeader | None:
+def _v2_length(data: bytes, max_length: int) -> int | None:
+    """The whole v2 header's length (None: its fixed part is not all here)."""
     if len(data) < 16:
         return None
-    version_command, family_protocol, length = data[12], data[13], struct.unpack("!H", data[14:16])[0]
+    version_command, length = data[12], int.from_bytes(data[14:16], "big")
     if version_command >> 4 != 2:
         raise ProxyProtocolError("unknown PROXY protocol version")
-    command = version_command & 0x0F
-    if command not in (0, 1):
+    if version_command & 0x0F not in (0, 1):
         raise ProxyProtocolError("unknown PROXY v2 command")
+    if 16 + length > max_length:
+        raise ProxyProtocolError(f"PROXY v2 header of {16 + length} bytes is over the "
+                                 f"{max_length}-byte limit")
+    return 16 + length
+
+
+def _parse_v2(data: bytes, max_length: int = V2_MAX) -> ProxyHeader | None:
+    total = _v2_length(data, max_length)
+    if total is None:
+        return None
+    version_command, family_protocol, length = data[12], data[13], total - 16
+    command = version_command & 0x0F
     if len(data) < 16 + length:
         return None
     consumed = 16 + length
@@ -110,7 +135,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     return ProxyHeader(None, consumed)  # UNSPEC, UDP, unix: keep the peer's address
 
 
-def parse(data: bytes) -> ProxyHeader | None:
+def parse(data: bytes, max_length: int = V2_MAX) -> ProxyHeader | None:
     """The PROXY header at the start of ``data`` (see the module docstring)."""
     if data[:1] == b"P":
         if not (data.startswith(b"PROXY ") or b"PROXY ".startswith(data)):
@@ -119,10 +144,60 @@ def parse(data: bytes) -> ProxyHeader | None:
     if data[:1] == b"\r":
         if not (data.startswith(V2_SIGNATURE) or V2_SIGNATURE.startswith(data)):
             raise ProxyProtocolError("connection did not start with a PROXY header")
-        return _parse_v2(data) if len(data) >= 12 else None
+        return _parse_v2(data, max_length) if len(data) >= 12 else None
     if not data:
         return None
     raise ProxyProtocolError("connection did not start with a PROXY header")
+
+
+class HeaderReader:
+    """One PROXY header, read in pieces without taking a byte past it.
+
+    ``window()`` bytes are looked at (peeked); ``take(peeked)`` keeps those
+    of them that belong to the header and says how many (the caller consumes
+    exactly that many); ``header`` is set once the header is whole.  Raises
+    ``ProxyProtocolError`` as soon as the bytes cannot begin a header.
+    Invariant: what was taken is all header, so when ``header`` is None the
+    caller has nothing left unread that belongs to it.
+    """
+
+    def __init__(self, max_length: int = V2_MAX) -> None:
+        self.max_length = max_length
+        self._data = bytearray()  # taken so far (appended to: a trickled header costs O(n))
+        self.header: ProxyHeader | None = None
+
+    def _v2_total(self) -> int | None:
+        """A v2 header's whole length, once its fixed part is here."""
+        data = self._data
+        if data[:1] != b"\r" or len(data) < 16:
+            return None
+        return _v2_length(bytes(data[:16]), self.max_length)
+
+    def window(self) -> int:
+        """How many bytes to look at next (some past a v1 line may come with them)."""
+        have = len(self._data)
+        if self._data[:1] == b"\r":  # v2: exactly what is still missing
+            total = self._v2_total()
+            return (16 if total is None else total) - have
+        return V1_MAX - have  # v1, or nothing yet (a v1 line's longest)
+
+    def take(self, peeked: bytes) -> int:
+        """Keep the leading bytes of ``peeked`` that belong to the header; how many."""
+        assert self.header is None
+        have = len(self._data)
+        total = self._v2_total()
+        if total is not None:  # a v2 header of known length: the bytes still missing
+            count = min(len(peeked), total - have)
+            self._data += peeked[:count]
+            if len(self._data) == total:
+                self.header = parse(bytes(self._data), self.max_length)
+            return count
+        # the first bytes, or a v1 line: at most V1_MAX bytes to look through
+        header = parse(bytes(self._data) + peeked, self.max_length)
+        count = len(peeked) if header is None else header.consumed - have
+        self._data += peeked[:count]
+        self.header = header
+        return count
 
 
 def encode_v1(client: tuple[str, int], server: tuple[str, int]) -> bytes:

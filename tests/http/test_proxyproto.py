@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perlbal.http.proxyproto import (ProxyHeader, ProxyProtocolError, V2_SIGNATURE, encode_v1,
-                                     encode_v2, parse)
+from perlbal.http.proxyproto import (V2_MAX, HeaderReader, ProxyHeader, ProxyProtocolError,
+                                     V2_SIGNATURE, encode_v1, encode_v2, parse)
 
 
 @pytest.mark.parametrize(("raw", "client"), [
@@ -58,3 +58,41 @@ def test_any_prefix_waits_for_more(raw: bytes, cut: int) -> None:
     assert parse(raw) == ProxyHeader(("192.0.2.7", 5) if b"192.0.2.7" in raw or raw[:1] == b"\r"
                                      and b"\xc0\x00\x02\x07" in raw else ("2001:db8::7", 5),
                                      len(raw))
+
+
+def _long_v2(tlv_bytes: int) -> bytes:
+    """A v2 header naming 192.0.2.7:5 with one NOOP TLV of ``tlv_bytes`` bytes."""
+    plain = encode_v2(("192.0.2.7", 5), ("10.0.0.1", 80))
+    tlv = b"\x04" + (tlv_bytes - 3).to_bytes(2, "big") + bytes(tlv_bytes - 3)
+    return plain[:14] + (12 + len(tlv)).to_bytes(2, "big") + plain[16:] + tlv
+
+
+@settings(max_examples=100)
+@given(st.sampled_from([encode_v1(("192.0.2.7", 5), ("10.0.0.1", 80)), b"PROXY UNKNOWN\r\n",
+                        V2_SIGNATURE + b"\x20\x00\x00\x00", _long_v2(2048),
+                        _long_v2(V2_MAX - 28)]),
+       st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=40))
+def test_header_reader_takes_the_header_and_not_a_byte_more(raw: bytes, pieces: list[int]) -> None:
+    """Whatever the pieces, every byte looked at and taken is header; the
+    client's bytes after it stay unread (issue 24 item 6)."""
+    stream = raw + b"GET / HTTP/1.1\r\n\r\n"
+    reader, position, turn = HeaderReader(), 0, 0
+    while reader.header is None:
+        arrived = stream[position:position + min(reader.window(), pieces[turn % len(pieces)])]
+        turn += 1
+        taken = reader.take(arrived)
+        assert taken == len(arrived) or reader.header is not None
+        position += taken
+    assert position == len(raw) == reader.header.consumed
+
+
+def test_header_reader_refuses_a_v2_length_over_the_cap_at_once() -> None:
+    reader = HeaderReader()
+    with pytest.raises(ProxyProtocolError, match=f"over the {V2_MAX}-byte limit"):
+        reader.take(_long_v2(V2_MAX - 27)[:16])
+
+
+def test_a_mapped_client_is_unmapped() -> None:
+    raw = encode_v2(("::ffff:192.0.2.7", 5), ("2001:db8::1", 80))
+    assert parse(raw) == ProxyHeader(("192.0.2.7", 5), len(raw))
+    assert parse(b"PROXY TCP6 ::ffff:192.0.2.7 ::1 5 80\r\n") == ProxyHeader(("192.0.2.7", 5), 38)
