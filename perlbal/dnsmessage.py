@@ -13,6 +13,16 @@ Invariants: a reply is only accepted for our query id, with no error code,
 and every length and compression pointer is checked (a pointer may only go
 backwards, so a malicious reply cannot loop); anything else raises
 ``DnsError``.
+
+Decoding a message has a budget (issue 24 item 5): a name is 255 octets at
+most (RFC 1035 section 3.1), and one message may make the decoder follow
+``MAX_JUMPS`` compression pointers and read ``MAX_LABEL_OCTETS`` octets of
+labels in all.  Without it, every record's owner can be a 2-byte pointer back
+to one long name of 1-byte labels: no loop, yet a 64 KB reply cost seven
+seconds of CPU on the event loop.  A reply over the budget raises
+``DnsError`` saying so.  A real reply is far inside it: its names are
+decoded about once per record (a 4 KB EDNS reply holds some hundred
+records).
 """
 
 from __future__ import annotations
@@ -20,12 +30,20 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-__all__ = ["A", "AAAA", "SRV", "DnsError", "Record", "query", "answers"]
+__all__ = ["A", "AAAA", "SRV", "DnsError", "Record", "query", "answers", "MAX_JUMPS",
+           "MAX_LABEL_OCTETS", "MAX_NAME"]
 
 A, AAAA, SRV = 1, 28, 33
 _KINDS = {A: "A", AAAA: "AAAA", SRV: "SRV"}
 
 Record = tuple[str, str, object, int]
+
+#: the longest name on the wire, length octets included (RFC 1035 section 3.1)
+MAX_NAME = 255
+#: compression pointers one message may make the decoder follow, in all its names
+MAX_JUMPS = 2048
+#: label octets (length octets included) one message may make the decoder read
+MAX_LABEL_OCTETS = 65536
 
 
 class DnsError(ValueError):
@@ -48,10 +66,29 @@ def query(name: str, qtype: int, ident: int) -> bytes:
     return header + _encode_name(name) + struct.pack("!HH", qtype, 1)
 
 
-def _read_name(data: bytes, offset: int) -> tuple[str, int]:
+class _Budget:
+    """What is left of one message's decoding budget (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.jumps = MAX_JUMPS
+        self.octets = MAX_LABEL_OCTETS
+
+    def spend(self, jumps: int, octets: int) -> None:
+        self.jumps -= jumps
+        self.octets -= octets
+        if self.jumps < 0:
+            raise DnsError(f"DNS reply refused: its names follow more than {MAX_JUMPS} "
+                           f"compression pointers")
+        if self.octets < 0:
+            raise DnsError(f"DNS reply refused: its names spell more than "
+                           f"{MAX_LABEL_OCTETS} octets of labels")
+
+
+def _read_name(data: bytes, offset: int, budget: _Budget) -> tuple[str, int]:
     labels: list[str] = []
     end = None
     jumps = 0
+    octets = 1  # the final zero octet
     while True:
         if offset >= len(data):
             raise DnsError("name runs past the message")
@@ -66,12 +103,17 @@ def _read_name(data: bytes, offset: int) -> tuple[str, int]:
                 end = offset + 2
             offset = target
             jumps += 1
+            budget.spend(1, 0)
             continue
         if length & 0xC0:
             raise DnsError("bad label type")
         offset += 1
         if length == 0:
             break
+        octets += 1 + length
+        if octets > MAX_NAME:
+            raise DnsError(f"DNS name longer than {MAX_NAME} octets")
+        budget.spend(0, 1 + length)
         labels.append(data[offset:offset + length].decode("ascii", "replace"))
         offset += length
     return ".".join(labels), (end if end is not None else offset)
@@ -87,12 +129,13 @@ def answers(data: bytes, ident: int) -> list[Record]:
     if flags & 0x000F:
         raise DnsError(f"DNS error code {flags & 0x000F}")
     offset = 12
+    budget = _Budget()
     for _ in range(qd):
-        _name, offset = _read_name(data, offset)
+        _name, offset = _read_name(data, offset, budget)
         offset += 4
     records: list[Record] = []
     for index in range(an + ns + ar):
-        owner, offset = _read_name(data, offset)
+        owner, offset = _read_name(data, offset, budget)
         owner = owner.lower()
         if offset + 10 > len(data):
             raise DnsError("truncated record")
@@ -109,7 +152,7 @@ def answers(data: bytes, ident: int) -> list[Record]:
             records.append((owner, "AAAA", str(ipaddress.IPv6Address(bytes(rdata))), ttl))
         elif rtype == SRV and length >= 7:
             priority, weight, port = struct.unpack("!HHH", rdata[:6])
-            target, _end = _read_name(data, offset + 6)
+            target, _end = _read_name(data, offset + 6, budget)
             records.append((owner, "SRV", (priority, weight, port, target.lower()), ttl))
         offset += length
     return records
