@@ -7,7 +7,9 @@ Runtime: ``decide`` is the start_http_request decision on services the plugin
 is registered on, the one place it is made (explain calls it; the server does,
 through ``perlbal.routing.run_request_hooks``): a request whose Content-Length exceeds the limit is answered
 413 "Content too long." before any of its body is read; requests without
-Content-Length pass.
+Content-Length pass here.  A chunked body announces no length: the runtime
+holds it to ``max_content_length`` as it arrives (``runtime/bodylimit.py``;
+Perl lets it through).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ class MaxContentLength(Plugin):
         """The start_http_request decision (routing.run_request_hooks; explain runs it too)."""
         return decide(svc, request)
     params = (
-        Param("max_content_length", Kind.INT, "Largest Content-Length accepted, in bytes "
-              "(0: no limit).", default="0", plugin="MaxContentLength"),
+        Param("max_content_length", Kind.INT, "Largest request body accepted, in bytes "
+              "(0: no limit): a larger Content-Length gets 413 before the body is read, a "
+              "chunked body 413 once it grows past it (Perl checks Content-Length only).",
+              default="0", plugin="MaxContentLength"),
     )
 
 
