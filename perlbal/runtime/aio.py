@@ -301,7 +301,7 @@ class FastStream(ByteStream):
         #: the client's address a PROXY protocol header named (perlbal.runtime.proxyproto)
         self.proxied_peer: tuple[str, int] | None = None
         #: the peer's address as accepted, IPv4-mapped unmapped (runtime/clients.py)
-        self._peer: tuple[str, int] | None = None
+        self.peer: tuple[str, int] | None = None
 
     # --- reading -------------------------------------------------------------
 
@@ -513,23 +513,11 @@ class FastStream(ByteStream):
             raise anyio.BrokenResourceError from exc
 
     @property
-    def peer(self) -> tuple[str, int] | None:
-        """The peer's address: as the accept loop set it (an IPv4-mapped one
-        unmapped: ``perlbal.http.peer``), else the transport's."""
-        if self._peer is not None:
-            return self._peer
-        name = self._transport.get_extra_info("peername")
-        return (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
-
-    @peer.setter
-    def peer(self, value: tuple[str, int] | None) -> None:
-        self._peer = value
-
-    @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         transport = self._transport
+        peer = self.peer  # (set at accept: an IPv4-mapped address unmapped)
         return {
-            SocketAttribute.remote_address: lambda: self.peer,
+            SocketAttribute.remote_address: lambda: peer or transport.get_extra_info("peername"),
             SocketAttribute.local_address: lambda: transport.get_extra_info("sockname"),
             SocketAttribute.raw_socket: lambda: transport.get_extra_info("socket"),
         }

@@ -98,7 +98,8 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
     if listener_svc is None:
         return False
     # the address a PROXY protocol header named stands for the client (runtime/proxyproto.py)
-    peer = stream.proxied_peer or stream.peer  # (IPv4-mapped unmapped at accept: clients.py)
+    # (stream.peer: as accepted, an IPv4-mapped address unmapped: clients.py)
+    peer = stream.proxied_peer or stream.peer or stream._transport.get_extra_info("peername")
     peer_ip, peer_port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
     first = not resumed
     counted_in, counted_out = stream.bytes_in, stream.bytes_out
