@@ -8,8 +8,9 @@ slow uploader never holds a backend connection.  Perl's decision, kept here:
 
 * a chunked body (Transfer-Encoding: chunked) is always spooled (reason
   ``chunked``), at most ``max_chunked_request_size`` decoded bytes (larger:
-  the client is disconnected, as Perl closes it), then sent with a
-  Content-Length;
+  413 naming the limit, the spool file gone, the connection closed; Perl
+  closes it without a word; the limits are ``runtime/bodylimit.py``'s), then
+  sent with a Content-Length;
 * with ``buffer_backend_connect`` = 0 nothing is buffered (Perl goes straight
   to a backend);
 * Content-Length >= ``buffer_upload_threshold_size`` (non-zero): spooled at
