@@ -127,4 +127,5 @@ def test_slow_upload_does_not_hold_a_backend() -> None:
         "backend_connections": len(accepts),
     }
     print("slow upload:", numbers)
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.write_text(json.dumps(numbers, indent=1) + "\n")
