@@ -28,7 +28,7 @@ from perlbal import balance
 from perlbal.docroot import request_as_served, resolve
 from perlbal.graph import Graph, Pool, Service
 from perlbal.http import HttpError, parse_request_head
-from perlbal.http.upgrade import wants_upgrade
+from perlbal.http.upgrade import relayed_protocols, wants_upgrade
 from perlbal.routing import management_refusal
 from perlbal.routing import (
     HOOKS_ENFORCED, Dispatched, Request, Respond, Step, Trace, dispatch, selector_plugin,
@@ -275,11 +275,18 @@ def _end(graph: Graph, where: Dispatched, steps: Trace, peer_ip: str = "",
             return Outcome(kind="status", status=503, service=svc.name)
         nodes = [n.ipport for n in pool.nodes]
         queue = " (low-priority queue)" if where.queue_low else ""
-        if wants_upgrade(where.head) and svc.tunables.allow_upgrade:
+        relayed = (relayed_protocols(where.head, svc.tunables.upgrade_protocols)
+                   if svc.tunables.allow_upgrade else ())
+        if relayed:
             steps.append(Step("upgrade", svc.name, "relay",
-                              f"Upgrade: {where.head.get('Upgrade')} goes to the backend as "
+                              f"Upgrade: {', '.join(relayed)} goes to the backend as "
                               "HTTP/1.1; a 101 reply turns the connection into a two-way "
-                              "tunnel (allow_upgrade)"))
+                              "tunnel (allow_upgrade, upgrade_protocols)"))
+        elif wants_upgrade(where.head):
+            steps.append(Step("upgrade", svc.name, "drop",
+                              f"Upgrade: {where.head.get('Upgrade')} is not relayed "
+                              "(allow_upgrade, upgrade_protocols; h2c never is): the request "
+                              "goes on as an ordinary one without it"))
         dns_name = pool.tunables.dns_name
         if not nodes and dns_name:
             steps.append(Step("pool", pool.name, "choose",

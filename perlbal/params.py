@@ -124,6 +124,13 @@ _S(Param("allow_upgrade", Kind.BOOL, "Beyond Perl: relay protocol upgrades (WebS
          "byte tunnel until either side closes or idle_timeout passes in silence. Off: "
          "Upgrade is dropped as a hop-by-hop field and the request is an ordinary one.",
          roles=RP, default="1", beyond_perl=True))
+_S(Param("upgrade_protocols", Kind.LIST, "Beyond Perl: the protocols allow_upgrade relays "
+         "(Upgrade tokens, comma- or space-separated, any case; a name without /version "
+         "stands for every version). A tunnel bypasses routing, ACCESS and HEADER rules and "
+         "every plugin, so any other protocol the client asks for is dropped (Upgrade, "
+         "HTTP2-Settings and their Connection tokens) and the request served as an ordinary "
+         "one; h2c always is, even when listed. A 101 switching to a protocol that was not "
+         "offered gets the client a 502.", roles=RP, default="websocket", beyond_perl=True))
 _S(Param("backend_persist_cache", Kind.INT, "Idle keep-alive backend connections kept in "
          "reserve while no client waits.", roles=RP, default="2"))
 _S(Param("backend_persist_linger", Kind.INT, "Beyond Perl: seconds a used backend "

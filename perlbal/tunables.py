@@ -83,6 +83,7 @@ class ServiceTunables:
     ssl_sni_certs: str = ''
     ssl_verify_mode: int = 0
     trusted_upstream_proxies: Sequence[str] = ()
+    upgrade_protocols: Sequence[str] = ('websocket',)
     upload_status_listeners: str = ''
     verify_backend: bool = False
     verify_backend_path: str = '*'

@@ -10,7 +10,10 @@ through by counting once h11 has framed it; a chunked one is decoded by h11.
 
 A request that asked to switch protocols (``upgrade=True``) may get ``101``:
 that head is final, the object is done, and ``leftover`` holds the first
-bytes of the new protocol (``perlbal.runtime.tunnel`` relays them).
+bytes of the new protocol (``perlbal.runtime.tunnel`` relays them).  A 101 to
+any other request raises ``BackendProtocolError(UNOFFERED_SWITCH)``: the
+backend must not switch a connection we did not offer to switch (the client
+gets 502; issue 24).
 
 Invariants: a reply cut short (chunked without its last chunk, fewer bytes
 than its Content-Length) raises ``BackendProtocolError``, never ends cleanly;
@@ -28,7 +31,9 @@ from perlbal.http.framing import (BODY, CHUNKED, CLOSE, DONE, HEAD, LENGTH, NONE
 from perlbal.http.head import ResponseHead
 from perlbal.http.policy import BACKEND_LIMITS, Limits, response_error, response_head
 
-__all__ = ["BackendSide"]
+__all__ = ["BackendSide", "UNOFFERED_SWITCH"]
+
+UNOFFERED_SWITCH = "101 Switching Protocols to a request that was not offered an upgrade"
 
 # The placeholder requests h11 is told we sent, one per method
 _SENT: dict[bytes, h11.Request] = {}
@@ -131,6 +136,8 @@ class BackendSide:
                 if self._eof:
                     raise BackendProtocolError(
                         "backend closed before a complete reply head") from None
+                if not self.upgrade and "_SWITCH_UPGRADE" in str(exc):  # (h11's words)
+                    raise BackendProtocolError(UNOFFERED_SWITCH) from None
                 raise response_error(exc) from None
             except ValueError:
                 raise BackendProtocolError("malformed reply") from None

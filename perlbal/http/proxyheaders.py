@@ -83,10 +83,13 @@ __all__ = [
 
 Headers = Sequence[Header]
 
-#: RFC 9110 section 7.6.1 plus the de-facto Keep-Alive and Proxy-Connection.
+#: RFC 9110 section 7.6.1 plus the de-facto Keep-Alive and Proxy-Connection, and
+#: HTTP2-Settings (RFC 7540 section 3.2.1: it belongs to an h2c upgrade, which is
+#: never relayed, perlbal.http.upgrade).
 HOP_BY_HOP = frozenset(
     {
         "connection",
+        "http2-settings",
         "keep-alive",
         "proxy-connection",
         "te",

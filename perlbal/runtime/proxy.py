@@ -43,7 +43,7 @@ from perlbal.http import HttpError, backend_request_headers, backend_request_lin
     set_header
 from perlbal.http.fields import UnsafeField, render_fields
 from perlbal.http.proxyproto import encode_v1, encode_v2
-from perlbal.http.upgrade import backend_upgrade_head, wants_upgrade
+from perlbal.http.upgrade import backend_upgrade_head, relayed_protocols
 from perlbal.plugins.hooks import (BackendClientAssigned, EndProxyRequest, MakeHighPriority,
                                    MakeLowPriority, ProxyReadRequest, StartHttpRequest,
                                    StartProxyRequest, fire)
@@ -85,21 +85,27 @@ def _high_priority(svc: Service, ctx: RequestContext) -> bool:
     return str(contents or "") in (cookies.get(name) or "")
 
 
-def _upgrading(ctx: RequestContext) -> bool:
-    """The request asks to switch protocols and the service relays upgrades."""
-    return ctx.service.tunables.allow_upgrade and wants_upgrade(ctx.head)
+def _upgrading(ctx: RequestContext) -> tuple[str, ...]:
+    """The protocols of the client's Upgrade the service relays (allow_upgrade,
+    upgrade_protocols; perlbal.http.upgrade); empty: an ordinary request."""
+    tunables = ctx.service.tunables
+    if not tunables.allow_upgrade:
+        return ()
+    return relayed_protocols(ctx.head, tunables.upgrade_protocols)
 
 
 def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
     svc = ctx.service
     head = ctx.head
     rules = svc.headers
-    if _upgrading(ctx):  # (perlbal.http.upgrade) HTTP/1.1, Upgrade kept
+    upgrade = _upgrading(ctx)
+    if upgrade:  # (perlbal.http.upgrade) HTTP/1.1, Upgrade naming what we relay
         return backend_upgrade_head(
-            head, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
+            head, upgrade, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
             blind_proxy=svc.tunables.blind_proxy,
             enable_reproxy=svc.tunables.enable_reproxy,
             remove=rules.remove, insert=rules.insert)
+    # (any other Upgrade, HTTP2-Settings and their Connection tokens are hop-by-hop: dropped)
     headers = backend_request_headers(
         head.headers, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
         blind_proxy=svc.tunables.blind_proxy,

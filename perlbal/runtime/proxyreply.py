@@ -7,7 +7,8 @@ with the answer:
 1. the reply is framed by ``perlbal.http.BackendSide`` (h11), waiting at most
    ``backend_timeout`` seconds, and given up at once (the backend freed) when
    the client disconnects meanwhile; a 101 turns the exchange into a byte
-   tunnel (``tunnel.py``);
+   tunnel (``tunnel.py``), if it switches to a protocol the request offered
+   (else 502: ``perlbal.http.upgrade.switch_refusal``);
 2. X-REPROXY-FILE / -URL / -SERVICE hand the reply back to us (``reproxy.py``,
    or another service), the primary backend freed first;
 3. its head goes to the client as HTTP/1.0 with Perl's keep-alive decision;
@@ -35,6 +36,7 @@ from perlbal.graph import Service
 from perlbal.http import (BackendProtocolError, BackendSide, ResponseHead, backend_keep_alive,
                           client_keep_alive, client_response_headers, render_head, set_header)
 from perlbal.http.fields import UnsafeField
+from perlbal.http.upgrade import switch_refusal
 from perlbal.plugins.hooks import (BackendResponseReceived, ModifyResponseHeaders, PrependBody,
                                    fire)
 from perlbal.runtime import reproxy, tunnel
@@ -115,9 +117,11 @@ async def _read_response_head(conn: BackendConn, side: BackendSide, client: Fast
 
 
 async def relay_reply(runtime: "Runtime", ctx: RequestContext, conn: BackendConn, *,
-                      upgrade: bool, may_retry_500: bool) -> bool:
+                      upgrade: tuple[str, ...], may_retry_500: bool) -> bool:
     """The request has gone to ``conn``: read the reply and relay it (see the
-    module docstring).  True when the client connection may be kept alive."""
+    module docstring).  ``upgrade``: the protocols the request offered the
+    backend (perlbal.http.upgrade), empty for an ordinary request.  True when
+    the client connection may be kept alive."""
     svc = ctx.service
     ipport = conn.ipport
     method = ctx.head.method
@@ -127,7 +131,7 @@ async def relay_reply(runtime: "Runtime", ctx: RequestContext, conn: BackendConn
     asked = time.monotonic()  # the node's reply time, for the web UI's graphs (timeline.py)
     client = ctx.stream if isinstance(ctx.stream, FastStream) else None
     # --- read the reply head ---
-    side = BackendSide(method, upgrade=upgrade)
+    side = BackendSide(method, upgrade=bool(upgrade))
     try:
         resp = await _read_response_head(conn, side, client, backend_timeout(svc))
         first = side.next_body() or b""  # what of the body came with the head
@@ -150,6 +154,14 @@ async def relay_reply(runtime: "Runtime", ctx: RequestContext, conn: BackendConn
     if resp.status == 101:  # the backend switched protocols: a byte tunnel from here on
         live.node_response(ipport, 101)
         live.node_request_done(ipport)
+        refusal = switch_refusal(resp, upgrade)
+        if refusal is not None:  # (issue 24: only an offered protocol is ever tunnelled)
+            backends.discard(conn)
+            log.error("service %s: backend %s: %s; not relayed, client %s %s %s gets 502",
+                      svc.name, ipport, refusal, ctx.peer_ip, method, ctx.head.target[:200])
+            await ctx.send_simple(502, "Bad gateway: the backend switched to a protocol "
+                                  "this proxy does not relay", keep_alive=False)
+            return False
         try:
             await tunnel.run_tunnel(ctx, conn.stream, side)
         finally:
