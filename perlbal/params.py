@@ -131,6 +131,14 @@ _S(Param("upgrade_protocols", Kind.LIST, "Beyond Perl: the protocols allow_upgra
          "HTTP2-Settings and their Connection tokens) and the request served as an ordinary "
          "one; h2c always is, even when listed. A 101 switching to a protocol that was not "
          "offered gets the client a 502.", roles=RP, default="websocket", beyond_perl=True))
+_S(Param("forwarded_headers", Kind.CHOICE, "Beyond Perl: what becomes of a client's "
+         "forwarding fields. sanitize: from a client that is not a trusted upstream proxy "
+         "(trusted_upstream_proxies, always_trusted), X-Forwarded-Proto, X-Forwarded-Port "
+         "and Forwarded are dropped (X-Forwarded-Host and X-Host too, as in Perl) and "
+         "X-Forwarded-Proto (http or https) and X-Forwarded-Port are set from the listener "
+         "the client reached; a trusted proxy's are kept, the missing ones set (none under "
+         "blind_proxy). perl: the client's pass unchanged, as in Perl Perlbal.",
+         roles=RP, default="sanitize", choices=("sanitize", "perl"), beyond_perl=True))
 _S(Param("backend_persist_cache", Kind.INT, "Idle keep-alive backend connections kept in "
          "reserve while no client waits.", roles=RP, default="2"))
 _S(Param("backend_persist_linger", Kind.INT, "Beyond Perl: seconds a used backend "

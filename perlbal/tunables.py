@@ -52,6 +52,7 @@ class ServiceTunables:
     enable_reproxy: bool = False
     enable_ssl: bool = False
     error_retry_schedule: str = '0,.25,.50,1,1,1,1,1'
+    forwarded_headers: str = 'sanitize'
     high_priority_cookie: str | None = None
     high_priority_cookie_contents: str | None = None
     idle_timeout: int = 30

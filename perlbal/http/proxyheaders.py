@@ -18,6 +18,15 @@ ClientHTTPBase::setup_keepalive, Service::munge_headers):
   (not even that under blind_proxy), X-Host / X-Forwarded-Host pass through;
   an untrusted peer's X-Forwarded-For is replaced by its IP and its X-Host /
   X-Forwarded-Host are deleted;
+* forwarding, beyond Perl (``forwarded_headers = sanitize``, the default; issue
+  24 item 10): when the caller passes ``listener`` (the scheme and port the
+  client connected to), an untrusted peer's X-Forwarded-Proto,
+  X-Forwarded-Port and Forwarded go too, and X-Forwarded-Proto /
+  X-Forwarded-Port are set from the listener, so a plain-HTTP client cannot
+  claim to have come over TLS; a trusted peer's are kept as it sent them, and
+  only the missing ones are set (none under blind_proxy).  Without
+  ``listener`` (``forwarded_headers = perl``) the client's pass as Perl passes
+  them;
 * to the client: HTTP/1.0 status line; keep-alive only if persist_client is
   on, the client asked (HTTP/1.0 needs ``keep-alive``, any ``close`` refuses),
   and the length is known (Content-Length, 204, 304 or a HEAD request); then
@@ -44,11 +53,12 @@ Public API::
     set_header(headers, name, value) -> list[Header]
     remove_headers(headers, names) -> list[Header]
     strip_hop_by_hop(headers, keep=()) -> list[Header]
-    forwarding_headers(headers, client_ip, *, trusted, blind_proxy) -> list[Header]
+    forwarding_headers(headers, client_ip, *, trusted, blind_proxy, listener=None)
+        -> list[Header]
     munge_headers(headers, remove, insert) -> list[Header]
     backend_request_headers(headers, *, client_ip, trusted, blind_proxy,
         persist_backend, enable_reproxy, remove=(), insert=(),
-        strip_hop_by_hop=True) -> list[Header]
+        strip_hop_by_hop=True, listener=None) -> list[Header]
     backend_request_line(method, target) -> bytes
     client_keep_alive(request, response_headers, status, *, persist_client) -> bool
     backend_keep_alive(response, request_method) -> bool
@@ -188,15 +198,38 @@ def _forwarded_for(headers: Headers, client_ip: str) -> str:
     return ", ".join([*hops, client_ip])
 
 
-def forwarding_headers(headers: Headers, client_ip: str, *, trusted: bool, blind_proxy: bool) -> list[Header]:
-    """X-Forwarded-For / X-Host / X-Forwarded-Host as BackendHTTP::assign_client sets them."""
+def forwarding_headers(headers: Headers, client_ip: str, *, trusted: bool, blind_proxy: bool,
+                       listener: tuple[str, int] | None = None) -> list[Header]:
+    """X-Forwarded-For / X-Host / X-Forwarded-Host as BackendHTTP::assign_client sets
+    them; with ``listener`` the scheme and port fields too (see the module docstring)."""
+    return _set_many(headers, _forwarding_updates(headers, client_ip, trusted=trusted,
+                                                  blind_proxy=blind_proxy, listener=listener))
+
+
+def _forwarding_updates(headers: Headers, client_ip: str, *, trusted: bool, blind_proxy: bool,
+                        listener: tuple[str, int] | None) -> dict[str, tuple[str, str | None]]:
+    """The forwarding fields to set (lower-cased name -> (name, value or None to
+    remove)), for ``_set_many``."""
+    updates: dict[str, tuple[str, str | None]] = {}
     if trusted:
         if blind_proxy:
-            return list(headers)
-        return set_header(headers, "X-Forwarded-For", _forwarded_for(headers, client_ip))
-    result = set_header(headers, "X-Forwarded-For", client_ip)
-    result = set_header(result, "X-Host", None)
-    return set_header(result, "X-Forwarded-Host", None)
+            return updates
+        updates["x-forwarded-for"] = ("X-Forwarded-For", _forwarded_for(headers, client_ip))
+        if listener is not None:  # the upstream proxy's own claims stand; fill in the rest
+            scheme, port = listener
+            if header_get(headers, "X-Forwarded-Proto") is None:
+                updates["x-forwarded-proto"] = ("X-Forwarded-Proto", scheme)
+            if header_get(headers, "X-Forwarded-Port") is None:
+                updates["x-forwarded-port"] = ("X-Forwarded-Port", str(port))
+        return updates
+    updates["x-forwarded-for"] = ("X-Forwarded-For", client_ip)
+    updates["x-host"] = ("X-Host", None)
+    updates["x-forwarded-host"] = ("X-Forwarded-Host", None)
+    if listener is not None:
+        updates["forwarded"] = ("Forwarded", None)
+        updates["x-forwarded-proto"] = ("X-Forwarded-Proto", listener[0])
+        updates["x-forwarded-port"] = ("X-Forwarded-Port", str(listener[1]))
+    return updates
 
 
 def munge_headers(headers: Headers, remove: Iterable[str], insert: Iterable[Header]) -> list[Header]:
@@ -224,24 +257,21 @@ def backend_request_headers(
     remove: Iterable[str] = (),
     insert: Iterable[Header] = (),
     strip_hop_by_hop: bool = True,
+    listener: tuple[str, int] | None = None,
 ) -> list[Header]:
     """The header list Perlbal sends to a backend for a client's request.
 
     The same as ``strip_hop_by_hop`` (keeping Connection), then setting
-    Connection, X-Proxy-Capabilities and the forwarding headers, then
-    ``munge_headers`` -- but the settings are made in one pass (this runs for
-    every proxied request)."""
+    Connection, X-Proxy-Capabilities and the forwarding headers (``listener``:
+    see ``forwarding_headers``), then ``munge_headers`` -- but the settings are
+    made in one pass (this runs for every proxied request)."""
     result = _strip_hop_by_hop(headers, keep=("connection",)) if strip_hop_by_hop else headers
     updates: dict[str, tuple[str, str | None]] = {
         "connection": ("Connection", "keep-alive" if persist_backend else "close")}
     if enable_reproxy:
         updates["x-proxy-capabilities"] = ("X-Proxy-Capabilities", "reproxy-file")
-    if not trusted:
-        updates["x-forwarded-for"] = ("X-Forwarded-For", client_ip)
-        updates["x-host"] = ("X-Host", None)
-        updates["x-forwarded-host"] = ("X-Forwarded-Host", None)
-    elif not blind_proxy:
-        updates["x-forwarded-for"] = ("X-Forwarded-For", _forwarded_for(result, client_ip))
+    updates.update(_forwarding_updates(result, client_ip, trusted=trusted,
+                                       blind_proxy=blind_proxy, listener=listener))
     result = _set_many(result, updates)
     return munge_headers(result, remove, insert) if remove or insert else result
 

@@ -89,12 +89,14 @@ def relayed_protocols(head: RequestHead, allowed: Sequence[str]) -> tuple[str, .
 def backend_upgrade_head(head: RequestHead, protocols: Sequence[str], *, client_ip: str,
                          trusted: bool, blind_proxy: bool, enable_reproxy: bool,
                          remove: tuple[str, ...] | list[str] = (),
-                         insert: tuple[Header, ...] | list[Header] = ()) -> bytes:
+                         insert: tuple[Header, ...] | list[Header] = (),
+                         listener: tuple[str, int] | None = None) -> bytes:
     """The backend's HTTP/1.1 request asking to switch to ``protocols`` (from
-    ``relayed_protocols``)."""
+    ``relayed_protocols``); ``listener`` as ``backend_request_headers`` takes it."""
     headers = backend_request_headers(
         head.headers, client_ip=client_ip, trusted=trusted, blind_proxy=blind_proxy,
-        persist_backend=False, enable_reproxy=enable_reproxy, remove=remove, insert=insert)
+        persist_backend=False, enable_reproxy=enable_reproxy, remove=remove, insert=insert,
+        listener=listener)
     headers = set_header(headers, "Connection", "Upgrade")
     headers = set_header(headers, "Upgrade", ", ".join(protocols))
     line = backend_request_line(head.method, head.target).replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n")

@@ -94,6 +94,14 @@ def _upgrading(ctx: RequestContext) -> tuple[str, ...]:
     return relayed_protocols(ctx.head, tunables.upgrade_protocols)
 
 
+def _listener(ctx: RequestContext) -> tuple[str, int] | None:
+    """``forwarded_headers = sanitize``: the scheme and port the client reached,
+    for X-Forwarded-Proto / -Port (perlbal.http.proxyheaders); None: Perl's way."""
+    if ctx.service.tunables.forwarded_headers == "perl":
+        return None
+    return ("https" if ctx.is_tls() else "http", ctx.local_port())
+
+
 def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
     svc = ctx.service
     head = ctx.head
@@ -104,14 +112,14 @@ def _backend_head(ctx: RequestContext, body_length: int | None) -> bytes:
             head, upgrade, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
             blind_proxy=svc.tunables.blind_proxy,
             enable_reproxy=svc.tunables.enable_reproxy,
-            remove=rules.remove, insert=rules.insert)
+            remove=rules.remove, insert=rules.insert, listener=_listener(ctx))
     # (any other Upgrade, HTTP2-Settings and their Connection tokens are hop-by-hop: dropped)
     headers = backend_request_headers(
         head.headers, client_ip=ctx.peer_ip, trusted=trust.trusted(svc, ctx.peer_ip),
         blind_proxy=svc.tunables.blind_proxy,
         persist_backend=svc.tunables.persist_backend,
         enable_reproxy=svc.tunables.enable_reproxy,
-        remove=rules.remove, insert=rules.insert)
+        remove=rules.remove, insert=rules.insert, listener=_listener(ctx))
     if head.chunked:
         headers = set_header(headers, "Content-Length", str(body_length or 0))
     if head.get("Expect") is not None:

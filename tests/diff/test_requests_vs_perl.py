@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.configs import PERSIST, proxy_config, web_config
+from tests.support.configs import PERSIST, perl_forwarding, proxy_config, web_config
 from tests.support.perl_perlbal import PerlPerlbal, requires_perl_perlbal
 from tests.support.ports import free_ports
 from tests.support.pyserver import PyPerlbal
@@ -179,7 +179,9 @@ def serving(base: Path) -> Iterator[Servers]:
         ports = free_ports(2 * len(SERVICES))
         ours = dict(zip(SERVICES, ports))
         perl = dict(zip(SERVICES, ports[len(SERVICES):]))
-        with PyPerlbal(_config(base / "py", base / "py2", ours, backend.port)):
+        # (ours with forwarded_headers = perl: the default adds X-Forwarded-Proto /
+        # -Port, which the backend's echo shows; documented in docs/migrating.md)
+        with PyPerlbal(perl_forwarding(_config(base / "py", base / "py2", ours, backend.port))):
             with PerlPerlbal(_config(base / "perl", base / "perl2", perl, backend.port)):
                 yield Servers(ours, perl)
 

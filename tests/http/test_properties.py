@@ -212,7 +212,8 @@ def test_head_lookups_match_a_scan_of_the_fields(headers: list[tuple[str, str]],
 
 _REQUEST_FIELDS = st.sampled_from(["Connection", "X-Forwarded-For", "x-forwarded-for", "X-Host",
                                    "X-Forwarded-Host", "X-Proxy-Capabilities", "Keep-Alive",
-                                   "Host", "X-Foo"])
+                                   "Host", "X-Foo", "X-Forwarded-Proto", "x-forwarded-port",
+                                   "Forwarded"])
 _REQUEST_VALUES = st.sampled_from(["close", "keep-alive", "1.2.3.4", "1.2.3.4, 5.6.7.8", "",
                                    "X-Forwarded-For", "X-Host, X-Foo", "a"])
 
@@ -221,21 +222,24 @@ _REQUEST_VALUES = st.sampled_from(["close", "keep-alive", "1.2.3.4", "1.2.3.4, 5
        st.booleans(), st.booleans(), st.booleans(),
        st.lists(st.sampled_from(["x-foo", "host", "x-host"]), max_size=2),
        st.lists(st.tuples(st.sampled_from(["x-added", "X-Foo", "Connection"]),
-                          st.sampled_from(["1", "v"])), max_size=2))
+                          st.sampled_from(["1", "v"])), max_size=2),
+       st.sampled_from([None, ("http", 80), ("https", 8443)]))
 def test_backend_request_headers_is_the_step_by_step_rewrite(
         headers: list[tuple[str, str]], trusted: bool, blind: bool, persist: bool,
-        reproxy: bool, remove: list[str], insert: list[tuple[str, str]]) -> None:
+        reproxy: bool, remove: list[str], insert: list[tuple[str, str]],
+        listener: tuple[str, int] | None) -> None:
     """The one-pass rewrite equals the steps it replaced, each a public function."""
     expected = strip_hop_by_hop(headers, keep=("connection",))
     expected = set_header(expected, "Connection", "keep-alive" if persist else "close")
     if reproxy:
         expected = set_header(expected, "X-Proxy-Capabilities", "reproxy-file")
-    expected = forwarding_headers(expected, "9.9.9.9", trusted=trusted, blind_proxy=blind)
+    expected = forwarding_headers(expected, "9.9.9.9", trusted=trusted, blind_proxy=blind,
+                                  listener=listener)
     expected = munge_headers(expected, remove, insert)
     assert backend_request_headers(
         headers, client_ip="9.9.9.9", trusted=trusted, blind_proxy=blind,
         persist_backend=persist, enable_reproxy=reproxy, remove=remove,
-        insert=insert) == expected
+        insert=insert, listener=listener) == expected
 
 
 field_text = st.text(alphabet=st.sampled_from(list("aZ-_:; \t\r\n\x00\x7f\xe9\u2028")), max_size=8)

@@ -152,6 +152,28 @@ class TestBackendRequest:
             ("X-Forwarded-For", "9.9.9.9")
         ]
 
+    def test_forwarding_with_a_listener_sanitizes_untrusted_claims(self) -> None:
+        """forwarded_headers = sanitize (issue 24 item 10): an untrusted client's
+        scheme, port and Forwarded claims go; the listener's stand in their place."""
+        claims = [("X-Forwarded-Proto", "https"), ("Forwarded", "proto=https"),
+                  ("X-Forwarded-Port", "443"), ("X-Forwarded-Host", "bank"), ("X-Foo", "1")]
+        assert forwarding_headers(claims, "9.9.9.9", trusted=False, blind_proxy=False,
+                                  listener=("http", 8080)) == [
+            ("X-Forwarded-Proto", "http"), ("X-Forwarded-Port", "8080"), ("X-Foo", "1"),
+            ("X-Forwarded-For", "9.9.9.9")]
+        # a trusted proxy's claims stand, the missing ones are filled in
+        assert forwarding_headers(claims[:2], "9.9.9.9", trusted=True, blind_proxy=False,
+                                  listener=("http", 8080)) == [
+            ("X-Forwarded-Proto", "https"), ("Forwarded", "proto=https"),
+            ("X-Forwarded-For", "9.9.9.9"), ("X-Forwarded-Port", "8080")]
+        # ...and nothing is added under blind_proxy
+        assert forwarding_headers(claims[:2], "9.9.9.9", trusted=True, blind_proxy=True,
+                                  listener=("https", 443)) == claims[:2]
+        # without a listener (forwarded_headers = perl) the claims pass, as in Perl
+        assert forwarding_headers(claims, "9.9.9.9", trusted=False, blind_proxy=False) == [
+            ("X-Forwarded-Proto", "https"), ("Forwarded", "proto=https"),
+            ("X-Forwarded-Port", "443"), ("X-Foo", "1"), ("X-Forwarded-For", "9.9.9.9")]
+
     def test_munge_removes_first_then_inserts(self) -> None:
         out = munge_headers([("A", "1"), ("B", "2")], remove=["a", "b"], insert=[("B", "new"), ("c", "3")])
         assert out == [("B", "new"), ("c", "3")]

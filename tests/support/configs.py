@@ -28,6 +28,7 @@ block just created, as in Perl.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol, Union
@@ -35,7 +36,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, P
 from tests.support.perl_perlbal import management_config
 from tests.support.ports import LOOPBACK, free_ports
 
-__all__ = ["PERSIST", "Node", "ServedProxy", "address", "listen_address", "management", "pool",
+__all__ = ["PERSIST", "Node", "perl_forwarding", "ServedProxy", "address", "listen_address", "management", "pool",
            "proxy_config", "proxy_service", "serve_proxy", "service", "vhost_selector",
            "web_config"]
 
@@ -50,6 +51,21 @@ Listen = Union[int, str]
 
 #: keep-alive on both sides, the commonest pair of proxy settings in the tests
 PERSIST = ("SET persist_client = on", "SET persist_backend = on")
+
+_PROXY_BLOCK = re.compile(r"^CREATE SERVICE (\S+)\s*\n\s*SET role = reverse_proxy\s*$",
+                          re.IGNORECASE | re.MULTILINE)
+
+
+def perl_forwarding(config: str) -> str:
+    """``config`` (a text ``/usr/bin/perlbal`` reads too) for our server with every
+    reverse_proxy passing the client's forwarding fields as Perl does
+    (``forwarded_headers = perl``).  Our default also drops an untrusted
+    client's X-Forwarded-Proto / -Port / Forwarded and sets X-Forwarded-Proto
+    and X-Forwarded-Port from the listener (docs/migrating.md; tested in
+    tests/security/test_forwarded_headers.py): a differential test that shows
+    Perl and ours the same backend view byte for byte starts ours with this."""
+    names = _PROXY_BLOCK.findall(config)
+    return config + "".join(f"SET {name}.forwarded_headers = perl\n" for name in names)
 
 
 def address(node: Node) -> str:
