@@ -187,3 +187,16 @@ def test_console_explain_on_live_graph(graph: Graph) -> None:
     assert lines[-2].startswith("=> proxy via service app")
     assert it.run_line("explain", ctx)[0].startswith("ERROR: usage: EXPLAIN")
     assert "explain" not in it.run_line("help", ctx)
+
+
+@pytest.mark.parametrize(("upgrade", "decision", "relayed"), [
+    ("websocket, h2c", "relay", "Upgrade: websocket goes"),  # only the listed protocol
+    ("h2c", "drop", "Upgrade: h2c is not relayed"),  # never, issue 24 item 2
+])
+def test_upgrade_shows_what_is_relayed(graph: Graph, upgrade: str, decision: str,
+                                       relayed: str) -> None:
+    exp = _explain(graph, "http://www.example.com:8000/", "-H", f"Upgrade: {upgrade}",
+                   "-H", "Connection: Upgrade")
+    steps = [s for s in exp.steps if s.kind == "upgrade"]
+    assert [s.decision for s in steps] == [decision]
+    assert steps[0].reason.startswith(relayed)
