@@ -318,8 +318,10 @@ def service_dump(it: "Interpreter", svc: Service) -> list[str]:
         if not param.required:
             if value is None:
                 continue
-            # Perl compares against the default; a list never equals it (Perl quirk)
-            if param.default is not None and param.kind is not Kind.LIST:
+            # Perl compares against the default; a list never equals it (Perl quirk,
+            # kept for Perl's parameters; ours, such as upgrade_protocols, compare)
+            if param.default is not None and (param.kind is not Kind.LIST
+                                              or param.beyond_perl):
                 try:
                     if param.coerce(param.default, it.env, svc.name) == value:
                         continue

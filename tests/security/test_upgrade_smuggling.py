@@ -246,3 +246,22 @@ def test_a_101_to_a_request_offered_no_upgrade_gets_502() -> None:
         b"\r\n", 1)[1].replace(b"Connection: close", b""), heads
     assert got.startswith(b"HTTP/1.0 502 "), got
     assert "101 Switching Protocols to a request that was not offered an upgrade" in log
+
+
+def test_dumpconfig_omits_the_defaults_and_keeps_other_values() -> None:
+    """upgrade_protocols (a list of ours) compares with its default, unlike
+    Perl's own lists; forwarded_headers (item 10) likewise."""
+    from perlbal.interp import CommandContext, Interpreter
+
+    def dump(*lines: str) -> list[str]:
+        it = Interpreter()
+        ctx = CommandContext()
+        for line in (pool("p", [8001]) + proxy_service("px", 8080, "p", extra=lines)).splitlines():
+            it.run_line(line, ctx)
+        return [line.strip() for line in it.run_line("dumpconfig", ctx)]
+
+    plain = dump()
+    assert not [line for line in plain if "upgrade_protocols" in line or "forwarded_headers" in line]
+    changed = dump("SET upgrade_protocols = websocket foo", "SET forwarded_headers = PERL")
+    assert "SET upgrade_protocols = websocket, foo" in changed, changed
+    assert "SET forwarded_headers = perl" in changed
