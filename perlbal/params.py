@@ -129,7 +129,7 @@ _S(Param("upgrade_protocols", Kind.LIST, "Beyond Perl: the protocols allow_upgra
          "stands for every version). A tunnel bypasses routing, ACCESS and HEADER rules and "
          "every plugin, so any other protocol the client asks for is dropped (Upgrade, "
          "HTTP2-Settings and their Connection tokens) and the request served as an ordinary "
-         "one; h2c always is, even when listed. A 101 switching to a protocol that was not "
+         "one; h2c (and HTTP itself: HTTP/2.0, h2) always is, even when listed. A 101 switching to a protocol that was not "
          "offered gets the client a 502.", roles=RP, default="websocket", beyond_perl=True))
 _S(Param("forwarded_headers", Kind.CHOICE, "Beyond Perl: what becomes of a client's "
          "forwarding fields. sanitize: from a client that is not a trusted upstream proxy "

@@ -22,7 +22,8 @@ Security (issue 24 item 2): a tunnel is opaque to routing, ACCESS rules,
 HEADER rules and every plugin, so only protocols the operator listed are ever
 relayed.  ``h2c`` never is, even when listed: after an h2c switch every
 HTTP/2 stream would reach the backend unrouted and unfiltered (RFC 9113
-section 3.1 retired the mechanism anyway).  A protocol the service does not
+section 3.1 retired the mechanism anyway); nor is HTTP itself (``HTTP/2.0``,
+``h2``), for the same reason.  A protocol the service does not
 relay costs the client its Upgrade, never its request: the runtime's
 hop-by-hop stripping drops ``Upgrade`` and ``HTTP2-Settings`` (and every
 field Connection names), and the request is an ordinary one.  A backend that
@@ -46,8 +47,10 @@ from perlbal.http.proxyheaders import backend_request_headers, backend_request_l
 __all__ = ["NEVER_RELAYED", "wants_upgrade", "relayed_protocols", "backend_upgrade_head",
            "switch_refusal", "client_switch_head"]
 
-#: protocol names never relayed, whatever upgrade_protocols says (see the module docstring)
-NEVER_RELAYED = frozenset({"h2c"})
+#: protocol names never relayed, whatever upgrade_protocols says (see the module
+#: docstring): h2c, and HTTP itself in any version or name (``HTTP/2.0``, ``h2``),
+#: whose requests on the tunnel would all bypass routing in the same way
+NEVER_RELAYED = frozenset({"h2c", "h2", "http"})
 
 _UPGRADE_TOKEN = re.compile(r"(?:^|,)\s*upgrade\s*(?:,|$)", re.IGNORECASE)
 # hop-by-hop fields never relayed with a 101 (Upgrade and Connection are set anew)

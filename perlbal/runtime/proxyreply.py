@@ -36,6 +36,7 @@ from perlbal.graph import Service
 from perlbal.http import (BackendProtocolError, BackendSide, ResponseHead, backend_keep_alive,
                           client_keep_alive, client_response_headers, render_head, set_header)
 from perlbal.http.fields import UnsafeField
+from perlbal.http.backend import UNOFFERED_SWITCH
 from perlbal.http.upgrade import switch_refusal
 from perlbal.plugins.hooks import (BackendResponseReceived, ModifyResponseHeaders, PrependBody,
                                    fire)
@@ -147,8 +148,10 @@ async def relay_reply(runtime: "Runtime", ctx: RequestContext, conn: BackendConn
         return await fail(ctx, 504)
     except (BackendProtocolError, *BROKEN) as exc:
         backends.discard(conn)
-        log_fault(ctx, conn.ipport, str(exc) or repr(exc), 502)
         live.timeline.node_reply(svc.pool_name or "", ipport, 502, None)
+        if str(exc) == UNOFFERED_SWITCH:  # a 101 to a request offered none
+            return await _refuse_switch(ctx, ipport, UNOFFERED_SWITCH)
+        log_fault(ctx, conn.ipport, str(exc) or repr(exc), 502)
         return await fail(ctx, 502)
     live.timeline.node_reply(svc.pool_name or "", ipport, resp.status, time.monotonic() - asked)
     if resp.status == 101:  # the backend switched protocols: a byte tunnel from here on
@@ -157,11 +160,7 @@ async def relay_reply(runtime: "Runtime", ctx: RequestContext, conn: BackendConn
         refusal = switch_refusal(resp, upgrade)
         if refusal is not None:  # (issue 24: only an offered protocol is ever tunnelled)
             backends.discard(conn)
-            log.error("service %s: backend %s: %s; not relayed, client %s %s %s gets 502",
-                      svc.name, ipport, refusal, ctx.peer_ip, method, ctx.head.target[:200])
-            await ctx.send_simple(502, "Bad gateway: the backend switched to a protocol "
-                                  "this proxy does not relay", keep_alive=False)
-            return False
+            return await _refuse_switch(ctx, ipport, refusal)
         try:
             await tunnel.run_tunnel(ctx, conn.stream, side)
         finally:
@@ -223,6 +222,17 @@ async def relay_reply(runtime: "Runtime", ctx: RequestContext, conn: BackendConn
         await ctx.send(head_bytes + first if first else head_bytes)
         return keep
     return await _relay(runtime, ctx, conn, side, first, head_bytes, keep, backend_reusable)
+
+
+async def _refuse_switch(ctx: RequestContext, ipport: str, refusal: str) -> bool:
+    """A backend's 101 we do not relay (``switch_refusal``, ``UNOFFERED_SWITCH``):
+    an ERROR line saying why, and 502 to the client, whose connection ends."""
+    log.error("service %s: backend %s: %s; not relayed, client %s %s %s gets 502",
+              ctx.service.name, ipport, refusal, ctx.peer_ip, ctx.head.method,
+              ctx.head.target[:200])
+    await ctx.send_simple(502, "Bad gateway: the backend switched to a protocol this proxy "
+                          "does not relay", keep_alive=False)
+    return False
 
 
 async def _reproxy_service(runtime: "Runtime", ctx: RequestContext, name: str) -> bool:

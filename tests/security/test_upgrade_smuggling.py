@@ -265,3 +265,15 @@ def test_dumpconfig_omits_the_defaults_and_keeps_other_values() -> None:
     changed = dump("SET upgrade_protocols = websocket foo", "SET forwarded_headers = PERL")
     assert "SET upgrade_protocols = websocket, foo" in changed, changed
     assert "SET forwarded_headers = perl" in changed
+
+
+def test_http_itself_is_never_relayed_even_when_listed() -> None:
+    from perlbal.http.head import RequestHead
+    from perlbal.http.upgrade import relayed_protocols
+
+    def offer(value: str) -> tuple[str, ...]:
+        head = RequestHead("GET", "/", (1, 1), (("Host", "h"), ("Connection", "upgrade"),
+                                                ("Upgrade", value)), None, False)
+        return relayed_protocols(head, ["h2c", "HTTP", "h2", "WebSocket", "irc/6.9"])
+
+    assert offer("h2c, HTTP/2.0, h2, websocket/13, IRC/6.9, irc/7") == ("websocket/13", "IRC/6.9")
