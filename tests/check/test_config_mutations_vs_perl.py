@@ -10,7 +10,8 @@ parameter, an unknown role.
 
 Perl's verdict comes from really running ``/usr/bin/perlbal --config=FILE``:
 refused when it exits (its last ``ERROR:`` line is the reason), accepted when
-it is still up once its ports accept.  Perl does not print the line that
+it prints ``Running.`` (after the last config line; its STDOUT is made to
+autoflush so the line is seen when printed).  Perl does not print the line that
 failed, so a refused config is run a second time with ``uptime`` after every
 line (a command with no effect that prints ``version 1.80``): the number of
 those lines printed before the error is the failing line.  Ours: ``check``
@@ -40,7 +41,7 @@ from hypothesis import strategies as st
 from perlbal.check import check_paths
 from tests.check.test_wild_configs import WILD
 from tests.support.perl_perlbal import PERLBAL_BIN, perl_perlbal_available
-from tests.support.ports import free_ports, port_accepts
+from tests.support.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 PY = REPO / ".venv" / "bin" / "python"
@@ -182,25 +183,41 @@ def _render(lines: list[str], docroot: str) -> tuple[str, list[int]]:
     return text.replace("@DOCROOT@", docroot), sorted(ports.values())
 
 
-def _run(argv: list[str], cwd: str, ports: list[int], cap: float) -> tuple[int | None, str]:
-    """Start argv; None once it is up (all ports accept, or alive at cap), else
-    its exit status.  Always killed before returning.  Returns its output."""
+#: Perl's STDOUT is block-buffered into a file: this module, loaded with
+#: PERL5OPT, turns autoflush on so "Running." is seen when Perl prints it.
+_AUTOFLUSH_PM = "package PerlbalTestAutoflush;\nuse IO::Handle;\nSTDOUT->autoflush(1);\n1;\n"
+
+#: A start that has neither exited nor said "Running." by then is a test failure,
+#: never a verdict: both programs print it once every config line has run.
+START_CAP = 60.0
+
+
+def _run(argv: list[str], cwd: str) -> tuple[int | None, str]:
+    """Start argv; None once it prints ``Running.`` (the whole config loaded: Perl
+    and ours both print it then), else its exit status.  Always killed before
+    returning.  Returns its output.  Whether the ports accept is no signal: a
+    listener is bound at its ENABLE line, before a later line may still fail."""
     out_path = Path(cwd) / f"out.{time.monotonic_ns()}"
+    lib = Path(cwd) / "perl5lib"
+    lib.mkdir(exist_ok=True)
+    (lib / "PerlbalTestAutoflush.pm").write_text(_AUTOFLUSH_PM)
+    env = dict(os.environ, PERL5LIB=str(lib), PERL5OPT="-MPerlbalTestAutoflush",
+               PYTHONUNBUFFERED="1")
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.monotonic() + cap
+            deadline = time.monotonic() + START_CAP
             status: int | None = None
             while True:
                 status = proc.poll()
                 if status is not None:
                     break
-                if (ports and all(port_accepts(p, timeout=0.05) for p in ports)) \
-                        or time.monotonic() > deadline:
-                    time.sleep(0.15)  # a later line may still fail
-                    status = proc.poll()
+                if re.search(r"^Running\.$", out_path.read_text(errors="replace"), re.M):
                     break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{argv[0]} neither exited nor said 'Running.' "
+                                         f"in {START_CAP:.0f} s: {out_path.read_text()[-300:]!r}")
                 time.sleep(0.02)
         finally:
             if proc.poll() is None:
@@ -209,10 +226,10 @@ def _run(argv: list[str], cwd: str, ports: list[int], cap: float) -> tuple[int |
     return status, out_path.read_text(errors="replace")
 
 
-def perl_verdict(text: str, ports: list[int], work: str) -> Verdict:
+def perl_verdict(text: str, work: str) -> Verdict:
     conf = Path(work) / "perl.conf"
     conf.write_text(text)
-    status, out = _run([PERLBAL_BIN, f"--config={conf}"], work, ports, cap=0.8)
+    status, out = _run([PERLBAL_BIN, f"--config={conf}"], work)
     if status is None:
         return Verdict(True)
     errors = [line for line in out.splitlines() if line.startswith("ERROR:")]
@@ -220,7 +237,7 @@ def perl_verdict(text: str, ports: list[int], work: str) -> Verdict:
     # find the failing line: 'uptime' after each line prints 'version 1.80'
     marked = Path(work) / "perl-marked.conf"
     marked.write_text("".join(f"{line}\nuptime\n" for line in text.splitlines()))
-    mstatus, mout = _run([PERLBAL_BIN, f"--config={marked}"], work, ports, cap=0.8)
+    mstatus, mout = _run([PERLBAL_BIN, f"--config={marked}"], work)
     line: int | None = None
     if mstatus is not None and "Error starting up." in mout:
         line = mout.count("version 1.80") + 1
@@ -245,10 +262,10 @@ def our_check(text: str, work: str) -> Verdict:
     return Verdict(False, first.line, first.message, blocking, perl_mode_line)
 
 
-def our_start(text: str, ports: list[int], work: str) -> Verdict:
+def our_start(text: str, work: str) -> Verdict:
     conf = Path(work) / "ours-run.conf"
     conf.write_text(text)
-    status, out = _run([str(PY), "-m", "perlbal.cli", f"--config={conf}"], work, ports, cap=3.0)
+    status, out = _run([str(PY), "-m", "perlbal.cli", f"--config={conf}"], work)
     return Verdict(status is None, None, out.strip()[-300:])
 
 
@@ -299,8 +316,8 @@ def compare(desc: str, lines: list[str], start_ours: bool) -> str | None:
     with tempfile.TemporaryDirectory(prefix="mut-") as work:
         docroot = os.path.join(work, "htdocs")
         os.mkdir(docroot)
-        text, ports = _render(lines, docroot)
-        perl = perl_verdict(text, ports, work)
+        text, _ports = _render(lines, docroot)
+        perl = perl_verdict(text, work)
         ours = our_check(text, work)
         TALLY.append((desc, perl, ours))
         problems = []
@@ -313,7 +330,7 @@ def compare(desc: str, lines: list[str], start_ours: bool) -> str | None:
             EXCEPTED.append((desc, reason))
             problems = []
         if start_ours:
-            run = our_start(text, ports, work)
+            run = our_start(text, work)
             # our server too differs for these reasons, but not for a missing
             # directory: it refuses that as Perl does
             if run.accepted != perl.accepted and reason in (None, "host-fact-warning"):
