@@ -4,12 +4,15 @@ Perl's ClientHTTPBase/ClientProxy/ClientManage read loop, as one coroutine:
 
 - the role is read from the service at every request (``SET role`` and a
   selector's map apply to the next request);
-- a management connection whose first line is not an HTTP request line becomes
-  a line console (``management.console``); Perl's ClientManage.pm looks only
-  for ``GET ``/``HEAD ``/``POST ``, so a browser's ``PUT`` with console lines as
-  its body ran them (DNS rebinding): here every request line goes to the HTTP
-  side, which answers 405 to other methods and 403 to a Host that is neither
-  the listener's address nor in ``allowed_hosts``;
+- a management connection speaks HTTP or the line console
+  (``management.console``), decided from its first bytes
+  (``perlbal.http.firstbytes``): a method token and a space is HTTP however
+  long or slow the rest of the request line (waiting for the first LF let a
+  long cross-site POST run its body as console lines).  Perl's ClientManage.pm
+  looks only for ``GET ``/``HEAD ``/``POST ``, so a browser's ``PUT`` with
+  console lines as its body ran them (DNS rebinding): here every method goes
+  to the HTTP side, which answers 405 to other methods and 403 to a Host that
+  is neither the listener's address nor in ``allowed_hosts``;
 - each request is framed by the connection's ``perlbal.http.ClientSide`` (h11);
   the first head must arrive within ``idle_timeout``, later ones (kept-alive)
   within ``persist_client_idle_timeout``; silence closes the connection;
@@ -30,7 +33,6 @@ import errno
 import functools
 import importlib
 import logging
-import re
 import time
 import weakref
 from typing import TYPE_CHECKING, cast
@@ -39,6 +41,7 @@ import anyio
 
 from perlbal.graph import Service
 from perlbal.http import ClientSide, HttpError, Limits, simple_response
+from perlbal.http.firstbytes import Speaks, first_bytes_speak
 from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch, management_refusal
 from perlbal.runtime.accesslog import finish as finish_request
 from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
@@ -49,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perlbal.runtime")
 
-# an HTTP/1.x request line (RFC 9112 section 3), bare LF allowed
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?\n")
 _CORE_ROLES = (None, "reverse_proxy", "web_server", "management", "selector")
 
 
@@ -112,17 +113,17 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
             await getattr(owner, "serve_connection")(runtime, stream, listener_svc)
             return False
     http = ClientSide(_limits(listener_svc))
+    # the first head's deadline; on a management port it also bounds the wait
+    # for the first bytes that tell HTTP from the console
+    idle = listener_svc.tunables.idle_timeout
+    first_deadline = time.monotonic() + idle if first and idle > 0 else None
     while True:
         svc = listener_svc
         if first and svc.role == "management":
-            leftover = b""
-            with anyio.move_on_after(svc.tunables.idle_timeout or None):
-                while b"\n" not in leftover and len(leftover) < 8192:
-                    data = await _receive(stream)
-                    if not data:
-                        return False
-                    leftover += data
-            if not _REQUEST_LINE.match(leftover):
+            speaks, leftover = await _first_bytes(stream, first_deadline)
+            if speaks is None:
+                return False
+            if speaks is Speaks.CONSOLE:
                 from perlbal.runtime.management import console
 
                 await console(runtime, stream, leftover)
@@ -132,7 +133,8 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
                    else svc.tunables.persist_client_idle_timeout)
         try:
             head = http.next_head()
-            deadline = time.monotonic() + timeout if timeout > 0 else None
+            deadline = (first_deadline if first else
+                        time.monotonic() + timeout if timeout > 0 else None)
             while head is None:
                 left = deadline - time.monotonic() if deadline is not None else None
                 if left is not None and left <= 0:
@@ -190,6 +192,24 @@ async def serve_client(runtime: "Runtime", stream: FastStream, service_name: str
             return True
         # pipelined: the next request is already here
         del ctx, head
+
+
+async def _first_bytes(stream: FastStream, deadline: float | None) -> tuple[Speaks | None, bytes]:
+    """Read a management connection's first bytes until they say HTTP or console
+    (``perlbal.http.firstbytes``); None: the peer closed before they did."""
+    data = b""
+    while (speaks := first_bytes_speak(data)) is Speaks.MORE:
+        left = deadline - time.monotonic() if deadline is not None else None
+        try:
+            if left is not None and left <= 0:
+                raise TimeoutError
+            more = await _receive(stream, left)
+        except TimeoutError:
+            return first_bytes_speak(data, final=True), data
+        if not more:
+            return None, data
+        data += more
+    return speaks, data
 
 
 # connection -> name of the service its next request goes to, skipping the

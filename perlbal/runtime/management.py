@@ -1,7 +1,8 @@
 """The ``management`` role: the line console, and a web UI of the running proxy.
 
-One port speaks both, decided per connection as ClientManage.pm does (first
-bytes ``GET ``/``HEAD ``/``POST `` mean HTTP; see ``clientconn``).
+One port speaks both, decided per connection from the first bytes as
+ClientManage.pm does (a method token and a space mean HTTP;
+``perlbal.http.firstbytes``, called from ``clientconn``).
 
 Console: each line ended by ``\\r?\\n`` is run through ``Interpreter.run_line``
 with one ``CommandContext(verbose=True)`` per connection; reply lines go out
