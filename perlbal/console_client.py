@@ -151,9 +151,35 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# C0 but tab, DEL, and C1 (U+0080-U+009F: a UTF-8 terminal takes
+# U+009B for CSI just as it takes ESC [)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _caret(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0x7F:
+        return "^?"
+    if code >= 0x80:
+        return "M-^" + chr(code - 0x80 + 0x40)
+    return "^" + chr(code + 0x40)
+
+
+def visible(text: str) -> str:
+    """One line of ``text`` with every control character but tab shown as
+    ``cat -v`` shows it (a line holds no newline; the lines are printed one to
+    a line): ESC as ``^[``, BEL as ``^G``, DEL as
+    ``^?``, C1's CSI as ``M-^[``.  What the server sends is data, never a
+    terminal command: a reply quoting a peer's text (``ESC ] 0;...BEL`` sets the
+    window title, ``ESC ] 52`` writes the clipboard, ``ESC [2J`` clears the
+    screen) would otherwise act on the operator's terminal."""
+    return _CONTROL.sub(_caret, text)
+
+
 def render(lines: Iterable[str], color: bool) -> str:
+    shown = (visible(ln) for ln in lines)
     return "".join((f"{_RED}{ln}{_RESET}" if color and ln.startswith("ERROR:") else ln) + "\n"
-                   for ln in lines)
+                   for ln in shown)
 
 
 def wants_color(stream: TextIO) -> bool:
@@ -207,11 +233,13 @@ def learn_live(names: Names, ask: Callable[[str], Reply]) -> None:
     """Add the live server's services (``show service``: ``name listen STATE``), pools
     (``show pool``: ``name nodes N`` / ``name services N``) and commands (``help``)."""
     names.services = {ln.split()[0] for ln in ask("show service").shown
-                      if ln.strip() and not ln.startswith(("ERROR:", "#"))}
+                      if ln.strip() and not ln.startswith(("ERROR:", "#"))
+                      and not _CONTROL.search(ln)}
     names.pools = {ln.split()[0] for ln in ask("show pool").shown
-                   if ln.strip() and not ln.startswith(("ERROR:", "#"))}
+                   if ln.strip() and not ln.startswith(("ERROR:", "#"))
+                   and not _CONTROL.search(ln)}
     names.commands |= {ln.strip().lower() for ln in ask("help").shown
-                       if re.fullmatch(r"\s*\w+\s*", ln)}
+                       if re.fullmatch(r"\s*\w+\s*", ln, re.ASCII)}
 
 
 _SIMPLE_ARGS = {"verbose": ("on", "off"), "shutdown": ("graceful",), "socks": ("summary",),

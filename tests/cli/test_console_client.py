@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -21,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from perlbal.console_client import Names, candidates, registry_names
+from perlbal.console_client import (SYNC_REPLY, SYNC_WORD, Connection, Names, candidates,
+                                    learn_live, registry_names)
 from tests.support.configs import pool, proxy_service, service
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.pyserver import PyPerlbal
+from tests.support.threadserver import ThreadedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -262,3 +265,52 @@ def test_reconnects_after_the_server_closed_an_idle_connection() -> None:
             assert conn.reconnected
         finally:
             conn.close()
+
+
+# --- what the server sends is shown, never obeyed by the terminal (issue 24, item 7) --
+
+#: a reply quoting hostile text: window title, clipboard write (OSC 52), clear
+#: screen, C1 CSI (U+009B in UTF-8), DEL, a bare CR that would overwrite the line
+HOSTILE_REPLY = (b"\x1b]0;owned\x07title\r\n\x1b]52;c;aGVsbG8=\x07clip\r\n\x1b[2Jcleared\r\n"
+                 b"\xc2\x9b31mred\x7f\r\nhidden\rshown\ttab\r\n.\r\n")
+
+
+class HostileConsole(ThreadedServer):
+    """A management port that answers every command with ``HOSTILE_REPLY`` (and the
+    client's sync line as a console does), one line at a time over a socket."""
+
+    def serve(self, conn: socket.socket) -> None:
+        with conn:
+            buf = b""
+            while chunk := conn.recv(65536):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    word = line.strip().decode()
+                    if word == SYNC_WORD:
+                        conn.sendall(SYNC_REPLY.encode() + b"\r\n")
+                    elif word:
+                        conn.sendall(HOSTILE_REPLY)
+
+
+def test_control_characters_from_the_server_are_shown_not_obeyed() -> None:
+    with HostileConsole() as server:
+        proc = run_console(f"{LOOPBACK}:{server.port}", "-c", "show pool")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "^[]0;owned^Gtitle", "^[]52;c;aGVsbG8=^Gclip", "^[[2Jcleared", "M-^[31mred^?",
+        "hidden^Mshown\ttab"]
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", proc.stdout)
+
+
+def test_live_names_with_control_characters_are_not_offered() -> None:
+    names = registry_names()
+    with HostileConsole() as server:
+        conn = Connection(LOOPBACK, server.port, timeout=5)
+        try:
+            learn_live(names, conn.command)
+        finally:
+            conn.close()
+    # every line of the reply holds a control character: no name is learnt from it
+    assert names.services == set() and names.pools == set()
+    assert not any("\x1b" in name or "\x9b" in name for name in names.commands)
