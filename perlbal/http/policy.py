@@ -23,8 +23,11 @@ Requests (raise :class:`HttpError`, after which the connection is closed):
 * R4 HTTP/2+ request lines get 505; HTTP/1.x with x > 1 is served as
   HTTP/1.1 (RFC 9110 section 2.5), Host rule included.
 * R5 CONNECT gets 405: this is a reverse proxy.
-* R6 absolute-form targets: Perl's rewrite (path kept, the URI's host wins
-  over Host, lower-cased); any other target must be origin-form or ``*``.
+* R6 absolute-form targets (RFC 9112 section 3.2.2): any ``http`` or
+  ``https`` URI, IP literals included, is rewritten as Perl rewrites
+  ``http://name[:port]`` (path kept, the URI's host wins over Host,
+  lower-cased, without its port); userinfo, an empty host and other schemes
+  get 400; any other target must be origin-form or ``OPTIONS *``.
 * R7 Host: at most one (h11), well-formed, and present on HTTP/1.1.
 * R8 a negative Content-Length gets Perl's wording and page.
 * R9 Transfer-Encoding on an HTTP/1.0 request: the chunked body is read as
@@ -91,8 +94,14 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 BACKEND_LIMITS = Limits(PERL_MAX_HEAD_SIZE, 256)
 
-# Perl's absolute-URI rewrite (HTTPHeaders.pm), to the letter
-_ABSOLUTE_HTTP_URI = re.compile(r"http://([^/:]+?)(?::\d+)?(/.*)?")
+# R6: absolute-form (RFC 9112 section 3.2.2): an http or https URI (RFC 9110
+# sections 4.2.1-4.2.2, the scheme in any case) whose authority is a reg-name,
+# an IPv4 address or a bracketed IPv6 literal (R7's Host forms; no IPvFuture),
+# with an optional port; userinfo and an empty host are matched only to be refused
+_ABSOLUTE_URI = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<path>/[^?#]*)?"
+    r"(?P<query>\?[^#]*)?")
+_URI_HOST = re.compile(r"(?P<host>[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 _HOST_VALUE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+(?::[0-9]{0,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{0,5})?")
 # h11 takes any byte but NUL and whitespace in a value; RFC 9110 section 5.5 does not
 _CONTROL = re.compile("[\x01-\x08\x0e-\x1f\x7f]")
@@ -195,16 +204,11 @@ def request_head(event: h11.Request, limits: Limits = DEFAULT_LIMITS) -> tuple[R
     hosts = index.get("host", [])
     if method == "CONNECT":
         raise HttpError(405, "CONNECT is not supported: this is a reverse proxy")  # R5
-    if target[:1] != "/":
-        absolute = _ABSOLUTE_HTTP_URI.fullmatch(target)
-        if absolute is not None:  # R6: Perl's HTTPHeaders rewrite
-            target = absolute.group(2) or "/"
-            host = absolute.group(1).lower()
-            headers = _set_host(headers, host)
-            index = index_headers(headers)
-            hosts = [host]
-        elif not (target == "*" and method == "OPTIONS"):
-            raise HttpError(400, "malformed request target", perl_closes_silently=True)
+    if target[:1] != "/" and not (target == "*" and method == "OPTIONS"):
+        target, host = _origin_form(target)  # R6
+        headers = _set_host(headers, host)
+        index = index_headers(headers)
+        hosts = [host]
     if hosts and hosts[0] and not _HOST_VALUE.fullmatch(hosts[0]):
         raise HttpError(400, "malformed Host header", perl_closes_silently=True)  # R7
     if version >= (1, 1) and not (hosts and hosts[0]):
@@ -213,6 +217,29 @@ def request_head(event: h11.Request, limits: Limits = DEFAULT_LIMITS) -> tuple[R
     head = RequestHead(method, target, version, tuple(headers), content_length, chunked)
     object.__setattr__(head, "by_name", index)
     return head, chunked and version < (1, 1)
+
+
+def _origin_form(target: str) -> tuple[str, str]:
+    """R6: an absolute-form target as (origin-form target, Host).
+
+    RFC 9112 section 3.2.2: a server MUST accept absolute-form, and the
+    target's authority replaces any Host field.  As Perl's HTTPHeaders.pm
+    does for the ``http://name[:port]`` URIs it rewrites, the Host becomes
+    the host lower-cased without its port (IPv6 literals keep their
+    brackets), and an empty path becomes ``/``.  Refused (400): another
+    scheme, an empty host (RFC 9110 section 4.2.1: MUST reject), userinfo
+    (RFC 9110 section 4.2.4: treat as an error), a malformed authority,
+    and anything that is not a URI at all."""
+    absolute = _ABSOLUTE_URI.fullmatch(target)
+    if absolute is None or absolute["scheme"].lower() not in ("http", "https"):
+        raise HttpError(400, "malformed request target", perl_closes_silently=True)
+    authority = absolute["authority"]
+    if "@" in authority:
+        raise HttpError(400, "userinfo in request target", perl_closes_silently=True)
+    host = _URI_HOST.fullmatch(authority)
+    if host is None:
+        raise HttpError(400, "malformed request target", perl_closes_silently=True)
+    return (absolute["path"] or "/") + (absolute["query"] or ""), host["host"].lower()
 
 
 def _set_host(headers: list[Header], host: str) -> list[Header]:

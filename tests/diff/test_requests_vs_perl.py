@@ -392,6 +392,8 @@ def _norm(name: str, value: str | None) -> str | None:
 
 #: the absolute-form targets Perl rewrites to origin-form (HTTPHeaders.pm)
 PERL_ABSOLUTE = re.compile(r"http://([^/:]+?)(?::\d+)?(/.*)?")
+#: the absolute-form targets we rewrite (policy.py R6): any http or https URI
+OUR_ABSOLUTE = re.compile(r"(?i:https?)://[^/?#@]+(/[^?#]*)?(\?[^#]*)?")
 
 
 def _error_page(seen: Seen) -> bool:
@@ -429,11 +431,17 @@ def _intended(case: Case, ours: Seen, perl: Seen) -> tuple[Seen, Seen]:
     if (absolute_form and case.version == "HTTP/1.1" and _header(case, "host") is None
             and _refused(ours)):
         return ours, ours
-    # "a target that is not origin-form, absolute-form Perl rewrites, or
+    # "a target that is neither origin-form, an http or https URI, nor
     # OPTIONS * gets 400"; Perl's web server answers 403 Bogus URL, its proxy
     # forwards it as it came.
     if not (origin_form or absolute_form or (case.target == "*" and case.method == "OPTIONS")) \
             and _refused(ours):
+        return ours, ours
+    # "an absolute-form target Perl does not rewrite (https, an IP literal, a
+    # query with no path) is served as its origin-form"; Perl's web server
+    # answers 403 Bogus URL, its proxy forwards the target as it came.
+    if (OUR_ABSOLUTE.fullmatch(case.target) and not absolute_form
+            and (perl.status == 403 if case.role == "web" else case.target.encode() in perl.body)):
         return ours, ours
     # "the web server looks for .. in the path only"; Perl refuses (403 Bogus
     # URL) a URI whose query string holds "/../".
@@ -612,7 +620,10 @@ FOUND = [
     _case("proxy", "GET / HTTP/1.1|Host: a|Host: b"),  # Perl forwards "a, b", we 400
     _case("web", "GET hello.txt HTTP/1.0"),  # Perl 403, we 400
     _case("proxy", "GET hello.txt HTTP/1.0"),  # Perl forwards, we 400
-    _case("proxy", "GET http://LOCALHOST:81?a=1 HTTP/1.0"),  # Perl forwards, we 400
+    _case("proxy", "GET http://LOCALHOST:81?a=1 HTTP/1.0"),  # Perl forwards it, we /?a=1
+    _case("web", "GET https://localhost/hello.txt HTTP/1.0"),  # Perl 403, we 200
+    _case("proxy", "GET http://[::1]:81/b/ok HTTP/1.0"),  # Perl forwards it, we /b/ok
+    _case("web", "GET http://u:p@localhost/hello.txt HTTP/1.0"),  # Perl 403, we 400
     _case("proxy", "OPTIONS *?a=1 HTTP/1.0"),  # Perl forwards, we 400
     _case("web", "GET /index.html?x=../../etc/passwd HTTP/1.0"),  # Perl 403, we 200
     _case("web", "GET /hello.txt%00 HTTP/1.0"),  # Perl 200 (hello.txt), we 400

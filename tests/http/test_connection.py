@@ -59,6 +59,21 @@ class TestRequestAccepted:
         assert head.target == "/p?q" and head.headers == (("Host", "www.example.com"),)
         assert parse_request_head(req("GET http://example.com HTTP/1.0\n\n")).target == "/"
 
+    def test_absolute_form_of_any_http_uri(self) -> None:  # R6, RFC 9112 section 3.2.2
+        for target, origin, host in [
+                ("https://example.com/foo", "/foo", "example.com"),
+                ("http://[::1]:8080/foo", "/foo", "[::1]"),
+                ("HtTpS://[2001:DB8::1]/", "/", "[2001:db8::1]"),
+                ("http://h?q=1", "/?q=1", "h"),
+                ("http://10.0.0.1:/a/b?c", "/a/b?c", "10.0.0.1")]:
+            head = parse_request_head(req(f"GET {target} HTTP/1.1\nHost: other\n\n"))
+            assert (head.target, head.headers) == (origin, (("Host", host),)), target
+        for target in ("http://u:p@h/", "http://@h/", "ftp://h/", "http:///", "http://[::1/",
+                       "http://h:x/", "mailto:a@b", "http:/h/", "http://[v1.x]/"):
+            with pytest.raises(HttpError) as refused:
+                parse_request_head(req(f"GET {target} HTTP/1.1\nHost: h\n\n"))
+            assert refused.value.status == 400, target
+
     def test_obs_text_allowed_in_values(self) -> None:
         head = parse_request_head(b"GET / HTTP/1.0\r\nX: caf\xe9\tok\r\n\r\n")
         assert head.get("x") == "caf\xe9\tok"

@@ -1,0 +1,70 @@
+"""Conformance found by third-party suites (issue 24, items 11-13), through the
+real server, on both roles: the web server and the reverse proxy.
+
+11. absolute-form targets (RFC 9112 section 3.2.2): every ``http``/``https``
+    URI is accepted, IP literals included; userinfo is refused;
+12. an HTTP/1.0 request with ``Transfer-Encoding: chunked`` is refused
+    (RFC 9112 section 6.1: its framing is faulty), as nginx does;
+13. a complete request is answered whatever the client does after it: a
+    half-close (``shutdown(SHUT_WR)``), or a second request pipelined after
+    ``Connection: close`` (which is not read).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.hostile.conftest import Hostile, raw_exchange, status_of
+
+ROLES = ["web", "proxy"]
+
+
+def _port(hostile: Hostile, role: str) -> int:
+    return hostile.web if role == "web" else hostile.proxy
+
+
+def _body(reply: bytes) -> bytes:
+    return reply.partition(b"\r\n\r\n")[2]
+
+
+# --- 11: absolute-form -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("target", "path", "host"), [
+    ("https://example.com/ok.txt", "/ok.txt", "example.com"),
+    ("http://[::1]:8080/ok.txt", "/ok.txt", "[::1]"),
+    ("HTTPS://Example.COM:443/ok.txt?x=1", "/ok.txt?x=1", "example.com"),
+    ("http://127.0.0.1:81/ok.txt", "/ok.txt", "127.0.0.1"),
+    ("http://example.com:8080/ok.txt", "/ok.txt", "example.com"),  # as Perl rewrites it
+])
+@pytest.mark.parametrize("role", ROLES)
+def test_absolute_form_is_accepted(hostile: Hostile, role: str, target: str, path: str,
+                                   host: str) -> None:
+    before = len(hostile.backend.log)
+    reply = raw_exchange(_port(hostile, role), f"GET {target} HTTP/1.1\r\nHost: other.example"
+                         f"\r\nConnection: close\r\n\r\n".encode())
+    assert status_of(reply) == 200, reply[:300]
+    if role == "web":
+        assert _body(reply) == b"ok\n"
+    else:
+        seen = hostile.backend.log[before:]
+        assert [(r.target, r.header("Host")) for r in seen] == [(path, host)]
+
+
+@pytest.mark.parametrize("target", [
+    "http://user:pass@example.com/ok.txt", "https://user@example.com/ok.txt",
+    "http://@example.com/ok.txt", "ftp://example.com/ok.txt", "http:///ok.txt",
+    "http://[zz]/ok.txt", "http://exa<mple.com/ok.txt", "http://example.com:8o/ok.txt",
+])
+@pytest.mark.parametrize("role", ROLES)
+def test_bad_absolute_form_is_refused(hostile: Hostile, role: str, target: str) -> None:
+    before = len(hostile.backend.log)
+    reply = raw_exchange(_port(hostile, role), f"GET {target} HTTP/1.1\r\nHost: x\r\n"
+                         f"\r\n".encode())
+    assert status_of(reply) == 400, reply[:300]
+    assert b"example" not in _body(reply) and b"pass" not in _body(reply)  # never quoted
+    assert len(hostile.backend.log) == before
+    hostile.assert_healthy()
