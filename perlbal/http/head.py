@@ -83,8 +83,8 @@ class RequestHead(_FieldLookups):
     """A validated client request head.
 
     ``target`` is the request target as Perl sees it: an absolute
-    ``http://host[:port]/path`` is reduced to its path, and its host (lower
-    cased) replaces the Host header, as Perl's HTTPHeaders does.
+    ``http(s)://host[:port]/path`` is reduced to its path, and its host (lower
+    cased) replaces the Host header, as Perl's HTTPHeaders does for ``http``.
     """
 
     method: str

@@ -30,8 +30,12 @@ Requests (raise :class:`HttpError`, after which the connection is closed):
   get 400; any other target must be origin-form or ``OPTIONS *``.
 * R7 Host: at most one (h11), well-formed, and present on HTTP/1.1.
 * R8 a negative Content-Length gets Perl's wording and page.
-* R9 Transfer-Encoding on an HTTP/1.0 request: the chunked body is read as
-  Perl does, then the connection closes (RFC 9112 section 6.1).
+* R9 Transfer-Encoding on an HTTP/1.0 request: RFC 9112 section 6.1 says
+  its framing is faulty; it gets 400 as nginx answers
+  (:func:`http10_chunked_refusal`), except on Perl's two chunked-upload paths,
+  which its own tests drive with HTTP/1.0 (t/22-chunked-put.t: a web_server
+  PUT; t/52-chunked-upload.t: a reverse_proxy with buffer_uploads).  There
+  the chunked body is read as Perl does, then the connection closes.
 * R11 no control character but HTAB in a field value (RFC 9110 section 5.5);
   h11 accepts anything but NUL and whitespace there, and a backend or log
   reader might not.
@@ -77,6 +81,7 @@ __all__ = [
     "head_too_large",
     "response_error",
     "check_trailers",
+    "http10_chunked_refusal",
 ]
 
 #: R1's default: Node's max-http-header-size, HAProxy's default buffer.
@@ -240,6 +245,22 @@ def _origin_form(target: str) -> tuple[str, str]:
     if host is None:
         raise HttpError(400, "malformed request target", perl_closes_silently=True)
     return (absolute["path"] or "/") + (absolute["query"] or ""), host["host"].lower()
+
+
+def http10_chunked_refusal(head: RequestHead, role: str | None,
+                           buffer_uploads: bool) -> HttpError | None:
+    """R9: the refusal of an HTTP/1.0 chunked request by the service that would
+    serve it (``role``; ``buffer_uploads`` its parameter), None to serve it.
+
+    Served only where Perl has a chunked-upload path that its tests send as
+    HTTP/1.0: ClientHTTP::handle_put_chunked (a web_server PUT) and
+    ClientProxy::handle_chunked_upload (only with buffer_uploads on)."""
+    if not head.chunked or head.http_version >= (1, 1):
+        return None
+    if (role == "web_server" and head.method == "PUT") or \
+            (role == "reverse_proxy" and buffer_uploads):
+        return None
+    return HttpError(400, "chunked body on an HTTP/1.0 request")
 
 
 def _set_host(headers: list[Header], host: str) -> list[Header]:

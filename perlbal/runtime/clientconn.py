@@ -42,6 +42,7 @@ import anyio
 from perlbal.graph import Service
 from perlbal.http import ClientSide, HttpError, Limits, simple_response
 from perlbal.http.firstbytes import Speaks, first_bytes_speak
+from perlbal.http.policy import http10_chunked_refusal
 from perlbal.routing import HOOKS_ENFORCED, Request, Respond, dispatch, management_refusal
 from perlbal.runtime.accesslog import finish as finish_request
 from perlbal.runtime.context import RECV_SIZE, Handler, RequestContext
@@ -271,6 +272,9 @@ async def _dispatch(runtime: "Runtime", ctx: RequestContext) -> bool:
             if refusal is not None:
                 await ctx.send_simple(refusal[0], refusal[1], keep_alive=False)
                 return False
+        refusal_10 = http10_chunked_refusal(ctx.head, svc.role, svc.tunables.buffer_uploads)
+        if refusal_10 is not None:
+            raise refusal_10
         # Perl's adopt_base_client maps a selected service to reverse_proxy,
         # web_server or selector only: a VHOST naming a management (or
         # upload_tracker) service answers 500, never hands a public client to

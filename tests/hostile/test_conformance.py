@@ -68,3 +68,53 @@ def test_bad_absolute_form_is_refused(hostile: Hostile, role: str, target: str) 
     assert b"example" not in _body(reply) and b"pass" not in _body(reply)  # never quoted
     assert len(hostile.backend.log) == before
     hostile.assert_healthy()
+
+
+# --- 12: HTTP/1.0 with Transfer-Encoding: chunked --------------------------------------
+
+CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("role", ROLES)
+def test_http10_chunked_request_is_refused(hostile: Hostile, role: str, method: str) -> None:
+    """RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+    framing; nginx answers 400, so do we (it was read, de-chunked and forwarded)."""
+    before = len(hostile.backend.log)
+    reply = raw_exchange(_port(hostile, role), f"{method} /ok.txt HTTP/1.0\r\nHost: x\r\n"
+                         f"Transfer-Encoding: chunked\r\n\r\n".encode() + CHUNKED_BODY)
+    assert status_of(reply) == 400, reply[:300]
+    assert b"chunked body on an HTTP/1.0 request" in _body(reply)
+    assert b"Connection: close" in reply.partition(b"\r\n\r\n")[0]
+    assert len(hostile.backend.log) == before
+    hostile.assert_healthy()
+
+
+def test_http10_chunked_put_is_perls_path(hostile: Hostile) -> None:
+    """Perl's t/22-chunked-put.t sends its chunked PUT as HTTP/1.0: still stored."""
+    reply = raw_exchange(hostile.web, b"PUT /chunked10.txt HTTP/1.0\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED_BODY)
+    assert status_of(reply) in (200, 201, 204), reply[:300]
+    assert (hostile.docroot / "chunked10.txt").read_bytes() == b"hello"
+
+
+def test_http11_chunked_request_still_served(hostile: Hostile) -> None:
+    before = len(hostile.backend.log)
+    reply = raw_exchange(hostile.proxy, b"POST /c11 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED_BODY)
+    assert status_of(reply) == 200, reply[:300]
+    seen = hostile.backend.log[before:]
+    assert [(r.target, r.body) for r in seen] == [("/c11", b"hello")]
+
+
+def test_http10_chunked_upload_without_buffer_uploads_is_refused_before_100(
+        hostile: Hostile) -> None:
+    """No 100 Continue is promised for a request that will be refused: the 400
+    comes at once, and the body is never asked for."""
+    with socket.create_connection(("127.0.0.1", hostile.proxy), timeout=5) as sock:
+        sock.sendall(b"PUT /f HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.0 400 "), out[:300]

@@ -46,6 +46,10 @@ CASES: dict[str, bytes] = {
     "trailer_carries_content_length": b"POST /a HTTP/1.1\r\n" + H +
                                       b"Transfer-Encoding: chunked\r\n\r\n"
                                       b"0\r\nContent-Length: 44\r\n\r\n" + SMUGGLE,
+    # RFC 9112 6.1: faulty framing (but a web_server PUT or a buffer_uploads
+    # proxy, Perl's own chunked paths: tests/hostile/test_conformance.py)
+    "http10_with_te": b"POST /a HTTP/1.0\r\n" + H + b"Connection: keep-alive\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + SMUGGLE,
 }
 
 
@@ -54,15 +58,12 @@ STATUS = {"te_xchunked": 501, "te_chunked_identity": 501, "te_duplicated": 501}
 
 # Tolerated (RFC 9112 2.2 bare LF, 5.2 obs-fold replaced by SP), and the number of
 # responses the client gets: a pipelined second request is served as one, since
-# what reaches the backend is our own CRLF rendering; an HTTP/1.0 chunked body is
-# read, then the connection closes (6.1), so the request behind it is not served.
+# what reaches the backend is our own CRLF rendering.
 TOLERATED: dict[str, tuple[bytes, int]] = {
     "bare_lf_line_endings": (b"GET /a HTTP/1.1\n" + b"Host: example.com\n\n"
                              b"GET /b HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n", 2),
     "obs_fold": (b"GET /a HTTP/1.1\r\n" + H + b"X-A: b\r\n  folded\r\n\r\n"
                  b"GET /b HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n", 2),
-    "http10_with_te": (b"POST /a HTTP/1.0\r\n" + H + b"Connection: keep-alive\r\n"
-                       b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + SMUGGLE, 1),
 }
 
 
@@ -78,8 +79,6 @@ def test_tolerated_framing_is_served(hostile: Hostile, name: str) -> None:
     assert len(log) == responses
     if name == "obs_fold":
         assert log[0].header("X-A") == "b folded"  # one line on the way out
-    if name == "http10_with_te":
-        assert log[0].body == b"abc" and log[0].header("Content-Length") == "3"
     hostile.assert_healthy()
 
 

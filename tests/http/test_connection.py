@@ -10,7 +10,8 @@ import pytest
 
 from perlbal.http.connection import BODY, DONE, HEAD, BackendSide, ClientSide, parse_request_head
 from perlbal.http.errors import BackendProtocolError, HttpError
-from perlbal.http.policy import DEFAULT_MAX_HEAD_SIZE, Limits
+from perlbal.http.head import RequestHead
+from perlbal.http.policy import DEFAULT_MAX_HEAD_SIZE, Limits, http10_chunked_refusal
 
 
 def req(text: str) -> bytes:
@@ -266,6 +267,21 @@ class TestRequestBody:
         head = side.next_head()
         assert head is not None and head.chunked and side.must_close
         assert side.next_body() == b"x" and side.next_body() == b""
+
+    def test_http10_chunked_served_only_on_perls_chunked_paths(self) -> None:  # R9
+        def head(method: str, version: str) -> RequestHead:
+            parsed = parse_request_head(req(f"{method} / HTTP/{version}\nHost: h\n"
+                                            f"Transfer-Encoding: chunked\n\n"))
+            assert parsed is not None
+            return parsed
+        for role, method, buffered in [("web_server", "POST", True), ("web_server", "GET", False),
+                                       ("reverse_proxy", "PUT", False), ("management", "POST", True),
+                                       (None, "POST", True)]:
+            refusal = http10_chunked_refusal(head(method, "1.0"), role, buffered)
+            assert refusal is not None and refusal.status == 400, (role, method)
+        assert http10_chunked_refusal(head("PUT", "1.0"), "web_server", False) is None
+        assert http10_chunked_refusal(head("POST", "1.0"), "reverse_proxy", True) is None
+        assert http10_chunked_refusal(head("POST", "1.1"), "web_server", False) is None
 
     def test_continue_due_once_when_no_body_arrived(self) -> None:
         side = ClientSide()
