@@ -41,8 +41,9 @@ Stream invariants: at most one task receives at a time; ``_size`` is the number
 of buffered unread bytes; reading is paused iff ``_size > READ_HIGH_WATER``.
 Extras over ``ByteStream``: ``receive(timeout=..., watch=other)`` (a cheap
 timer instead of a cancel scope, raising ``TimeoutError``; ``PeerGone`` as soon
-as ``other`` ends: a client gone while we wait for its backend frees the
-backend at once, as Perl's ``client_disconnected``); ``send(..., timeout)``
+as ``other`` is lost: a client reset while we wait for its backend frees the
+backend at once, as Perl's ``client_disconnected``; a FIN is a half-close, and
+the complete request before it is still answered); ``send(..., timeout)``
 aborts a peer that stopped reading (``BrokenResourceError``).
 """
 
@@ -243,10 +244,12 @@ class _Protocol(asyncio.BufferedProtocol):
             self.on_wake = None
             wake()
 
-    def _wake_all(self) -> None:
+    def _wake_all(self, lost: bool = True) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if not lost:
+            return  # a FIN: watchers wait for the connection to be lost
         for fut in self.watchers:
             if not fut.done():
                 fut.set_exception(PeerGone())
@@ -254,7 +257,7 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        self._wake_all()
+        self._wake_all(lost=False)
         self._wake_parked()
         # keep the transport open: we may still answer a half-closed peer.  asyncio's
         # TLS transport cannot stay half-open and logs a warning on True (#15 defect 7)
@@ -344,7 +347,7 @@ class FastStream(ByteStream):
         return data
 
     async def _wait_readable(self, timeout: float | None, watch: "FastStream | None") -> None:
-        if watch is not None and watch._protocol.eof:
+        if watch is not None and watch._protocol.lost:
             raise PeerGone
         proto = self._protocol
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -474,8 +477,9 @@ class FastStream(ByteStream):
         return self._protocol.eof
 
     def fail_on_end(self, slot: "Slot[Any]") -> bool:
-        """Fail ``slot`` with ``PeerGone`` when this stream ends; False if it has."""
-        if self._protocol.eof:
+        """Fail ``slot`` with ``PeerGone`` when this connection is lost (reset,
+        broken: not a FIN, after which the peer may still read); False if it is."""
+        if self._protocol.lost:
             return False
         self._protocol.watchers.append(slot._fut)
         return True

@@ -13,8 +13,10 @@ Perl's ClientProxy + BackendHTTP, per request:
    backend is asked for; then a connection comes from
    ``backends.BackendManager.acquire``: a bored one, or after waiting in the
    service's high-priority (high_priority_cookie[_contents]) or normal queue,
-   in order, for ``idle_timeout`` seconds at most (then 503); a client that
-   disconnects while waiting, or while its backend thinks, frees it at once;
+   in order, for ``idle_timeout`` seconds at most (then 503); a client whose
+   connection is lost (reset) while waiting, or while its backend thinks,
+   frees it at once.  A FIN is a half-close, not a withdrawal: a complete
+   request is answered (the web server does the same, docs/http.md);
 3. the reply (BackendHTTP's half) is read and relayed by
    ``proxyreply.relay_reply``.
 
@@ -153,11 +155,6 @@ async def handle(ctx: RequestContext) -> bool:
             session = upload_tracker.wants_status(ctx.head.target)
             if session is not None:
                 return await _upload_status(ctx, session)
-        if _pipelined_without_keep_alive(ctx):
-            # Perl's ClientProxy::event_read: bytes after a body-less request
-            # "overflow" it; answered 400 and closed before any backend is used
-            await ctx.send_simple(400, "Can't pipeline to HTTP/1.0")
-            return False
         return await _proxy(ctx)
     finally:
         if ctx.service.plugin_order:
@@ -175,21 +172,6 @@ async def _upload_status(ctx: RequestContext, session: str) -> bool:
                *keep_alive_headers(keep, ctx.idle_timeout)]
     await ctx.send(render_head(200, headers) + body)
     return keep
-
-
-def _pipelined_without_keep_alive(ctx: RequestContext) -> bool:
-    """A body-less request on a connection that will not be kept alive, with
-    the client's next request already behind it.  (On a kept-alive connection
-    pipelined requests are answered in order; Perl answers 400 there too when
-    the bytes arrive before its reply is done.)  Empty lines alone are not a
-    request (RFC 9112 section 2.2)."""
-    if not ctx.body_done or ctx.keep_alive:
-        return False
-    waiting = ctx.http.buffered
-    stream = ctx.stream
-    if not waiting.strip(b"\r\n") and isinstance(stream, FastStream) and stream.buffered:
-        waiting += stream.peek()
-    return bool(waiting.strip(b"\r\n"))
 
 
 async def _priority(svc: Service, ctx: RequestContext) -> int:

@@ -39,10 +39,8 @@ class Hostile:
 
 
 def raw_exchange(port: int, data: bytes, *, timeout: float = 3.0) -> bytes:
-    """Send bytes and read until the server closes (or the timeout).
-
-    No half-close: like Perl Perlbal, the proxy takes a client's EOF while it
-    waits for the backend as the client going away."""
+    """Send bytes and read until the server closes (or the timeout), without
+    half-closing (test_conformance.py sends the same with a FIN after them)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(data)

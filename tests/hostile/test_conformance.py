@@ -12,7 +12,7 @@ real server, on both roles: the web server and the reverse proxy.
 
 from __future__ import annotations
 
-import json
+import re
 import socket
 
 import pytest
@@ -94,8 +94,12 @@ def test_http10_chunked_put_is_perls_path(hostile: Hostile) -> None:
     """Perl's t/22-chunked-put.t sends its chunked PUT as HTTP/1.0: still stored."""
     reply = raw_exchange(hostile.web, b"PUT /chunked10.txt HTTP/1.0\r\nHost: x\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED_BODY)
-    assert status_of(reply) in (200, 201, 204), reply[:300]
-    assert (hostile.docroot / "chunked10.txt").read_bytes() == b"hello"
+    stored = hostile.docroot / "chunked10.txt"
+    try:
+        assert status_of(reply) in (200, 201, 204), reply[:300]
+        assert stored.read_bytes() == b"hello"
+    finally:
+        stored.unlink(missing_ok=True)  # the package's other tests count leftovers
 
 
 def test_http11_chunked_request_still_served(hostile: Hostile) -> None:
@@ -118,3 +122,79 @@ def test_http10_chunked_upload_without_buffer_uploads_is_refused_before_100(
         while chunk := sock.recv(65536):
             out += chunk
     assert out.startswith(b"HTTP/1.0 400 "), out[:300]
+
+
+# --- 13: half-close after a complete request; pipelined after Connection: close -------
+
+
+def _half_closed(port: int, data: bytes) -> bytes:
+    """Send ``data``, shut our side for writing (FIN), read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+@pytest.mark.parametrize("role", ROLES)
+def test_half_close_after_a_complete_request_is_answered(hostile: Hostile, role: str,
+                                                          version: str) -> None:
+    before = len(hostile.backend.log)
+    reply = _half_closed(_port(hostile, role), f"GET /ok.txt?half {version}\r\nHost: x\r\n"
+                         f"\r\n".encode())
+    assert status_of(reply) == 200, reply[:300]
+    if role == "web":
+        assert _body(reply) == b"ok\n"
+    else:
+        assert [r.target for r in hostile.backend.log[before:]] == ["/ok.txt?half"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_half_close_after_a_request_with_a_body_is_answered(hostile: Hostile, role: str) -> None:
+    before = len(hostile.backend.log)
+    method = "PUT" if role == "web" else "POST"
+    reply = _half_closed(_port(hostile, role), f"{method} /half-body.txt HTTP/1.1\r\nHost: x\r\n"
+                         f"Content-Length: 5\r\n\r\nhello".encode())
+    assert status_of(reply) in (200, 201, 204), reply[:300]
+    if role == "web":
+        stored = hostile.docroot / "half-body.txt"
+        try:
+            assert stored.read_bytes() == b"hello"
+        finally:
+            stored.unlink(missing_ok=True)  # the package's other tests count leftovers
+    else:
+        assert [(r.target, r.body) for r in hostile.backend.log[before:]] == [
+            ("/half-body.txt", b"hello")]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_half_close_before_the_request_is_complete_answers_nothing(hostile: Hostile,
+                                                                   role: str) -> None:
+    before = len(hostile.backend.log)
+    assert _half_closed(_port(hostile, role), b"GET /ok.txt HTTP/1.1\r\nHost: x\r\n") == b""
+    assert len(hostile.backend.log) == before
+
+
+@pytest.mark.parametrize("first", [
+    b"GET /ok.txt?first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /ok.txt?first HTTP/1.0\r\n\r\n",  # HTTP/1.0 without keep-alive: the same rule
+])
+@pytest.mark.parametrize("half_close", [False, True])
+@pytest.mark.parametrize("role", ROLES)
+def test_request_pipelined_after_connection_close_is_not_read(
+        hostile: Hostile, role: str, half_close: bool, first: bytes) -> None:
+    """RFC 9112 section 9.6: the request carrying ``close`` is answered, and no
+    later request is processed.  The proxy used to answer Perl's 400 "Can't
+    pipeline to HTTP/1.0" instead, the web server the first request."""
+    before = len(hostile.backend.log)
+    data = first + b"GET /ok.txt?second HTTP/1.1\r\nHost: x\r\n\r\n"
+    port = _port(hostile, role)
+    reply = _half_closed(port, data) if half_close else raw_exchange(port, data)
+    assert [int(s) for s in re.findall(rb"(?:^|\n)HTTP/1\.[01] (\d{3}) ", reply)] == [200], \
+        reply[:400]
+    assert b"Connection: close" in reply.partition(b"\r\n\r\n")[0]
+    if role == "proxy":
+        assert [r.target for r in hostile.backend.log[before:]] == ["/ok.txt?first"]

@@ -23,8 +23,8 @@ from tests.support.rawhttp import HTTPConnection, request
 def send_all(port: int, data: bytes, timeout: float = 10.0) -> bytes:
     """Send ``data`` and read until the server closes, without half-closing first.
 
-    (A half-close is a disconnect to Perlbal: ClientProxy closes a client whose
-    read returns EOF while its request is in flight, and so do we.)
+    (Perl's ClientProxy takes a half-close for a disconnect; ours answers a
+    complete request whatever follows it: tests/hostile/test_conformance.py.)
     """
     with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
         sock.sendall(data)

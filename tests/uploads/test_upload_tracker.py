@@ -87,7 +87,11 @@ def test_status_replies_match_perl(need_perl_perlbal: None) -> None:
         ours = _session_with_perl(lambda conf: PyPerlbal(conf), persist)
         assert b"{done:1000,total:5000," in perl[2], perl
         assert perl[1].endswith(b"\r\n\r\n{}")
-        assert ours == perl
+        # not a status query: forwarded.  send_raw half-closes after the request:
+        # Perl's proxy takes that for the client leaving and answers nothing; ours
+        # answers the complete request (docs/migrating.md; issue 24, item 13)
+        assert perl[5] == b"" and b'"target": "/__upload_status?x=1"' in ours[5], ours[5]
+        assert ours[:5] + ours[6:] == perl[:5] + perl[6:]
 
 
 def test_slow_upload_progress_polled_through_another_service() -> None:
