@@ -146,10 +146,18 @@ async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes,
 
 
 async def _refuse(stream: ByteStream) -> None:
-    """One ERROR line, then close gently: input still in flight is read and dropped
-    for a moment, so the client sees the line instead of a reset."""
+    """One ERROR line, then close gently (``_linger``)."""
     try:
         await stream.send(b"ERROR: line too long\r\n")
+    except Exception:
+        return
+    await _linger(stream)
+
+
+async def _linger(stream: ByteStream) -> None:
+    """Close gently after the last reply: input still in flight is read and
+    dropped for a moment, so the client sees the reply instead of a reset."""
+    try:
         await stream.send_eof()
         with anyio.move_on_after(1.0):
             while await stream.receive(65536):
@@ -291,9 +299,9 @@ def _route(runtime: ServerHandle, target: str) -> tuple[int, str, bytes]:
 
 
 async def handle_http(ctx: RequestContext) -> bool:
-    """GET/HEAD pages; read-only whatever the method (a POST body is read and ignored)."""
-    if ctx.head.method == "POST":
-        await ctx.skip_body()
+    """GET/HEAD pages; read-only whatever the method.  A POST's body is not
+    waited for (Perl never reads it and answers at once): the reply goes out,
+    then what arrives of the body is dropped while the connection closes."""
     try:
         status, ctype, body = _route(ctx.server, ctx.head.target)
     except Exception:  # a broken page must not take the management port down
@@ -302,4 +310,6 @@ async def handle_http(ctx: RequestContext) -> bool:
     head = render_head(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
                                 ("Cache-Control", "no-store"), ("Connection", "close")])
     await ctx.send(head if ctx.head.method == "HEAD" else head + body)
+    if not ctx.body_done:
+        await _linger(ctx.stream)
     return False

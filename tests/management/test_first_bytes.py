@@ -24,7 +24,9 @@ from tests.support.pyserver import PyPerlbal
 from tests.support.ports import LOOPBACK, free_port
 
 LONG_LINE = b"POST /nope?" + b"a" * 9000
-REST = (b" HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: 26\r\n\r\n"
+#: the issue's bytes (its Content-Length says 30 for a 26-byte body: Perl
+#: never reads the body and answers at once, and so do we)
+REST = (b" HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: 30\r\n\r\n"
         b"\r\nCREATE POOL probe_pool\r\n")
 #: where a request is cut: inside the method, right after it, after the space,
 #: inside the target, and the issue's own 9,000-byte request line with no LF
