@@ -19,6 +19,9 @@ Rules, in order:
    a whole HTTP/1.x request line with another method is HTTP too (answered
    405 by the web UI), anything else is the console.
 
+Empty lines before the first bytes are passed over, as RFC 9112 section 2.2
+has a server ignore them before a request line (the console skips them too).
+
 When no more bytes will come in time (``final``), the bytes so far decide:
 the beginning of a method is HTTP (the request did not arrive in time, and
 the HTTP side closes it), anything else is the console, as before.
@@ -62,6 +65,7 @@ def first_bytes_speak(data: bytes, *, final: bool = False) -> Speaks:
 
     ``final``: no more bytes will come in time (the deadline passed, or the
     peer closed); the answer is then never ``MORE``."""
+    data = data.lstrip(b"\r\n")
     if data.startswith(_METHOD_PREFIXES):
         return Speaks.HTTP
     if data and any(prefix.startswith(data) for prefix in _METHOD_PREFIXES):

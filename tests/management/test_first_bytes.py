@@ -125,6 +125,13 @@ def test_console_typed_a_byte_at_a_time(ours: int) -> None:
     assert out == b".\r\n"
 
 
+def test_empty_lines_before_a_request_are_passed_over(ours: int) -> None:
+    request = b"\r\n" + LONG_LINE + REST.replace(b"{host}", b"127.0.0.1")
+    out = _send_in_pieces(ours, [request[:3], request[3:]])
+    assert out.startswith(b"HTTP/1.0 404 "), out[:200]
+    assert _pools(ours) == ["."]
+
+
 def test_other_methods_still_reach_http(ours: int) -> None:
     for method in (b"PUT", b"BREW"):  # a registered method, and a whole request line
         out = _send_in_pieces(ours, [method[:1], method[1:] + b" / HTTP/1.1\r\nHost: x\r\n\r\n"],
@@ -145,6 +152,10 @@ def test_first_bytes_rules() -> None:
     assert first_bytes_speak(b"show pool\r\n") is Speaks.CONSOLE
     assert first_bytes_speak(b"VERSION\r\n") is Speaks.CONSOLE
     assert first_bytes_speak(b"x" * 8192) is Speaks.CONSOLE
+    # empty lines first (RFC 9112 section 2.2) change nothing
+    assert first_bytes_speak(b"\r\n") is Speaks.MORE
+    assert first_bytes_speak(b"\r\n\nPOST ") is Speaks.HTTP
+    assert first_bytes_speak(b"\r\nshow pool\r\n") is Speaks.CONSOLE
 
 
 def test_no_console_command_is_named_like_a_method() -> None:
