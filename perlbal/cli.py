@@ -227,10 +227,10 @@ def _route_tests(graph: "Graph", path: str, fail_under: float | None, fmt: str) 
     import json
 
     from perlbal.routetest import parse_routes, run_routes
+    from perlbal.safefile import read_text
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            cases, errors = parse_routes(fh.read())
+        cases, errors = parse_routes(read_text(path, regular_only=False))
     except OSError as exc:
         print(f"perlbal explain: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from perlbal.graph import Graph
 from perlbal.interp import CommandContext, DiskEnv, DryEffects, Interpreter
+from perlbal.safefile import read_text
 
 __all__ = ["load_graph"]
 
@@ -22,8 +23,9 @@ def load_graph(path: str) -> tuple[Graph, list[str]]:
     interp = Interpreter(effects=DryEffects())
     interp.env = LenientEnv(interp)
     errors: list[str] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
+    # named on the command line, so a pipe is fine; still never past the cap
+    # (``perlbal explain -c /dev/zero`` ended in MemoryError)
+    text = read_text(path, regular_only=False)
     interp.load_config_text(text, file=path, out=lambda ln: errors.append(ln)
                             if ln.startswith("ERROR") else None,
                             ctx=CommandContext(verbose=False))

@@ -200,3 +200,17 @@ def test_upgrade_shows_what_is_relayed(graph: Graph, upgrade: str, decision: str
     steps = [s for s in exp.steps if s.kind == "upgrade"]
     assert [s.decision for s in steps] == [decision]
     assert steps[0].reason.startswith(relayed)
+
+
+@pytest.mark.parametrize("flag", ["-c", "--expect"])
+def test_cli_reads_no_endless_file(flag: str) -> None:
+    """``-c /dev/zero`` (or a route file there) is refused at the 16 MiB cap on
+    files a config names, with the reason: before, explain read it until
+    MemoryError and printed a traceback."""
+    argv = ["-c", "/dev/zero", "http://x/"] if flag == "-c" else \
+        ["-c", str(SITE), "--expect", "/dev/zero"]
+    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", "explain", *argv],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot read /dev/zero: larger than the 16 MiB cap" in proc.stderr
+    assert "Traceback" not in proc.stderr
