@@ -91,6 +91,10 @@ class ServerHandle(Protocol):
         length and oldest wait."""
         ...
 
+    async def refresh_numbers(self) -> None:
+        """SERVER workers: gather every worker's numbers before a page shows them."""
+        ...
+
 
 @dataclass
 class RequestContext:

@@ -79,6 +79,13 @@ def _follow_threads_setting(value: int | None) -> None:
             old.shutdown(wait=False)
 
 
+def forget_threads() -> None:
+    """A forked worker (workerside.py): the pool's threads stayed in the supervisor,
+    so the next job starts a pool of this process's own."""
+    global _pool
+    _pool = None
+
+
 #: calls in one pool job at most: a batch bigger than this is split
 _BATCH = 8
 

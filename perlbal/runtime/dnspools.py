@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import anyio
 
@@ -35,7 +35,7 @@ from perlbal.graph import Pool
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
-__all__ = ["run", "resolve", "default_server"]
+__all__ = ["run", "resolve", "default_server", "apply_nodes"]
 
 log = logging.getLogger("perlbal.runtime")
 
@@ -107,7 +107,7 @@ async def resolve(dns_name: str, server: tuple[str, int]) -> tuple[list[tuple[st
     return unique, min(ttls) if ttls else 0
 
 
-def _apply(pool: Pool, nodes: list[tuple[str, int]]) -> tuple[int, int]:
+def apply_nodes(pool: Pool, nodes: list[tuple[str, int]]) -> tuple[int, int]:
     """Make the pool's nodes these; (added, removed)."""
     wanted = {f"{ip}:{port}" for ip, port in nodes}
     current = {node.ipport: node for node in pool.nodes}
@@ -130,8 +130,10 @@ def _clamp(pool: Pool, ttl: int) -> float:
     return min(max(float(ttl), low), high)
 
 
-async def run(runtime: "Runtime") -> None:
-    """Keep every DNS-fed pool current, until the runtime stops."""
+async def run(runtime: "Runtime",
+              changed: Callable[[Pool, list[tuple[str, int]]], None] | None = None) -> None:
+    """Keep every DNS-fed pool current, until the runtime stops; ``changed`` hears
+    each pool whose nodes changed (SERVER workers: the supervisor tells the workers)."""
     due: dict[str, float] = {}
     failing: set[str] = set()
     while True:
@@ -157,9 +159,11 @@ async def run(runtime: "Runtime") -> None:
                 failing.discard(key)
                 log.warning("pool %s: DNS lookup of %s answers again", pool.name, name)
             if nodes:  # an empty answer keeps the nodes: never drain a pool on a glitch
-                added, removed = _apply(pool, nodes)
+                added, removed = apply_nodes(pool, nodes)
                 if added or removed:
                     log.info("pool %s: %s now gives %d node(s) (+%d, -%d)", pool.name, name,
                              len(pool.nodes), added, removed)
+                    if changed is not None:
+                        changed(pool, nodes)
             due[key] = time.monotonic() + _clamp(pool, ttl)
         await anyio.sleep(_TICK)

@@ -1,8 +1,11 @@
 """Node health: active checks (HAProxy's rise/fall) and passive ejection (nginx's max_fails).
 
 Beyond Perl Perlbal, which only skips a node for a second after a failed
-connect (``backends.DEAD_NODE_SECONDS``).  State is per (pool, node), in this
-worker (each worker runs its own checks; docs/balancing.md):
+connect (``backends.DEAD_NODE_SECONDS``).  State is per (pool, node).  With
+SERVER workers the active checks run once, in the supervisor, and each
+change of a node's up/down state is sent to every worker (``on_change``,
+``apply_remote``), so all of them take a node out at the same moment;
+passive ejection counts each worker's own traffic (docs/balancing.md):
 
 - **active** (``health_check_uri`` set): every ``health_check_interval`` each
   node of the pool gets ``GET <uri> HTTP/1.0``; a 2xx or 3xx reply within
@@ -31,7 +34,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import anyio
 
@@ -98,6 +101,9 @@ class HealthBook:
         #: pool -> node -> health, for the nodes out now (the balancer reads only this)
         self.out: dict[str, dict[str, NodeHealth]] = {}
         self._statuses: dict[str, tuple[int, frozenset[int]]] = {}  # pool -> (generation, set)
+        #: hears every up/down change the active checks make: (pool, node, down,
+        #: reason, since); SERVER workers: the supervisor sends it to the workers
+        self.on_change: Callable[[str, str, bool, str, float], None] | None = None
 
     def get(self, pool: str, ipport: str) -> NodeHealth:
         health = self.nodes.get((pool, ipport))
@@ -180,6 +186,7 @@ class HealthBook:
                     self._set_out(health, health.ejected)
                     log.warning("pool %s: node %s is up again (%s)", pool.name, ipport,
                                 health.reason)
+                    self._tell(health)
             return
         health.checks_failed += 1
         health.rise_count = 0
@@ -192,6 +199,22 @@ class HealthBook:
             health.change(f"down: {health.reason}")
             self._set_out(health, True)
             log.warning("pool %s: node %s is down (%s)", pool.name, ipport, health.reason)
+            self._tell(health)
+
+    def _tell(self, health: NodeHealth) -> None:
+        if self.on_change is not None:
+            self.on_change(health.pool, health.ipport, health.down, health.reason, health.since)
+
+    def apply_remote(self, pool: str, ipport: str, down: bool, reason: str, since: float) -> None:
+        """A worker: the supervisor's checks changed ``ipport``'s state (``on_change``)."""
+        health = self.get(pool, ipport)
+        if health.down == down:
+            return
+        health.down = down
+        health.reason = reason
+        health.since = since
+        health.history.append((since, f"{'down' if down else 'up'}: {reason}"))
+        self._set_out(health, down or health.ejected)
 
     async def run(self, runtime: "Runtime") -> None:
         """The checker: runs for the server's life, following live SETs."""
@@ -222,6 +245,9 @@ class HealthBook:
                     or all(n.ipport != k[1] for n in pools[k[0]].nodes)]:
             health = self.nodes.pop(key)
             self._set_out(health, False)
+            if health.down:  # a worker must not keep it out if it comes back
+                health.down = False
+                self._tell(health)
 
     async def _check(self, pool: Pool, ip: str, port: int, uri: str) -> None:
         ipport = f"{ip}:{port}"

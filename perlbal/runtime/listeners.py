@@ -13,8 +13,11 @@ Invariants:
   (``tls.py``, built at bind time so ENABLE reports a bad certificate);
 - an ``upload_tracker`` service binds a UDP socket instead, read by
   ``upload_tracker.serve_datagrams`` in a cancel scope of its own;
-- with SERVER workers > 1 (``workers.py``) every worker binds its own
-  SO_REUSEPORT socket to each address (``rebind``), except the management one.
+- with SERVER workers (``workers.py``) the supervisor binds every socket and
+  accepts only on the management ones; the workers inherit the client
+  listeners by fork and accept on those (``serves``), one shared accept
+  queue per address.  ``generation`` counts the changes to client
+  listeners: the supervisor starts a new generation of workers on one.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ class Listeners:
         self.trackers: dict[str, tuple[socket.socket, anyio.CancelScope | None]] = {}
         self._not_started: list[Listener] = []
         self._tg: TaskGroup | None = None
-        #: SO_REUSEPORT on listeners (SERVER workers > 1: each worker binds its own)
-        self.reuse_port = False
+        #: bumped at every start or stop of a client (non-management) listener
+        self.generation = 0
 
     def start(self, svc: Service) -> str | None:
         """Bind ``svc``'s listener; Perl's error reason on failure."""
@@ -94,8 +97,6 @@ class Listeners:
             return f"Error creating listening socket: {exc}"
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.reuse_port and svc.role != "management":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
@@ -111,17 +112,29 @@ class Listeners:
             self.close(old)
         lst = Listener(svc.name, sock, tls=tls_context, management=svc.role == "management")
         self.open[svc.name] = lst
-        if self._tg is not None:
-            self._tg.start_soon(self.runtime.clients.accept_loop, lst)
-        else:
+        if not lst.management:
+            self.generation += 1
+        if self._tg is None:
             self._not_started.append(lst)
+        elif self.serves(lst):
+            self._tg.start_soon(self.runtime.clients.accept_loop, lst)
         return None
 
     def stop(self, svc: Service) -> None:
         lst = self.open.pop(svc.name, None)
         if lst is not None:
+            if not lst.management:
+                self.generation += 1
             self.close(lst)
         self._stop_tracker(svc.name)
+
+    def serves(self, lst: Listener) -> bool:
+        """Does this process accept on ``lst``?  The single process: all of them;
+        with SERVER workers the supervisor the management ones, a worker the others."""
+        role = self.runtime.workers.role
+        if role == "single":
+            return True
+        return lst.management == (role == "supervisor")
 
     def close(self, lst: Listener) -> None:
         lst.closed = True
@@ -141,7 +154,8 @@ class Listeners:
         """``Runtime.serve`` started: serve what was bound before."""
         self._tg = tg
         for lst in self._not_started:
-            tg.start_soon(self.runtime.clients.accept_loop, lst)
+            if self.serves(lst):
+                tg.start_soon(self.runtime.clients.accept_loop, lst)
         self._not_started.clear()
         for name in list(self.trackers):
             self._open_tracker(name)
@@ -156,24 +170,19 @@ class Listeners:
     def end(self) -> None:
         self._tg = None
 
-    # --- SERVER workers = N ----------------------------------------------------
+    # --- SERVER workers ----------------------------------------------------------
 
-    def is_management(self, lst: Listener) -> bool:
-        svc = self.runtime.graph.services.get(lst.service)
-        return svc is not None and svc.role == "management"
-
-    def rebind(self, lst: Listener) -> None:
-        """A fresh SO_REUSEPORT socket on the same address replaces ``lst.sock``."""
-        addr = lst.sock.getsockname()
-        family = lst.sock.family
-        lst.sock.close()
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(addr)
-        sock.listen(1024)
-        sock.setblocking(False)
-        lst.sock = sock
+    def forget_supervisor_sockets(self) -> None:
+        """A new worker (workerside.py): the management listeners and upload trackers
+        are the supervisor's (their sockets are already closed here); the client
+        listeners are served by this worker's own loop once it runs."""
+        for name, lst in list(self.open.items()):
+            lst.scope = None  # a scope of the supervisor's loop
+            if lst.management:
+                del self.open[name]
+        self.trackers.clear()
+        self._not_started = list(self.open.values())
+        self._tg = None
 
     # --- upload_tracker: UDP (runtime/upload_tracker.py) ----------------------------
 
@@ -203,9 +212,11 @@ class Listeners:
         sock, scope = entry[0], anyio.CancelScope()
         self.trackers[name] = (sock, scope)
 
+        heard = self.runtime.workers.upload_heard if self.runtime.workers.supervising else None
+
         async def read() -> None:
             with scope:
-                await serve_datagrams(sock)
+                await serve_datagrams(sock, heard)
 
         self._tg.start_soon(read)
 

@@ -19,7 +19,8 @@
 
 Operating (``daemon.py``): ``--daemon`` detaches once the listeners are bound
 and returns when the server is ready; ``SERVER user`` drops root after
-binding (in every worker), once every module the server can need is imported
+binding (with SERVER workers: in each worker, after the fork; the supervisor
+keeps root to bind and read root-only files on reload), once every module the server can need is imported
 (``preload.py``: the new user may not be allowed to read the installation);
 ``SERVER error_log``/``log_level`` route the ``perlbal`` logger; systemd is told ``READY=1`` (Type=notify units).
 
@@ -147,7 +148,7 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
     detached = Daemon() if daemon else None
     if detached is None:
         print("Running.", flush=True)
-    # written before the workers fork, by worker 0 (the process that stays)
+    # written by the process that stays: the single one, or the supervisor
     pidfile = settings.pidfile
     if pidfile:
         why = write_pidfile(pidfile)
@@ -157,30 +158,29 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
             if detached is not None:  # --daemon promises: exit 0 = serving, pidfile written
                 detached.failed(why)
                 return 1
-    # SERVER workers = N: fork the other workers (runtime/server.py); only worker 0 keeps the pidfile
-    worker = runtime.start_workers()
-    if worker != 0:
-        pidfile = None
-    if user:  # every listener is bound (workers too): now give root up
+    # SERVER workers = N: this process becomes the supervisor (runtime/workers.py);
+    # the workers are forked once the event loop runs, and each drops privileges
+    runtime.start_workers()
+    supervising = runtime.workers.supervising
+    if user:  # every listener is bound: now give root up (the supervisor keeps it)
         preload_modules()  # the new user may not be able to read our files
         # the Lark parser is built on the first line that needs it (a console
         # command): build it now, while the grammar and Lark's own files are readable
         interp.parser.lark  # noqa: B018
-        why = drop_privileges(user)
+        why = None if supervising else drop_privileges(user)
         if why is not None:  # checked above; only a failing setuid gets here
             log.critical("SERVER user: %s", why)
             if detached is not None:
                 detached.failed(f"SERVER user: {why}")
             if pidfile:
                 _unlink(pidfile)
-            os._exit(1)  # never serve as root when told not to (workers die with us)
+            os._exit(1)  # never serve as root when told not to
 
     def ready() -> None:
-        if worker == 0:
-            if detached is not None:
-                detached.ready()
-            sd_notify(f"READY=1\nMAINPID={os.getpid()}")
-            log.info("beginning run")
+        if detached is not None:
+            detached.ready()
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+        log.info("beginning run")
 
     try:
         anyio.run(_serve, runtime, config_path, ready, backend="asyncio",

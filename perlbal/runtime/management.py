@@ -47,6 +47,7 @@ from perlbal import PERL_COMPAT_VERSION
 from perlbal.interp import CommandContext
 from perlbal.http import render_head
 from perlbal.runtime.context import RequestContext, ServerHandle
+from perlbal.runtime.poolstats import PooledStats
 from perlbal.runtime.timeline import CAPACITY, node_states
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ log = logging.getLogger("perlbal.runtime")
 MAX_CONSOLE_LINE = 65536
 
 _QUIT = re.compile(r"^quit|exit$")
+#: console commands whose replies show live numbers (SERVER workers: gathered first)
+_LIVE_NUMBERS = frozenset({"show", "nodes", "node", "queues", "stats", "socks", "states",
+                           "backends", "reproxy_state", "obj", "noverify", "proc"})
+#: pages made of live numbers
+_LIVE_PAGES = frozenset({"/", "/json", "/metrics", "/socks", "/obj", "/service"})
 
 
 async def console(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> None:
@@ -121,6 +127,8 @@ async def _console_loop(runtime: "Runtime", stream: ByteStream, buffered: bytes,
             if _QUIT.search(line):
                 return
             try:
+                if (line.split() or [''])[0].lower() in _LIVE_NUMBERS:
+                    await runtime.refresh_numbers()  # SERVER workers: every worker's
                 lines = runtime.interp.run_line(line, ctx)
             except Exception as exc:  # a bug in one command must not kill the console
                 log.exception("console command failed: %r", line)
@@ -192,7 +200,8 @@ def _webui_file(name: str) -> bytes:
 
 def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
     """Everything the web UI shows, JSON-ready; reads the graph and live stats only."""
-    graph, live, interp = runtime.graph, runtime.live, runtime.interp
+    graph, interp = runtime.graph, runtime.interp
+    live = interp.effects.stats()  # SERVER workers: every worker's numbers (poolstats)
     now = int(time.time())
     open_backends = live.backends()
     node_table = live.node_stats()
@@ -211,7 +220,7 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
     pools: dict[str, Any] = {}
     for name, pool in sorted(graph.pools.items()):
         nodes = []
-        states = node_states(graph, live, name)
+        states = node_states(graph, runtime.live, name)  # health: the supervisor's
         for node in pool.nodes:
             codes = node_table.get(node.ipport, {}).get("responsecodes")
             summary = ""
@@ -229,7 +238,8 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
     by_class: dict[str, int] = {}
     for sock in live.sockets():
         by_class[sock.cls] = by_class.get(sock.cls, 0) + 1
-    clients = getattr(runtime, "active_connections", 0)
+    clients = (live.clients() if isinstance(live, PooledStats)
+               else getattr(runtime, "active_connections", 0))
     return {
         "version": PERL_COMPAT_VERSION, "pid": os.getpid(), "starttime": interp.start_time,
         "uptime": now - interp.start_time, "requests": live.requests(),
@@ -237,9 +247,8 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
                         "by_class": by_class},
         "services": services, "pools": pools,
         "nodes": node_table,
-        # SERVER workers > 1: these numbers are worker 0's; /metrics adds up all
-        "worker": {"id": getattr(runtime, "worker_id", 0),
-                   "count": getattr(runtime, "worker_count", 1)},
+        # SERVER workers: the numbers above are every worker's, added up
+        "worker": {"id": 0, "count": getattr(runtime, "worker_count", 1)},
     }
 
 
@@ -303,6 +312,8 @@ async def handle_http(ctx: RequestContext) -> bool:
     waited for (Perl never reads it and answers at once): the reply goes out,
     then what arrives of the body is dropped while the connection closes."""
     try:
+        if ctx.head.target.partition("?")[0] in _LIVE_PAGES:
+            await ctx.server.refresh_numbers()  # SERVER workers: every worker's numbers
         status, ctype, body = _route(ctx.server, ctx.head.target)
     except Exception:  # a broken page must not take the management port down
         log.exception("management page %r failed", ctx.head.target)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from perlbal import PERL_COMPAT_VERSION
 from perlbal.runtime.aio import OPEN_PROTOCOLS
@@ -26,7 +26,8 @@ from perlbal.runtime.relay import LIVE_BUFFERS
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
-__all__ = ["render", "collect", "snapshot", "parse_snapshot", "merge", "Family", "CONTENT_TYPE"]
+__all__ = ["render", "collect", "snapshot", "parse_snapshot", "parse_families", "families_data",
+           "merge", "Family", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -77,26 +78,41 @@ def _text(families: list[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- SERVER workers > 1: one page for every worker ----------------------------
+# --- SERVER workers: one page for every worker ----------------------------
 
-#: the same in every worker: worker 0's value is shown, not a sum
+#: the same in every process: the supervisor's value is shown, not a sum
 _SHARED = frozenset({"perlbal_info", "perlbal_uptime_seconds", "perlbal_metrics_enabled",
-                     "perlbal_max_connections"})
+                     "perlbal_max_connections",
+                     # the active checks run once, in the supervisor
+                     "perlbal_node_health_checks_total"})
 #: the largest over the workers
 _LARGEST = frozenset({"perlbal_queue_oldest_seconds"})
+#: the smallest: a node is up only while every process has it in
+_SMALLEST = frozenset({"perlbal_node_up"})
+
+
+def families_data(runtime: "Runtime") -> list[Any]:
+    """This worker's families as JSON-ready lists, for the supervisor to add up."""
+    return [[f.name, f.kind, f.doc, [[list(map(list, labels)), value] for labels, value
+                                     in f.samples]] for f in collect(runtime)]
 
 
 def snapshot(runtime: "Runtime") -> bytes:
-    """One line of JSON: this worker's families, for worker 0 to add up."""
-    data = [[f.name, f.kind, f.doc, [[list(map(list, labels)), value] for labels, value
-                                     in f.samples]] for f in collect(runtime)]
-    return json.dumps(data, separators=(",", ":")).encode("utf-8") + b"\n"
+    """One line of JSON: ``families_data``."""
+    return json.dumps(families_data(runtime), separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def parse_snapshot(line: bytes) -> list[Family]:
     """The inverse of ``snapshot``; ValueError for anything malformed."""
     try:
-        data = json.loads(line)
+        return parse_families(json.loads(line))
+    except ValueError as exc:
+        raise ValueError(f"bad metrics snapshot: {exc}") from None
+
+
+def parse_families(data: Any) -> list[Family]:
+    """The inverse of ``families_data``; ValueError for anything malformed."""
+    try:
         return [Family(str(name), str(kind), str(doc),
                        [(tuple((str(k), str(v)) for k, v in labels), float(value))
                         for labels, value in samples])
@@ -106,10 +122,10 @@ def parse_snapshot(line: bytes) -> list[Family]:
 
 
 def merge(own: list[Family], others: Iterable[list[Family]]) -> list[Family]:
-    """Worker 0's families with the other workers' added in: counters and
-    gauges summed per label set, except the shared ones (worker 0's) and the
-    oldest queue age (the largest).  Families or label sets only another
-    worker has are added after worker 0's."""
+    """The supervisor's families with the workers' added in: counters and
+    gauges summed per label set, except the shared ones (the supervisor's),
+    the oldest queue age (the largest) and node_up (the smallest).  Families
+    or label sets only a worker has are added after the supervisor's."""
     merged = {f.name: Family(f.name, f.kind, f.doc, list(f.samples)) for f in own}
     order = [f.name for f in own]
     for families in others:
@@ -129,6 +145,8 @@ def merge(own: list[Family], others: Iterable[list[Family]]) -> list[Family]:
                     into.samples.append((labels, value))
                 elif fam.name in _LARGEST:
                     into.samples[i] = (labels, max(into.samples[i][1], value))
+                elif fam.name in _SMALLEST:
+                    into.samples[i] = (labels, min(into.samples[i][1], value))
                 else:
                     into.samples[i] = (labels, into.samples[i][1] + value)
     return [merged[name] for name in order]
@@ -207,15 +225,18 @@ def live_nodes(runtime: "Runtime") -> set[str]:
 
 
 def render(runtime: "Runtime") -> str:
-    """The /metrics page; with SERVER workers > 1, every worker's numbers
-    (the others report theirs to worker 0 every second: see Runtime)."""
+    """The /metrics page; with SERVER workers, the supervisor's numbers and every
+    worker's added up (``Workers.refresh`` asked them just before)."""
     families = collect(runtime)
-    reports = runtime.worker_reports
-    if runtime.worker_count > 1:
-        families = merge(families, reports.values())
-        families.insert(1, Family("perlbal_workers", "gauge", "Worker processes whose numbers "
-                                  "this page adds up (SERVER workers; the others report to "
-                                  "worker 0 every second).", [((), 1 + len(reports))]))
+    workers = runtime.workers
+    if workers.supervising:
+        reports = workers.reports
+        families = merge(families, [workers.departed_families,
+                                    *(r.families for r in reports.values())])
+        families.insert(1, Family("perlbal_workers", "gauge", "Worker processes running "
+                                  "(SERVER workers; an older generation's that still "
+                                  "drains included); this page adds up their numbers.",
+                                  [((), len(reports))]))
     return _text(families)
 
 

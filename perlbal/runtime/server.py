@@ -9,8 +9,9 @@ interpreter (``start_listener``, ``stop_listener``, ``spawn_backends``,
 - ``clients.py``: the accept loop and one task per client connection, with
   SERVER max_connections;
 - ``parking.py``: idle keep-alive clients held with no task between requests;
-- ``workers.py``: SERVER workers = N (fork, console commands passed on,
-  metrics gathered).
+- ``workers.py``: SERVER workers = N (the supervisor: forks and restarts
+  the workers, passes them console lines and health, DNS and upload
+  changes, adds up their numbers; ``workerside.py`` is a worker's side).
 
 Backend connections are ``backends.py``'s, reached as ``runtime.backends``.
 
@@ -35,6 +36,7 @@ from perlbal.runtime import context, dnspools, metrics, timeline
 from perlbal.runtime.backends import BackendManager
 from perlbal.runtime.clients import Clients
 from perlbal.runtime.listeners import Listener, Listeners, parse_listen
+from perlbal.runtime.poolstats import PooledStats
 from perlbal.runtime.stats import RuntimeStats
 from perlbal.runtime.workers import Workers
 
@@ -56,6 +58,8 @@ class Runtime:
         self.workers = Workers(self)
         self.backends = BackendManager(self)
         self.live.manager = self.backends
+        #: SERVER workers: what the supervisor's console reads (every worker's numbers)
+        self.pooled = PooledStats(self)
         self._tg: TaskGroup | None = None
         self._shutdown: anyio.Event | None = None
         self.shutdown_requested: tuple[bool, int | None] | None = None
@@ -99,10 +103,6 @@ class Runtime:
     def worker_count(self) -> int:
         return self.workers.count
 
-    @property
-    def worker_reports(self) -> dict[int, list[metrics.Family]]:
-        return self.workers.reports
-
     # --- Effects ----------------------------------------------------------------
 
     def start_listener(self, svc: Service) -> str | None:
@@ -113,6 +113,8 @@ class Runtime:
 
     def spawn_backends(self, svc: Service) -> None:
         # connect_ahead (Perl's spawn_backends on ENABLE / SET connect_ahead)
+        if self.workers.supervising:
+            return  # the supervisor proxies nothing: its workers open their own
         if self._tg is not None:
             self.backends.spawn_backends(svc)
         elif svc not in self._spawn_later:
@@ -143,7 +145,14 @@ class Runtime:
         return (*length_and_age(NORMAL), *length_and_age(HIGH))
 
     def stats(self) -> queries.LiveStats:
-        return self.live
+        return self.pooled if self.workers.supervising else self.live
+
+    async def refresh_numbers(self) -> None:
+        """SERVER workers: fetch every worker's numbers now (before a console
+        command or a page shows them)."""
+        if self.workers.supervising:
+            await self.workers.refresh()
+            self.pooled.update_node_used()
 
     # --- process ----------------------------------------------------------------
 
@@ -159,8 +168,29 @@ class Runtime:
         """SERVER workers = N: fork the others (``workers.py``); this process's worker id."""
         return self.workers.start()
 
-    def reap_workers(self, timeout: float = 10.0) -> None:
+    def reap_workers(self, timeout: float = 40.0) -> None:
         self.workers.reap(timeout)
+
+    def become_worker(self) -> None:
+        """Just forked as a worker (workerside.py): what belonged to the supervisor's
+        event loop starts afresh; the graph and the health book are kept."""
+        health = self.backends.health
+        stats = RuntimeStats()
+        stats.worker_id, stats.worker_count = self.live.worker_id, self.live.worker_count
+        stats.metrics_enabled = self.live.metrics_enabled
+        self.live = stats
+        self.clients = Clients(self)
+        self.backends = BackendManager(self)
+        self.backends.health = health
+        health.on_change = None
+        self.live.manager = self.backends
+        for pool in self.graph.pools.values():  # the supervisor's sums: count afresh
+            pool.node_used = {ipport: 0 for ipport in pool.node_used}
+        self._tg = None
+        self._shutdown = None
+        self.shutdown_requested = None
+        self.draining = False
+        self._spawn_later = []
 
     def listening(self) -> bool:
         return self.sockets.any()
@@ -176,22 +206,29 @@ class Runtime:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self.sockets.begin(tg)
-            self.workers.begin(tg)
-            # beyond Perl: active health checks of pools with health_check_uri (runtime.health)
-            tg.start_soon(self.backends.health.run, self)
+            workers = self.workers
+            if workers.role != "worker":  # once per server: in the supervisor if any
+                if workers.supervising:
+                    self.backends.health.on_change = workers.health_changed
+                # beyond Perl: active health checks of pools with health_check_uri
+                tg.start_soon(self.backends.health.run, self)
+                # beyond Perl: pools fed by DNS (dns_name) kept current (dnspools.py)
+                tg.start_soon(dnspools.run, self,
+                              workers.nodes_changed if workers.supervising else None)
             # beyond Perl: a sample a second for the web UI's live graphs (timeline.py)
             tg.start_soon(timeline.run, self)
-            # beyond Perl: pools fed by DNS (dns_name) kept current (dnspools.py)
-            tg.start_soon(dnspools.run, self)
-            for svc in self._spawn_later:
-                self.backends.spawn_backends(svc)
-            self._spawn_later.clear()
-            for svc in list(self.graph.services.values()):
-                # Perl's enable: connect_ahead spares are opened as soon as a service runs
-                if svc.enabled and svc.role == "reverse_proxy" and svc.tunables.connect_ahead:
+            workers.begin(tg)
+            if not workers.supervising:
+                for svc in self._spawn_later:
                     self.backends.spawn_backends(svc)
+                for svc in list(self.graph.services.values()):
+                    # Perl's enable: connect_ahead spares are opened as soon as a service runs
+                    if (svc.enabled and svc.role == "reverse_proxy"
+                            and svc.tunables.connect_ahead):
+                        self.backends.spawn_backends(svc)
+            self._spawn_later.clear()
             await self._shutdown.wait()
-            self.workers.stop()
+            workers.stop(*(self.shutdown_requested or (False, None)))
             self.sockets.close_all()
             graceful, timeout = self.shutdown_requested or (False, None)
             clients.parking.close_all()  # idle keep-alive clients: nothing in flight

@@ -35,7 +35,7 @@ class RuntimeStats(queries.LiveStats):
     """Counters and registries kept by the runtime."""
 
     def __init__(self) -> None:
-        #: SERVER workers: which one this process is, of how many (Runtime.start_workers)
+        #: SERVER workers: which one this process is (0: the supervisor), of how many
         self.worker_id = 0
         self.worker_count = 1
         self.total_requests = 0
@@ -84,12 +84,6 @@ class RuntimeStats(queries.LiveStats):
             info.state = state
 
     # --- LiveStats ------------------------------------------------------------
-
-    def worker_note(self) -> str | None:
-        if self.worker_count <= 1:
-            return None
-        return (f"# worker {self.worker_id} of {self.worker_count} answered: these are its "
-                f"own numbers (/metrics adds up every worker)")
 
     def requests(self) -> int:
         return self.total_requests

@@ -3,7 +3,9 @@
 A service with ``role = upload_tracker`` listens on UDP at its ``listen``
 address for the progress datagrams that ``upload_status_listeners`` send
 (``perlbal.runtime.uploads``): ``UPLOAD:<session>:<done>:<total>:<start>:<now>``.
-What it hears goes into one table per process, whichever tracker heard it.
+What it hears goes into one table per process, whichever tracker heard it
+(with SERVER workers the supervisor listens and passes each datagram on to
+every worker's table).
 
 A reverse proxy with ``upload_status_listeners`` set answers
 ``GET /__upload_status?client_up_sess=<session>`` itself, from that table,
@@ -25,6 +27,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import anyio
 
@@ -85,9 +88,11 @@ def status_body(session: str) -> bytes:
             f"nowtime:{int(time.time())}}}").encode("ascii")
 
 
-async def serve_datagrams(sock: socket.socket) -> None:
+async def serve_datagrams(sock: socket.socket,
+                          heard: Callable[[bytes], None] | None = None) -> None:
     """One upload_tracker listener: every datagram arriving on ``sock`` (non-blocking)
-    is recorded, until the caller's cancel scope ends this."""
+    is recorded, until the caller's cancel scope ends this; ``heard`` gets each one
+    recorded (SERVER workers: the supervisor passes them on to every worker)."""
     while True:
         await anyio.wait_readable(sock)
         while True:
@@ -99,4 +104,5 @@ async def serve_datagrams(sock: socket.socket) -> None:
                 if sock.fileno() == -1:
                     return
                 break  # an ICMP error for a datagram we never sent: nothing to do
-            record(data)
+            if record(data) and heard is not None:
+                heard(data[:DATAGRAM_SIZE])
