@@ -361,9 +361,13 @@ _SV(Param("aio_threads", Kind.INT, "Threads the web server's disk calls run on (
 _SV(Param("track_obj", Kind.STRING, "Object tracking (1 or 0), a Perl debugging aid."))
 _SV(Param("pidfile", Kind.STRING, "Where to write the process id (startup only).", live=False))
 _SV(Param("crash_backtrace", Kind.STRING, "Print a backtrace on crashes (1 or 0)."))
-_SV(Param("workers", Kind.INT, "Beyond Perl: worker processes sharing each listener "
-          "(SO_REUSEPORT). Worker 0 alone serves management; console commands are run "
-          "in every worker. Startup only.", live=False, beyond_perl=True))
+_SV(Param("workers", Kind.INT, "Beyond Perl: N worker processes under a supervisor. "
+          "The supervisor binds every listener (and keeps root), serves management, runs "
+          "health checks, DNS refreshes and the upload tracker once, restarts a dead "
+          "worker at once (backing off on a crash loop) and shows every worker's numbers "
+          "summed; the workers share each listener's accept queue and drop to SERVER "
+          "user. Unset or 0: one process, as Perl; 1: a supervisor and one worker. "
+          "Startup only.", live=False, beyond_perl=True))
 
 _SV(Param("user", Kind.STRING, "Beyond Perl: drop root to this user (name or name:group) "
           "once the listeners are bound. Startup only.", live=False, beyond_perl=True))

@@ -63,7 +63,7 @@ _QUIT = re.compile(r"^quit|exit$")
 _LIVE_NUMBERS = frozenset({"show", "nodes", "node", "queues", "stats", "socks", "states",
                            "backends", "reproxy_state", "obj", "noverify", "proc"})
 #: pages made of live numbers
-_LIVE_PAGES = frozenset({"/", "/json", "/metrics", "/socks", "/obj", "/service"})
+_LIVE_PAGES = frozenset({"/", "/json", "/metrics", "/timeline", "/socks", "/obj", "/service"})
 
 
 async def console(runtime: "Runtime", stream: ByteStream, buffered: bytes) -> None:

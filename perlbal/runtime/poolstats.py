@@ -67,6 +67,7 @@ def snapshot(runtime: "Runtime") -> dict[str, Any]:
         "load": {k: v for k, v in manager.load.items() if v},
         "reproxy": live.reproxy_state(),
         "clients": runtime.clients.active,
+        "timeline": live.timeline.unreported(),
     }
 
 

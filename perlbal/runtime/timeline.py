@@ -18,7 +18,9 @@ Invariants:
 - requests and 5xx are counted, never sampled: a sample's counts add up to the
   same counters /metrics shows for those seconds;
 - nothing here does I/O; a failing tick is logged and the next one runs.
-  With ``SERVER workers`` above 1 these are worker 0's numbers.
+  With ``SERVER workers`` each worker keeps its own ring and sends its new
+  samples with its reports; the supervisor ``absorb``s them into its ring
+  (requests and 5xx summed, p50/p99 the largest, gauges summed).
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class Timeline:
         self.samples: deque[dict[str, Any]] = deque(maxlen=capacity)
         self._services: dict[str, _Second] = {}
         self._nodes: dict[tuple[str, str], _Second] = {}  # (pool, ip:port)
+        #: SERVER workers: workers' samples of seconds this ring has not closed yet
+        self._early: dict[int, list[dict[str, Any]]] = {}
+        #: a worker: the newest sample already sent to the supervisor
+        self.reported = 0
 
     # --- the request path ----------------------------------------------------------
 
@@ -132,13 +138,61 @@ class Timeline:
                 entry.update(pool=pool_name, node=ipport, in_use=in_use, idle=idle,
                              state=states.get(ipport, "up"))
                 nodes[f"{pool_name} {ipport}"] = entry
-        sample = {"t": int(now), "services": services, "nodes": nodes}
+        second = int(now)
+        sample = {"t": second, "services": services, "nodes": nodes}
         self.samples.append(sample)
+        for theirs in self._early.pop(second, []):
+            _merge(sample, theirs)
+        for t in [t for t in self._early if t < second]:
+            del self._early[t]  # a second this ring never had: nothing to add it to
         return sample
 
     def since(self, after: int) -> list[dict[str, Any]]:
         """Samples newer than ``after`` (a sample's ``t``), oldest first."""
         return [s for s in self.samples if s["t"] > after]
+
+    def unreported(self) -> list[dict[str, Any]]:
+        """A worker: the samples closed since the last call (sent with a report)."""
+        new = self.since(self.reported)
+        if new:
+            self.reported = new[-1]["t"]
+        return new
+
+    def absorb(self, samples: list[dict[str, Any]]) -> None:
+        """The supervisor: add a worker's samples to the same seconds of this ring."""
+        for theirs in samples:
+            t = int(theirs.get("t", 0))
+            mine = next((s for s in reversed(self.samples) if s["t"] == t), None)
+            if mine is not None:
+                _merge(mine, theirs)
+            elif not self.samples or t > self.samples[-1]["t"]:
+                self._early.setdefault(t, []).append(theirs)
+
+
+def _bigger(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _merge(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """One second of another process added into ``mine``."""
+    for kind in ("services", "nodes"):
+        table: dict[str, Any] = mine.setdefault(kind, {})
+        for key, entry in dict(theirs.get(kind) or {}).items():
+            into = table.get(key)
+            if into is None:
+                table[key] = dict(entry)
+                continue
+            for field_name, value in entry.items():
+                old = into.get(field_name)
+                if field_name in ("p50", "p99"):
+                    into[field_name] = _bigger(old, value)
+                elif field_name == "queue" and isinstance(old, list):
+                    into[field_name] = [a + b for a, b in zip(old, value)]
+                elif field_name == "state":
+                    if old in (None, "up"):
+                        into[field_name] = value
+                elif isinstance(value, int) and isinstance(old, int):
+                    into[field_name] = old + value
 
 
 def _backend_connections(live: "RuntimeStats") -> dict[str, dict[str, tuple[int, int]]]:

@@ -438,6 +438,9 @@ class Workers:
                     log.warning("worker %d sent an unreadable report", proc.slot)
                     continue
                 proc.last = self.reports[proc.pid] = report
+                samples = report.live.pop("timeline", None)
+                if isinstance(samples, list):  # the web UI's graphs: every worker's
+                    self.runtime.live.timeline.absorb(samples)
                 proc.seen_seq = max(proc.seen_seq, seq)
                 if self._answered is not None:
                     self._answered.set()

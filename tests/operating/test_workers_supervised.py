@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -282,11 +283,45 @@ def test_the_console_adds_up_every_worker() -> None:
         page = request(mgmt, "GET", "/metrics").body.decode()
         assert 'perlbal_service_requests_total{service="proxy"} 12' in page
         assert "perlbal_workers 2" in page
+
+        def graphed() -> int:  # the web UI's per-second samples, every worker's added
+            samples = json.loads(request(mgmt, "GET", "/timeline").body)["samples"]
+            return sum(s["services"]["proxy"]["requests"] for s in samples)
+
+        wait_for(lambda: graphed() == 12, what="the graphs to count every request")
         # a worker that ends keeps counting: kill one, the totals stay
         os.kill(workers[0], signal.SIGKILL)
         wait_for(lambda: len(set(children(server.proc.pid)) - set(workers)) == 1
                  if server.proc else False, what="a replacement")
         assert f"{b1.address} requests 12" in con.command("nodes")
+
+
+def test_a_listener_change_starts_a_new_generation() -> None:
+    """SET listen on the console: N new workers forked with the new socket, the old
+    ones drain and exit; the old port is closed, the new one served by each."""
+    with Backend("b1") as b1, supervised([b1], extra=("SET persist_client = off",)) \
+            as (server, proxy, mgmt), console(LOOPBACK, mgmt) as con:
+        assert server.proc is not None
+        pid = server.proc.pid
+        old = children(pid)
+        moved, = free_ports(1)
+        assert con.command(f"SET proxy.listen = {LOOPBACK}:{moved}") == ["OK"]
+        wait_for(lambda: len(children(pid)) == 2 and not set(children(pid)) & set(old),
+                 what="the new generation")
+        new = children(pid)
+        for worker in new:
+            with alone(new, worker):
+                assert request(moved, "GET", "/").status == 200
+        with pytest.raises(OSError):
+            socket.create_connection((LOOPBACK, proxy), timeout=2).close()
+        log = error_log(server)
+        assert ("new generation 1 of 2 worker(s): a client listener changed "
+                f"(SET proxy.listen = {LOOPBACK}:{moved})") in log, log[-2000:]
+        assert "ERROR" not in log, log[-2000:]
+        # a console line that changes no listener reaches the new workers as a line
+        assert con.command(f"POOL p REMOVE {b1.address}") == ["OK"]
+        wait_for(lambda: all(request(moved, "GET", "/").status == 503 for _ in range(4)),
+                 what="the pool to be empty everywhere")
 
 
 def _privileged_port() -> int:

@@ -190,3 +190,30 @@ def test_explain_names_dns_pools_upgrades_and_proxy_protocol(tmp_path: "object")
     assert "nodes come from DNS (_http._tcp.app.example)" in text
     assert "Upgrade: websocket goes to the backend" in text
     assert "PROXY protocol header" in text
+
+
+def test_with_workers_the_supervisor_resolves_and_every_worker_follows(zone: Zone) -> None:
+    """SERVER workers = 2: the DNS refresh runs in the supervisor alone (a worker
+    runs no resolver: docs/operating.md); the new node list reaches each worker,
+    which is then served alone (the other SIGSTOPped)."""
+    from tests.operating.test_workers_supervised import alone, children, wait_for
+
+    ports = free_ports(2)
+    with Backend(name="one", host="127.0.0.2", port=ports[0]), \
+            Backend(name="two", host="127.0.0.3", port=ports[0]):
+        zone.records["app.test"] = [("A", RA("127.0.0.2"))]
+        config = proxy_config(ports[1], [], pool="app", service="web", server=["workers = 2"],
+                              extra=["SET persist_client = off"], pool_extra=[
+            f"SET app.dns_name = app.test:{ports[0]}",
+            f"SET app.dns_server = 127.0.0.1:{zone.port}"])
+        with PyPerlbal(config) as server:
+            assert server.proc is not None
+            pid = server.proc.pid
+            wait_for(lambda: len(children(pid)) == 2, what="the workers")
+            workers = children(pid)
+            _wait_until(lambda: _served_by(ports[1], 1) == ["one"])
+            zone.records["app.test"] = [("A", RA("127.0.0.3"))]
+            _wait_until(lambda: _served_by(ports[1], 4) == ["two"] * 4)
+            for worker in workers:
+                with alone(workers, worker):
+                    assert _served_by(ports[1], 3) == ["two"] * 3, worker
