@@ -78,7 +78,9 @@ class Listeners:
     def start(self, svc: Service) -> str | None:
         """Bind ``svc``'s listener; Perl's error reason on failure."""
         listen = svc.listen
-        if listen is None:
+        if listen is None or self.runtime.workers.role == "worker":
+            # a worker never binds: the supervisor owns every socket, and a change
+            # to a client listener gives a new generation of workers (workers.py)
             return None
         if svc.role == "upload_tracker":
             return self._start_tracker(svc, listen)

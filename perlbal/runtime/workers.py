@@ -271,8 +271,9 @@ class Workers:
             self.old.remove(proc)
         slot = self.slots[proc.slot - 1]
         if proc.retired or self.stopping or slot.proc is not proc:
-            log.info("worker %d (pid %d) of generation %s %s", proc.slot, proc.pid,
-                     "an older" if proc.retired else "the last", describe_exit(status))
+            log.info("worker %d (pid %d) %s %s", proc.slot, proc.pid,
+                     "of an older generation" if proc.retired else "(stopping)",
+                     describe_exit(status))
             return
         slot.proc = None
         ran = time.monotonic() - proc.started

@@ -135,3 +135,51 @@ def test_slow_upload_progress_polled_through_another_service() -> None:
     assert len(set(dones)) >= 2, polled  # progress moved while polled
     assert dones == sorted(dones) and 0 < dones[-1] < total
     assert "Traceback" not in err
+
+
+def test_with_workers_every_worker_answers_from_the_supervisors_tracker() -> None:
+    """SERVER workers = 2: the supervisor alone holds the tracker's UDP socket (a
+    worker never binds) and passes each datagram on; each worker, served alone
+    (the other SIGSTOPped), answers ``/__upload_status`` from the same table."""
+    from tests.operating.test_workers_supervised import alone, children, wait_for
+
+    status, mgmt, tracker = free_ports(3)
+    with Backend("b") as backend:
+        conf = proxy_config(status, [backend], service="status", mgmt_port=mgmt,
+                            server=["workers = 2"], extra=[
+                                "SET persist_client = off",
+                                f"SET upload_status_listeners = {LOOPBACK}:{tracker}"])
+        with PyPerlbal(conf) as server:
+            assert server.proc is not None
+            pid = server.proc.pid
+            wait_for(lambda: len(children(pid)) == 2, what="the workers")
+            workers = children(pid)
+            assert _console(mgmt, [line.format(tracker=tracker) for line in TRACKER]) \
+                == b"OK\r\n|" * 4
+            sent = b"UPLOAD:abcde:1000:5000:1700000000:1700000003"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(sent, (LOOPBACK, tracker))
+            for worker in workers:
+                with alone(workers, worker):
+                    wait_for(lambda: b"{done:1000,total:5000,starttime:1700000000,"
+                             in _ask(status, "abcde"), what=f"worker {worker}'s table")
+            assert children(pid) == workers  # the ENABLE gave no new generation
+            assert [w for w in workers if _udp_bound(w, tracker)] == []
+            assert _udp_bound(pid, tracker)
+
+
+def _udp_bound(pid: int, port: int) -> bool:
+    """Does process ``pid`` hold a UDP socket bound to ``port`` (from /proc)?"""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    with open("/proc/net/udp") as fh:
+        rows = [line.split() for line in fh.readlines()[1:]]
+    return any(row[9] in inodes and int(row[1].rsplit(":", 1)[1], 16) == port for row in rows)
