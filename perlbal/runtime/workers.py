@@ -52,7 +52,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from perlbal.interp import Reply
-from perlbal.runtime import metrics
+from perlbal.runtime import metrics, workerside
 
 if TYPE_CHECKING:
     from perlbal.graph import Pool
@@ -218,13 +218,15 @@ class Workers:
         cmd_read, cmd_write = os.pipe()
         report_read, report_write = os.pipe()
         supervisor = os.getpid()
+        # until the new worker has its own handlers, a signal must wait, not kill it
+        signal.pthread_sigmask(signal.SIG_BLOCK, workerside.SIGNALS)
         pid = os.fork()
-        if pid == 0:  # the new worker: never returns
+        if pid == 0:  # the new worker: never returns (it unblocks the signals)
             os.close(cmd_write)
             os.close(report_read)
-            from perlbal.runtime.workerside import become_worker
-
-            become_worker(self.runtime, slot.index, cmd_read, report_write, supervisor)
+            workerside.become_worker(self.runtime, slot.index, cmd_read, report_write,
+                                     supervisor)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, workerside.SIGNALS)
         os.close(cmd_read)
         os.close(report_write)
         os.set_blocking(cmd_write, False)

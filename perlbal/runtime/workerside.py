@@ -25,8 +25,10 @@ returns into that loop: it
    failed (logged first).
 
 Signals in a worker: TERM and QUIT drain, INT stops at once, USR1 reopens
-the access logs; HUP is the supervisor's (a reload reaches workers as
-lines or as a new generation) and is ignored here.
+the access logs (and a file error_log); HUP is the supervisor's (a reload
+reaches workers as lines or as a new generation) and is ignored here; the
+other signals that would end the process (USR2, ALRM, ...) are logged at
+ERROR and ignored.
 """
 
 from __future__ import annotations
@@ -51,9 +53,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perlbal.runtime")
 
-__all__ = ["become_worker"]
+__all__ = ["become_worker", "SIGNALS"]
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1)
+#: the signals whose default action would end a worker without a word: logged and
+#: ignored (the supervisor's signal table is main.py's; these are a worker's own)
+LOGGED = tuple(getattr(signal, name) for name in (
+    "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGXCPU", "SIGXFSZ")
+    if hasattr(signal, name))
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+            *LOGGED)
 _early: list[int] = []
 
 
@@ -67,8 +75,9 @@ def become_worker(runtime: "Runtime", slot: int, cmd_fd: int, report_fd: int,
     status = 70
     try:
         signal.set_wakeup_fd(-1)
-        for signum in _SIGNALS:
+        for signum in SIGNALS:  # blocked by the supervisor until now
             signal.signal(signum, _remember)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         _die_with_parent(supervisor)
         _setup(runtime, slot, cmd_fd, report_fd)
         contextvars.Context().run(anyio.run, _main, runtime, cmd_fd, report_fd)
@@ -152,12 +161,25 @@ def _on_signal(runtime: "Runtime", signum: int) -> None:
     elif signum == signal.SIGINT:
         runtime.shutdown(False, None)
     elif signum == signal.SIGUSR1:
-        accesslog.reopen_all()
+        _reopen_logs()
+    elif signum != signal.SIGHUP:
+        log.error("worker %d: signal %s ignored (send it to the supervisor, pid %d)",
+                  runtime.workers.id, signal.Signals(signum).name, os.getppid())
     # SIGHUP: the supervisor reloads; it reaches workers as lines or a new generation
 
 
+def _reopen_logs() -> None:
+    """USR1 (the supervisor passes its own on): the access logs this worker writes,
+    and a file error_log, reopened (logrotate's postrotate)."""
+    accesslog.reopen_all()
+    for handler in logging.getLogger("perlbal").handlers:
+        reopen = getattr(handler, "reopenIfNeeded", None)  # WatchedFileHandler
+        if callable(reopen):
+            reopen()
+
+
 async def _signals(runtime: "Runtime") -> None:
-    with anyio.open_signal_receiver(*_SIGNALS) as signals:
+    with anyio.open_signal_receiver(*SIGNALS) as signals:
         for signum in _early:
             _on_signal(runtime, signum)
         _early.clear()

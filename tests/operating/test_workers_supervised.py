@@ -324,6 +324,24 @@ def test_a_listener_change_starts_a_new_generation() -> None:
                  what="the pool to be empty everywhere")
 
 
+def test_a_worker_ignores_hup_and_logs_a_stray_signal() -> None:
+    """HUP is the supervisor's (a reload), USR2 means nothing: a worker that gets
+    either keeps serving, and the stray one is logged at ERROR."""
+    with Backend("b1") as b1, supervised([b1], extra=("SET persist_client = off",)) \
+            as (server, proxy, _mgmt):
+        assert server.proc is not None
+        workers = children(server.proc.pid)
+        worker = workers[0]
+        os.kill(worker, signal.SIGHUP)
+        os.kill(worker, signal.SIGUSR2)
+        wait_for(lambda: "signal SIGUSR2 ignored" in error_log(server), what="the log line")
+        with alone(workers, worker):
+            assert request(proxy, "GET", "/").status == 200
+        assert children(server.proc.pid) == workers
+        assert re.search(r"ERROR worker [12]: signal SIGUSR2 ignored \(send it to the "
+                         rf"supervisor, pid {server.proc.pid}\)", error_log(server))
+
+
 def _privileged_port() -> int:
     for port in range(900, 1000):
         with socket.socket() as sock:
