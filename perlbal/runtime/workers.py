@@ -154,7 +154,7 @@ class Workers:
         self._regenerate: str | None = None  # why a new generation is due
         self._listener_generation = 0
         self._seq = 0
-        self._answered: anyio.Event | None = None
+        self._waiting: list[anyio.Event] = []  # refreshes waiting for reports
         self.forward = self._forward  # the line observer (a worker removes it)
 
     @property
@@ -273,9 +273,12 @@ class Workers:
             self.old.remove(proc)
         slot = self.slots[proc.slot - 1]
         if proc.retired or self.stopping or slot.proc is not proc:
-            log.info("worker %d (pid %d) %s %s", proc.slot, proc.pid,
-                     "of an older generation" if proc.retired else "(stopping)",
-                     describe_exit(status))
+            # not replaced: a newer generation serves, or the server stops
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            log.log(logging.INFO if clean else logging.ERROR, "worker %d (pid %d) %s %s",
+                    proc.slot, proc.pid,
+                    "of an older generation" if proc.retired else "(stopping)",
+                    describe_exit(status))
             return
         slot.proc = None
         ran = time.monotonic() - proc.started
@@ -406,8 +409,13 @@ class Workers:
         self.broadcast({"report": seq})
         with anyio.move_on_after(REFRESH_TIMEOUT):
             while any(p.seen_seq < seq for p in self.procs() if not p.retired):
-                self._answered = anyio.Event()
-                await self._answered.wait()
+                answered = anyio.Event()
+                self._waiting.append(answered)
+                try:
+                    await answered.wait()
+                finally:
+                    if answered in self._waiting:
+                        self._waiting.remove(answered)
 
     async def _ask_reports(self) -> None:
         while True:
@@ -445,8 +453,8 @@ class Workers:
                 if isinstance(samples, list):  # the web UI's graphs: every worker's
                     self.runtime.live.timeline.absorb(samples)
                 proc.seen_seq = max(proc.seen_seq, seq)
-                if self._answered is not None:
-                    self._answered.set()
+                for answered in self._waiting:
+                    answered.set()
         finally:
             _close(proc.report_fd)
             self.reports.pop(proc.pid, None)

@@ -201,8 +201,9 @@ async def _follow(runtime: "Runtime", cmd_fd: int, report_fd: int) -> None:
             continue
         except OSError:
             data = b""
-        if not data:
-            runtime.shutdown(True, 30)
+        if not data:  # retired, or the supervisor is gone: drain (unless told otherwise)
+            if runtime.shutdown_requested is None:
+                runtime.shutdown(True, 30)
             return
         buf += data
         while b"\n" in buf:

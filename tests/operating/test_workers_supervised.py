@@ -189,6 +189,25 @@ def test_kill_9_of_a_worker_under_load_loses_no_other_client(tmp_path: Path) -> 
         assert str(survivor) in " ".join(map(str, children(supervisor)))
 
 
+def test_one_worker_is_supervised_and_its_queue_kept() -> None:
+    """workers = 1: a supervisor and one worker.  While the worker is dead the
+    supervisor keeps the listening socket, so a client that connects then waits
+    in its queue and is served by the replacement: it is never refused."""
+    with Backend("b1") as b1, supervised([b1], workers=1) as (server, proxy, _mgmt):
+        assert server.proc is not None
+        worker, = children(server.proc.pid)
+        stop(worker)  # it accepts nothing more; the client below waits in the queue
+        with socket.create_connection((LOOPBACK, proxy), timeout=10) as sock:
+            os.kill(worker, signal.SIGKILL)
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
+        assert worker not in children(server.proc.pid)
+        assert "restarting it now" in error_log(server)
+
+
 def test_a_crash_loop_backs_off() -> None:
     with Backend("b1") as b1, supervised([b1]) as (server, proxy, _mgmt):
         assert server.proc is not None
