@@ -255,8 +255,8 @@ class Interpreter:
         # perlbal check: run every line, and watch each one with its reply
         self.keep_going = False
         self.observer: Callable[[ast.Node, Reply], None] | None = None
-        #: called after every ``run`` (console lines, SIGHUP reload steps): SERVER
-        #: workers > 1 passes what worker 0 ran on to the other workers this way
+        #: called after every ``run`` (console lines, SIGHUP reload steps): with
+        #: SERVER workers the supervisor passes what it ran on to the workers this way
         self.line_observers: list[LineObserver] = []
 
     # --- entry points ---------------------------------------------------------

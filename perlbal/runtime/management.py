@@ -248,7 +248,8 @@ def status_snapshot(runtime: ServerHandle) -> dict[str, Any]:
         "services": services, "pools": pools,
         "nodes": node_table,
         # SERVER workers: the numbers above are every worker's, added up
-        "worker": {"id": 0, "count": getattr(runtime, "worker_count", 1)},
+        "worker": {"id": 0, "count": getattr(runtime, "worker_count", 1),
+                   "supervised": isinstance(live, PooledStats)},
     }
 
 

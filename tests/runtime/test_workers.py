@@ -102,7 +102,7 @@ def test_metrics_add_up_every_worker() -> None:
             assert page.count("# TYPE perlbal_requests_total ") == 1
             # the web UI's numbers are every worker's
             status = json.loads(request(mgmt, "GET", "/json").body)
-            assert status["worker"] == {"id": 0, "count": 2}
+            assert status["worker"] == {"id": 0, "count": 2, "supervised": True}
             assert status["requests"] == 62  # and the supervisor's two pages
             nodes = status["pools"]["p"]["nodes"]
             assert [n["requests"] for n in nodes] == [60]

@@ -94,9 +94,9 @@
     document.getElementById("uptime").textContent = duration(data.uptime);
     document.getElementById("requests").textContent = data.requests;
     document.getElementById("clients").textContent = data.connections.clients;
-    document.getElementById("workers").textContent = data.worker && data.worker.count > 1
-      ? " \u00b7 numbers of worker " + data.worker.id + " of " + data.worker.count +
-        " (/metrics adds up every worker)"
+    document.getElementById("workers").textContent = data.worker && data.worker.supervised
+      ? " \u00b7 " + data.worker.count + " worker" + (data.worker.count > 1 ? "s" : "") +
+        " under a supervisor (numbers of all)"
       : "";
     renderServices(data.services);
     renderPools(data.pools);
