@@ -220,7 +220,18 @@ class Workers:
         supervisor = os.getpid()
         # until the new worker has its own handlers, a signal must wait, not kill it
         signal.pthread_sigmask(signal.SIG_BLOCK, workerside.SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # EAGAIN, ENOMEM: the slot is tried again later
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, workerside.SIGNALS)
+            for fd in (cmd_read, cmd_write, report_read, report_write):
+                _close(fd)
+            slot.quick_exits += 1
+            delay = max(backoff(slot.quick_exits), 0.5)
+            slot.fork_at = time.monotonic() + delay
+            log.error("worker %d could not be started (fork: %s); trying again in %gs",
+                      slot.index, exc.strerror or exc, delay)
+            return
         if pid == 0:  # the new worker: never returns (it unblocks the signals)
             os.close(cmd_write)
             os.close(report_read)
@@ -250,7 +261,10 @@ class Workers:
                     await anyio.wait_readable(pidfd)
                 else:  # no pidfd (old kernel): look ten times a second
                     await anyio.sleep(0.1)
-                done, status = os.waitpid(proc.pid, os.WNOHANG)
+                try:
+                    done, status = os.waitpid(proc.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped already (never by us): say so
+                    done, status = proc.pid, 255 << 8
                 if done:
                     break
         finally:
