@@ -5,7 +5,9 @@ connect (``backends.DEAD_NODE_SECONDS``).  State is per (pool, node).  With
 SERVER workers the active checks run once, in the supervisor, and each
 change of a node's up/down state is sent to every worker (``on_change``,
 ``apply_remote``), so all of them take a node out at the same moment;
-passive ejection counts each worker's own traffic (docs/balancing.md):
+passive ejection counts each worker's own traffic, and an ejection a worker
+decides goes up to the supervisor and from it to every worker
+(``on_eject``, ``apply_ejection``) (docs/balancing.md):
 
 - **active** (``health_check_uri`` set): every ``health_check_interval`` each
   node of the pool gets ``GET <uri> HTTP/1.0``; a 2xx or 3xx reply within
@@ -68,6 +70,7 @@ class NodeHealth:
     checks: int = 0
     checks_failed: int = 0
     ejections: int = 0
+    remote: bool = False  # its ejection was another process's (not logged again here)
     last_check: str = ""  # the last check's result: "200", "connect refused", ...
     next_check: float = 0.0  # monotonic
     checking: bool = False
@@ -104,6 +107,9 @@ class HealthBook:
         #: hears every up/down change the active checks make: (pool, node, down,
         #: reason, since); SERVER workers: the supervisor sends it to the workers
         self.on_change: Callable[[str, str, bool, str, float], None] | None = None
+        #: hears every passive ejection decided here: (pool, node, seconds, reason);
+        #: SERVER workers: a worker tells the supervisor, which tells every worker
+        self.on_eject: Callable[[str, str, float, str], None] | None = None
 
     def get(self, pool: str, ipport: str) -> NodeHealth:
         health = self.nodes.get((pool, ipport))
@@ -120,7 +126,8 @@ class HealthBook:
             if not health.down and not health.ejected:
                 del out[ipport]
                 health.change("back: fail_timeout passed")
-                log.warning("pool %s: node %s back after fail_timeout", pool, ipport)
+                if not health.remote:
+                    log.warning("pool %s: node %s back after fail_timeout", pool, ipport)
         return out or None
 
     def _set_out(self, health: NodeHealth, out: bool) -> None:
@@ -155,12 +162,33 @@ class HealthBook:
         timeout = pool.tunables.fail_timeout
         health.ejected_until = time.monotonic() + timeout
         health.ejections += 1
+        health.remote = False
         health.reason = f"{health.fails} failures, the last {what}"
         health.change(f"ejected for {timeout:g}s: {health.reason}")
         health.fails = 0
         self._set_out(health, True)
         log.warning("pool %s: node %s ejected for %gs after %s", pool.name, ipport, timeout,
                     health.reason)
+        if self.on_eject is not None:
+            self.on_eject(pool.name, ipport, timeout, health.reason)
+
+    def apply_ejection(self, pool: str, ipport: str, seconds: float, reason: str,
+                       *, count: bool) -> None:
+        """Another process ejected ``ipport`` for ``seconds`` (SERVER workers: a worker's
+        traffic, passed on by the supervisor).  ``count``: the supervisor counts it
+        (its ejections are what the console and /metrics show)."""
+        health = self.get(pool, ipport)
+        until = time.monotonic() + seconds
+        if health.ejected and health.ejected_until >= until - 0.5:
+            return  # the one that decided it, or already told
+        health.ejected_until = until
+        health.remote = True
+        health.fails = 0
+        health.reason = reason
+        if count:
+            health.ejections += 1
+        health.change(f"ejected for {seconds:g}s: {reason}")
+        self._set_out(health, True)
 
     def fail_statuses(self, pool: Pool) -> frozenset[int]:
         cached = self._statuses.get(pool.name)

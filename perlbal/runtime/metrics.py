@@ -83,8 +83,9 @@ def _text(families: list[Family]) -> str:
 #: the same in every process: the supervisor's value is shown, not a sum
 _SHARED = frozenset({"perlbal_info", "perlbal_uptime_seconds", "perlbal_metrics_enabled",
                      "perlbal_max_connections",
-                     # the active checks run once, in the supervisor
-                     "perlbal_node_health_checks_total"})
+                     # the active checks run once, in the supervisor, and it counts
+                     # every worker's ejections as they are passed on
+                     "perlbal_node_health_checks_total", "perlbal_node_ejections_total"})
 #: the largest over the workers
 _LARGEST = frozenset({"perlbal_queue_oldest_seconds"})
 #: the smallest: a node is up only while every process has it in

@@ -454,24 +454,35 @@ class Workers:
                 if b"\n" not in buf:
                     continue
                 *lines, buf = buf.split(b"\n")
-                try:
-                    message = json.loads(lines[-1])
-                    report = Report(metrics.parse_families(message["metrics"]),
-                                    dict(message.get("live") or {}))
-                    seq = int(message.get("seq", 0))
-                except (ValueError, KeyError, TypeError):
-                    log.warning("worker %d sent an unreadable report", proc.slot)
-                    continue
-                proc.last = self.reports[proc.pid] = report
-                samples = report.live.pop("timeline", None)
-                if isinstance(samples, list):  # the web UI's graphs: every worker's
-                    self.runtime.live.timeline.absorb(samples)
-                proc.seen_seq = max(proc.seen_seq, seq)
+                for line in lines:
+                    self._heard(proc, line)
                 for answered in self._waiting:
                     answered.set()
         finally:
             _close(proc.report_fd)
             self.reports.pop(proc.pid, None)
+
+    def _heard(self, proc: Proc, line: bytes) -> None:
+        """One message from a worker: its numbers, or a passive ejection it decided."""
+        try:
+            message = json.loads(line)
+            if "eject" in message:
+                pool, ipport, seconds, reason = message["eject"]
+                self.runtime.backends.health.apply_ejection(
+                    str(pool), str(ipport), float(seconds), str(reason), count=True)
+                self.broadcast({"eject": [str(pool), str(ipport), float(seconds), str(reason)]})
+                return
+            report = Report(metrics.parse_families(message["metrics"]),
+                            dict(message.get("live") or {}))
+            seq = int(message.get("seq", 0))
+        except (ValueError, KeyError, TypeError):
+            log.warning("worker %d sent an unreadable message", proc.slot)
+            return
+        proc.last = self.reports[proc.pid] = report
+        samples = report.live.pop("timeline", None)
+        if isinstance(samples, list):  # the web UI's graphs: every worker's
+            self.runtime.live.timeline.absorb(samples)
+        proc.seen_seq = max(proc.seen_seq, seq)
 
     # --- the end -----------------------------------------------------------------
 

@@ -147,10 +147,47 @@ def _close_inherited(keep: set[int]) -> None:
                 pass
 
 
+class _Outbox:
+    """What a worker sends up its report pipe, JSON lines written whole and in order
+    by one task (a report can take several writes; nothing may cut into it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: list[bytes] = []
+        self._ready = anyio.Event()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.queue.append(json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n")
+        self._ready.set()
+
+    async def run(self) -> None:
+        os.set_blocking(self.fd, False)
+        while True:
+            await self._ready.wait()
+            self._ready = anyio.Event()
+            while self.queue:
+                data = self.queue.pop(0)
+                while data:
+                    await anyio.wait_writable(self.fd)
+                    try:
+                        data = data[os.write(self.fd, data):]
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        return  # the supervisor is gone: EOF on the command pipe ends us
+
+
 async def _main(runtime: "Runtime", cmd_fd: int, report_fd: int) -> None:
+    outbox = _Outbox(report_fd)
+
+    def ejected(pool: str, ipport: str, seconds: float, reason: str) -> None:
+        outbox.send({"eject": [pool, ipport, seconds, reason]})  # to every worker
+
+    runtime.backends.health.on_eject = ejected
     async with anyio.create_task_group() as tg:
         tg.start_soon(_signals, runtime)
-        tg.start_soon(_follow, runtime, cmd_fd, report_fd)
+        tg.start_soon(outbox.run)
+        tg.start_soon(_follow, runtime, cmd_fd, outbox)
         await runtime.serve()
         tg.cancel_scope.cancel()
 
@@ -187,10 +224,9 @@ async def _signals(runtime: "Runtime") -> None:
             _on_signal(runtime, signum)
 
 
-async def _follow(runtime: "Runtime", cmd_fd: int, report_fd: int) -> None:
+async def _follow(runtime: "Runtime", cmd_fd: int, outbox: _Outbox) -> None:
     """Run what the supervisor sends, in order; EOF: drain and stop."""
     os.set_blocking(cmd_fd, False)
-    os.set_blocking(report_fd, False)
     ctx = CommandContext(verbose=False)
     buf = b""
     while True:
@@ -210,14 +246,14 @@ async def _follow(runtime: "Runtime", cmd_fd: int, report_fd: int) -> None:
             raw, buf = buf.split(b"\n", 1)
             try:
                 message = json.loads(raw)
-                await _apply(runtime, message, ctx, report_fd)
+                _apply(runtime, message, ctx, outbox)
             except Exception:
                 log.exception("worker %d: a message from the supervisor failed: %r",
                               runtime.workers.id, raw[:200])
 
 
-async def _apply(runtime: "Runtime", message: dict[str, Any], ctx: CommandContext,
-                 report_fd: int) -> None:
+def _apply(runtime: "Runtime", message: dict[str, Any], ctx: CommandContext,
+           outbox: _Outbox) -> None:
     if "line" in message:
         implied = message.get("use")
         if implied:  # the worker runs everything in one context: name the target
@@ -227,6 +263,10 @@ async def _apply(runtime: "Runtime", message: dict[str, Any], ctx: CommandContex
         for pool, ipport, down, reason, since in message["health"]:
             runtime.backends.health.apply_remote(str(pool), str(ipport), bool(down),
                                                  str(reason), float(since))
+    elif "eject" in message:
+        pool_name, ipport, seconds, reason = message["eject"]
+        runtime.backends.health.apply_ejection(str(pool_name), str(ipport), float(seconds),
+                                               str(reason), count=False)
     elif "nodes" in message:
         pool_name, nodes = message["nodes"]
         pool = runtime.graph.pools.get(str(pool_name))
@@ -235,26 +275,13 @@ async def _apply(runtime: "Runtime", message: dict[str, Any], ctx: CommandContex
     elif "upload" in message:
         upload_tracker.record(str(message["upload"]).encode("latin-1"), message.get("now"))
     elif "report" in message:
-        await _report(runtime, report_fd, int(message["report"]))
+        from perlbal.runtime import poolstats
+
+        outbox.send({"seq": int(message["report"]), "metrics": metrics.families_data(runtime),
+                     "live": poolstats.snapshot(runtime)})
     elif "shutdown" in message:
         graceful, timeout = message["shutdown"]
         runtime.shutdown(bool(graceful), timeout)
-
-
-async def _report(runtime: "Runtime", fd: int, seq: int) -> None:
-    from perlbal.runtime import poolstats
-
-    data = json.dumps({"seq": seq, "metrics": metrics.families_data(runtime),
-                       "live": poolstats.snapshot(runtime)},
-                      separators=(",", ":")).encode("utf-8") + b"\n"
-    while data:
-        await anyio.wait_writable(fd)
-        try:
-            data = data[os.write(fd, data):]
-        except BlockingIOError:
-            continue
-        except OSError:
-            return  # the supervisor is gone: EOF on the command pipe ends this worker
 
 
 def _die_with_parent(supervisor: int) -> None:

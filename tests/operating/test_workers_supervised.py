@@ -9,6 +9,7 @@
   worker, served alone (the others SIGSTOPped), sends nothing to a node the
   console shows down, and everything to both once it is up again; the
   backend gets one checker's checks, not one per worker;
+- a passive ejection (max_fails) one worker decides is every worker's;
 - the console's numbers are the sum over the workers;
 - SERVER user: the supervisor keeps root, every worker (a replacement too)
   runs as the user.
@@ -284,6 +285,32 @@ def test_a_health_flip_is_seen_by_every_worker_at_once() -> None:
                     names = {request(proxy, "GET", "/").header("X-Backend-Name")
                              for _ in range(4)}
                 assert names == {"a", "b"}, (worker, names)
+
+
+def test_a_passive_ejection_in_one_worker_is_every_workers() -> None:
+    """max_fails: the worker whose traffic failed ejects the node and tells the
+    supervisor, which tells every worker: the other worker, which saw no failure,
+    sends it nothing either; the console shows the ejection once."""
+    with Backend("bad", status=500) as bad, Backend("good") as good:
+        with supervised([bad, good], extra=("SET persist_client = off",), pool_extra=(
+                "SET balance_method = round_robin", "SET max_fails = 2",
+                "SET fail_timeout = 60")) as (server, proxy, mgmt), \
+                console(LOOPBACK, mgmt) as con:
+            assert server.proc is not None
+            first, second = workers = children(server.proc.pid)
+            with alone(workers, first):
+                statuses = [request(proxy, "GET", "/").status for _ in range(4)]
+            assert sorted(statuses) == [200, 200, 500, 500]  # two failures: ejected
+            with alone(workers, second):
+                names = [request(proxy, "GET", "/").header("X-Backend-Name") for _ in range(6)]
+            assert names == ["good"] * 6
+            shown = con.command("show pool p")
+            assert any(ln.startswith(f"# {bad.address} ejected since") and
+                       "2 failures, the last status 500" in ln and "ejected 1 times" in ln
+                       for ln in shown), shown
+            page = request(mgmt, "GET", "/metrics").body.decode()
+            assert f'perlbal_node_ejections_total{{pool="p",node="{bad.address}"}} 1' in page
+            assert f'perlbal_node_up{{pool="p",node="{bad.address}"}} 0' in page
 
 
 def test_the_console_adds_up_every_worker() -> None:
