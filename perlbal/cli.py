@@ -6,6 +6,7 @@
     perlbal explain -c FILE [options] [METHOD] URL | --expect ROUTES [--fail-under PCT]
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
     perlbal console [HOST:PORT] [-c COMMAND]...      a client for the management port
+    perlbal reload [-c FILE] [--pidfile FILE]        reload the running server; exit 0 if applied
     perlbal fmt [--check] FILE...                    rewrite configs in one canonical layout
     perlbal lsp                                      a language server on stdio (perlbal[lsp])
 
@@ -35,6 +36,8 @@ USAGE = """Usage: perlbal [OPTS]
        perlbal fmt [--check] FILE...   (one canonical layout; --check: diff, exit 1;
                         - reads stdin; a file with errors is never rewritten: exit 2)
        perlbal lsp   (a language server for editors, on stdio; needs the [lsp] extra)
+       perlbal reload [-c FILE] [--pidfile FILE]   (SIGHUP to the running server; waits,
+                        prints what changed or why not; exit 0 only if it was applied)
   --help           This usage info
   --version        Print perlbal release version
   --config=[file]  Specify Perlbal config file
@@ -255,7 +258,7 @@ def _route_tests(graph: "Graph", path: str, fail_under: float | None, fmt: str) 
 
 
 #: the words ``main`` dispatches on before the server's own options
-SUBCOMMANDS = ("check", "explain", "serve", "lsp", "fmt", "console")
+SUBCOMMANDS = ("check", "explain", "serve", "lsp", "fmt", "console", "reload")
 
 
 def _run_main(argv: Sequence[str]) -> int:
@@ -333,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from perlbal.fmt import main as fmt_main
 
         return fmt_main(args[1:])
+    if args and args[0] == "reload":
+        from perlbal.reload_client import main as reload_main
+
+        return reload_main(args[1:])
     if args and args[0] == "console":
         from perlbal.console_client import main as console_main
 

@@ -18,7 +18,12 @@
   ``SERVER log_level``.  Perl logs to syslog when daemonised and to stdout in
   the foreground; ours uses stderr in the foreground.
 - ``sd_notify``: ``READY=1`` / ``RELOADING=1`` / ``STOPPING=1`` to systemd when
-  ``NOTIFY_SOCKET`` is set (Type=notify units), with nothing but a datagram.
+  ``NOTIFY_SOCKET`` is set (Type=notify units), with nothing but a datagram;
+  ``notify_reloading`` adds ``MONOTONIC_USEC`` (CLOCK_MONOTONIC, in
+  microseconds), which ``Type=notify-reload`` needs to tell this reload from
+  an earlier one.
+- ``reopen_error_log``: SIGUSR1 (and SIGHUP): a file error_log is closed and
+  opened again by name, after logrotate moved it.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ import pwd
 import socket
 import stat
 import sys
+import time
 
-__all__ = ["Daemon", "drop_privileges", "setup_logging", "sd_notify", "write_pidfile"]
+__all__ = ["Daemon", "drop_privileges", "notify_reloading", "reopen_error_log", "setup_logging",
+           "sd_notify", "write_pidfile"]
 
 _FORMAT_STDERR = "perlbal: %(message)s"
 _FORMAT_LEVEL = "%(levelname)s %(message)s"
@@ -189,11 +196,50 @@ def _handler(where: str) -> tuple[logging.Handler, str | None]:
         syslog_handler.setFormatter(logging.Formatter(f"perlbal[{os.getpid()}]: %(message)s"))
         return syslog_handler, error
     try:
-        file_handler = logging.handlers.WatchedFileHandler(where)
+        file_handler = _ErrorLogFile(where)
     except OSError as exc:
         return fallback, f"can't open error_log {where}: {exc.strerror}"
     file_handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT_LEVEL))
     return file_handler, None
+
+
+class _ErrorLogFile(logging.handlers.WatchedFileHandler):
+    """A file error_log, opened again by name after logrotate moved it.
+
+    After ``SERVER user`` the new user may not be allowed to look at the path
+    (a directory only root may enter): the stat that looks for a moved file
+    then fails, and the file opened as root is kept, rather than an exception
+    out of every log call (which stopped the server at its first message)."""
+
+    def reopenIfNeeded(self) -> None:
+        try:
+            super().reopenIfNeeded()
+        except OSError as exc:
+            if self.stream is None:  # closed, not reopened: nothing left to write to
+                setattr(self, "stream", sys.stderr)  # never None: FileHandler.emit would reopen and raise
+            if not getattr(self, "_told", False):
+                self._told = True
+                sys.stderr.write(f"perlbal: can't reopen error_log {self.baseFilename}: "
+                                 f"{exc.strerror}; still writing to the file opened at "
+                                 "startup\n")
+
+
+def reopen_error_log() -> None:
+    """A file error_log that logrotate moved is opened again by its name now (the
+    handler would also notice at its next record)."""
+    for handler in logging.getLogger("perlbal").handlers:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            try:
+                handler.reopenIfNeeded()
+            except OSError as exc:
+                sys.stderr.write(f"perlbal: can't reopen error_log {handler.baseFilename}: "
+                                 f"{exc.strerror}\n")
+
+
+def notify_reloading() -> bool:
+    """``RELOADING=1`` with the ``MONOTONIC_USEC`` Type=notify-reload waits for."""
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    return sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
 
 def sd_notify(state: str) -> bool:

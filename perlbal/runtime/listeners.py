@@ -17,7 +17,11 @@ Invariants:
   accepts only on the management ones; the workers inherit the client
   listeners by fork and accept on those (``serves``), one shared accept
   queue per address.  ``generation`` counts the changes to client
-  listeners: the supervisor starts a new generation of workers on one.
+  listeners: the supervisor starts a new generation of workers on one;
+- a SIGHUP reload binds what it needs before it changes anything
+  (``bind``, ``reload.py``) and leaves the sockets in ``prepared``: ``start``
+  takes a prepared socket (and TLS context) for its service and address
+  instead of binding, so applying a prepared reload cannot fail on a port.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from perlbal.graph import Service
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
-__all__ = ["Listener", "Listeners", "parse_listen"]
+__all__ = ["Listener", "Listeners", "Prepared", "parse_listen"]
 
 
 def parse_listen(listen: str) -> tuple[socket.AddressFamily, str, int]:
@@ -60,6 +64,24 @@ class Listener:
     closed: bool = False
     tls: ssl.SSLContext | None = None  # enable_ssl: accepted sockets are wrapped (tls.py)
     management: bool = False  # counted on its own max_connections budget
+    #: ``tls.digest`` of what ``tls`` was built from (a reload renews it when it differs)
+    tls_digest: str = ""
+
+
+@dataclass
+class Prepared:
+    """A socket (and TLS context) a reload bound for a service before applying anything."""
+
+    listen: str
+    sock: socket.socket
+    tls: ssl.SSLContext | None = None
+    tls_digest: str = ""
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 class Listeners:
@@ -74,24 +96,14 @@ class Listeners:
         self._tg: TaskGroup | None = None
         #: bumped at every start or stop of a client (non-management) listener
         self.generation = 0
+        #: service name -> what a reload bound for it, taken by ``start`` (reload.py)
+        self.prepared: dict[str, Prepared] = {}
 
-    def start(self, svc: Service) -> str | None:
-        """Bind ``svc``'s listener; Perl's error reason on failure."""
-        listen = svc.listen
-        if listen is None or self.runtime.workers.role == "worker":
-            # a worker never binds: the supervisor owns every socket, and a change
-            # to a client listener gives a new generation of workers (workers.py)
-            return None
+    def bind(self, svc: Service, listen: str) -> socket.socket | str:
+        """A bound, listening socket for ``svc`` on ``listen`` (UDP for an
+        upload_tracker), or Perl's error reason."""
         if svc.role == "upload_tracker":
-            return self._start_tracker(svc, listen)
-        tls_context: ssl.SSLContext | None = None
-        if svc.tunables.enable_ssl:
-            from perlbal.runtime.tls import TLSConfigError, build_context
-
-            try:
-                tls_context = build_context(svc)
-            except TLSConfigError as exc:
-                return str(exc)
+            return _bind_udp(listen)
         try:
             family, host, port = parse_listen(listen)
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -109,10 +121,46 @@ class Listeners:
                 text = "Cannot assign requested address"
             # Perl: "Error creating listening socket: " . $@, and $@ names the class
             return f"Error creating listening socket: IO::Socket::INET: {text}"
+        return sock
+
+    def start(self, svc: Service) -> str | None:
+        """Bind ``svc``'s listener (or take the one a reload prepared); Perl's error
+        reason on failure."""
+        listen = svc.listen
+        if listen is None or self.runtime.workers.role == "worker":
+            # a worker never binds: the supervisor owns every socket, and a change
+            # to a client listener gives a new generation of workers (workers.py)
+            return None
+        prepared = self.prepared.pop(svc.name, None)
+        if prepared is not None and prepared.listen != listen:
+            prepared.close()
+            prepared = None
+        if svc.role == "upload_tracker":
+            return self._start_tracker(svc, listen, prepared)
+        tls_context: ssl.SSLContext | None = None
+        tls_digest = ""
+        if prepared is not None:
+            tls_context, tls_digest = prepared.tls, prepared.tls_digest
+        elif svc.tunables.enable_ssl:
+            from perlbal.runtime.tls import TLSConfigError, build_context, digest, read_material
+
+            try:
+                material = read_material(svc)
+                tls_context = build_context(svc, material)
+                tls_digest = digest(svc, material)
+            except TLSConfigError as exc:
+                from perlbal.commands import ssl_enable_error
+
+                return ssl_enable_error(svc, os.path.isfile) or str(exc)
+        bound = prepared.sock if prepared is not None else self.bind(svc, listen)
+        if isinstance(bound, str):
+            return bound
+        sock = bound
         old = self.open.pop(svc.name, None)
         if old is not None:
             self.close(old)
-        lst = Listener(svc.name, sock, tls=tls_context, management=svc.role == "management")
+        lst = Listener(svc.name, sock, tls=tls_context, management=svc.role == "management",
+                       tls_digest=tls_digest)
         self.open[svc.name] = lst
         if not lst.management:
             self.generation += 1
@@ -188,17 +236,13 @@ class Listeners:
 
     # --- upload_tracker: UDP (runtime/upload_tracker.py) ----------------------------
 
-    def _start_tracker(self, svc: Service, listen: str) -> str | None:
+    def _start_tracker(self, svc: Service, listen: str,
+                       prepared: Prepared | None) -> str | None:
         """Perl's UploadListener: a UDP socket bound at ENABLE, read in the loop."""
-        try:
-            family, host, port = parse_listen(listen)
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.setblocking(False)
-        except (ValueError, OSError) as exc:
-            text = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
-            return f"Error creating listening socket: IO::Socket::INET: {text}"
+        bound = prepared.sock if prepared is not None else _bind_udp(listen)
+        if isinstance(bound, str):
+            return bound
+        sock = bound
         self._stop_tracker(svc.name)
         self.trackers[svc.name] = (sock, None)
         if self._tg is not None:
@@ -230,3 +274,19 @@ class Listeners:
         if scope is not None:
             scope.cancel()
         sock.close()
+
+
+def _bind_udp(listen: str) -> socket.socket | str:
+    sock: socket.socket | None = None
+    try:
+        family, host, port = parse_listen(listen)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except (ValueError, OSError) as exc:
+        if sock is not None:
+            sock.close()
+        text = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+        return f"Error creating listening socket: IO::Socket::INET: {text}"
+    return sock

@@ -9,20 +9,25 @@
    to do.  Stopping.`` on stderr, return 1 (Perl's wording);
 3. ``Running.`` on stdout (not when daemonised), the SERVER pidfile written
    (``daemon.write_pidfile``: never through a symlink; with ``--daemon`` a
-   pidfile that cannot be written fails startup, exit 1), then serve until the console's ``shutdown`` or SIGTERM/SIGINT (both graceful:
-   stop accepting, finish in-flight requests, exit); the pidfile is removed on
-   the way out;
-4. SIGHUP re-reads the config file: checked as a whole, and if clean only the
-   difference is applied through the live interpreter (``reload.py``); what
-   changed, or why it was rejected, is printed to stdout.  (Perl Perlbal has
-   no reload; this is ours.)  SIGHUP also reopens access log files.
+   pidfile that cannot be written fails startup, exit 1), then serve until the
+   console's ``shutdown`` or a stopping signal; the pidfile is removed on the
+   way out;
+4. signals, as the table below (``HANDLED``) and docs/operating.md say: HUP
+   reloads the config all or nothing (``reload.py``; the outcome printed to
+   stdout, logged, and written to ``PIDFILE.reload`` for ``perlbal reload``,
+   ``reloadstatus.py``) and reopens the logs; USR1 reopens the logs only
+   (Perl dies on it); TERM and QUIT drain gracefully; INT stops at once;
+   every other signal that would end the process is logged and ignored.
+   (Perl Perlbal has no reload; this is ours.)
 
 Operating (``daemon.py``): ``--daemon`` detaches once the listeners are bound
 and returns when the server is ready; ``SERVER user`` drops root after
 binding (with SERVER workers: in each worker, after the fork; the supervisor
 keeps root to bind and read root-only files on reload), once every module the server can need is imported
 (``preload.py``: the new user may not be allowed to read the installation);
-``SERVER error_log``/``log_level`` route the ``perlbal`` logger; systemd is told ``READY=1`` (Type=notify units).
+``SERVER error_log``/``log_level`` route the ``perlbal`` logger; systemd is told
+``READY=1`` (Type=notify units), and ``RELOADING=1`` with ``MONOTONIC_USEC``
+then ``READY=1`` around each reload (Type=notify-reload).
 
 ``python -m perlbal.runtime.main --config=FILE`` runs the same thing (tests use it).
 """
@@ -33,62 +38,146 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Callable
 
 import anyio
 
 from perlbal.interp import Interpreter
 from perlbal.runtime import accesslog
-from perlbal.runtime.daemon import (Daemon, drop_privileges, sd_notify, setup_logging,
-                                    write_pidfile)
+from perlbal.runtime.daemon import (Daemon, drop_privileges, notify_reloading,
+                                    reopen_error_log, sd_notify, setup_logging, write_pidfile)
 from perlbal.runtime.preload import preload_modules
-from perlbal.runtime.reload import reload_file
+from perlbal.runtime.reload import ReloadReport, reload_file
+from perlbal.runtime.reloadstatus import Outcome, StatusFile, status_path
 from perlbal.runtime.server import Runtime
 
-__all__ = ["run_server"]
+__all__ = ["HANDLED", "Reloader", "on_signal", "reopen_logs", "run_server"]
 
 log = logging.getLogger("perlbal.runtime")
 
 
-def _reload(runtime: Runtime, config_path: str) -> None:
-    sd_notify("RELOADING=1")
-    accesslog.reopen_all()
+#: The signal table (docs/operating.md, "Signals"): what each catchable signal does.
+RELOAD = signal.SIGHUP  # re-read the config, all or nothing (reload.py); reopen logs
+REOPEN_LOGS = signal.SIGUSR1  # reopen the access logs and a file error_log, nothing else
+GRACEFUL = (signal.SIGTERM, signal.SIGQUIT)  # stop accepting, drain (30 s), exit 0
+IMMEDIATE = (signal.SIGINT,)  # stop at once: open connections are closed
+#: signals whose default action would end the process silently: logged, then ignored.
+#: Not the faults (SEGV, BUS...: a crash must stay a crash), nor those whose default
+#: does not end a process (CHLD, CONT, URG, WINCH) or stops it (TSTP, TTIN, TTOU);
+#: PIPE is already ignored by Python.
+LOGGED = tuple(sorted(
+    set(signal.valid_signals()) - {RELOAD, REOPEN_LOGS, *GRACEFUL, *IMMEDIATE}
+    - {signal.SIGKILL, signal.SIGSTOP, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT,
+       signal.SIGBUS, signal.SIGFPE, signal.SIGSEGV, signal.SIGSYS, signal.SIGPIPE,
+       signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH, signal.SIGTSTP,
+       signal.SIGTTIN, signal.SIGTTOU}))
+HANDLED = (RELOAD, REOPEN_LOGS, *GRACEFUL, *IMMEDIATE, *LOGGED)
+
+#: seconds a graceful stop (TERM, QUIT) lets in-flight requests finish
+DRAIN_SECONDS = 30
+
+
+def _signal_name(signum: int) -> str:
     try:
-        report = reload_file(runtime.interp, config_path)
-    except Exception:  # a reload bug must not take the running server down
-        log.exception("reload of %s failed", config_path)
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def reopen_logs() -> None:
+    """SIGUSR1 (and SIGHUP): the access logs and a file error_log are opened again
+    by name, after logrotate moved them."""
+    accesslog.reopen_all()
+    reopen_error_log()
+
+
+class Reloader:
+    """SIGHUP: tell systemd, prepare and commit (``reload.py``), report the outcome."""
+
+    def __init__(self, runtime: Runtime, config_path: str | None,
+                 status: StatusFile | None = None) -> None:
+        self.runtime = runtime
+        self.config_path = config_path
+        self.status = status
+
+    def reload(self) -> ReloadReport:
+        started = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        notify_reloading()
+        reopen_logs()
+        if not self.config_path:
+            report = ReloadReport(False, errors=["the server was started without a config "
+                                                 "file: nothing to reload"])
+            log.error("reload refused: %s", report.errors[0])
+        else:
+            try:
+                report = reload_file(self.runtime, self.config_path)
+            except Exception as exc:  # a reload bug must not take the running server down
+                log.exception("reload of %s failed", self.config_path)
+                report = ReloadReport(False, errors=[f"internal error: {exc!r} (logged)"])
+        lines = report.summary()
+        for line in lines:
+            print(line, flush=True)
+            if report.ok:
+                log.info("%s", line)  # a refusal was logged at ERROR, reason by reason
+        if self.status is not None:
+            try:
+                self.status.write(Outcome(started, report.ok, lines))
+            except OSError as exc:
+                log.error("can't write the reload outcome to %s: %s", self.status.path,
+                          exc.strerror)
         sd_notify("READY=1")
-        return
-    for line in report.summary():
-        print(line, flush=True)
-        log.info("reload: %s", line)
-    sd_notify("READY=1")
+        return report
 
 
-async def _serve(runtime: Runtime, config_path: str | None,
+def on_signal(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
+    """Act on ``signum`` as the signal table says; True when the server stops."""
+    if signum == RELOAD:
+        reloader.reload()
+        return False
+    if signum == REOPEN_LOGS:
+        reopen_logs()
+        log.info("SIGUSR1: log files reopened")
+        return False
+    if signum in GRACEFUL or signum in IMMEDIATE:
+        graceful = signum in GRACEFUL
+        log.info("%s: shutting down%s", _signal_name(signum),
+                 f" gracefully (up to {DRAIN_SECONDS} s)" if graceful else " now")
+        sd_notify("STOPPING=1")
+        runtime.shutdown(graceful, DRAIN_SECONDS if graceful else None)
+        return True
+    log.warning("%s received: ignored (perlbal acts on HUP, USR1, TERM, QUIT and INT; "
+                "see the signal table in docs/operating.md)", _signal_name(signum))
+    return False
+
+
+def _act(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
+    """``on_signal``, but a failure while acting on a signal never ends the server."""
+    try:
+        return on_signal(runtime, reloader, signum)
+    except Exception as exc:
+        try:
+            log.exception("acting on %s failed", _signal_name(signum))
+        except Exception:
+            print(f"perlbal: acting on {_signal_name(signum)} failed: {exc!r}",
+                  file=sys.stderr, flush=True)
+        return False
+
+
+async def _serve(runtime: Runtime, reloader: Reloader,
                  on_ready: Callable[[], None] | None = None) -> None:
     async def watch_signals() -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        with anyio.open_signal_receiver(*HANDLED) as signals:
             if on_ready is not None:
                 on_ready()  # only now: a SIGTERM from here on is a graceful shutdown
             early = list(_EARLY_SIGNALS)  # arrived between binding and this point
             _EARLY_SIGNALS.clear()
             for signum in early:
-                if signum == signal.SIGHUP:
-                    if config_path:
-                        _reload(runtime, config_path)
-                    continue
-                runtime.shutdown(True, 30)
-                return
+                if _act(runtime, reloader, signum):
+                    return
             async for signum in signals:
-                if signum == signal.SIGHUP:
-                    if config_path:
-                        _reload(runtime, config_path)
-                    continue
-                log.info("signal %d: shutting down", signum)
-                sd_notify("STOPPING=1")
-                runtime.shutdown(True, 30)
-                return
+                if _act(runtime, reloader, signum):
+                    return
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
@@ -107,7 +196,7 @@ def _remember_signal(signum: int, _frame: object) -> None:
 def run_server(config_path: str | None, *, daemon: bool = False) -> int:
     # Listeners are bound while the config loads, well before the event loop
     # installs its handlers: a SIGHUP or SIGTERM in between must not kill us.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in HANDLED:
         signal.signal(signum, _remember_signal)
     runtime = Runtime()
     # Relative paths in a config (docroot, nodefile, ...) are resolved against the
@@ -150,6 +239,7 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
         print("Running.", flush=True)
     # written by the process that stays: the single one, or the supervisor
     pidfile = settings.pidfile
+    status: StatusFile | None = None
     if pidfile:
         why = write_pidfile(pidfile)
         if why is not None:
@@ -158,6 +248,12 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
             if detached is not None:  # --daemon promises: exit 0 = serving, pidfile written
                 detached.failed(why)
                 return 1
+        else:  # where `perlbal reload` reads the outcome of the reload it asked for
+            opened = StatusFile.open(status_path(pidfile))
+            if isinstance(opened, str):
+                log.error("%s; `perlbal reload` will not know the outcome", opened)
+            else:
+                status = opened
     # SERVER workers = N: this process becomes the supervisor (runtime/workers.py);
     # the workers are forked once the event loop runs, and each drops privileges
     runtime.start_workers()
@@ -183,8 +279,8 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
         log.info("beginning run")
 
     try:
-        anyio.run(_serve, runtime, config_path, ready, backend="asyncio",
-                  backend_options=runtime.loop_options())
+        anyio.run(_serve, runtime, Reloader(runtime, config_path, status), ready,
+                  backend="asyncio", backend_options=runtime.loop_options())
     except KeyboardInterrupt:
         pass
     finally:
@@ -192,6 +288,8 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
         runtime.reap_workers()
         if pidfile:
             _unlink(pidfile)
+        if status is not None:
+            status.close(unlink=True)
         log.info("ending run")
     return 0
 

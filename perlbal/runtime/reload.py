@@ -1,42 +1,60 @@
-"""SIGHUP: re-read the config file and apply only what changed, through the live interpreter.
+"""SIGHUP: re-read the config file and apply it whole, or not at all.
 
-1. The file runs through ``perlbal.check.Checker`` (the real interpreter on a
-   dry graph, no sockets) with the live server's rules (``live_rules``: a
-   missing docroot is an error, as the live SET would refuse it).  Any error
-   rejects the whole file: nothing is applied and the running graph stays as
-   it was.
-2. ``plan(live, dry)`` compares the two graphs and returns console command
-   lines (``CREATE POOL``, ``POOL ADD/REMOVE``, ``SET``, ``ENABLE`` ...) that
-   turn the live graph into the new one, each with the service or pool it is
-   run in the context of.  What the console language cannot undo (deleting a
-   pool or service, removing a HEADER rule or a VHOST entry) is reported, not
-   faked: a service gone from the file is disabled, a pool is kept.
-3. ``apply`` runs those lines through ``Interpreter.run`` (the one
-   interpreter), stopping at nothing: each line's reply is logged with it.
+A reload has two steps, and only the first can fail:
 
-The plan is built from ``queries.service_dump`` and ``queries.pool_dump``, the
-same lines ``dumpconfig`` prints, so "what a service looks like" is defined once.
+1. ``prepare(runtime, path)`` changes nothing live.  It
+   - checks the file as a whole (``perlbal.check.Checker``: the real
+     interpreter on a dry graph, with the live server's rules, so a missing
+     docroot is an error);
+   - plans the console lines that turn the live graph into the new one
+     (``reloadplan.plan``) and rehearses them on a copy of the live graph,
+     so every answer the live interpreter will give is known in advance;
+   - reads every file the new graph names (TLS certificates and keys, node
+     files) and builds every TLS context it will need from those bytes;
+   - binds every listener the lines will start (a new service, a changed
+     ``listen``).
+   Any failure closes what it bound and returns ``Refused``: one positioned
+   reason (``FILE:LINE:COL: error: ...``) per problem, logged at ERROR.
+2. ``Prepared.commit()`` runs the planned lines through the live interpreter
+   (``Interpreter.run``, the one interpreter); the listeners take the
+   prepared sockets (``Listeners.prepared``), the ENABLE checks see the files
+   already read, a listener whose certificate or key changed on disk gets its
+   new context on the same socket, and each node file's nodes are replaced by
+   what was read.  Nothing in it can be refused after a clean rehearsal.
+
+So a renewed certificate is served after a SIGHUP even when no config line
+changed, and "reload INCOMPLETE" cannot happen.  Files are read by the process
+that runs ``prepare``: after ``SERVER user`` a single process cannot read a
+root-only key any more, and the refusal says so (docs/operating.md,
+"Certificate renewal", names the setups that work).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from perlbal import queries
+from perlbal import nodefile
 from perlbal.check import Checker
-from perlbal.interp import CommandContext, Interpreter
-from perlbal.params import REGISTRY
+from perlbal.graph import Graph, Service
+from perlbal.interp import CommandContext, DryEffects, Interpreter
+from perlbal.paramkinds import CheckEnv
+from perlbal.runtime import tls
+from perlbal.runtime.listeners import Prepared as PreparedListener
+from perlbal.runtime.reloadplan import Step, plan
+
+if TYPE_CHECKING:
+    import ssl
+
+    from perlbal.runtime.server import Runtime
 
 log = logging.getLogger("perlbal.runtime")
 
-__all__ = ["ReloadReport", "plan", "reload_file"]
-
-
-@dataclass
-class Step:
-    line: str
-    context: str | None = None  # ``USE``d before the line (implicit-target SET, VHOST)
+__all__ = ["Prepared", "Refused", "ReloadReport", "Step", "plan", "prepare", "reload_file"]
 
 
 @dataclass
@@ -45,157 +63,305 @@ class ReloadReport:
     errors: list[str] = field(default_factory=list)
     applied: list[tuple[str, list[str]]] = field(default_factory=list)  # line, reply
     not_applied: list[str] = field(default_factory=list)
-    #: steps the live interpreter still refused after a clean dry run, with its reply
+    #: services whose TLS context was rebuilt because a file's content changed
+    renewed: list[str] = field(default_factory=list)
+    #: pools whose node file's content replaced their nodes
+    nodefiles: list[str] = field(default_factory=list)
+    #: lines the live interpreter refused after a clean rehearsal: a bug, logged at ERROR
     refused: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         if not self.ok:
             return ["reload rejected, running configuration kept:", *self.errors]
-        if not self.applied and not self.not_applied and not self.refused:
+        if not (self.applied or self.not_applied or self.refused or self.renewed
+                or self.nodefiles):
             return ["reload: no changes"]
         out = [f"reload: {len(self.applied)} change(s)"]
-        if self.refused:
-            out = [f"reload INCOMPLETE: {len(self.applied)} change(s) applied, "
-                   f"{len(self.refused)} refused by the running server"]
         for line, reply in self.applied:
             out.append(f"  {line}" + (f"  -> {' / '.join(reply)}" if reply else ""))
+        out.extend(f"  TLS certificate/key re-read for service {name}" for name in self.renewed)
+        out.extend(f"  node file re-read for pool {name}" for name in self.nodefiles)
         for line, reply in self.refused:
-            out.append(f"  refused: {line}" + (f"  -> {' / '.join(reply)}" if reply else ""))
+            out.append(f"  BUG: refused after a clean rehearsal: {line}"
+                       + (f"  -> {' / '.join(reply)}" if reply else ""))
         out.extend(f"  not applied: {note}" for note in self.not_applied)
         return out
 
 
-#: Dump lines that set one entry of a mapping: a new value for the same left side
-#: replaces the old one (``VHOST x = a`` then ``VHOST x = b`` leaves only b), so
-#: such a change is applied, not reported as something that cannot be undone.
-#: (VPATH rules are an ordered list where a repeated regex appends: not here.)
-_MAPPING_KEYWORDS = ("VHOST ",)
+@dataclass
+class Refused:
+    """A reload that changed nothing, and why (each reason positioned in the file)."""
+
+    path: str
+    reasons: list[str]
+
+    def report(self) -> ReloadReport:
+        return ReloadReport(False, errors=list(self.reasons))
+
+    def log(self) -> None:
+        for reason in self.reasons:
+            log.error("reload of %s rejected, running configuration kept: %s",
+                      self.path, reason.split("\n", 1)[0])
 
 
-def _set_lines(lines: list[str]) -> dict[str, str]:
-    """``SET key = value`` lines of a service dump -> {key: line}; ``VHOST host = svc``
-    lines keyed by ``VHOST host``; other lines keyed by their text."""
-    out: dict[str, str] = {}
-    for line in lines:
-        if line.startswith("SET ") and " = " in line:
-            out[line[4:].split(" = ", 1)[0]] = line
-        elif line.startswith(_MAPPING_KEYWORDS) and " = " in line:
-            out[line.split(" = ", 1)[0]] = line
-        else:
-            out[line] = line
-    return out
+class _Rehearsal(DryEffects):
+    """Effects of the rehearsal: which services the live lines will start or stop."""
+
+    def __init__(self, live: "Runtime") -> None:
+        super().__init__()
+        for name, svc in live.graph.services.items():
+            if svc.enabled and svc.listen is not None:
+                key = svc.listen if ":" in svc.listen else f"0.0.0.0:{svc.listen}"
+                self.bound[key] = name
+        self.started: dict[str, Service] = {}
+
+    def start_listener(self, svc: Service) -> str | None:
+        reason = super().start_listener(svc)
+        if reason is None:
+            self.started[svc.name] = svc
+        return reason
+
+    def stop_listener(self, svc: Service) -> None:
+        super().stop_listener(svc)
+        self.started.pop(svc.name, None)
 
 
-def _default_line(live: Interpreter, key: str, role: str | None) -> str | None:
-    if key == "plugins":
-        return "SET plugins = none"
-    param = REGISTRY.service.get(key)
-    if param is None:
-        return None
-    raw = live.graph.defaults.get(key, param.default)
-    return None if raw is None else f"SET {key} = {raw}"
+class _Locator:
+    """FILE:LINE for a reason found after the check (a port, a file): the first
+    line of the config that names it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                self.lines = fh.read().splitlines()
+        except OSError:
+            self.lines = []
+
+    def at(self, reason: str, *needles: str) -> str:
+        for needle in needles:
+            for number, line in enumerate(self.lines, 1):
+                text = line.split("#", 1)[0]
+                if needle and needle.lower() in text.lower():
+                    column = text.lower().index(needle.lower()) + 1
+                    return f"{self.path}:{number}:{column}: error: {reason}"
+        return f"{self.path}: error: {reason}"
 
 
-def plan(live: Interpreter, new: Interpreter) -> tuple[list[Step], list[str]]:
-    """Console lines turning ``live.graph`` into ``new.graph``, and what cannot be done."""
-    old_g, new_g = live.graph, new.graph
-    steps: list[Step] = []
-    notes: list[str] = []
-    for name in sorted(set(new_g.plugins_loaded.values()) - set(old_g.plugins_loaded.values())):
-        steps.append(Step(f"LOAD {name}"))
-    for key, value in new_g.defaults.items():
-        if old_g.defaults.get(key) != value:
-            steps.append(Step(f"DEFAULT {key} = {value}"))
-    for key, value in new_g.server.items():
-        if old_g.server.get(key) != value and key != "pidfile":
-            steps.append(Step(f"SERVER {key} = {value}"))
-    # pools first: services refer to them
-    for name, pool in new_g.pools.items():
-        old = old_g.pools.get(name)
-        if old is None:
-            steps.append(Step(f"CREATE POOL {name}"))
-        if (old.balance_method if old else "random") != pool.balance_method:
-            steps.append(Step(f"SET {name}.balance_method = {pool.balance_method}"))
-        if pool.nodefile:
-            if old is None or old.nodefile != pool.nodefile:
-                steps.append(Step(f"SET {name}.nodefile = {pool.nodefile}"))
-            continue
-        if old is not None and old.nodefile:
-            steps.append(Step(f"SET {name}.nodefile = none"))
-        old_nodes = [] if old is None else [n.ipport for n in old.nodes]
-        new_nodes = [n.ipport for n in pool.nodes]
-        steps += [Step(f"POOL {name} REMOVE {n}") for n in old_nodes if n not in new_nodes]
-        steps += [Step(f"POOL {name} ADD {n}") for n in new_nodes if n not in old_nodes]
-    for name in old_g.pools:
-        if name not in new_g.pools:
-            notes.append(f"pool {name} is gone from the file; kept (pools cannot be deleted)")
-    for name, svc in new_g.services.items():
-        old_svc = old_g.services.get(name)
-        if old_svc is None:
-            steps.append(Step(f"CREATE SERVICE {name}"))
-        want = _set_lines(queries.service_dump(new, svc))
-        have = _set_lines(queries.service_dump(live, old_svc)) if old_svc else {}
-        role_changed = old_svc is None or old_svc.role != svc.role
-        if role_changed:
-            have = {}  # SET role re-initialises every parameter (Perl's Service::init)
-        for key, line in want.items():
-            if have.get(key) != line:
-                steps.append(Step(line, name))
-        for key in have:
-            if key not in want:
-                reset = _default_line(live, key, svc.role) if have[key].startswith("SET ") else None
-                if reset is not None:
-                    steps.append(Step(reset, name))
+@dataclass
+class Prepared:
+    """A reload that will succeed: ``commit()`` applies it, ``abort()`` drops it."""
+
+    runtime: "Runtime"
+    path: str
+    steps: list[Step]
+    notes: list[str]
+    #: path -> bytes of every file the new graph names (certificates, keys, node files)
+    material: dict[str, bytes] = field(default_factory=dict)
+    listeners: dict[str, PreparedListener] = field(default_factory=dict)
+    #: service -> (new context, its digest) for a listener kept on its socket
+    renewals: dict[str, tuple["ssl.SSLContext | None", str]] = field(default_factory=dict)
+    #: pool -> (node file path, its mtime when read)
+    nodefiles: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def abort(self) -> None:
+        for prepared in self.listeners.values():
+            prepared.close()
+        self.listeners.clear()
+
+    def commit(self) -> ReloadReport:
+        live = self.runtime.interp
+        sockets = self.runtime.sockets
+        report = ReloadReport(True, not_applied=list(self.notes))
+        sockets.prepared.update(self.listeners)
+        self.listeners = {}
+        disk_env = live.env
+        live.env = _ReadEnv(disk_env, self.material)
+        try:
+            for step in self.steps:
+                ctx = CommandContext(verbose=False)
+                if step.context is not None:
+                    ctx.last_created = step.context
+                reply = live.run(step.line, ctx, file=f"<reload {self.path}>")
+                shown = step.line if step.context is None or not step.line.startswith("SET ") \
+                    else f"SET {step.context}.{step.line[4:]}"
+                if reply.ok:
+                    report.applied.append((shown, list(reply.lines)))
                 else:
-                    notes.append(f"service {name}: cannot undo '{have[key]}'")
-        old_rm = old_svc.headers.remove if old_svc else []
-        old_ins = old_svc.headers.insert if old_svc else []
-        if svc.headers.remove[:len(old_rm)] == old_rm and svc.headers.insert[:len(old_ins)] == old_ins:
-            steps += [Step(f"HEADER {name} REMOVE {h}") for h in svc.headers.remove[len(old_rm):]]
-            steps += [Step(f"HEADER {name} INSERT {h}: {v}") for h, v in svc.headers.insert[len(old_ins):]]
-        else:
-            notes.append(f"service {name}: HEADER rules changed in a way the console cannot express; "
-                         "restart to apply")
-        was_enabled = bool(old_svc and old_svc.enabled)
-        if svc.enabled and not was_enabled:
-            steps.append(Step(f"ENABLE {name}"))
-        elif was_enabled and not svc.enabled:
-            steps.append(Step(f"DISABLE {name}"))
-    for name, old_svc in old_g.services.items():
-        if name not in new_g.services:
-            if old_svc.enabled and old_svc.role != "management":
-                steps.append(Step(f"DISABLE {name}"))
-            notes.append(f"service {name} is gone from the file; "
-                         + ("kept" if old_svc.role == "management" else "disabled, not deleted"))
-    return steps, notes
+                    report.refused.append((shown, list(reply.lines)))
+                    log.error("reload: the running server refused '%s' after a clean "
+                              "rehearsal (a bug): %s", shown, " / ".join(reply.lines))
+        finally:
+            live.env = disk_env
+            for unused in sockets.prepared.values():
+                unused.close()
+            sockets.prepared.clear()
+        for name, (context, digest) in self.renewals.items():
+            lst = sockets.open.get(name)
+            if lst is not None:
+                lst.tls, lst.tls_digest = context, digest
+                report.renewed.append(name)
+        now = time.time()
+        for name, (path, mtime) in self.nodefiles.items():
+            pool = live.graph.pools.get(name)
+            if pool is None or pool.nodefile != path:
+                continue
+            nodes = nodefile.parse(self.material[path].decode("latin-1"))
+            pool.nodefile_mtime, pool.nodefile_checked = mtime, now
+            if [n.ipport for n in nodes] != [n.ipport for n in pool.nodes]:
+                pool.replace_nodes(nodes)
+                report.nodefiles.append(name)
+        return report
 
 
-def reload_file(live: Interpreter, path: str) -> ReloadReport:
-    """Check ``path`` as a whole; if clean, apply the difference to ``live``.
+class _ReadEnv:
+    """The live interpreter's file checks during a commit: a file ``prepare`` read
+    exists, even where this process may no longer look (after ``SERVER user``)."""
 
-    The dry run uses the rules the live server applies (``live_rules``: a
-    missing docroot is an error here, not the warning ``perlbal check`` gives
-    for content deployed elsewhere), so a file is taken whole or not at all.
-    What only the live server can find out (a port already in use at ENABLE)
-    may still refuse a step; such a step is listed as refused and the report
-    no longer says the reload succeeded.
-    """
+    def __init__(self, disk: CheckEnv, material: dict[str, bytes]) -> None:
+        self._disk = disk
+        self._material = material
+
+    def is_file(self, path: str) -> bool:
+        return path in self._material or self._disk.is_file(path)
+
+    def exists(self, path: str) -> bool:
+        return path in self._material or self._disk.exists(path)
+
+    def pool_exists(self, name: str) -> bool:
+        return self._disk.pool_exists(name)
+
+    def service_exists(self, name: str) -> bool:
+        return self._disk.service_exists(name)
+
+    def plugin_role_exists(self, role: str) -> bool:
+        return self._disk.plugin_role_exists(role)
+
+    def is_dir(self, path: str) -> bool:
+        return self._disk.is_dir(path)
+
+    def content_dir(self, path: str) -> bool:
+        return self._disk.content_dir(path)
+
+
+def prepare(runtime: "Runtime", path: str) -> Prepared | Refused:
+    """Everything a reload of ``path`` needs, done before anything changes."""
+    live = runtime.interp
     checker = Checker(live_rules=True)
     checker.check_file(path)
     result = checker.finish()
     if result.errors:
-        return ReloadReport(False, errors=[d.render() for d in result.errors])
+        return Refused(path, _with_hint([d.render() for d in result.errors]))
     steps, notes = plan(live, checker.interp)
-    report = ReloadReport(True, not_applied=notes)
+    where = _Locator(path)
+    rehearsal = _Rehearsal(runtime)
+    copy_interp = Interpreter(copy.deepcopy(live.graph), effects=rehearsal, plugins=live.plugins)
+    copy_interp.run_started = True
+    copy_interp.xs_enabled = dict(live.xs_enabled)
+    reasons: list[str] = []
     for step in steps:
         ctx = CommandContext(verbose=False)
         if step.context is not None:
             ctx.last_created = step.context
-        reply = live.run(step.line, ctx, file=f"<reload {path}>")
-        shown = step.line if step.context is None or not step.line.startswith("SET ") \
-            else f"SET {step.context}.{step.line[4:]}"
-        if reply.ok:
-            report.applied.append((shown, list(reply.lines)))
-        else:
-            report.refused.append((shown, list(reply.lines)))
-    return report
+        reply = copy_interp.run(step.line, ctx, file=f"<reload {path}>")
+        if not reply.ok:
+            reasons.append(where.at(f"the running server would refuse '{step.line}': "
+                                    + " / ".join(reply.lines), step.line.split(" = ")[-1],
+                                    step.context or ""))
+    if reasons:
+        return Refused(path, reasons)
+    prepared = Prepared(runtime, path, steps, notes)
+    reasons = _prepare_resources(prepared, copy_interp.graph, rehearsal, where)
+    if reasons:
+        prepared.abort()
+        return Refused(path, _with_hint(reasons))
+    return prepared
+
+
+def _with_hint(reasons: list[str]) -> list[str]:
+    """After ``SERVER user``, say why a file root can read may look missing or unreadable."""
+    if os.geteuid() == 0 or not any("does not exist" in r or "doesn't exist" in r
+                                    or "Permission denied" in r for r in reasons):
+        return reasons
+    return reasons + [f"note: this process runs as uid {os.geteuid()} (SERVER user), not root: "
+                      "a file, or a directory on its path, that only root may read cannot be "
+                      "read by a reload; see 'Certificate renewal' in docs/operating.md"]
+
+
+def _prepare_resources(prepared: Prepared, graph: Graph, rehearsal: _Rehearsal,
+                       where: _Locator) -> list[str]:
+    """Read the files, build the TLS contexts, bind the listeners; the reasons it failed."""
+    runtime = prepared.runtime
+    reasons: list[str] = []
+    for name, svc in graph.services.items():
+        if not svc.enabled or svc.listen is None:
+            continue
+        started = name in rehearsal.started
+        live_lst = runtime.sockets.open.get(name)
+        if not started and live_lst is None:
+            continue  # an upload tracker, or a listener that failed at startup
+        context: ssl.SSLContext | None = None
+        digest = ""
+        if svc.tunables.enable_ssl:
+            try:
+                material = tls.read_material(svc)
+                prepared.material.update(material)
+                digest = tls.digest(svc, material)
+                if started or live_lst is None or digest != live_lst.tls_digest:
+                    context = tls.build_context(svc, material)
+            except tls.TLSConfigError as exc:
+                reasons.append(where.at(f"service {name}: {exc}", *_named_files(str(exc)),
+                                        f"ENABLE {name}"))
+                continue
+        if not started:
+            assert live_lst is not None
+            if digest != live_lst.tls_digest:
+                prepared.renewals[name] = (context, digest)
+            continue
+        same = live_lst is not None and _same_address(live_lst.sock, svc.listen)
+        bound = live_lst.sock.dup() if same and live_lst is not None \
+            else runtime.sockets.bind(svc, svc.listen)
+        if isinstance(bound, str):
+            reasons.append(where.at(f"Can't start service '{name}' on {svc.listen}: {bound}",
+                                    svc.listen, f"ENABLE {name}"))
+            continue
+        prepared.listeners[name] = PreparedListener(svc.listen, bound, context, digest)
+    for name, pool in graph.pools.items():
+        if not pool.nodefile:
+            continue
+        try:
+            with open(pool.nodefile, "rb") as fh:
+                prepared.material[pool.nodefile] = fh.read()
+                mtime = os.fstat(fh.fileno()).st_mtime
+        except OSError as exc:
+            reasons.append(where.at(f"pool {name}: can't read node file {pool.nodefile}: "
+                                    f"{exc.strerror}", pool.nodefile))
+            continue
+        prepared.nodefiles[name] = (pool.nodefile, mtime)
+    return reasons
+
+
+def _named_files(reason: str) -> list[str]:
+    """Paths inside a TLS reason (``can't read /x: ...``, ``SSL key file (/x) ...``)."""
+    words = reason.replace("(", " ").replace(")", " ").replace(":", " ").split()
+    return [w for w in words if "/" in w or w.endswith((".pem", ".crt", ".key"))]
+
+
+def _same_address(sock: object, listen: str) -> bool:
+    from perlbal.runtime.listeners import parse_listen
+
+    try:
+        _family, host, port = parse_listen(listen)
+        bound = getattr(sock, "getsockname")()
+    except (ValueError, OSError):
+        return False
+    return bool(bound[1] == port and bound[0] in (host, "::" if host == "" else host))
+
+
+def reload_file(runtime: "Runtime", path: str) -> ReloadReport:
+    """Prepare, then commit if nothing failed (a refusal is logged at ERROR)."""
+    outcome = prepare(runtime, path)
+    if isinstance(outcome, Refused):
+        outcome.log()
+        return outcome.report()
+    return outcome.commit()

@@ -22,6 +22,14 @@ Parameters, as Perl reads them:
 Beyond Perl: ``ssl_sni_certs`` (``host=cert[:key]`` entries) selects a
 certificate by the server name the client sends; other names get the default.
 
+Files and renewal: a context is built from the files' bytes (``material``:
+path -> content), never from the paths themselves: OpenSSL reads each PEM from
+an anonymous memory file (``memfd``) this process wrote.  So the process that
+may read a root-only key (the one that kept root's rights) reads it, and any
+process given the bytes builds the same context; ``digest`` names a context's
+inputs (the ssl_* values and every file's content), so a SIGHUP reload sees a
+renewed certificate even when no line of the config changed (``reload.py``).
+
 Invariant: every error here is a ``TLSConfigError`` whose text is the reason
 the interpreter prints after ``Can't start service ...:``; nothing is raised
 from the handshake callback (an unknown name simply keeps the default).
@@ -29,14 +37,20 @@ from the handshake callback (an unknown name simply keeps the default).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 from perlbal.commands import ssl_enable_error
 from perlbal.graph import Service
 from perlbal.params import parse_sni_certs
 
-__all__ = ["TLSConfigError", "build_context"]
+__all__ = ["TLSConfigError", "build_context", "digest", "material_paths", "read_material"]
+
+#: path -> the file's bytes, as read by the process allowed to read it
+Material = Mapping[str, bytes]
 
 
 class TLSConfigError(Exception):
@@ -64,10 +78,59 @@ def _why(exc: BaseException) -> str:
         return str(exc.reason).lower().replace("_", " ")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0]} was not read"
     return str(exc)
 
 
-def _context(svc: Service, cert_file: str, key_file: str | None) -> ssl.SSLContext:
+def material_paths(svc: Service) -> list[str]:
+    """Every file a TLS listener of ``svc`` reads: the certificate, the key, the SNI pairs."""
+    paths = [svc.tunables.ssl_cert_file, svc.tunables.ssl_key_file]
+    for _host, cert, key in parse_sni_certs(svc.tunables.ssl_sni_certs):
+        paths += [cert] + ([key] if key else [])
+    return list(dict.fromkeys(paths))
+
+
+def read_material(svc: Service) -> dict[str, bytes]:
+    """Read ``material_paths(svc)`` now (raises ``TLSConfigError`` naming the file)."""
+    out: dict[str, bytes] = {}
+    for path in material_paths(svc):
+        try:
+            with open(path, "rb") as fh:
+                out[path] = fh.read()
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if exc.errno is not None and exc.errno in (1, 13) and os.geteuid() != 0:
+                why += (f" (this process runs as uid {os.geteuid()}, not root: see "
+                        "'Certificate renewal' in docs/operating.md)")
+            raise TLSConfigError(f"can't read {path}: {why}") from None
+    return out
+
+
+def digest(svc: Service, material: Material) -> str:
+    """What a context is built from: the ssl_* values and every file's content."""
+    h = hashlib.sha256()
+    for name in ("ssl_cert_file", "ssl_key_file", "ssl_sni_certs", "ssl_cipher_list",
+                 "ssl_verify_mode", "ssl_ca_path"):
+        h.update(f"{name}={svc.params.get(name)!r}\0".encode("utf-8", "replace"))
+    for path in material_paths(svc):
+        h.update(path.encode("utf-8", "replace") + b"\0" + material.get(path, b"") + b"\0")
+    return h.hexdigest()
+
+
+@contextmanager
+def _memory_file(data: bytes) -> Iterator[str]:
+    """A path OpenSSL can open that holds ``data`` (this process's own memfd)."""
+    fd = os.memfd_create("perlbal-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def _context(svc: Service, cert_file: str, key_file: str | None,
+             material: Material) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ciphers = svc.tunables.ssl_cipher_list
     if ciphers:
@@ -76,8 +139,10 @@ def _context(svc: Service, cert_file: str, key_file: str | None) -> ssl.SSLConte
         except ssl.SSLError as exc:
             raise TLSConfigError(f"SSL cipher list ({ciphers}) unusable: {_why(exc)}") from None
     try:
-        ctx.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as exc:
+        with _memory_file(material[cert_file]) as cert_path, \
+                _memory_file(material[key_file or cert_file]) as key_path:
+            ctx.load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError, KeyError) as exc:
         raise TLSConfigError(f"SSL certificate ({cert_file}) or key ({key_file or cert_file}) "
                              f"unusable: {_why(exc)}") from None
     mode = _verify_mode(svc.tunables.ssl_verify_mode)
@@ -100,17 +165,22 @@ def _matches(pattern: str, name: str) -> bool:
     return pattern == name
 
 
-def build_context(svc: Service) -> ssl.SSLContext:
-    """The listener's context (raises ``TLSConfigError`` with the reason)."""
-    reason = ssl_enable_error(svc, os.path.isfile)
-    if reason is not None:
-        raise TLSConfigError(reason)
+def build_context(svc: Service, material: Material | None = None) -> ssl.SSLContext:
+    """The listener's context (raises ``TLSConfigError`` with the reason).
+
+    ``material`` is what ``read_material(svc)`` returned (perhaps in another
+    process); without it the files are read now."""
+    if material is None:
+        reason = ssl_enable_error(svc, os.path.isfile)
+        if reason is not None:
+            raise TLSConfigError(reason)
+        material = read_material(svc)
     key = svc.tunables.ssl_key_file
-    default = _context(svc, svc.tunables.ssl_cert_file, key)
+    default = _context(svc, svc.tunables.ssl_cert_file, key, material)
     entries = parse_sni_certs(svc.tunables.ssl_sni_certs)
     if not entries:
         return default
-    by_host = [(host, _context(svc, cert, key)) for host, cert, key in entries]
+    by_host = [(host, _context(svc, cert, key, material)) for host, cert, key in entries]
     exact = {host: ctx for host, ctx in by_host if not host.startswith("*.")}
     wild = [(host, ctx) for host, ctx in by_host if host.startswith("*.")]
 

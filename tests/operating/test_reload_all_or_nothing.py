@@ -1,0 +1,201 @@
+"""Issue 25 items 2 and 3: a reload is applied whole or not at all, re-reads the files
+the config names, and `perlbal reload` says which it was (exit status and reason).
+
+Each test runs the real server (``python -m perlbal.runtime.main``) and the real
+``perlbal reload`` command, which sends SIGHUP to the pid in the pidfile and
+waits for the outcome the server writes (no sleeping on our side).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.operating.certs import make_pki
+from tests.support.backend import Backend
+from tests.support.configs import management, pool, proxy_service
+from tests.support.perl_perlbal import console
+from tests.support.ports import LOOPBACK, free_ports
+from tests.support.pyserver import ROOT, PyPerlbal
+from tests.support.rawhttp import request
+
+
+def perlbal_reload(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "import sys; from perlbal.cli import main; "
+                           "sys.exit(main())", "reload", "--timeout", "20", *args],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def _proxy(server: str, web: int, mgmt: int, backend: Backend, *more: str) -> str:
+    return (server + pool("p", [backend])
+            + proxy_service("web", web, "p", extra=list(more)) + management(mgmt))
+
+
+def test_a_taken_port_refuses_the_whole_reload(tmp_path: Path) -> None:
+    web, other, mgmt = free_ports(3)
+    pidfile, errlog = tmp_path / "perlbal.pid", tmp_path / "error.log"
+    head = f"SERVER pidfile = {pidfile}\nSERVER error_log = {errlog}\n"
+    with Backend("b1") as b1, PyPerlbal(_proxy(head, web, mgmt, b1)) as server:
+        conf = server.workdir / "perlbal.conf"
+        taken = socket.socket()
+        taken.bind((LOOPBACK, other))
+        taken.listen(1)
+        try:
+            edited = (_proxy(head, web, mgmt, b1, "SET persist_client = on")
+                      + proxy_service("other", other, "p"))
+            conf.write_text(edited)
+            refused = perlbal_reload("-c", str(conf))
+            assert refused.returncode == 1, refused
+            where = f"{conf}:{_line_of(edited, f'{LOOPBACK}:{other}')}:"
+            assert where in refused.stderr and "Can't start service 'other'" in refused.stderr
+            assert "Address already in use" in refused.stderr
+            log_lines = [ln for ln in errlog.read_text().splitlines() if " ERROR " in ln]
+            assert any(where in ln and "Can't start service 'other'" in ln for ln in log_lines)
+            assert "INCOMPLETE" not in server.output()[0]
+            with console(LOOPBACK, mgmt) as con:  # nothing of the file was applied
+                assert "  SET persist_client = on" not in "\n".join(con.command("dumpconfig"))
+                assert con.command("show service other")[0].startswith("ERROR")
+        finally:
+            taken.close()
+        applied = perlbal_reload("--pidfile", str(pidfile))
+        assert applied.returncode == 0, applied
+        assert "SET web.persist_client = on" in applied.stdout
+        assert "ENABLE other" in applied.stdout
+        assert request(other, "GET", "/").header("X-Backend-Name") == "b1"
+        again = perlbal_reload("--pidfile", str(pidfile))
+        assert again.returncode == 0 and again.stdout.strip() == "reload: no changes"
+
+
+def test_reload_exit_status_when_the_server_cannot_be_asked(tmp_path: Path) -> None:
+    no_pid = perlbal_reload("--pidfile", str(tmp_path / "none.pid"))
+    assert no_pid.returncode == 2 and "can't read pidfile" in no_pid.stderr
+    conf = tmp_path / "p.conf"
+    conf.write_text("CREATE SERVICE m\n  SET role = management\n  SET listen = 127.0.0.1:1\n")
+    no_setting = perlbal_reload("-c", str(conf))
+    assert no_setting.returncode == 2 and "SERVER pidfile" in no_setting.stderr
+    stale = tmp_path / "stale.pid"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale.write_text(f"{dead.pid}\n")
+    (tmp_path / "stale.pid.reload").write_text("")
+    assert perlbal_reload("--pidfile", str(stale)).returncode == 2
+
+
+def test_a_config_error_is_refused_with_its_position(tmp_path: Path) -> None:
+    web, mgmt = free_ports(2)
+    pidfile = tmp_path / "perlbal.pid"
+    head = f"SERVER pidfile = {pidfile}\n"
+    with Backend("b1") as b1, PyPerlbal(_proxy(head, web, mgmt, b1)) as server:
+        conf = server.workdir / "perlbal.conf"
+        broken = _proxy(head, web, mgmt, b1, "SET persist_client = maybe")
+        conf.write_text(broken)
+        refused = perlbal_reload("--pidfile", str(pidfile))
+        assert refused.returncode == 1
+        assert f"{conf}:{_line_of(broken, 'maybe')}:" in refused.stderr
+        assert "reload rejected, running configuration kept" in refused.stderr
+        _out, err = server.output()  # the default error_log: stderr, ERROR and above
+        assert re.search(rf"perlbal: reload of {re.escape(str(conf))} rejected, running "
+                         rf"configuration kept: {re.escape(str(conf))}:\d+:\d+: error: "
+                         r"Expecting boolean value for parameter 'persist_client'", err), err
+
+
+# --- renewal: the files a config names are read again ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _served_cn(port: int, ca: Path) -> str:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.check_hostname = False
+    with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            peer = tls.getpeercert() or {}
+    return str(next(v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"))
+
+
+def _tls_config(tmp_path: Path, port: int, mgmt: int, backend: Backend, *server: str) -> str:
+    cert, key = tmp_path / "live-cert.pem", tmp_path / "live-key.pem"
+    return ("".join(f"{line}\n" for line in server) + f"SERVER pidfile = {tmp_path}/perlbal.pid\n"
+            + pool("p", [backend])
+            + proxy_service("tls", port, "p", extra=[
+                "SET enable_ssl = on", f"SET ssl_cert_file = {cert}",
+                f"SET ssl_key_file = {key}"]) + management(mgmt))
+
+
+def _install(pki: dict[str, Path], tmp_path: Path, name: str) -> None:
+    """Replace the live certificate and key in place, as certbot's deploy hook would."""
+    for kind in ("cert", "key"):
+        target = tmp_path / f"live-{kind}.pem"
+        target.write_bytes(pki[f"{name}-{kind}"].read_bytes())
+        os.chmod(target, 0o600)
+
+
+def test_a_renewed_certificate_is_served_after_reload_with_no_config_change(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    port, mgmt = free_ports(2)
+    _install(pki, tmp_path, "a")
+    with Backend("b1") as b1, PyPerlbal(_tls_config(tmp_path, port, mgmt, b1)):
+        assert _served_cn(port, pki["ca-cert"]) == "a.test"
+        _install(pki, tmp_path, "b")
+        assert _served_cn(port, pki["ca-cert"]) == "a.test"  # until the reload
+        done = perlbal_reload("--pidfile", str(tmp_path / "perlbal.pid"))
+        assert done.returncode == 0, done
+        assert "TLS certificate/key re-read for service tls" in done.stdout
+        assert _served_cn(port, pki["ca-cert"]) == "b.test"
+        # a broken renewal (a key that does not match) is refused; the old pair stays
+        (tmp_path / "live-cert.pem").write_bytes(pki["a-cert"].read_bytes())
+        broken = perlbal_reload("--pidfile", str(tmp_path / "perlbal.pid"))
+        assert broken.returncode == 1 and "service tls" in broken.stderr
+        assert _served_cn(port, pki["ca-cert"]) == "b.test"
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user may enter (pytest's own is root's 0700)."""
+    where = Path(tempfile.mkdtemp(prefix="perlbal-renewal-"))
+    os.chmod(where, 0o755)
+    yield where
+    shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SERVER user needs root")
+def test_after_server_user_a_root_only_key_is_refused_with_the_reason(
+        open_dir: Path, pki: dict[str, Path]) -> None:
+    """One process, no supervisor: after the drop the 0600 root key cannot be read
+    again; the reload is refused, the reason says so at ERROR, the old pair is served."""
+    nobody = pwd.getpwnam("nobody")
+    port, mgmt = free_ports(2)
+    _install(pki, open_dir, "a")
+    errlog = open_dir / "error.log"
+    with Backend("b1") as b1, PyPerlbal(_tls_config(
+            open_dir, port, mgmt, b1, "SERVER user = nobody",
+            f"SERVER error_log = {errlog}")) as server:
+        os.chmod(server.workdir, 0o755)  # the config stays readable to nobody: only the key is not
+        assert _served_cn(port, pki["ca-cert"]) == "a.test"
+        _install(pki, open_dir, "b")
+        done = perlbal_reload("--pidfile", str(open_dir / "perlbal.pid"))
+        assert done.returncode == 1, done
+        assert "Permission denied" in done.stderr and "not root" in done.stderr
+        logged = errlog.read_text()
+        assert " ERROR reload of " in logged and "Permission denied" in logged
+        assert _served_cn(port, pki["ca-cert"]) == "a.test"
+        assert server.proc is not None  # and it did run as nobody all along
+        assert os.stat(f"/proc/{server.proc.pid}").st_uid == nobody.pw_uid
