@@ -7,6 +7,7 @@
     perlbal serve DIR [--listen HOST:PORT] [--put] [--delete] [--dirindex] [--print-config]
     perlbal console [HOST:PORT] [-c COMMAND]...      a client for the management port
     perlbal reload [-c FILE] [--pidfile FILE]        reload the running server; exit 0 if applied
+    perlbal reopen-logs [-c FILE] [--pidfile FILE]   reopen its log files (SIGUSR1), for logrotate
     perlbal fmt [--check] FILE...                    rewrite configs in one canonical layout
     perlbal lsp                                      a language server on stdio (perlbal[lsp])
 
@@ -38,6 +39,7 @@ USAGE = """Usage: perlbal [OPTS]
        perlbal lsp   (a language server for editors, on stdio; needs the [lsp] extra)
        perlbal reload [-c FILE] [--pidfile FILE]   (SIGHUP to the running server; waits,
                         prints what changed or why not; exit 0 only if it was applied)
+       perlbal reopen-logs [-c FILE] [--pidfile FILE]   (SIGUSR1: reopen the log files)
   --help           This usage info
   --version        Print perlbal release version
   --config=[file]  Specify Perlbal config file
@@ -258,7 +260,7 @@ def _route_tests(graph: "Graph", path: str, fail_under: float | None, fmt: str) 
 
 
 #: the words ``main`` dispatches on before the server's own options
-SUBCOMMANDS = ("check", "explain", "serve", "lsp", "fmt", "console", "reload")
+SUBCOMMANDS = ("check", "explain", "serve", "lsp", "fmt", "console", "reload", "reopen-logs")
 
 
 def _run_main(argv: Sequence[str]) -> int:
@@ -340,6 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from perlbal.reload_client import main as reload_main
 
         return reload_main(args[1:])
+    if args and args[0] == "reopen-logs":
+        from perlbal.reload_client import reopen_main
+
+        return reopen_main(args[1:])
     if args and args[0] == "console":
         from perlbal.console_client import main as console_main
 

@@ -1,4 +1,7 @@
-"""``perlbal reload``: ask the running server to reload its config, and say whether it did.
+"""``perlbal reload`` and ``perlbal reopen-logs``: signal the running server found through
+its pidfile.
+
+``perlbal reload`` asks the server to reload its config, and says whether it did.
 
 The command finds the server through its pidfile (``--pidfile``, or the
 config's ``SERVER pidfile``), notes the time, sends SIGHUP and waits for the
@@ -13,6 +16,10 @@ report (what changed, or each reason with its file:line) and exits:
 
 So ``ExecReload=perlbal reload -c FILE`` makes ``systemctl reload`` fail
 when the reload failed (examples/perlbal.service).
+
+``perlbal reopen-logs`` sends SIGUSR1: the server reopens its access logs and
+a file error_log by name, and reloads nothing (logrotate's ``postrotate``).
+It exits 0 once the signal is delivered, 2 when the server cannot be reached.
 """
 
 from __future__ import annotations
@@ -61,41 +68,80 @@ def _alive(pid: int) -> bool:
 DEFAULT_CONFIG = "/etc/perlbal/perlbal.conf"
 
 
-def main(argv: Sequence[str]) -> int:
-    from perlbal.runtime.reloadstatus import read_status, status_path
+REOPEN_DESCRIPTION = """\
+Make the running server reopen its access logs and a file error_log (SIGUSR1 to the
+pid in its pidfile), for logrotate's postrotate; nothing is reloaded.  Exit status:
+0 signalled, 2 the server could not be reached."""
 
-    parser = argparse.ArgumentParser(prog="perlbal reload", description=DESCRIPTION,
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG,
                         help=f"the config whose SERVER pidfile names the server "
                              f"(default {DEFAULT_CONFIG})")
     parser.add_argument("--pidfile", "-p", help="the server's pidfile (instead of the config's)")
+    return parser
+
+
+def _read_pid(args: argparse.Namespace) -> tuple[str, int] | str:
+    """(pidfile, pid) or why not."""
+    pidfile = args.pidfile or _pidfile_of(args.config)
+    if not pidfile:
+        return f"no pidfile: give --pidfile, or set SERVER pidfile in {args.config}"
+    try:
+        with open(pidfile, encoding="ascii", errors="replace") as fh:
+            return pidfile, int(fh.read().strip())
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "no process id in it"
+        return f"can't read pidfile {pidfile}: {why} (is the server running?)"
+
+
+def _signal(pidfile: str, pid: int, signum: int) -> str | None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return f"no process {pid} (a stale pidfile {pidfile})"
+    except PermissionError:
+        return f"not allowed to signal process {pid}: run as the server's user or root"
+    return None
+
+
+def reopen_main(argv: Sequence[str]) -> int:
+    parser = _parser("perlbal reopen-logs", REOPEN_DESCRIPTION)
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    found = _read_pid(args)
+    if isinstance(found, str):
+        return _fail(found)
+    why = _signal(*found, signal.SIGUSR1)
+    return _fail(why) if why else 0
+
+
+def main(argv: Sequence[str]) -> int:
+    from perlbal.runtime.reloadstatus import read_status, status_path
+
+    parser = _parser("perlbal reload", DESCRIPTION)
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the outcome (default 60)")
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
-    pidfile = args.pidfile or _pidfile_of(args.config)
-    if not pidfile:
-        return _fail(f"no pidfile: give --pidfile, or set SERVER pidfile in {args.config}")
-    try:
-        with open(pidfile, encoding="ascii", errors="replace") as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "no process id in it"
-        return _fail(f"can't read pidfile {pidfile}: {why} (is the server running?)")
+    found = _read_pid(args)
+    if isinstance(found, str):
+        return _fail(found)
+    pidfile, pid = found
     status = status_path(pidfile)
     if not os.path.exists(status):
         return _fail(f"{status} is missing: the server could not create it (see its error "
                      "log), or it runs a perlbal without `perlbal reload`")
     asked = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        return _fail(f"no process {pid} (a stale pidfile {pidfile})")
-    except PermissionError:
-        return _fail(f"not allowed to signal process {pid}: run as the server's user or root")
+    why = _signal(pidfile, pid, signal.SIGHUP)
+    if why is not None:
+        return _fail(why)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         try:

@@ -25,6 +25,8 @@ command -v git >/dev/null || need="$need git"
 # memcached: Throttle's shared state (tests/plugins/test_throttle_memcached.py)
 command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || need="$need memcached"
 command -v tmux >/dev/null || need="$need tmux"
+# logrotate: rotation with postrotate perlbal reopen-logs (tests/operating/test_signals.py)
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need="$need logrotate"
 # haproxy: the L4 balancer in front of two instances (tests/operating/test_scale_out.py)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need="$need haproxy"
 if [ -n "$need" ] || [ ! -x /usr/sbin/apache2 ]; then
