@@ -16,9 +16,9 @@
    reloads the config all or nothing (``reload.py``; the outcome printed to
    stdout, logged, and written to ``PIDFILE.reload`` for ``perlbal reload``,
    ``reloadstatus.py``) and reopens the logs; USR1 reopens the logs only
-   (Perl dies on it); TERM and QUIT drain gracefully; INT stops at once;
-   every other signal that would end the process is logged and ignored.
-   (Perl Perlbal has no reload; this is ours.)
+   (Perl logs its numbers on it); TERM and QUIT drain gracefully; INT stops
+   at once; every other signal that would end the process is logged and
+   ignored.  (Perl Perlbal has no reload, and dies on every signal but USR1.)
 
 Operating (``daemon.py``): ``--daemon`` detaches once the listeners are bound
 and returns when the server is ready; ``SERVER user`` drops root after
@@ -120,13 +120,14 @@ class Reloader:
             print(line, flush=True)
             if report.ok:
                 log.info("%s", line)  # a refusal was logged at ERROR, reason by reason
+        # READY=1 first: when `perlbal reload` (ExecReload) returns, systemd has it
+        sd_notify("READY=1")
         if self.status is not None:
             try:
                 self.status.write(Outcome(started, report.ok, lines))
             except OSError as exc:
                 log.error("can't write the reload outcome to %s: %s", self.status.path,
                           exc.strerror)
-        sd_notify("READY=1")
         return report
 
 
