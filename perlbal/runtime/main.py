@@ -115,6 +115,12 @@ class Reloader:
             except Exception as exc:  # a reload bug must not take the running server down
                 log.exception("reload of %s failed", self.config_path)
                 report = ReloadReport(False, errors=[f"internal error: {exc!r} (logged)"])
+        if report.ok and (report.renewed or report.nodefiles):
+            # changed with no console line: the workers of a supervisor (issue 25
+            # item 1) are replaced by a generation forked from the committed state
+            what = [f"certificate renewed: {name}" for name in report.renewed] \
+                + [f"node file re-read: {name}" for name in report.nodefiles]
+            _tell_workers(self.runtime, "new_generation", "; ".join(what))
         lines = report.summary()
         for line in lines:
             print(line, flush=True)
@@ -131,6 +137,14 @@ class Reloader:
         return report
 
 
+def _tell_workers(runtime: Runtime, what: str, *args: object) -> None:
+    """Call ``runtime.workers.<what>(*args)`` where the supervised worker pool (issue 25
+    item 1, /work/ops-interface.md) provides it; nothing in a single process."""
+    call = getattr(runtime.workers, what, None)
+    if callable(call):
+        call(*args)
+
+
 def on_signal(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
     """Act on ``signum`` as the signal table says; True when the server stops."""
     if signum == RELOAD:
@@ -138,6 +152,7 @@ def on_signal(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
         return False
     if signum == REOPEN_LOGS:
         reopen_logs()
+        _tell_workers(runtime, "signal_all", REOPEN_LOGS)  # they write the access logs
         log.info("SIGUSR1: log files reopened")
         return False
     if signum in GRACEFUL or signum in IMMEDIATE:

@@ -199,3 +199,21 @@ def test_after_server_user_a_root_only_key_is_refused_with_the_reason(
         assert _served_cn(port, pki["ca-cert"]) == "a.test"
         assert server.proc is not None  # and it did run as nobody all along
         assert os.stat(f"/proc/{server.proc.pid}").st_uid == nobody.pw_uid
+
+
+def test_a_changed_node_file_is_read_at_reload_with_no_config_change(tmp_path: Path) -> None:
+    web, mgmt = free_ports(2)
+    nodes = tmp_path / "nodes.txt"
+    pidfile = tmp_path / "perlbal.pid"
+    with Backend("b1") as b1, Backend("b2") as b2:
+        nodes.write_text(f"{b1.address}\n")
+        config = (f"SERVER pidfile = {pidfile}\n" + pool("p", extra=[f"SET nodefile = {nodes}"])
+                  + proxy_service("web", web, "p") + management(mgmt))
+        with PyPerlbal(config), console(LOOPBACK, mgmt) as con:
+            assert con.command("show pool p") == [f"{b1.address} 0", "."]
+            nodes.write_text(f"{b2.address}\n")
+            done = perlbal_reload("--pidfile", str(pidfile))
+            assert done.returncode == 0, done
+            assert "node file re-read for pool p" in done.stdout
+            assert con.command("show pool p") == [f"{b2.address} 0", "."]
+            assert request(web, "GET", "/").header("X-Backend-Name") == "b2"
