@@ -255,19 +255,28 @@ def prepare(runtime: "Runtime", path: str) -> Prepared | Refused:
     steps, notes = plan(live, checker.interp)
     where = _Locator(path)
     rehearsal = _Rehearsal(runtime)
-    copy_interp = Interpreter(copy.deepcopy(live.graph), effects=rehearsal, plugins=live.plugins)
+    try:
+        graph_copy = copy.deepcopy(live.graph)
+    except Exception as exc:  # a plugin's state that cannot be copied: say so, change nothing
+        log.exception("reload: the running configuration cannot be copied to rehearse it")
+        return Refused(path, [f"{path}: error: the running configuration cannot be copied to "
+                              f"rehearse the reload ({exc!r}); restart to apply the file"])
+    copy_interp = Interpreter(graph_copy, effects=rehearsal, plugins=live.plugins)
     copy_interp.run_started = True
     copy_interp.xs_enabled = dict(live.xs_enabled)
     reasons: list[str] = []
-    for step in steps:
-        ctx = CommandContext(verbose=False)
-        if step.context is not None:
-            ctx.last_created = step.context
-        reply = copy_interp.run(step.line, ctx, file=f"<reload {path}>")
-        if not reply.ok:
-            reasons.append(where.at(f"the running server would refuse '{step.line}': "
-                                    + " / ".join(reply.lines), step.line.split(" = ")[-1],
-                                    step.context or ""))
+    try:
+        for step in steps:
+            ctx = CommandContext(verbose=False)
+            if step.context is not None:
+                ctx.last_created = step.context
+            reply = copy_interp.run(step.line, ctx, file=f"<reload {path}>")
+            if not reply.ok:
+                reasons.append(where.at(f"the running server would refuse '{step.line}': "
+                                        + " / ".join(reply.lines), step.line.split(" = ")[-1],
+                                        step.context or ""))
+    finally:
+        _forget(copy_interp)
     if reasons:
         return Refused(path, reasons)
     prepared = Prepared(runtime, path, steps, notes)
@@ -286,6 +295,17 @@ def _with_hint(reasons: list[str]) -> list[str]:
     return reasons + [f"note: this process runs as uid {os.geteuid()} (SERVER user), not root: "
                       "a file, or a directory on its path, that only root may read cannot be "
                       "read by a reload; see 'Certificate renewal' in docs/operating.md"]
+
+
+def _forget(rehearsed: Interpreter) -> None:
+    """Plugins keep per-interpreter state (keyed by the interpreter): drop the rehearsal's."""
+    for name in set(rehearsed.graph.plugins_loaded.values()):
+        plugin = rehearsed.plugins.find(name)
+        if plugin is not None:
+            try:
+                plugin.unload(rehearsed)
+            except Exception:
+                log.exception("reload: plugin %s failed to forget the rehearsal", name)
 
 
 def _prepare_resources(prepared: Prepared, graph: Graph, rehearsal: _Rehearsal,
