@@ -163,6 +163,8 @@ class Prepared:
     renewals: dict[str, tuple["ssl.SSLContext | None", str]] = field(default_factory=dict)
     #: pool -> (node file path, its mtime when read)
     nodefiles: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: what the reload leaves as it was, and why (logged at ERROR by ``commit``)
+    problems: list[str] = field(default_factory=list)
 
     def abort(self) -> None:
         for prepared in self.listeners.values():
@@ -172,7 +174,9 @@ class Prepared:
     def commit(self) -> ReloadReport:
         live = self.runtime.interp
         sockets = self.runtime.sockets
-        report = ReloadReport(True, not_applied=list(self.notes))
+        report = ReloadReport(True, not_applied=list(self.notes) + list(self.problems))
+        for problem in self.problems:
+            log.error("reload of %s: %s", self.path, problem)
         sockets.prepared.update(self.listeners)
         self.listeners = {}
         disk_env = live.env
@@ -330,6 +334,16 @@ def _prepare_resources(prepared: Prepared, graph: Graph, rehearsal: _Rehearsal,
                 if started or live_lst is None or digest != live_lst.tls_digest:
                     context = tls.build_context(svc, material)
             except tls.TLSConfigError as exc:
+                old_svc = runtime.graph.services.get(name)
+                if (exc.denied and not started and live_lst is not None
+                        and live_lst.tls is not None and old_svc is not None
+                        and tls.settings(old_svc) == tls.settings(svc)):
+                    # unchanged settings, a file this process may no longer read (after
+                    # SERVER user): the listener keeps its context; the rest applies
+                    prepared.problems.append(
+                        f"service {name}: {exc}; it keeps the certificate it has, a renewed "
+                        "one is not served until a restart")
+                    continue
                 reasons.append(where.at(f"service {name}: {exc}", *_named_files(str(exc)),
                                         f"ENABLE {name}"))
                 continue

@@ -37,6 +37,7 @@ from the handshake callback (an unknown name simply keeps the default).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import ssl
@@ -55,6 +56,19 @@ Material = Mapping[str, bytes]
 
 class TLSConfigError(Exception):
     """The service's TLS settings cannot be used; the text says why."""
+
+    #: a file this process is not allowed to read (after ``SERVER user``)
+    denied = False
+
+
+#: the parameters a context is built from, besides the files' content
+SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_sni_certs", "ssl_cipher_list",
+            "ssl_verify_mode", "ssl_ca_path")
+
+
+def settings(svc: Service) -> tuple[object, ...]:
+    """The ssl_* values of ``svc`` (equal settings name the same files)."""
+    return tuple(svc.params.get(name) for name in SETTINGS)
 
 
 def _verify_mode(mode: int) -> ssl.VerifyMode:
@@ -100,19 +114,21 @@ def read_material(svc: Service) -> dict[str, bytes]:
                 out[path] = fh.read()
         except OSError as exc:
             why = exc.strerror or str(exc)
-            if exc.errno is not None and exc.errno in (1, 13) and os.geteuid() != 0:
+            denied = exc.errno in (errno.EACCES, errno.EPERM)
+            if denied and os.geteuid() != 0:
                 why += (f" (this process runs as uid {os.geteuid()}, not root: see "
                         "'Certificate renewal' in docs/operating.md)")
-            raise TLSConfigError(f"can't read {path}: {why}") from None
+            error = TLSConfigError(f"can't read {path}: {why}")
+            error.denied = denied
+            raise error from None
     return out
 
 
 def digest(svc: Service, material: Material) -> str:
     """What a context is built from: the ssl_* values and every file's content."""
     h = hashlib.sha256()
-    for name in ("ssl_cert_file", "ssl_key_file", "ssl_sni_certs", "ssl_cipher_list",
-                 "ssl_verify_mode", "ssl_ca_path"):
-        h.update(f"{name}={svc.params.get(name)!r}\0".encode("utf-8", "replace"))
+    for name, value in zip(SETTINGS, settings(svc)):
+        h.update(f"{name}={value!r}\0".encode("utf-8", "replace"))
     for path in material_paths(svc):
         h.update(path.encode("utf-8", "replace") + b"\0" + material.get(path, b"") + b"\0")
     return h.hexdigest()
