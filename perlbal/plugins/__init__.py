@@ -71,6 +71,15 @@ class Plugin:
         """``SET svc.<Plugin>.key = value``; None when the plugin has no such key."""
         return None
 
+    def reload_lines(self, svc: Service, running: Service) -> list[str]:
+        """Console lines a SIGHUP reload runs on a service with this plugin because a
+        file the plugin read says otherwise now (its own reload command); [] when
+        none.  ``svc`` is the service as the new file describes it, ``running`` the
+        same service in the running server (what the plugin read then).  The lines
+        are rehearsed like every reload line: a file that cannot be read refuses
+        the reload."""
+        return []
+
     def dumpconfig(self, it: "Interpreter", svc: Service) -> list[str] | None:
         """Config lines that rebuild this plugin's state on ``svc``; None: cannot."""
         return None

@@ -163,6 +163,22 @@ class Throttle(Plugin):
     def unregister(self, it: "Interpreter", svc: Service) -> None:
         svc.extra.pop("throttle_lists", None)
 
+    def reload_lines(self, svc: Service, running: Service) -> list[str]:
+        """A white/black list whose file now says otherwise: Perl's own reload command."""
+        lines: list[str] = []
+        held = running.extra.get("throttle_lists", {})
+        for which in ("whitelist", "blacklist"):
+            path = _list_file(svc, which)
+            if path is None:
+                continue
+            try:
+                changed = load_cidr_list(path) != held.get(which)
+            except PluginError:
+                changed = True  # the reload's rehearsal reports why it cannot be read
+            if changed:
+                lines.append(f"throttle reload {which}")
+        return lines
+
     def command(self, it: "Interpreter", node: ast.PluginCommand, call: "Call") -> bool:
         assert isinstance(node, ThrottleReload)
         svc = context_service(it, call, "No service name set. This command must be used "

@@ -257,6 +257,7 @@ def prepare(runtime: "Runtime", path: str) -> Prepared | Refused:
     if result.errors:
         return Refused(path, _with_hint([d.render() for d in result.errors]))
     steps, notes = plan(live, checker.interp)
+    steps += _plugin_file_steps(live, checker.interp)
     where = _Locator(path)
     rehearsal = _Rehearsal(runtime)
     try:
@@ -299,6 +300,21 @@ def _with_hint(reasons: list[str]) -> list[str]:
     return reasons + [f"note: this process runs as uid {os.geteuid()} (SERVER user), not root: "
                       "a file, or a directory on its path, that only root may read cannot be "
                       "read by a reload; see 'Certificate renewal' in docs/operating.md"]
+
+
+def _plugin_file_steps(live: Interpreter, new: Interpreter) -> list[Step]:
+    """Lines the plugins ask for because a file they read changed (Throttle's lists):
+    for each service that has the plugin in the running server and in the file."""
+    steps: list[Step] = []
+    for name, svc in new.graph.services.items():
+        running = live.graph.services.get(name)
+        if running is None:
+            continue  # a new service: registering the plugin reads its files
+        for plugin_name in svc.plugin_order:
+            plugin = new.plugins.find(plugin_name)
+            if plugin is not None and plugin_name in running.plugin_order:
+                steps += [Step(line, name) for line in plugin.reload_lines(svc, running)]
+    return steps
 
 
 def _forget(rehearsed: Interpreter) -> None:

@@ -224,3 +224,28 @@ def test_a_changed_node_file_is_read_at_reload_with_no_config_change(tmp_path: P
             assert "node file re-read for pool p" in done.stdout
             assert con.command("show pool p") == [f"{b2.address} 0", "."]
             assert request(web, "GET", "/").header("X-Backend-Name") == "b2"
+
+
+def test_a_changed_throttle_list_is_read_at_reload_with_no_config_change(tmp_path: Path) -> None:
+    web, mgmt = free_ports(2)
+    blacklist, pidfile = tmp_path / "black.txt", tmp_path / "perlbal.pid"
+    blacklist.write_text("10.0.0.0/8\n")
+    with Backend("b1") as b1:
+        config = (f"SERVER pidfile = {pidfile}\nLOAD Throttle\n" + pool("p", [b1])
+                  + proxy_service("web", web, "p", extra=[
+                      f"SET blacklist_file = {blacklist}", "SET blacklist_action = deny",
+                      "SET default_action = allow", "SET plugins = Throttle"])
+                  + management(mgmt))
+        with PyPerlbal(config):
+            assert request(web, "GET", "/").status == 200
+            blacklist.write_text("127.0.0.0/8\n")
+            done = perlbal_reload("--pidfile", str(pidfile))
+            assert done.returncode == 0, done
+            assert "throttle reload blacklist" in done.stdout
+            assert request(web, "GET", "/").status == 403
+            again = perlbal_reload("--pidfile", str(pidfile))
+            assert again.stdout.strip() == "reload: no changes"
+            blacklist.write_text("no networks here\n")  # Throttle refuses such a list
+            refused = perlbal_reload("--pidfile", str(pidfile))
+            assert refused.returncode == 1 and "no recognizable CIDRs" in refused.stderr
+            assert request(web, "GET", "/").status == 403
