@@ -187,8 +187,7 @@ class Prepared:
                 if step.context is not None:
                     ctx.last_created = step.context
                 reply = live.run(step.line, ctx, file=f"<reload {self.path}>")
-                shown = step.line if step.context is None or not step.line.startswith("SET ") \
-                    else f"SET {step.context}.{step.line[4:]}"
+                shown = _shown(step)
                 if reply.ok:
                     report.applied.append((shown, list(reply.lines)))
                 else:
@@ -216,6 +215,17 @@ class Prepared:
                 pool.replace_nodes(nodes)
                 report.nodefiles.append(name)
         return report
+
+
+def _shown(step: Step) -> str:
+    """A step as the report prints it, naming its service when the line does not."""
+    if step.context is None:
+        return step.line
+    if step.line.startswith("SET "):
+        return f"SET {step.context}.{step.line[4:]}"
+    if step.line.startswith(("VHOST ", "HEADER ")):
+        return step.line
+    return f"{step.line} (service {step.context})"
 
 
 class _ReadEnv:
