@@ -44,7 +44,7 @@ from perlbal.graph import Graph, Service
 from perlbal.interp import CommandContext, DryEffects, Interpreter
 from perlbal.paramkinds import CheckEnv
 from perlbal.runtime import tls
-from perlbal.runtime.listeners import Prepared as PreparedListener
+from perlbal.runtime.listeners import Listener, Prepared as PreparedListener
 from perlbal.runtime.reloadplan import Step, plan
 
 if TYPE_CHECKING:
@@ -116,9 +116,14 @@ class _Rehearsal(DryEffects):
         self.started: dict[str, Service] = {}
 
     def start_listener(self, svc: Service) -> str | None:
+        # as Listeners.start: a service's new listener replaces its old one (REBIND)
+        previous = {k: v for k, v in self.bound.items() if v == svc.name}
+        self.bound = {k: v for k, v in self.bound.items() if v != svc.name}
         reason = super().start_listener(svc)
         if reason is None:
             self.started[svc.name] = svc
+        else:
+            self.bound.update(previous)
         return reason
 
     def stop_listener(self, svc: Service) -> None:
@@ -271,7 +276,7 @@ def prepare(runtime: "Runtime", path: str) -> Prepared | Refused:
     where = _Locator(path)
     rehearsal = _Rehearsal(runtime)
     try:
-        graph_copy = copy.deepcopy(live.graph)
+        graph_copy = _copy(live.graph)
     except Exception as exc:  # a plugin's state that cannot be copied: say so, change nothing
         log.exception("reload: the running configuration cannot be copied to rehearse it")
         return Refused(path, [f"{path}: error: the running configuration cannot be copied to "
@@ -310,6 +315,18 @@ def _with_hint(reasons: list[str]) -> list[str]:
     return reasons + [f"note: this process runs as uid {os.geteuid()} (SERVER user), not root: "
                       "a file, or a directory on its path, that only root may read cannot be "
                       "read by a reload; see 'Certificate renewal' in docs/operating.md"]
+
+
+def _copy(graph: Graph) -> Graph:
+    """A deep copy whose typed views read the copy's own values: a ``tunables`` object
+    *is* its parameter mapping (``__dict__``), which ``deepcopy`` would snapshot."""
+    copied = copy.deepcopy(graph)
+    copied.__post_init__()
+    for svc in copied.services.values():
+        svc.__post_init__()
+    for pool in copied.pools.values():
+        pool.__post_init__()
+    return copied
 
 
 def _plugin_file_steps(live: Interpreter, new: Interpreter) -> list[Step]:
@@ -378,8 +395,8 @@ def _prepare_resources(prepared: Prepared, graph: Graph, rehearsal: _Rehearsal,
             if digest != live_lst.tls_digest:
                 prepared.renewals[name] = (context, digest)
             continue
-        same = live_lst is not None and _same_address(live_lst.sock, svc.listen)
-        bound = live_lst.sock.dup() if same and live_lst is not None \
+        holder = _released_holder(runtime, graph, name, svc.listen)
+        bound = holder.sock.dup() if holder is not None \
             else runtime.sockets.bind(svc, svc.listen)
         if isinstance(bound, str):
             reasons.append(where.at(f"Can't start service '{name}' on {svc.listen}: {bound}",
@@ -405,6 +422,23 @@ def _named_files(reason: str) -> list[str]:
     """Paths inside a TLS reason (``can't read /x: ...``, ``SSL key file (/x) ...``)."""
     words = reason.replace("(", " ").replace(")", " ").replace(":", " ").split()
     return [w for w in words if "/" in w or w.endswith((".pem", ".crt", ".key"))]
+
+
+def _released_holder(runtime: "Runtime", graph: Graph, name: str,
+                     listen: str) -> "Listener | None":
+    """The live listener already bound to ``listen`` that ``name`` may take over: its
+    own, or another service's that the new graph moves away or disables (a port
+    handed from one service to another in one reload)."""
+    for holder_name, lst in runtime.sockets.open.items():
+        if not _same_address(lst.sock, listen):
+            continue
+        if holder_name == name:
+            return lst
+        after = graph.services.get(holder_name)
+        if after is None or not after.enabled or after.listen is None \
+                or not _same_address(lst.sock, after.listen):
+            return lst
+    return None
 
 
 def _same_address(sock: object, listen: str) -> bool:

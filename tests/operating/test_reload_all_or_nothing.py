@@ -249,3 +249,19 @@ def test_a_changed_throttle_list_is_read_at_reload_with_no_config_change(tmp_pat
             refused = perlbal_reload("--pidfile", str(pidfile))
             assert refused.returncode == 1 and "no recognizable CIDRs" in refused.stderr
             assert request(web, "GET", "/").status == 403
+
+
+def test_a_port_handed_from_one_service_to_another_in_one_reload(tmp_path: Path) -> None:
+    x, y, mgmt = free_ports(3)
+    pidfile = tmp_path / "perlbal.pid"
+    with Backend("b1") as b1, Backend("b2") as b2:
+        head = f"SERVER pidfile = {pidfile}\n" + pool("p1", [b1]) + pool("p2", [b2])
+        with PyPerlbal(head + proxy_service("a", x, "p1") + management(mgmt)) as server:
+            assert request(x, "GET", "/").header("X-Backend-Name") == "b1"
+            (server.workdir / "perlbal.conf").write_text(
+                head + proxy_service("a", y, "p1") + proxy_service("b", x, "p2")
+                + management(mgmt))
+            done = perlbal_reload("--pidfile", str(pidfile))
+            assert done.returncode == 0, done
+            assert request(y, "GET", "/").header("X-Backend-Name") == "b1"
+            assert request(x, "GET", "/").header("X-Backend-Name") == "b2"
