@@ -147,6 +147,10 @@ def _tell_workers(runtime: Runtime, what: str, *args: object) -> None:
 
 def on_signal(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
     """Act on ``signum`` as the signal table says; True when the server stops."""
+    stopping = runtime.shutdown_requested is not None
+    if stopping and signum in (RELOAD, *GRACEFUL, *IMMEDIATE):
+        log.info("%s: ignored, the server is already stopping", _signal_name(signum))
+        return True
     if signum == RELOAD:
         reloader.reload()
         return False
@@ -188,12 +192,13 @@ async def _serve(runtime: Runtime, reloader: Reloader,
                 on_ready()  # only now: a SIGTERM from here on is a graceful shutdown
             early = list(_EARLY_SIGNALS)  # arrived between binding and this point
             _EARLY_SIGNALS.clear()
+            # the receiver stays open until the server has stopped: a signal during
+            # the drain is still handled here (never the system's default action),
+            # and nothing delays closing the listeners once a stop is asked for
             for signum in early:
-                if _act(runtime, reloader, signum):
-                    return
+                _act(runtime, reloader, signum)
             async for signum in signals:
-                if _act(runtime, reloader, signum):
-                    return
+                _act(runtime, reloader, signum)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)

@@ -101,8 +101,8 @@ def _slow(port: int, out: list[RawResponse | Exception]) -> None:
         out.append(exc)
 
 
-def _stop_during_a_request(signum: int, delay: float) -> tuple[list[RawResponse | Exception],
-                                                                float, int]:
+def _stop_during_a_request(signum: int, delay: float, *then: int
+                           ) -> tuple[list[RawResponse | Exception], float, int]:
     web, mgmt = free_ports(2)
     with Backend("slow", delay=delay) as slow:
         with PyPerlbal(proxy_config(web, [slow.address], service="web",
@@ -114,6 +114,10 @@ def _stop_during_a_request(signum: int, delay: float) -> tuple[list[RawResponse 
             _until(lambda: bool(slow.requests()), "the request at the backend")
             sent = time.monotonic()
             server.proc.send_signal(signum)
+            if then:
+                _until(lambda: not port_accepts(web), "the listener to close")
+            for later in then:  # during the drain
+                server.proc.send_signal(later)
             status = server.proc.wait(timeout=20)
             took = time.monotonic() - sent
             client.join(timeout=20)
@@ -126,6 +130,16 @@ def test_quit_drains_like_term() -> None:
     (result,) = results
     assert not isinstance(result, Exception) and result.status == 200, result
     assert took >= 0.5  # it waited for the backend's reply
+
+
+def test_signals_during_the_drain_are_handled_not_fatal() -> None:
+    """HUP (and another TERM) while draining: logged and ignored, the drain goes on
+    (the receiver used to close at the first stop, leaving HUP's default: death)."""
+    results, took, status = _stop_during_a_request(signal.SIGTERM, 1.5, signal.SIGHUP,
+                                                   signal.SIGTERM)
+    assert status == 0
+    (result,) = results
+    assert not isinstance(result, Exception) and result.status == 200, result
 
 
 def test_int_stops_at_once() -> None:
