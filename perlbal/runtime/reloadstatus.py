@@ -62,6 +62,9 @@ class StatusFile:
             return f"can't write {path}: not a regular file with a single link"
         if info.st_uid == os.geteuid():
             os.fchmod(fd, 0o644)
+        # a previous run's outcome (maybe of a previous boot, whose monotonic clock
+        # was further on) must never pass for this run's
+        os.ftruncate(fd, 0)
         return cls(fd, path)
 
     def write(self, outcome: Outcome) -> None:

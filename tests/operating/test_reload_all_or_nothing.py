@@ -265,3 +265,17 @@ def test_a_port_handed_from_one_service_to_another_in_one_reload(tmp_path: Path)
             assert done.returncode == 0, done
             assert request(y, "GET", "/").header("X-Backend-Name") == "b1"
             assert request(x, "GET", "/").header("X-Backend-Name") == "b2"
+
+
+def test_a_previous_runs_outcome_never_answers_for_this_run(tmp_path: Path) -> None:
+    """PIDFILE.reload left by an earlier run (a root-only directory after SERVER user,
+    a crash) holding a far-future start: the new server empties it at startup, so
+    `perlbal reload` waits for this run's own outcome."""
+    port, = free_ports(1)
+    pidfile = tmp_path / "perlbal.pid"
+    (tmp_path / "perlbal.pid.reload").write_text(
+        "perlbal-reload 1\nstarted_usec=99999999999999999\nresult=refused\nstale\n")
+    config = f"SERVER pidfile = {pidfile}\n" + management(port)
+    with PyPerlbal(config):
+        done = perlbal_reload("--pidfile", str(pidfile))
+        assert done.returncode == 0 and done.stdout.strip() == "reload: no changes", done
