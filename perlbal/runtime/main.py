@@ -12,7 +12,7 @@
    pidfile that cannot be written fails startup, exit 1), then serve until the
    console's ``shutdown`` or a stopping signal; the pidfile is removed on the
    way out;
-4. signals, as the table below (``HANDLED``) and docs/operating.md say: HUP
+4. signals, as ``signals.py`` and docs/operating.md say: HUP
    reloads the config all or nothing (``reload.py``; the outcome printed to
    stdout, logged, and written to ``PIDFILE.reload`` for ``perlbal reload``,
    ``reloadstatus.py``) and reopens the logs; USR1 reopens the logs only
@@ -45,51 +45,18 @@ import anyio
 
 from perlbal.interp import Interpreter
 from perlbal.runtime import accesslog
-from perlbal.runtime.daemon import (Daemon, drop_privileges, notify_reloading,
-                                    reopen_error_log, sd_notify, setup_logging, write_pidfile)
+from perlbal.runtime.daemon import (Daemon, drop_privileges, notify_reloading, sd_notify,
+                                    setup_logging, write_pidfile)
 from perlbal.runtime.preload import preload_modules
 from perlbal.runtime.reload import ReloadReport, reload_file
 from perlbal.runtime.reloadstatus import Outcome, StatusFile, status_path
+from perlbal.runtime.signals import (DRAIN_SECONDS, GRACEFUL, HANDLED, IMMEDIATE, RELOAD,
+                                     REOPEN_LOGS, reopen_logs, signal_name)
 from perlbal.runtime.server import Runtime
 
-__all__ = ["HANDLED", "Reloader", "on_signal", "reopen_logs", "run_server"]
+__all__ = ["Reloader", "on_signal", "run_server"]
 
 log = logging.getLogger("perlbal.runtime")
-
-
-#: The signal table (docs/operating.md, "Signals"): what each catchable signal does.
-RELOAD = signal.SIGHUP  # re-read the config, all or nothing (reload.py); reopen logs
-REOPEN_LOGS = signal.SIGUSR1  # reopen the access logs and a file error_log, nothing else
-GRACEFUL = (signal.SIGTERM, signal.SIGQUIT)  # stop accepting, drain (30 s), exit 0
-IMMEDIATE = (signal.SIGINT,)  # stop at once: open connections are closed
-#: signals whose default action would end the process silently: logged, then ignored.
-#: Not the faults (SEGV, BUS...: a crash must stay a crash), nor those whose default
-#: does not end a process (CHLD, CONT, URG, WINCH) or stops it (TSTP, TTIN, TTOU);
-#: PIPE is already ignored by Python.
-LOGGED = tuple(sorted(
-    set(signal.valid_signals()) - {RELOAD, REOPEN_LOGS, *GRACEFUL, *IMMEDIATE}
-    - {signal.SIGKILL, signal.SIGSTOP, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT,
-       signal.SIGBUS, signal.SIGFPE, signal.SIGSEGV, signal.SIGSYS, signal.SIGPIPE,
-       signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH, signal.SIGTSTP,
-       signal.SIGTTIN, signal.SIGTTOU}))
-HANDLED = (RELOAD, REOPEN_LOGS, *GRACEFUL, *IMMEDIATE, *LOGGED)
-
-#: seconds a graceful stop (TERM, QUIT) lets in-flight requests finish
-DRAIN_SECONDS = 30
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def reopen_logs() -> None:
-    """SIGUSR1 (and SIGHUP): the access logs and a file error_log are opened again
-    by name, after logrotate moved them."""
-    accesslog.reopen_all()
-    reopen_error_log()
 
 
 class Reloader:
@@ -149,7 +116,7 @@ def on_signal(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
     """Act on ``signum`` as the signal table says; True when the server stops."""
     stopping = runtime.shutdown_requested is not None
     if stopping and signum in (RELOAD, *GRACEFUL, *IMMEDIATE):
-        log.info("%s: ignored, the server is already stopping", _signal_name(signum))
+        log.info("%s: ignored, the server is already stopping", signal_name(signum))
         return True
     if signum == RELOAD:
         reloader.reload()
@@ -161,13 +128,13 @@ def on_signal(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
         return False
     if signum in GRACEFUL or signum in IMMEDIATE:
         graceful = signum in GRACEFUL
-        log.info("%s: shutting down%s", _signal_name(signum),
+        log.info("%s: shutting down%s", signal_name(signum),
                  f" gracefully (up to {DRAIN_SECONDS} s)" if graceful else " now")
         sd_notify("STOPPING=1")
         runtime.shutdown(graceful, DRAIN_SECONDS if graceful else None)
         return True
     log.warning("%s received: ignored (perlbal acts on HUP, USR1, TERM, QUIT and INT; "
-                "see the signal table in docs/operating.md)", _signal_name(signum))
+                "see the signal table in docs/operating.md)", signal_name(signum))
     return False
 
 
@@ -177,9 +144,9 @@ def _act(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
         return on_signal(runtime, reloader, signum)
     except Exception as exc:
         try:
-            log.exception("acting on %s failed", _signal_name(signum))
+            log.exception("acting on %s failed", signal_name(signum))
         except Exception:
-            print(f"perlbal: acting on {_signal_name(signum)} failed: {exc!r}",
+            print(f"perlbal: acting on {signal_name(signum)} failed: {exc!r}",
                   file=sys.stderr, flush=True)
         return False
 

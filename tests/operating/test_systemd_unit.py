@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from perlbal.runtime.main import DRAIN_SECONDS, HANDLED
+from perlbal.runtime.signals import DRAIN_SECONDS, HANDLED
 from tests.support.configs import management
 from tests.support.ports import free_ports
 from tests.support.pyserver import ROOT
