@@ -314,7 +314,8 @@ def _with_hint(reasons: list[str]) -> list[str]:
         return reasons
     return reasons + [f"note: this process runs as uid {os.geteuid()} (SERVER user), not root: "
                       "a file, or a directory on its path, that only root may read cannot be "
-                      "read by a reload; see 'Certificate renewal' in docs/operating.md"]
+                      "read by a reload (SERVER workers = 1 keeps a supervisor with root's "
+                      "rights that can); see 'Certificate renewal' in docs/operating.md"]
 
 
 def _copy(graph: Graph) -> Graph:

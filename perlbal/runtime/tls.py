@@ -116,8 +116,9 @@ def read_material(svc: Service) -> dict[str, bytes]:
             why = exc.strerror or str(exc)
             denied = exc.errno in (errno.EACCES, errno.EPERM)
             if denied and os.geteuid() != 0:
-                why += (f" (this process runs as uid {os.geteuid()}, not root: see "
-                        "'Certificate renewal' in docs/operating.md)")
+                why += (f" (this process runs as uid {os.geteuid()}, not root: with "
+                        "SERVER user, SERVER workers = 1 keeps a supervisor that can read "
+                        "it; see 'Certificate renewal' in docs/operating.md)")
             error = TLSConfigError(f"can't read {path}: {why}")
             error.denied = denied
             raise error from None

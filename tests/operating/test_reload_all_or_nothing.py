@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -279,3 +280,39 @@ def test_a_previous_runs_outcome_never_answers_for_this_run(tmp_path: Path) -> N
     with PyPerlbal(config):
         done = perlbal_reload("--pidfile", str(pidfile))
         assert done.returncode == 0 and done.stdout.strip() == "reload: no changes", done
+
+
+def _uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SERVER user needs root")
+def test_with_a_supervisor_a_root_only_key_is_renewed_after_server_user(
+        open_dir: Path, pki: dict[str, Path]) -> None:
+    """SERVER workers = 1: the supervisor keeps root, so the reload reads the renewed
+    0600 root key that the worker (running as nobody) could not, and the new
+    generation of workers, forked from the committed state, serves the new pair."""
+    nobody = pwd.getpwnam("nobody")
+    port, mgmt = free_ports(2)
+    _install(pki, open_dir, "a")
+    with Backend("b1") as b1, PyPerlbal(_tls_config(
+            open_dir, port, mgmt, b1, "SERVER user = nobody", "SERVER workers = 1")) as server:
+        os.chmod(server.workdir, 0o755)
+        assert _served_cn(port, pki["ca-cert"]) == "a.test"
+        assert server.proc is not None
+        assert _uid(server.proc.pid) == 0  # the supervisor kept root
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()]
+        assert workers and {_uid(pid) for pid in workers} == {nobody.pw_uid}
+        _install(pki, open_dir, "b")
+        done = perlbal_reload("--pidfile", str(open_dir / "perlbal.pid"))
+        assert done.returncode == 0, done
+        assert "TLS certificate/key re-read for service tls" in done.stdout
+        # the new generation is forked right after the commit; the old worker stops
+        # accepting when it hears of it: a new connection gets the new pair from then on
+        deadline = time.monotonic() + 10
+        while _served_cn(port, pki["ca-cert"]) != "b.test":
+            assert time.monotonic() < deadline, "the renewed certificate was never served"
+        for _ in range(5):
+            assert _served_cn(port, pki["ca-cert"]) == "b.test"
