@@ -44,15 +44,19 @@ def _text(path: Path) -> str:
 
 
 @pytest.mark.skipif(not Path(LOGROTATE).exists(), reason="logrotate not installed")
-def test_logrotate_with_reopen_logs_rotates_without_a_reload(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [None, 1], ids=["single", "supervised"])
+def test_logrotate_with_reopen_logs_rotates_without_a_reload(tmp_path: Path,
+                                                             workers: int | None) -> None:
+    """With SERVER workers the worker writes the access log: the supervisor passes
+    USR1 on, and the worker opens the file again by its name."""
     port, mgmt = free_ports(2)
     docroot = tmp_path / "htdocs"
     docroot.mkdir()
     (docroot / "f.txt").write_text("hi")
     access, errlog, pidfile = tmp_path / "access.log", tmp_path / "error.log", tmp_path / "p.pid"
     conf = (f"SERVER pidfile = {pidfile}\nSERVER error_log = {errlog}\n"
-            "SERVER log_level = info\n"
-            f"CREATE SERVICE web\n  SET role = web_server\n  SET listen = {LOOPBACK}:{port}\n"
+            "SERVER log_level = info\n" + (f"SERVER workers = {workers}\n" if workers else "")
+            + f"CREATE SERVICE web\n  SET role = web_server\n  SET listen = {LOOPBACK}:{port}\n"
             f"  SET docroot = {docroot}\n  SET access_log = {access}\nENABLE web\n"
             + management(mgmt))
     rotate = tmp_path / "logrotate.conf"
@@ -74,6 +78,7 @@ def test_logrotate_with_reopen_logs_rotates_without_a_reload(tmp_path: Path) -> 
         assert done.returncode == 0, done.stderr
         assert "/f.txt" in _text(tmp_path / "access.log.1")
         _until(lambda: "SIGUSR1: log files reopened" in _text(errlog), "the reopened error_log")
+        _until(access.exists, "the access log opened again by its writer")
         assert "beginning run" in _text(tmp_path / "error.log.1")
         assert request(port, "GET", "/again").status == 404
         _until(lambda: "/again" in _text(access), "a line in the new access log")
