@@ -47,6 +47,7 @@ from typing import Iterator, Mapping
 from perlbal.commands import ssl_enable_error
 from perlbal.graph import Service
 from perlbal.params import parse_sni_certs
+from perlbal.safefile import read_text
 
 __all__ = ["TLSConfigError", "build_context", "digest", "material_paths", "read_material"]
 
@@ -82,18 +83,24 @@ def _load_cas(ctx: ssl.SSLContext, ca_path: str) -> None:
         ctx.load_verify_locations(capath=ca_path)
         for name in sorted(os.listdir(ca_path)):
             if name.endswith((".pem", ".crt")):
-                ctx.load_verify_locations(cafile=os.path.join(ca_path, name))
-    except (OSError, ssl.SSLError) as exc:
+                # through safefile: a FIFO named *.pem blocked the server at its open
+                pem = read_text(os.path.join(ca_path, name), errors="strict")
+                ctx.load_verify_locations(cadata=pem)
+    except (OSError, ssl.SSLError, ValueError) as exc:
         raise TLSConfigError(f"SSL CA path ({ca_path}) unusable: {_why(exc)}") from None
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
+    # not every SSLError has a reason: set_ciphers raises one without it
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    if reason:
+        return str(reason).lower().replace("_", " ")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     if isinstance(exc, KeyError):
         return f"{exc.args[0]} was not read"
+    if len(exc.args) == 1:  # str() of a one-argument OSError shows the tuple
+        return str(exc.args[0])
     return str(exc)
 
 

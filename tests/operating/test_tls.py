@@ -3,6 +3,7 @@ and Perl's ENABLE-time errors for missing files."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -173,3 +174,33 @@ def test_backend_learns_the_client_came_over_tls(pki: dict[str, Path]) -> None:
         seen = be.requests()[-1]
         assert seen.header("X-Forwarded-Proto") == "https"
         assert seen.header("X-Forwarded-Port") == str(port)
+
+
+def _start_refused(conf: str) -> str:
+    server = PyPerlbal(conf, startup_timeout=10)
+    with pytest.raises(RuntimeError) as info:
+        server.start()
+    return str(info.value)
+
+
+def test_a_cipher_list_openssl_refuses_stops_startup_with_the_reason(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    """set_ciphers raises an SSLError with no ``reason``: reading it killed the
+    server with a traceback instead of Perl's 'Can't start service' line."""
+    port, = free_ports(1)
+    out = _start_refused(_conf(port, 9, pki, "SET ssl_cipher_list = NOPE-CIPHER"))
+    assert "SSL cipher list (NOPE-CIPHER) unusable: No cipher can be selected." in out
+    assert "Traceback" not in out
+
+
+def test_a_fifo_among_the_ca_files_is_refused_not_waited_on(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    """A FIFO named *.pem in ssl_ca_path blocked the server at its open, forever."""
+    cadir = tmp_path / "cas"
+    cadir.mkdir()
+    (cadir / "ca.pem").write_bytes(pki["ca-cert"].read_bytes())
+    os.mkfifo(cadir / "z-fifo.pem")
+    port, = free_ports(1)
+    out = _start_refused(_conf(port, 9, pki, "SET ssl_verify_mode = 3",
+                               f"SET ssl_ca_path = {cadir}"))
+    assert f"SSL CA path ({cadir}) unusable" in out and "a FIFO" in out, out
