@@ -115,6 +115,12 @@ def _tell_workers(runtime: Runtime, what: str, *args: object) -> None:
 def on_signal(runtime: Runtime, reloader: Reloader, signum: int) -> bool:
     """Act on ``signum`` as the signal table says; True when the server stops."""
     stopping = runtime.shutdown_requested is not None
+    graceful_stop = runtime.shutdown_requested is not None and runtime.shutdown_requested[0]
+    if signum in IMMEDIATE and graceful_stop:
+        log.info("%s: stopping now, the graceful drain cut short", signal_name(signum))
+        runtime.shutdown(False, None)
+        _tell_workers(runtime, "signal_all", signum)  # each worker's drain too
+        return True
     if stopping and signum in (RELOAD, *GRACEFUL, *IMMEDIATE):
         log.info("%s: ignored, the server is already stopping", signal_name(signum))
         return True

@@ -62,6 +62,8 @@ class Runtime:
         self.pooled = PooledStats(self)
         self._tg: TaskGroup | None = None
         self._shutdown: anyio.Event | None = None
+        #: the graceful drain under way (SIGINT during it cuts it short)
+        self._drain_scope: anyio.CancelScope | None = None
         self.shutdown_requested: tuple[bool, int | None] | None = None
         self.draining = False  # graceful shutdown: no more keep-alive
         self._spawn_later: list[Service] = []
@@ -121,6 +123,13 @@ class Runtime:
             self._spawn_later.append(svc)
 
     def shutdown(self, graceful: bool, timeout: int | None) -> None:
+        if not graceful and self.shutdown_requested is not None and self.shutdown_requested[0]:
+            # stop now while a graceful stop drains (SIGINT after SIGTERM): cut the drain
+            # short; whatever is still in flight is closed as on an immediate stop
+            self.shutdown_requested = (False, None)
+            if self._drain_scope is not None:
+                self._drain_scope.cancel()
+            return
         self.shutdown_requested = (graceful, timeout)
         self.draining = True
         if self._shutdown is not None:
@@ -233,8 +242,10 @@ class Runtime:
             graceful, timeout = self.shutdown_requested or (False, None)
             clients.parking.close_all()  # idle keep-alive clients: nothing in flight
             if graceful:
-                with anyio.move_on_after(timeout if timeout else None):
+                with anyio.move_on_after(timeout if timeout else None) as drain:
+                    self._drain_scope = drain
                     await clients.drain()
+                self._drain_scope = None
             clients.tasks.cancel_all()
             tg.cancel_scope.cancel()
         self._tg = None

@@ -155,6 +155,16 @@ def test_int_stops_at_once() -> None:
     assert isinstance(result, Exception) or result.status != 200
 
 
+
+def test_int_during_a_graceful_drain_stops_at_once() -> None:
+    """TERM starts a 30 s drain; an INT during it ends the drain there (an operator's
+    second Ctrl-C), where it used to be logged and ignored until the request ended."""
+    results, took, status = _stop_during_a_request(signal.SIGTERM, 8.0, signal.SIGINT)
+    assert status == 0
+    assert took < 5, took  # not the backend's 8 s
+    (result,) = results
+    assert isinstance(result, Exception) or result.status != 200
+
 def test_reload_notifies_systemd_with_monotonic_usec(tmp_path: Path) -> None:
     port, = free_ports(1)
     pidfile = tmp_path / "p.pid"
