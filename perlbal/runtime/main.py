@@ -279,6 +279,7 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
         pass
     finally:
         accesslog.close_all()
+        _while_reaping(runtime)
         runtime.reap_workers()
         if pidfile:
             _unlink(pidfile)
@@ -286,6 +287,31 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
             status.close(unlink=True)
         log.info("ending run")
     return 0
+
+
+def _while_reaping(runtime: Runtime) -> None:
+    """The event loop has ended (its signal handlers with it) but a supervisor may
+    still wait up to 40 s for its workers' drains: keep the signal table in force
+    there too.  INT passes the stop-now on to the workers (a graceful drain cut
+    short); the other stops and HUP are logged and ignored; never Python's defaults
+    (HUP's death, INT's KeyboardInterrupt traceback)."""
+    def handle(signum: int, _frame: object) -> None:
+        if signum in IMMEDIATE:
+            log.info("%s: stopping the workers now", signal_name(signum))
+            _tell_workers(runtime, "signal_all", signum)
+        elif signum == REOPEN_LOGS:
+            reopen_logs()
+            _tell_workers(runtime, "signal_all", signum)
+        else:
+            log.info("%s: ignored, the server is stopping", signal_name(signum))
+
+    for handled in HANDLED:
+        signal.signal(handled, handle)
+    # between the event loop's end and here, _remember_signal kept what came
+    early = list(_EARLY_SIGNALS)
+    _EARLY_SIGNALS.clear()
+    for remembered in early:
+        handle(remembered, None)
 
 
 def _unlink(path: str) -> None:

@@ -106,12 +106,13 @@ def _slow(port: int, out: list[RawResponse | Exception]) -> None:
         out.append(exc)
 
 
-def _stop_during_a_request(signum: int, delay: float, *then: int
+def _stop_during_a_request(signum: int, delay: float, *then: int, workers: int | None = None
                            ) -> tuple[list[RawResponse | Exception], float, int]:
     web, mgmt = free_ports(2)
+    server_lines = "" if workers is None else f"SERVER workers = {workers}\n"
     with Backend("slow", delay=delay) as slow:
-        with PyPerlbal(proxy_config(web, [slow.address], service="web",
-                                    mgmt_port=mgmt)) as server:
+        with PyPerlbal(server_lines + proxy_config(web, [slow.address], service="web",
+                                                   mgmt_port=mgmt)) as server:
             assert server.proc is not None
             results: list[RawResponse | Exception] = []
             client = threading.Thread(target=_slow, args=(web, results))
@@ -137,11 +138,13 @@ def test_quit_drains_like_term() -> None:
     assert took >= 0.5  # it waited for the backend's reply
 
 
-def test_signals_during_the_drain_are_handled_not_fatal() -> None:
+@pytest.mark.parametrize("workers", [None, 1], ids=["single", "supervised"])
+def test_signals_during_the_drain_are_handled_not_fatal(workers: int | None) -> None:
     """HUP (and another TERM) while draining: logged and ignored, the drain goes on
-    (the receiver used to close at the first stop, leaving HUP's default: death)."""
+    (the receiver used to close at the first stop, leaving HUP's default: death;
+    a supervisor waiting for its workers' drains had Python's defaults too)."""
     results, took, status = _stop_during_a_request(signal.SIGTERM, 1.5, signal.SIGHUP,
-                                                   signal.SIGTERM)
+                                                   signal.SIGTERM, workers=workers)
     assert status == 0
     (result,) = results
     assert not isinstance(result, Exception) and result.status == 200, result
@@ -156,10 +159,13 @@ def test_int_stops_at_once() -> None:
 
 
 
-def test_int_during_a_graceful_drain_stops_at_once() -> None:
+@pytest.mark.parametrize("workers", [None, 1], ids=["single", "supervised"])
+def test_int_during_a_graceful_drain_stops_at_once(workers: int | None) -> None:
     """TERM starts a 30 s drain; an INT during it ends the drain there (an operator's
-    second Ctrl-C), where it used to be logged and ignored until the request ended."""
-    results, took, status = _stop_during_a_request(signal.SIGTERM, 8.0, signal.SIGINT)
+    second Ctrl-C), where it used to be logged and ignored until the request ended
+    (and a supervisor waiting for its workers died of it with a traceback)."""
+    results, took, status = _stop_during_a_request(signal.SIGTERM, 8.0, signal.SIGINT,
+                                                   workers=workers)
     assert status == 0
     assert took < 5, took  # not the backend's 8 s
     (result,) = results
