@@ -98,6 +98,8 @@ class DryEffects:
         if listen is None:
             return None
         key = listen if ":" in listen else f"0.0.0.0:{listen}"
+        if key.endswith(":0"):
+            return None  # port 0: the kernel gives each listener a port of its own
         other = self.bound.get(key)
         if other is not None and other != svc.name:
             return "Address already in use"

@@ -13,6 +13,10 @@ Invariants:
   (``tls.py``, built at bind time so ENABLE reports a bad certificate);
 - an ``upload_tracker`` service binds a UDP socket instead, read by
   ``upload_tracker.serve_datagrams`` in a cancel scope of its own;
+- with the environment variable ``PERLBAL_PORTS_FILE`` set, the address each
+  listener got (``listen = 127.0.0.1:0`` binds a port the kernel chooses) is
+  written there as JSON once the server runs, and again after each change
+  (``report_ports``; docs/operating.md);
 - with SERVER workers (``workers.py``) the supervisor binds every socket and
   accepts only on the management ones; the workers inherit the client
   listeners by fork and accept on those (``serves``), one shared accept
@@ -27,6 +31,8 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import socket
 import ssl
@@ -42,6 +48,12 @@ if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
 __all__ = ["Listener", "Listeners", "Prepared", "parse_listen"]
+
+
+log = logging.getLogger("perlbal")
+
+#: where the bound addresses are reported (docs/operating.md, "Port 0")
+PORTS_FILE_ENV = "PERLBAL_PORTS_FILE"
 
 
 def parse_listen(listen: str) -> tuple[socket.AddressFamily, str, int]:
@@ -168,6 +180,8 @@ class Listeners:
             self._not_started.append(lst)
         elif self.serves(lst):
             self._tg.start_soon(self.runtime.clients.accept_loop, lst)
+        if self._tg is not None:
+            self.report_ports()
         return None
 
     def stop(self, svc: Service) -> None:
@@ -176,7 +190,8 @@ class Listeners:
             if not lst.management:
                 self.generation += 1
             self.close(lst)
-        self._stop_tracker(svc.name)
+        if self._stop_tracker(svc.name) or lst is not None:
+            self.report_ports()
 
     def serves(self, lst: Listener) -> bool:
         """Does this process accept on ``lst``?  The single process: all of them;
@@ -209,6 +224,7 @@ class Listeners:
         self._not_started.clear()
         for name in list(self.trackers):
             self._open_tracker(name)
+        self.report_ports()
 
     def close_all(self) -> None:
         for lst in list(self.open.values()):
@@ -247,6 +263,7 @@ class Listeners:
         self.trackers[svc.name] = (sock, None)
         if self._tg is not None:
             self._open_tracker(svc.name)
+            self.report_ports()
         return None
 
     def _open_tracker(self, name: str) -> None:
@@ -266,14 +283,45 @@ class Listeners:
 
         self._tg.start_soon(read)
 
-    def _stop_tracker(self, name: str) -> None:
+    def _stop_tracker(self, name: str) -> bool:
         entry = self.trackers.pop(name, None)
         if entry is None:
-            return
+            return False
         sock, scope = entry
         if scope is not None:
             scope.cancel()
         sock.close()
+        return True
+
+    # --- PERLBAL_PORTS_FILE: the addresses bound, for whoever started us -------------
+
+    def bound(self) -> dict[str, dict[str, str | int]]:
+        """Each listening service's address as bound (a ``:0`` port resolved)."""
+        out: dict[str, dict[str, str | int]] = {}
+        sockets = [(name, lst.sock, "tcp") for name, lst in self.open.items() if not lst.closed]
+        sockets += [(name, sock, "udp") for name, (sock, _) in self.trackers.items()]
+        for name, sock, transport in sockets:
+            try:
+                host, port = sock.getsockname()[:2]
+            except OSError:
+                continue
+            out[name] = {"host": host, "port": port, "transport": transport}
+        return out
+
+    def report_ports(self) -> None:
+        """Write :meth:`bound` to $PERLBAL_PORTS_FILE (atomically: a reader sees the
+        old list or the new one); a worker binds nothing and writes nothing."""
+        path = os.environ.get(PORTS_FILE_ENV)
+        if not path or self.runtime.workers.role == "worker":
+            return
+        text = json.dumps({"pid": os.getpid(), "services": self.bound()}, sort_keys=True)
+        try:
+            with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            log.error("can't write the bound ports to %s=%s: %s", PORTS_FILE_ENV, path,
+                      exc.strerror or exc)
 
 
 def _bind_udp(listen: str) -> socket.socket | str:

@@ -1,14 +1,19 @@
 """Run our server (``python -m perlbal.runtime.main``) on a config, like tests.support's PerlPerlbal.
 
-Every ``listen = [ip:]port`` in the config is waited for; ``stop()`` sends
-SIGTERM (graceful) and then kills after a grace period, so no process
-outlives a test.
+The server is started with ``PERLBAL_PORTS_FILE`` naming a file in its work
+directory: it writes there, as JSON, the address each listener got once every
+listener of the config is bound (docs/operating.md, "Port 0").  So a config
+says ``listen = 127.0.0.1:0`` and the test asks ``server.port("web")``: no port
+is chosen by the test and released before the server binds it (the race
+``tests.support.ports`` admits).  A config with fixed ports works the same way.
+``stop()`` sends SIGTERM (graceful) and then kills after a grace period, so no
+process outlives a test.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,9 +22,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.ports import port_accepts
+from tests.support.ports import LOOPBACK
 
-_LISTEN_RE = re.compile(r"listen\s*=\s*(?:[\d.]+:)?(\d+)", re.IGNORECASE)
+#: a listen address that makes the kernel choose the port (read it with ``port(name)``)
+ANY_PORT = f"{LOOPBACK}:0"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,7 +36,8 @@ class PyPerlbal:
         #: more sys.path entries for the server (third-party plugins' dist-info)
         self.extra_pythonpath = extra_pythonpath
         self.startup_timeout = startup_timeout
-        self.wait_ports = sorted({int(p) for p in _LISTEN_RE.findall(config_text)})
+        #: service name -> the TCP/UDP port its listener got (read at start, ``refresh_ports``)
+        self.ports: dict[str, int] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="py-perlbal-")
         self.workdir = Path(self._tmp.name)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,23 +53,38 @@ class PyPerlbal:
     def start(self) -> None:
         conf = self.workdir / "perlbal.conf"
         conf.write_text(self.config_text)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(ROOT), *self.extra_pythonpath)))
+        ports_file = self.workdir / "ports.json"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(ROOT), *self.extra_pythonpath)),
+                   PERLBAL_PORTS_FILE=str(ports_file))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "perlbal.runtime.main", f"--config={conf}"],
             cwd=self.workdir, stdin=subprocess.DEVNULL,
             stdout=open(self.workdir / "stdout.log", "wb"),
             stderr=open(self.workdir / "stderr.log", "wb"), env=env)
         deadline = time.monotonic() + self.startup_timeout
-        pending = list(self.wait_ports)
-        while pending:
+        # the file appears once the config is loaded and every listener bound
+        while not ports_file.exists():
             if self.proc.poll() is not None:
                 out, err = self.output()
                 raise RuntimeError(f"server exited {self.proc.returncode}\n{out}\n{err}")
-            pending = [p for p in pending if not port_accepts(p)]
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"server did not listen on {pending}")
+                raise RuntimeError(f"server did not report its ports in {self.startup_timeout} s")
             time.sleep(0.02)
+        self.refresh_ports()
+
+    def refresh_ports(self) -> dict[str, int]:
+        """Read the ports file again (after a console ``SET listen`` or a reload)."""
+        report = json.loads((self.workdir / "ports.json").read_text())
+        self.ports = {name: int(entry["port"]) for name, entry in report["services"].items()}
+        return self.ports
+
+    def port(self, service: str) -> int:
+        """The port ``service``'s listener is bound to."""
+        try:
+            return self.ports[service]
+        except KeyError:
+            raise KeyError(f"{service!r} does not listen (listening: {sorted(self.ports)})") from None
 
     def output(self) -> tuple[str, str]:
         return ((self.workdir / "stdout.log").read_text(errors="replace"),
