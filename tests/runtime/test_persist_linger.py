@@ -57,6 +57,8 @@ def _serve(backend: Backend, linger: int) -> PyPerlbal:
 
 
 def _port(server: PyPerlbal | PerlPerlbal) -> int:
+    if isinstance(server, PyPerlbal):
+        return server.port("svc")
     return server.wait_ports[0]
 
 

@@ -122,9 +122,11 @@ def vhost_selector(name: str, listen: Listen, vhosts: Mapping[str, str], *,
 _pool, _service = pool, service  # proxy_config's and web_config's arguments shadow them
 
 
-def management(port: int, name: str = "mgmt") -> str:
-    """A management service on 127.0.0.1:port."""
-    return management_config(port, name)
+def management(listen: Listen, name: str = "mgmt") -> str:
+    """A management service on ``listen`` (an int: a port on 127.0.0.1)."""
+    if isinstance(listen, int):
+        return management_config(listen, name)
+    return _service(name, "management", listen=listen)
 
 
 def _preamble(load: Iterable[str], server: Iterable[str]) -> str:
@@ -134,7 +136,7 @@ def _preamble(load: Iterable[str], server: Iterable[str]) -> str:
 
 def proxy_config(listen: Listen, backends: Iterable[Node], *, pool: str = "p",
                  service: str = "proxy", extra: Iterable[str] = (),
-                 pool_extra: Iterable[str] = (), mgmt_port: int | None = None,
+                 pool_extra: Iterable[str] = (), mgmt_port: Listen | None = None,
                  load: Iterable[str] = (), server: Iterable[str] = ()) -> str:
     """One pool of ``backends`` and one reverse_proxy service on ``listen`` in front of it.
 
@@ -150,7 +152,7 @@ def proxy_config(listen: Listen, backends: Iterable[Node], *, pool: str = "p",
 
 
 def web_config(listen: Listen, docroot: object, *, service: str = "web",
-               extra: Iterable[str] = (), mgmt_port: int | None = None,
+               extra: Iterable[str] = (), mgmt_port: Listen | None = None,
                load: Iterable[str] = (), server: Iterable[str] = ()) -> str:
     """One web_server service on ``listen`` serving ``docroot``."""
     text = _preamble(load, server)
@@ -176,12 +178,22 @@ def serve_proxy(backends: Iterable[Node], *, extra: Iterable[str] = (), mgmt: bo
                 start: Callable[[str], ContextManager[Any]] | None = None,
                 **config: Any) -> Iterator[ServedProxy]:
     """Start a proxy (our server unless ``start`` says otherwise, e.g.
-    ``PerlPerlbal``) on free ports in front of ``backends``; stop it on exit.
-    ``config`` goes to ``proxy_config`` (pool, service, pool_extra, load, server)."""
-    if start is None:
-        from tests.support.pyserver import PyPerlbal
+    ``PerlPerlbal``) in front of ``backends``; stop it on exit.
+    ``config`` goes to ``proxy_config`` (pool, service, pool_extra, load, server).
 
-        start = PyPerlbal
+    Our server binds port 0 and reports the ports it got (``PyPerlbal.port``);
+    Perl Perlbal cannot, so for it free ports are chosen first
+    (``tests.support.ports``)."""
+    if start is None:
+        from tests.support.pyserver import ANY_PORT, PyPerlbal
+
+        service = str(config.get("service", "proxy"))
+        text = proxy_config(ANY_PORT, backends, extra=extra,
+                            mgmt_port=ANY_PORT if mgmt else None, **config)
+        with PyPerlbal(text) as ours:
+            yield ServedProxy(ours, ours.port(service), ours.port("mgmt") if mgmt else None,
+                              text)
+        return
     port, mgmt_port = free_ports(2)
     text = proxy_config(port, backends, extra=extra, mgmt_port=mgmt_port if mgmt else None,
                         **config)

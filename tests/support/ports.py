@@ -1,15 +1,41 @@
-"""Free TCP ports on 127.0.0.1 for tests.
+"""TCP ports on 127.0.0.1 for servers that cannot bind port 0 themselves.
 
-A port is found by binding to port 0 and letting the kernel choose.  The socket
-is closed before the port is handed out, so another process could in principle
-grab it; tests accept that small race rather than passing sockets around.
+Our server binds ``listen = 127.0.0.1:0`` and reports the port it got
+(``tests.support.pyserver.PyPerlbal.port``; docs/operating.md, "Port 0"), so a
+test never chooses a port for it.  Perl Perlbal (and a few third-party servers:
+memcached, the interop matrix's nginx/apache) must be given a port in their
+config: ``free_ports`` chooses one, and the server binds it a moment later.
+
+That is a race: something else could take the port in between.  It is kept
+narrow by choosing outside the kernel's ephemeral range
+(``/proc/sys/net/ipv4/ip_local_port_range``): every port the kernel hands out
+itself -- an outgoing connection's source port, any ``bind(("", 0))``, so every
+port of our own servers under test -- comes from that range, so none of them can
+take a chosen port.  Only another test choosing the same port at random, among
+some 30,000, in the same second could; the port is also checked free (a bind
+probe) when it is chosen.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 
 LOOPBACK = "127.0.0.1"
+
+_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+_LOWEST = 10000  # well above the ports system services commonly use
+
+
+def _candidates() -> range:
+    """Ports below the kernel's ephemeral range (or above it, if that is too small)."""
+    try:
+        low, high = (int(n) for n in open(_RANGE_FILE).read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - _LOWEST >= 5000:
+        return range(_LOWEST, low)
+    return range(high + 1, 65536)
 
 
 def free_port() -> int:
@@ -18,17 +44,22 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct free ports.
+    """Return ``count`` distinct ports, each free right now, outside the ephemeral range.
 
-    All the probe sockets stay open until every port is chosen, so the kernel
-    cannot hand the same port out twice within one call.
+    The probe sockets stay open until every port is chosen, so one call never
+    hands out the same port twice.
     """
+    candidates = _candidates()
     probes: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(probes) < count:
             probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((LOOPBACK, 0))
+            try:
+                probe.bind((LOOPBACK, random.choice(candidates)))
+            except OSError:  # taken: try another
+                probe.close()
+                continue
             probes.append(probe)
         return [probe.getsockname()[1] for probe in probes]
     finally:
