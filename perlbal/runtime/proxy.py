@@ -201,7 +201,10 @@ async def _backend_client_assigned(ctx: RequestContext, conn: BackendConn,
                                  backend=conn.stream)
     if await fire(hook):
         return None
-    return (lines[0] + "\r\n").encode("latin-1") + render_fields(hook.headers) + b"\r\n"
+    # what follows the head (body bytes read before a backend was asked for,
+    # buffer_backend_connect) goes on to the backend after the new head
+    return ((lines[0] + "\r\n").encode("latin-1") + render_fields(hook.headers) + b"\r\n"
+            + request_head[end + 4:])
 
 
 async def _proxy(ctx: RequestContext) -> bool:

@@ -20,10 +20,11 @@ from pathlib import Path
 from tests.support.backend import Backend
 from tests.support.configs import proxy_config
 from tests.support.ports import LOOPBACK, free_ports
+from tests.support.pyserver import ANY_PORT, PyPerlbal
 from tests.support.rawhttp import HTTPConnection
 
 
-def upload_config(backend: Backend, port: int, spool: str, *, early: int, time: int, rate: int,
+def upload_config(backend: Backend, port: int | str, spool: str, *, early: int, time: int, rate: int,
                   size: int, extra: str = "") -> str:
     """A buffering proxy on ``port`` spooling to ``spool``; ``extra``: more lines."""
     return proxy_config(port, [backend], extra=[
@@ -72,14 +73,17 @@ def _send_paced(sock: socket.socket, data: bytes, piece: int, interval: float) -
         sock.sendall(data[offset:offset + piece])
 
 
-def run_upload(start: Starter, mode: Mode) -> Outcome:
-    (port,) = free_ports(1)
+def run_upload(start: Starter, mode: Mode, *, port_zero: bool = False) -> Outcome:
+    """``port_zero``: ``start`` runs our server, which binds port 0 and reports
+    its port (``PyPerlbal.port``); else (Perl Perlbal) a free port is chosen."""
+    listen: int | str = ANY_PORT if port_zero else free_ports(1)[0]
     out = Outcome()
     body = body_bytes(mode.body_size)
     with tempfile.TemporaryDirectory(prefix="spool-") as spool, Backend("b") as backend:
-        conf = upload_config(backend, port, spool, early=mode.early, time=mode.time,
+        conf = upload_config(backend, listen, spool, early=mode.early, time=mode.time,
                              rate=mode.rate, size=mode.size, extra=mode.extra)
-        with start(conf):
+        with start(conf) as server:
+            port = server.port("proxy") if isinstance(server, PyPerlbal) else int(listen)
             with HTTPConnection(port, timeout=30) as conn:
                 if mode.chunked:
                     head = (b"POST %s HTTP/1.1\r\nHost: example.com\r\n" % mode.path.encode()
