@@ -110,6 +110,8 @@ class Listeners:
         self.generation = 0
         #: service name -> what a reload bound for it, taken by ``start`` (reload.py)
         self.prepared: dict[str, Prepared] = {}
+        #: the last report written to $PERLBAL_PORTS_FILE (the same one is not written again)
+        self._reported: str | None = None
 
     def bind(self, svc: Service, listen: str) -> socket.socket | str:
         """A bound, listening socket for ``svc`` on ``listen`` (UDP for an
@@ -315,6 +317,9 @@ class Listeners:
         if not path or self.runtime.workers.role == "worker":
             return
         text = json.dumps({"pid": os.getpid(), "services": self.bound()}, sort_keys=True)
+        if text == self._reported:
+            return  # (the first report is written before SERVER user drops root)
+        self._reported = text
         try:
             with open(path + ".tmp", "w", encoding="utf-8") as fh:
                 fh.write(text + "\n")

@@ -252,6 +252,8 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
     # the workers are forked once the event loop runs, and each drops privileges
     runtime.start_workers()
     supervising = runtime.workers.supervising
+    # PERLBAL_PORTS_FILE (listeners.py): the ports bound, written before root is given up
+    runtime.sockets.report_ports()
     if user:  # every listener is bound: now give root up (the supervisor keeps it)
         preload_modules()  # the new user may not be able to read our files
         # the Lark parser is built on the first line that needs it (a console
