@@ -127,6 +127,10 @@ class RequestContext:
     #: the keep-alive decision of the last response sent with send_simple /
     #: send_full_response; what a call site returns after a plugin answered
     last_keep_alive: bool = False
+    #: when the head had been read (time.monotonic(); the context is made right
+    #: after): buffer_uploads times a body's rate from here, as Perl does
+    #: (start_buffering_request runs in the event that parsed the head)
+    head_read_at: float = field(default_factory=time.monotonic)
     #: when the body was first waited for (the min-rate deadline starts there)
     _body_started: float | None = field(default=None, repr=False)
 

@@ -16,7 +16,8 @@ slow uploader never holds a backend connection.  Perl's decision, kept here:
 * Content-Length >= ``buffer_upload_threshold_size`` (non-zero): spooled at
   once (reason ``size``);
 * otherwise the first ``buffer_backend_connect`` bytes are read, timed from
-  the end of the head: arriving slower than ``buffer_upload_threshold_rate``
+  the moment the head was read (``RequestContext.head_read_at``, as Perl's
+  start_time; not from when the proxy got round to sampling): arriving slower than ``buffer_upload_threshold_rate``
   bytes/s (reason ``rate``) or with the rest estimated to take longer than
   ``buffer_upload_threshold_time`` seconds (reason ``time``) spools the
   body; else the bytes are handed back and the body streams to a backend.
@@ -116,7 +117,10 @@ async def spool_upload(ctx: RequestContext) -> Spool | None:
         return None
     sample = b""
     if reason is None:
-        started = time.monotonic()
+        # timed from the head, not from now: a proxy that gets here late (a
+        # loaded machine, a first request's imports, a plugin that awaited)
+        # finds paced bytes queued, and must not take them for a fast client
+        started = ctx.head_read_at
         sample = await _read_sample(ctx, early)
         duration = time.monotonic() - started or 1.0  # Perl: tv_interval(...) || 1
         rate = len(sample) / duration
