@@ -4,6 +4,12 @@ A backend sends an 8 MiB reply and records when its ``sendall`` returned; the
 client reads at ~256 KB/s.  With ``buffer_size = 16m`` the proxy reads the
 whole reply ahead of the client, so the backend is done at once; with
 ``buffer_size = 64k`` the backend is still blocked seconds later.
+
+The control's reply is larger than every kernel buffer on the way could hold
+(the proxy's receive buffer from the backend autotunes up to tcp_rmem's
+maximum, 32 MiB here, and grew enough on a loaded machine to take all 8 MiB,
+so the control "failed" with the proxy buffering nothing itself): only a proxy
+that reads ahead of its client lets that backend finish.
 """
 
 from __future__ import annotations
@@ -13,16 +19,28 @@ import threading
 import time
 
 from tests.support.configs import proxy_config
-from tests.support.pyserver import PyPerlbal
-from tests.support.ports import LOOPBACK, free_ports
+from tests.support.pyserver import ANY_PORT, PyPerlbal
+from tests.support.ports import LOOPBACK
 
 SIZE = 8 * 1024 * 1024
+
+
+def _kernel_max(name: str) -> int:
+    """The largest buffer TCP autotuning may give a socket (tcp_rmem / tcp_wmem)."""
+    with open(f"/proc/sys/net/ipv4/{name}") as fh:
+        return int(fh.read().split()[2])
+
+
+def _unbufferable_size() -> int:
+    """More than the kernel can hold between backend and client, plus 8 MiB."""
+    return _kernel_max("tcp_rmem") + 2 * _kernel_max("tcp_wmem") + SIZE
 
 
 class BigBackend:
     """Answers every request with SIZE bytes; ``done_at`` is when sendall returned."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((LOOPBACK, 0))
@@ -49,7 +67,8 @@ class BigBackend:
                 buf += chunk
             self.started_at = time.monotonic()
             try:
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % SIZE + b"z" * SIZE)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size
+                             + b"z" * self.size)
             except OSError:
                 return
             self.done_at = time.monotonic()
@@ -59,14 +78,15 @@ class BigBackend:
         self._thread.join(timeout=5)
 
 
-def _run(buffer_size: str, watch_seconds: float) -> tuple[float | None, int]:
+def _run(buffer_size: str, watch_seconds: float,
+         size: int = SIZE) -> tuple[float | None, int]:
     """Start a proxy, read slowly for ``watch_seconds``; (backend finish delay, bytes read)."""
-    backend = BigBackend()
-    (port,) = free_ports(1)
-    conf = proxy_config(port, [backend.port], pool="big",
+    backend = BigBackend(size)
+    conf = proxy_config(ANY_PORT, [backend.port], pool="big",
                         extra=[f"SET buffer_size = {buffer_size}"])
     try:
-        with PyPerlbal(conf):
+        with PyPerlbal(conf) as server:
+            port = server.port("proxy")
             client = socket.socket()
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
             client.connect((LOOPBACK, port))
@@ -91,5 +111,5 @@ def test_big_buffer_releases_backend_while_client_still_reads() -> None:
 
 
 def test_small_buffer_holds_backend_control() -> None:
-    delay, got = _run("64k", 3.0)
+    delay, got = _run("64k", 3.0, _unbufferable_size())
     assert delay is None, f"backend finished after {delay}s with only {got} bytes read by the client"
