@@ -64,7 +64,6 @@ class Clients:
         if lst.closed:
             return
         lst.scope = anyio.CancelScope()
-        live = self.runtime.live
         with lst.scope:
             while True:
                 try:
@@ -78,24 +77,43 @@ class Clients:
                     log.warning("accept on %s failed: %s", lst.service, exc)
                     await anyio.sleep(0.05)
                     continue
-                sock.setblocking(False)
-                # ::ffff:a.b.c.d (a dual-stack [::] listener) is a.b.c.d from here on
-                peer = client_address(accepted)
-                live.accepted[lst.service] = live.accepted.get(lst.service, 0) + 1
-                limit = self.max_connections
-                opened = self.management if lst.management else self.limited
-                if limit and opened >= limit:
-                    live.refused_max_connections += 1
-                    if admission.busy():
-                        sock.close()
-                        continue
-                    self.tasks.start(admission.refuse(sock, lst.tls, limit))
-                elif lst.management:  # never parked: done when the task is
-                    self.management += 1
-                    self.tasks.start(self._run(sock, peer, lst.service, lst.tls, False),
-                                     self._management_closed)
-                else:
-                    self.tasks.start(self._run(sock, peer, lst.service, lst.tls, True))
+                self._admit(lst, sock, accepted)
+
+    def drain_backlog(self, lst: Listener) -> int:
+        """A graceful stop is about to close ``lst``: take the connections the
+        kernel already completed for it (closing the socket would reset them,
+        and a balancer that sent a request on one cannot retry it) and serve
+        them like any in flight.  Returns how many were waiting."""
+        taken = 0
+        while not lst.closed:
+            try:
+                sock, accepted = lst.sock.accept()
+            except OSError:  # BlockingIOError: the backlog is empty
+                break
+            self._admit(lst, sock, accepted)
+            taken += 1
+        return taken
+
+    def _admit(self, lst: Listener, sock: socket.socket, accepted: tuple[str, int]) -> None:
+        live = self.runtime.live
+        sock.setblocking(False)
+        # ::ffff:a.b.c.d (a dual-stack [::] listener) is a.b.c.d from here on
+        peer = client_address(accepted)
+        live.accepted[lst.service] = live.accepted.get(lst.service, 0) + 1
+        limit = self.max_connections
+        opened = self.management if lst.management else self.limited
+        if limit and opened >= limit:
+            live.refused_max_connections += 1
+            if admission.busy():
+                sock.close()
+                return
+            self.tasks.start(admission.refuse(sock, lst.tls, limit))
+        elif lst.management:  # never parked: done when the task is
+            self.management += 1
+            self.tasks.start(self._run(sock, peer, lst.service, lst.tls, False),
+                             self._management_closed)
+        else:
+            self.tasks.start(self._run(sock, peer, lst.service, lst.tls, True))
 
     def _management_closed(self) -> None:
         self.management -= 1
@@ -186,6 +204,10 @@ class Clients:
         bytes left (a reply handed to a slow client's transport is not sent yet
         when its handler returns: ending the loop then would drop the tail of
         a download, #15 defect 6)."""
+        # connections just taken from a backlog (drain_backlog) count themselves
+        # in ``active`` in their task's first step: one checkpoint lets those
+        # tasks, scheduled before us, take it (the loop runs ready tasks in order)
+        await anyio.lowlevel.checkpoint()
         while self.active:
             self._idle = anyio.Event()
             await self._idle.wait()

@@ -228,8 +228,12 @@ class Listeners:
             self._open_tracker(name)
         self.report_ports()
 
-    def close_all(self) -> None:
+    def close_all(self, graceful: bool = False) -> None:
+        """Close every listener; ``graceful``: first serve the connections
+        already waiting in each one's backlog (``Clients.drain_backlog``)."""
         for lst in list(self.open.values()):
+            if graceful and self._tg is not None and self.serves(lst):
+                self.runtime.clients.drain_backlog(lst)
             self.close(lst)
         self.open.clear()
         for name in list(self.trackers):

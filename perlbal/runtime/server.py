@@ -238,8 +238,8 @@ class Runtime:
             self._spawn_later.clear()
             await self._shutdown.wait()
             workers.stop(*(self.shutdown_requested or (False, None)))
-            self.sockets.close_all()
             graceful, timeout = self.shutdown_requested or (False, None)
+            self.sockets.close_all(graceful)
             clients.parking.close_all()  # idle keep-alive clients: nothing in flight
             if graceful:
                 with anyio.move_on_after(timeout if timeout else None) as drain:
