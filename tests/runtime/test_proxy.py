@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.pyserver import PyPerlbal
+from tests.support.pyserver import ANY_PORT, PyPerlbal
 from tests.support.backend import Backend
 from tests.support.configs import PERSIST, management, pool, proxy_service
 from tests.support.perl_perlbal import console
-from tests.support.ports import LOOPBACK, free_ports
+from tests.support.ports import LOOPBACK
 from tests.support.rawhttp import HTTPConnection, request
 
 
@@ -51,22 +51,21 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    names = ["mgmt", "plain", "persist", "trusted", "mixed", "dead", "empty"]
-    ports = dict(zip(names, free_ports(len(names))))
+    # every listener on port 0: the server reports what it got (server.ports)
     dead = _dead_port()
     with Backend("b1") as b1, Backend("b2") as b2:
         conf = (pool("one", [b1]) + pool("two", [b2]) + pool("mixedpool", [dead, b2])
                 + pool("deadpool", [dead]) + pool("emptypool")
-                + management(ports["mgmt"])
-                + proxy_service("plain", ports["plain"], "one")
-                + proxy_service("persist", ports["persist"], "two", extra=PERSIST)
-                + proxy_service("trusted", ports["trusted"], "one",
+                + management(ANY_PORT)
+                + proxy_service("plain", ANY_PORT, "one")
+                + proxy_service("persist", ANY_PORT, "two", extra=PERSIST)
+                + proxy_service("trusted", ANY_PORT, "one",
                                 extra=["SET trusted_upstream_proxies = 127.0.0.0/8"])
-                + proxy_service("mixed", ports["mixed"], "mixedpool")
-                + proxy_service("dead", ports["dead"], "deadpool", extra=["SET idle_timeout = 2"])
-                + proxy_service("empty", ports["empty"], "emptypool"))
+                + proxy_service("mixed", ANY_PORT, "mixedpool")
+                + proxy_service("dead", ANY_PORT, "deadpool", extra=["SET idle_timeout = 2"])
+                + proxy_service("empty", ANY_PORT, "emptypool"))
         with PyPerlbal(conf) as server:
-            yield Env(server, ports, b1, b2)
+            yield Env(server, server.ports, b1, b2)
 
 
 def _echo(body: bytes) -> dict[str, object]:

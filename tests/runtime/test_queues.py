@@ -23,11 +23,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.pyserver import PyPerlbal
+from tests.support.pyserver import ANY_PORT, PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
 from tests.support.configs import management, pool, proxy_service
 from tests.support.perl_perlbal import console
-from tests.support.ports import LOOPBACK, free_ports
+from tests.support.ports import LOOPBACK
 from tests.support.rawhttp import HTTPConnection, request
 from tests.support.threadserver import ThreadedServer
 
@@ -92,10 +92,7 @@ def _fails_twice(req: ReceivedRequest) -> BackendReply | None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    names = ["mgmt", "queue", "ahead", "retry", "noretry", "think", "garbage", "reset"]
     e = Env()
-    e.ports = dict(zip(names, free_ports(len(names))))
-    p = e.ports
     think, garbage, reset = RawBackend("think"), RawBackend("garbage"), RawBackend("reset")
     with Backend("slowverify", handler=_slow_options) as slow, \
             Backend("spare") as spare, Backend("flaky", handler=_fails_twice) as flaky:
@@ -104,24 +101,24 @@ def env() -> Iterator[Env]:
         conf = (pool("slowpool", [slow]) + pool("sparepool", [spare])
                 + pool("flakypool", [flaky]) + pool("thinkpool", [think.port])
                 + pool("garbagepool", [garbage.port]) + pool("resetpool", [reset.port])
-                + management(p["mgmt"])
-                + proxy_service("queue", p["queue"], "slowpool", extra=[
+                + management(ANY_PORT)
+                + proxy_service("queue", ANY_PORT, "slowpool", extra=[
                     "SET verify_backend = on", "SET high_priority_cookie = vip",
                     "SET high_priority_cookie_contents = yes"])
-                + proxy_service("ahead", p["ahead"], "sparepool", extra=[
+                + proxy_service("ahead", ANY_PORT, "sparepool", extra=[
                     "SET connect_ahead = 2", "SET persist_client = on"])
-                + proxy_service("retry", p["retry"], "flakypool", extra=[
+                + proxy_service("retry", ANY_PORT, "flakypool", extra=[
                     "SET enable_error_retries = on", "SET error_retry_schedule = 0,0.1,0"])
-                + proxy_service("noretry", p["noretry"], "flakypool", extra=[
+                + proxy_service("noretry", ANY_PORT, "flakypool", extra=[
                     "SET enable_error_retries = on", "SET error_retry_schedule = 0"])
-                + proxy_service("think", p["think"], "thinkpool")
-                + proxy_service("garbage", p["garbage"], "garbagepool",
+                + proxy_service("think", ANY_PORT, "thinkpool")
+                + proxy_service("garbage", ANY_PORT, "garbagepool",
                                 extra=["SET persist_backend = on"])
-                + proxy_service("reset", p["reset"], "resetpool",
+                + proxy_service("reset", ANY_PORT, "resetpool",
                                 extra=["SET persist_backend = on"]))
         try:
             with PyPerlbal(conf) as server:
-                e.server = server
+                e.server, e.ports = server, server.ports  # each listener on port 0
                 yield e
         finally:
             for raw in (think, garbage, reset):

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from tests.reproxy.harness import TARGET_BODY, target_handler
-from tests.support.pyserver import PyPerlbal
+from tests.support.pyserver import ANY_PORT, PyPerlbal
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
 from tests.support.configs import management, pool, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal, console, requires_perl_perlbal
 from tests.support.ports import LOOPBACK, free_ports
 from tests.support.rawhttp import RawResponse, request
 
-def _reproxy(name: str, port: int, *extra: str) -> str:
+def _reproxy(name: str, port: int | str, *extra: str) -> str:
     return proxy_service(name, port, "p", extra=["SET enable_reproxy = on", *extra])
 
 
@@ -64,18 +64,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     (inside / "ok.txt").write_bytes(b"inside file\n")
     (outside / "secret.txt").write_bytes(b"outside secret\n")
     os.symlink(outside / "secret.txt", inside / "link.txt")
-    names = ["open", "roots", "poolonly", "named", "mgmt"]
-    ports = dict(zip(names, free_ports(len(names))))
     with Backend("target", handler=target_handler) as target:
         with Backend("primary", handler=primary_handler(target.port)) as primary:  # type: ignore[arg-type]
-            conf = (pool("p", [primary]) + _reproxy("open", ports["open"])
-                    + _reproxy("roots", ports["roots"], f"SET reproxy_file_roots = {inside}")
-                    + _reproxy("poolonly", ports["poolonly"], "SET reproxy_url_hosts = pool")
-                    + _reproxy("named", ports["named"],
+            conf = (pool("p", [primary]) + _reproxy("open", ANY_PORT)
+                    + _reproxy("roots", ANY_PORT, f"SET reproxy_file_roots = {inside}")
+                    + _reproxy("poolonly", ANY_PORT, "SET reproxy_url_hosts = pool")
+                    + _reproxy("named", ANY_PORT,
                                f"SET reproxy_url_hosts = 127.0.0.1:{target.port}")
-                    + management(ports["mgmt"]))
+                    + management(ANY_PORT))
             with PyPerlbal(conf) as server:
-                yield Env(ports, inside, outside, target, primary, server)
+                yield Env(server.ports, inside, outside, target, primary, server)
 
 
 def test_defaults_serve_any_file_and_url_as_perl_does(env: Env) -> None:
