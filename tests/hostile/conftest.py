@@ -11,10 +11,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.pyserver import PyPerlbal
+from tests.support.pyserver import ANY_PORT, PyPerlbal
 from tests.support.backend import Backend
 from tests.support.configs import PERSIST, proxy_config, web_config
-from tests.support.ports import free_ports
 from tests.support.rawhttp import request
 
 
@@ -74,11 +73,12 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.txt").write_text("secret\n")
     (docroot / "escape").symlink_to(outside)
-    proxy, web, mgmt = free_ports(3)
     with Backend(name="b1") as backend:
-        config = proxy_config(proxy, [backend], extra=PERSIST) + web_config(
-            web, docroot, mgmt_port=mgmt, extra=[
+        # each listener on port 0: the server reports the ports it got
+        config = proxy_config(ANY_PORT, [backend], extra=PERSIST) + web_config(
+            ANY_PORT, docroot, mgmt_port=ANY_PORT, extra=[
                 "SET persist_client = on", "SET enable_put = on", "SET enable_delete = on",
                 "SET max_put_size = 1k", "SET enable_concatenate_get = on"])
         with PyPerlbal(config) as server:
-            yield Hostile(proxy, web, mgmt, backend, docroot, server)
+            yield Hostile(server.port("proxy"), server.port("web"), server.port("mgmt"),
+                          backend, docroot, server)
