@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.pyserver import PyPerlbal
-from tests.support.ports import free_port
 from tests.support.rawhttp import request
 
 
@@ -16,18 +15,18 @@ from tests.support.rawhttp import request
 def test_both_modes_serve_get_range_put(tmp_path: Path, mode: str) -> None:
     (tmp_path / "small.txt").write_bytes(b"0123456789")
     (tmp_path / "big.bin").write_bytes(bytes(range(256)) * 1024)  # 256 KiB: streamed
-    port = free_port()
     config = f"""
 SERVER aio_mode = {mode}
 CREATE SERVICE web
   SET role = web_server
-  SET listen = 127.0.0.1:{port}
+  SET listen = 127.0.0.1:0
   SET docroot = {tmp_path}
   SET enable_put = on
   SET persist_client = on
 ENABLE web
 """
-    with PyPerlbal(config):
+    with PyPerlbal(config) as server:
+        port = server.port("web")  # bound by the server on port 0
         small = request(port, "GET", "/small.txt")
         assert small.status == 200 and small.body == b"0123456789"
         part = request(port, "GET", "/small.txt", [("Range", "bytes=2-4")])
@@ -63,21 +62,21 @@ def test_aio_threads_sizes_the_pool_and_follows_a_live_set(tmp_path: Path) -> No
     from tests.support.perl_perlbal import console
 
     (tmp_path / "f.txt").write_bytes(b"x" * 100)
-    port, mgmt = free_port(), free_port()
     config = f"""
 SERVER aio_threads = 1
 CREATE SERVICE mgmt
   SET role = management
-  SET listen = 127.0.0.1:{mgmt}
+  SET listen = 127.0.0.1:0
 ENABLE mgmt
 CREATE SERVICE web
   SET role = web_server
-  SET listen = 127.0.0.1:{port}
+  SET listen = 127.0.0.1:0
   SET docroot = {tmp_path}
 ENABLE web
 """
     with PyPerlbal(config) as server:
         assert server.proc is not None
+        port, mgmt = server.port("web"), server.port("mgmt")  # bound on port 0
         for _ in range(5):
             _burst(port, 30)
         assert _disk_threads(server.proc.pid) == 1
