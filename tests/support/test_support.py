@@ -38,6 +38,12 @@ def test_free_ports_are_distinct_and_unused() -> None:
     assert not port_accepts(free_port())
 
 
+def test_free_ports_are_outside_the_kernels_ephemeral_range() -> None:
+    """No port the kernel hands out itself (port 0, a source port) can take one."""
+    low, high = (int(n) for n in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    assert all(not low <= port <= high for port in free_ports(50))
+
+
 def test_backend_counts_connections_and_requests() -> None:
     with Backend(name="b1", extra_headers=[("X-Reproxy-URL", "http://127.0.0.1:1/x")]) as be:
         with HTTPConnection(be.port) as conn:
