@@ -97,29 +97,47 @@ def _wait_for_daemon(read_end: int) -> int:
     return 1
 
 
-def write_pidfile(path: str) -> str | None:
-    """Write this process's id to ``path``; None when done, else why not.
+def open_run_file(path: str, label: str) -> int | str:
+    """Open ``path`` for the server to write, truncated (created mode 0644): the
+    descriptor, or why not (``can't write {label}: ...``).
 
     Runs as root (before ``SERVER user`` drops it), often in a directory others
     can write to: the last component is never followed if it is a symlink
     (O_NOFOLLOW), a FIFO cannot block us (O_NONBLOCK), and only a regular file
-    with a single link is truncated and written.  A new file is mode 0644."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    with a single link is truncated.  The pidfile and the reload outcome file
+    (``reloadstatus.py``) are opened this way."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return f"can't write pidfile {path}: it is a symbolic link, refusing to follow it"
-        return f"can't write pidfile {path}: {exc.strerror}"
+            return f"can't write {label}: it is a symbolic link, refusing to follow it"
+        return f"can't write {label}: {exc.strerror}"
     try:
         info = os.fstat(fd)
+        why = None
         if not stat.S_ISREG(info.st_mode):
-            return f"can't write pidfile {path}: not a regular file"
-        if info.st_nlink > 1:
-            return f"can't write pidfile {path}: it has other hard links, refusing to write it"
-        if info.st_uid == os.geteuid():
-            os.fchmod(fd, 0o644)  # whatever the umask: tools read it as other users
-        os.ftruncate(fd, 0)
+            why = f"can't write {label}: not a regular file"
+        elif info.st_nlink > 1:
+            why = f"can't write {label}: it has other hard links, refusing to write it"
+        else:
+            if info.st_uid == os.geteuid():
+                os.fchmod(fd, 0o644)  # whatever the umask: tools read it as other users
+            os.ftruncate(fd, 0)
+    except OSError as exc:
+        why = f"can't write {label}: {exc.strerror}"
+    if why is not None:
+        os.close(fd)
+        return why
+    return fd
+
+
+def write_pidfile(path: str) -> str | None:
+    """Write this process's id to ``path`` (``open_run_file``); None when done, else why not."""
+    fd = open_run_file(path, f"pidfile {path}")
+    if isinstance(fd, str):
+        return fd
+    try:
         data = f"{os.getpid()}\n".encode("ascii")
         while data:
             data = data[os.write(fd, data):]

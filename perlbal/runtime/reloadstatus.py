@@ -17,11 +17,11 @@ reader never sees half a record.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
-import stat
 from dataclasses import dataclass
+
+from perlbal.runtime.daemon import open_run_file
 
 __all__ = ["Outcome", "StatusFile", "read_status", "status_path"]
 
@@ -48,24 +48,12 @@ class StatusFile:
 
     @classmethod
     def open(cls, path: str) -> "StatusFile | str":
-        """The status file (created 0644), or why it cannot be used."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags, 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return f"can't write {path}: it is a symbolic link, refusing to follow it"
-            return f"can't write {path}: {exc.strerror}"
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-            os.close(fd)
-            return f"can't write {path}: not a regular file with a single link"
-        if info.st_uid == os.geteuid():
-            os.fchmod(fd, 0o644)
-        # a previous run's outcome (maybe of a previous boot, whose monotonic clock
-        # was further on) must never pass for this run's
-        os.ftruncate(fd, 0)
-        return cls(fd, path)
+        """The status file (created 0644, as the pidfile: ``daemon.open_run_file``), or
+        why it cannot be used.  Truncated: a previous run's outcome (maybe of a
+        previous boot, whose monotonic clock was further on) must never pass for
+        this run's."""
+        fd = open_run_file(path, path)
+        return fd if isinstance(fd, str) else cls(fd, path)
 
     def write(self, outcome: Outcome) -> None:
         text = "\n".join([_MAGIC, f"started_usec={outcome.started_usec}",
