@@ -176,6 +176,10 @@ async def _serve(runtime: Runtime, reloader: Reloader,
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
         await runtime.serve()
+        # a supervisor waits for its workers' drains here, with the signal table
+        # still in force: once the receiver closes, asyncio leaves each signal at
+        # the system's default (HUP would end the process, INT raise in Python)
+        await anyio.to_thread.run_sync(runtime.reap_workers)
         tg.cancel_scope.cancel()
 
 
@@ -292,9 +296,9 @@ def run_server(config_path: str | None, *, daemon: bool = False) -> int:
 
 
 def _while_reaping(runtime: Runtime) -> None:
-    """The event loop has ended (its signal handlers with it) but a supervisor may
-    still wait up to 40 s for its workers' drains: keep the signal table in force
-    there too.  INT passes the stop-now on to the workers (a graceful drain cut
+    """The event loop has ended (its signal handlers with it): keep the signal table
+    in force for what is left (the workers are normally reaped inside the loop, see
+    ``_serve``; not when the loop ended on an error).  INT passes the stop-now on to the workers (a graceful drain cut
     short); the other stops and HUP are logged and ignored; never Python's defaults
     (HUP's death, INT's KeyboardInterrupt traceback)."""
     def handle(signum: int, _frame: object) -> None:

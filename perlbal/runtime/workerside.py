@@ -47,6 +47,8 @@ import anyio
 
 from perlbal.interp import CommandContext
 from perlbal.runtime import accesslog, dnspools, metrics, upload_tracker
+from perlbal.runtime.signals import (DRAIN_SECONDS, GRACEFUL, HANDLED, IMMEDIATE, RELOAD,
+                                     REOPEN_LOGS, reopen_logs, signal_name)
 
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
@@ -55,13 +57,10 @@ log = logging.getLogger("perlbal.runtime")
 
 __all__ = ["become_worker", "SIGNALS"]
 
-#: the signals whose default action would end a worker without a word: logged and
-#: ignored (the supervisor's signal table is main.py's; these are a worker's own)
-LOGGED = tuple(getattr(signal, name) for name in (
-    "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGXCPU", "SIGXFSZ")
-    if hasattr(signal, name))
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
-            *LOGGED)
+#: a worker acts on the same signal table as the supervisor (``signals.py``;
+#: docs/operating.md), less HUP, which only the supervisor acts on: every signal
+#: whose default would end a worker without a word is handled
+SIGNALS = HANDLED
 _early: list[int] = []
 
 
@@ -193,26 +192,16 @@ async def _main(runtime: "Runtime", cmd_fd: int, report_fd: int) -> None:
 
 
 def _on_signal(runtime: "Runtime", signum: int) -> None:
-    if signum in (signal.SIGTERM, signal.SIGQUIT):
-        runtime.shutdown(True, 30)
-    elif signum == signal.SIGINT:
-        runtime.shutdown(False, None)
-    elif signum == signal.SIGUSR1:
-        _reopen_logs()
-    elif signum != signal.SIGHUP:
+    if signum in GRACEFUL:
+        runtime.shutdown(True, DRAIN_SECONDS)
+    elif signum in IMMEDIATE:
+        runtime.shutdown(False, None)  # also cuts a drain under way short
+    elif signum == REOPEN_LOGS:
+        reopen_logs()  # the supervisor passes its own USR1 on (logrotate's postrotate)
+    elif signum != RELOAD:
         log.error("worker %d: signal %s ignored (send it to the supervisor, pid %d)",
-                  runtime.workers.id, signal.Signals(signum).name, os.getppid())
+                  runtime.workers.id, signal_name(signum), os.getppid())
     # SIGHUP: the supervisor reloads; it reaches workers as lines or a new generation
-
-
-def _reopen_logs() -> None:
-    """USR1 (the supervisor passes its own on): the access logs this worker writes,
-    and a file error_log, reopened (logrotate's postrotate)."""
-    accesslog.reopen_all()
-    for handler in logging.getLogger("perlbal").handlers:
-        reopen = getattr(handler, "reopenIfNeeded", None)  # WatchedFileHandler
-        if callable(reopen):
-            reopen()
 
 
 async def _signals(runtime: "Runtime") -> None:
@@ -239,7 +228,7 @@ async def _follow(runtime: "Runtime", cmd_fd: int, outbox: _Outbox) -> None:
             data = b""
         if not data:  # retired, or the supervisor is gone: drain (unless told otherwise)
             if runtime.shutdown_requested is None:
-                runtime.shutdown(True, 30)
+                runtime.shutdown(True, DRAIN_SECONDS)
             return
         buf += data
         while b"\n" in buf:
