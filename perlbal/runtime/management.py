@@ -294,14 +294,15 @@ def _route(runtime: ServerHandle, target: str) -> tuple[int, str, bytes]:
         return 200, "application/json", json.dumps(status_snapshot(runtime), indent=1).encode()
     if path == "/timeline":
         return 200, "application/json", _timeline_json(runtime, query).encode()
-    if path == "/":
+    if path == "/":  # the web UI: its query sets the page's refresh (?interval=)
         return 200, "text/html; charset=utf-8", _index_html(runtime).encode("utf-8")
     if path in _STATIC:
         name, ctype = _STATIC[path]
         return 200, ctype, _webui_file(name)
-    if path == "/socks":
+    # Perl's own pages answer exactly their target ('$uri eq "/socks"'): a query is a 404
+    if target == "/socks":
         return 200, "text/html", _perl_page(runtime, ["socks summary", "socks"]).encode()
-    if path == "/obj":
+    if target == "/obj":
         return 200, "text/html", _perl_page(runtime, ["obj"]).encode()
     if path == "/service" and re.fullmatch(r"\w+", query):
         return 200, "text/html", _perl_page(runtime, [f"show service {query}"]).encode()
