@@ -49,8 +49,8 @@ def _pidfile_of(config: str) -> str | None:
     return graph.settings.pidfile or None
 
 
-def _fail(why: str, status: int = 2) -> int:
-    print(f"perlbal reload: {why}", file=sys.stderr)
+def _fail(why: str, status: int = 2, prog: str = "perlbal reload") -> int:
+    print(f"{prog}: {why}", file=sys.stderr)
     return status
 
 
@@ -107,17 +107,28 @@ def _signal(pidfile: str, pid: int, signum: int) -> str | None:
     return None
 
 
-def reopen_main(argv: Sequence[str]) -> int:
-    parser = _parser("perlbal reopen-logs", REOPEN_DESCRIPTION)
+def _server(parser: argparse.ArgumentParser, argv: Sequence[str]
+            ) -> tuple[argparse.Namespace, str, int] | int:
+    """The parsed arguments, the pidfile and the server's pid; or the exit status
+    (0 for --help, 2 for a usage error or a server that cannot be found)."""
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
     found = _read_pid(args)
     if isinstance(found, str):
-        return _fail(found)
-    why = _signal(*found, signal.SIGUSR1)
-    return _fail(why) if why else 0
+        return _fail(found, prog=parser.prog)
+    return (args, *found)
+
+
+def reopen_main(argv: Sequence[str]) -> int:
+    parser = _parser("perlbal reopen-logs", REOPEN_DESCRIPTION)
+    server = _server(parser, argv)
+    if isinstance(server, int):
+        return server
+    _args, pidfile, pid = server
+    why = _signal(pidfile, pid, signal.SIGUSR1)
+    return _fail(why, prog=parser.prog) if why else 0
 
 
 def main(argv: Sequence[str]) -> int:
@@ -126,14 +137,10 @@ def main(argv: Sequence[str]) -> int:
     parser = _parser("perlbal reload", DESCRIPTION)
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the outcome (default 60)")
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return 0 if exc.code == 0 else 2
-    found = _read_pid(args)
-    if isinstance(found, str):
-        return _fail(found)
-    pidfile, pid = found
+    server = _server(parser, argv)
+    if isinstance(server, int):
+        return server
+    args, pidfile, pid = server
     status = status_path(pidfile)
     if not os.path.exists(status):
         return _fail(f"{status} is missing: the server could not create it (see its error "

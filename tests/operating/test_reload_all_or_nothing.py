@@ -97,6 +97,16 @@ def test_reload_exit_status_when_the_server_cannot_be_asked(tmp_path: Path) -> N
     assert perlbal_reload("--pidfile", str(stale)).returncode == 2
 
 
+def test_reopen_logs_names_itself_when_the_server_cannot_be_reached(tmp_path: Path) -> None:
+    """Its errors said 'perlbal reload:' (the shared helper's name), confusing in
+    logrotate's mail."""
+    proc = subprocess.run([sys.executable, "-m", "perlbal.cli", "reopen-logs", "--pidfile",
+                           str(tmp_path / "none.pid")], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("perlbal reopen-logs: can't read pidfile"), proc.stderr
+
+
 def test_a_config_error_is_refused_with_its_position(tmp_path: Path) -> None:
     web, mgmt = free_ports(2)
     pidfile = tmp_path / "perlbal.pid"
