@@ -14,7 +14,6 @@ format requires (backslash, double quote, newline).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -26,7 +25,7 @@ from perlbal.runtime.relay import LIVE_BUFFERS
 if TYPE_CHECKING:
     from perlbal.runtime.server import Runtime
 
-__all__ = ["render", "collect", "snapshot", "parse_snapshot", "parse_families", "families_data",
+__all__ = ["render", "collect", "parse_families", "families_data",
            "merge", "Family", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -96,19 +95,6 @@ def families_data(runtime: "Runtime") -> list[Any]:
     """This worker's families as JSON-ready lists, for the supervisor to add up."""
     return [[f.name, f.kind, f.doc, [[list(map(list, labels)), value] for labels, value
                                      in f.samples]] for f in collect(runtime)]
-
-
-def snapshot(runtime: "Runtime") -> bytes:
-    """One line of JSON: ``families_data``."""
-    return json.dumps(families_data(runtime), separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-def parse_snapshot(line: bytes) -> list[Family]:
-    """The inverse of ``snapshot``; ValueError for anything malformed."""
-    try:
-        return parse_families(json.loads(line))
-    except ValueError as exc:
-        raise ValueError(f"bad metrics snapshot: {exc}") from None
 
 
 def parse_families(data: Any) -> list[Family]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from perlbal.runtime.metrics import Family, merge, parse_snapshot
+from perlbal.runtime.metrics import Family, merge, parse_families
 from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.configs import proxy_config, web_config
@@ -166,7 +166,7 @@ def test_sighup_reopens_access_log_for_rotation(tmp_path: Path) -> None:
 def test_worker_metrics_merge_rules() -> None:
     """SERVER workers > 1: counters and gauges add up, shared values are worker
     0's, the oldest queue age is the largest, and a worker's snapshot survives
-    the trip through its pipe (metrics.snapshot / parse_snapshot)."""
+    the trip through its pipe (metrics.families_data as JSON / parse_families)."""
     svc = (("service", "web"),)
     own = [Family("perlbal_info", "gauge", "v", [((("version", "1.80"),), 1)]),
            Family("perlbal_requests_total", "counter", "r", [((), 10)]),
@@ -178,10 +178,10 @@ def test_worker_metrics_merge_rules() -> None:
              Family("perlbal_node_requests_total", "counter", "n", [((("node", "b"),), 3)])]
     wire = json.dumps([[f.name, f.kind, f.doc, [[list(map(list, lb)), v] for lb, v in f.samples]]
                        for f in other]).encode()
-    merged = {f.name: dict(f.samples) for f in merge(own, [parse_snapshot(wire)])}
+    merged = {f.name: dict(f.samples) for f in merge(own, [parse_families(json.loads(wire))])}
     assert merged["perlbal_info"] == {(("version", "1.80"),): 1}
     assert merged["perlbal_requests_total"] == {(): 15}
     assert merged["perlbal_queue_oldest_seconds"] == {svc: 7}
     assert merged["perlbal_node_requests_total"] == {(("node", "a"),): 4, (("node", "b"),): 3}
     with pytest.raises(ValueError):
-        parse_snapshot(b"[[1, 2]]")
+        parse_families(json.loads(b"[[1, 2]]"))
