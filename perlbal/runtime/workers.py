@@ -112,7 +112,7 @@ class Proc:
         if not self.cmd_closed:
             self.cmd_closed = True
             self.pending = b""
-            _close(self.cmd_fd)
+            workerside.close_quietly(self.cmd_fd)
 
 
 @dataclass
@@ -225,7 +225,7 @@ class Workers:
         except OSError as exc:  # EAGAIN, ENOMEM: the slot is tried again later
             signal.pthread_sigmask(signal.SIG_UNBLOCK, workerside.SIGNALS)
             for fd in (cmd_read, cmd_write, report_read, report_write):
-                _close(fd)
+                workerside.close_quietly(fd)
             slot.quick_exits += 1
             delay = max(backoff(slot.quick_exits), 0.5)
             slot.fork_at = time.monotonic() + delay
@@ -459,7 +459,7 @@ class Workers:
                 for answered in self._waiting:
                     answered.set()
         finally:
-            _close(proc.report_fd)
+            workerside.close_quietly(proc.report_fd)
             self.reports.pop(proc.pid, None)
 
     def _heard(self, proc: Proc, line: bytes) -> None:
@@ -524,8 +524,3 @@ class Workers:
         self.old = []
 
 
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

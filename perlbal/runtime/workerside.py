@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perlbal.runtime")
 
-__all__ = ["become_worker", "SIGNALS"]
+__all__ = ["become_worker", "close_quietly", "SIGNALS"]
 
 #: a worker acts on the same signal table as the supervisor (``signals.py``;
 #: docs/operating.md), less HUP, which only the supervisor acts on: every signal
@@ -99,8 +99,8 @@ def _setup(runtime: "Runtime", slot: int, cmd_fd: int, report_fd: int) -> None:
     for proc in workers.procs():  # the other workers' pipes are the supervisor's
         if not proc.cmd_closed:
             proc.cmd_closed = True
-            _close(proc.cmd_fd)
-        _close(proc.report_fd)
+            close_quietly(proc.cmd_fd)
+        close_quietly(proc.report_fd)
     workers.slots = []
     workers.old = []
     workers.role = "worker"
@@ -138,7 +138,7 @@ def _close_inherited(keep: set[int]) -> None:
         if isinstance(obj, socket.socket):
             fd = obj.fileno()
             if fd >= 0 and fd not in keep:
-                _close(obj.detach())
+                close_quietly(obj.detach())
         elif isinstance(obj, selectors.BaseSelector):
             try:
                 obj.close()
@@ -286,7 +286,8 @@ def _die_with_parent(supervisor: int) -> None:
         os._exit(0)
 
 
-def _close(fd: int) -> None:
+def close_quietly(fd: int) -> None:
+    """Close ``fd``; one already closed (or never valid) is no error here."""
     try:
         os.close(fd)
     except OSError:
