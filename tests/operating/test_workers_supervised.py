@@ -34,7 +34,7 @@ import pytest
 from tests.support.backend import Backend, BackendReply, ReceivedRequest
 from tests.support.configs import proxy_config
 from tests.support.perl_perlbal import console
-from tests.support.ports import LOOPBACK, free_ports
+from tests.support.ports import LOOPBACK, free_ports, socket_inodes
 from tests.support.pyserver import PyPerlbal
 from tests.support.rawhttp import request
 
@@ -83,14 +83,7 @@ def alone(workers: list[int], serving: int) -> Iterator[None]:
 
 def held_client_ports(pid: int, listen_port: int) -> set[int]:
     """The client ports of the connections ``pid`` accepted on ``listen_port`` (from /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    inodes = socket_inodes(pid)
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as fh:

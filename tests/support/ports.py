@@ -18,6 +18,7 @@ probe) when it is chosen.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 
@@ -74,3 +75,17 @@ def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds (from /proc), as the
+    ``/proc/net/{tcp,tcp6,udp}`` tables name them."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes

@@ -22,7 +22,7 @@ from tests.support.pyserver import PyPerlbal
 from tests.support.backend import Backend
 from tests.support.configs import proxy_config, proxy_service
 from tests.support.perl_perlbal import PerlPerlbal
-from tests.support.ports import LOOPBACK, free_ports
+from tests.support.ports import LOOPBACK, free_ports, socket_inodes
 from tests.support.rawhttp import send_raw
 
 
@@ -170,16 +170,7 @@ def test_with_workers_every_worker_answers_from_the_supervisors_tracker() -> Non
 
 def _udp_bound(pid: int, port: int) -> bool:
     """Does process ``pid`` hold a UDP socket bound to ``port`` (from /proc)?"""
-    import os
-
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    inodes = socket_inodes(pid)
     with open("/proc/net/udp") as fh:
         rows = [line.split() for line in fh.readlines()[1:]]
     return any(row[9] in inodes and int(row[1].rsplit(":", 1)[1], 16) == port for row in rows)
